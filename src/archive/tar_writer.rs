@@ -1,0 +1,94 @@
+//! A tar writer that only emits deterministic headers (see the module above for the rules).
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use tar::{Builder, EntryType, Header};
+
+/// The mtime of every entry: 1, as Nix sets it in the store.
+const MTIME: u64 = 1;
+
+pub struct TarWriter<W: Write> {
+    builder: Builder<W>,
+}
+
+impl<W: Write> TarWriter<W> {
+    pub fn new(inner: W) -> Self {
+        TarWriter {
+            builder: Builder::new(inner),
+        }
+    }
+
+    fn header(kind: EntryType, mode: u32, size: u64) -> Header {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode & 0o7777);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(MTIME);
+        h
+    }
+
+    /// A directory entry; `path` is relative (no leading `/`).
+    pub fn dir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        let mut h = Self::header(EntryType::Directory, mode, 0);
+        self.builder.append_data(&mut h, path, io::empty())
+    }
+
+    /// A symlink entry.
+    pub fn symlink(&mut self, path: &Path, target: &Path) -> io::Result<()> {
+        let mut h = Self::header(EntryType::Symlink, 0o777, 0);
+        self.builder.append_link(&mut h, path, target)
+    }
+
+    /// A regular file whose bytes are streamed from `data`.
+    pub fn file(
+        &mut self,
+        path: &Path,
+        mode: u32,
+        size: u64,
+        data: impl io::Read,
+    ) -> io::Result<()> {
+        let mut h = Self::header(EntryType::Regular, mode, size);
+        self.builder.append_data(&mut h, path, data)
+    }
+
+    /// An absolute path on disk and everything below it, stored under its own path without
+    /// the leading `/`, children in byte order.
+    pub fn tree(&mut self, abs: &Path) -> io::Result<()> {
+        let rel = abs.strip_prefix("/").unwrap_or(abs);
+        let meta = fs::symlink_metadata(abs)?;
+        let mode = meta.permissions().mode();
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            self.symlink(rel, &fs::read_link(abs)?)
+        } else if kind.is_dir() {
+            self.dir(rel, mode)?;
+            let mut children: Vec<_> = fs::read_dir(abs)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()?;
+            children.sort();
+            for name in children {
+                self.tree(&abs.join(name))?;
+            }
+            Ok(())
+        } else if kind.is_file() {
+            let file = fs::File::open(abs)?;
+            // Read exactly the size recorded in the header, even if the file changes.
+            let size = meta.len();
+            self.file(rel, mode, size, io::Read::take(file, size))
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a file, directory or symlink", abs.display()),
+            ))
+        }
+    }
+
+    /// Writes the end-of-archive marker and returns the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        self.builder.into_inner()
+    }
+}

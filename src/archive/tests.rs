@@ -1,0 +1,201 @@
+//! Archives on real directory trees: determinism, contents, and the forest rules.
+
+use super::*;
+use flate2::read::GzDecoder;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use tempfile::TempDir;
+
+/// A fake store path with a file, an executable, a subdirectory and a relative symlink.
+fn package(root: &Path, name: &str, files: &[(&str, &str)]) -> String {
+    let dir = root.join(name);
+    for (rel, content) in files {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+    }
+    dir.to_string_lossy().into_owned()
+}
+
+fn entries(
+    blob: &[u8],
+) -> Vec<(
+    String,
+    tar::EntryType,
+    u32,
+    u64,
+    u64,
+    Option<String>,
+    Vec<u8>,
+)> {
+    let mut archive = tar::Archive::new(GzDecoder::new(blob));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.mtime().unwrap(),
+                e.link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned()),
+                data,
+            )
+        })
+        .collect()
+}
+
+fn build(contents: &LayerContents) -> (Vec<u8>, LayerBlob) {
+    write_layer(contents, Vec::new()).unwrap()
+}
+
+#[test]
+fn store_path_layers_are_deterministic_and_self_describing() {
+    let tmp = TempDir::new().unwrap();
+    let a = package(
+        tmp.path(),
+        "aaaa-pkg",
+        &[
+            ("bin/tool", "#!/bin/sh\n"),
+            ("share/doc/README", "docs"),
+            ("z", "last"),
+        ],
+    );
+    fs::set_permissions(format!("{a}/bin/tool"), fs::Permissions::from_mode(0o555)).unwrap();
+    symlink("tool", format!("{a}/bin/alias")).unwrap();
+    let contents = LayerContents::StorePaths(vec![a.clone()]);
+
+    let (bytes1, blob1) = build(&contents);
+    // Touch the files: a different mtime must not change the layer.
+    fs::write(format!("{a}/z"), "last").unwrap();
+    let (bytes2, blob2) = build(&contents);
+    assert_eq!(bytes1, bytes2);
+    assert_eq!(blob1, blob2);
+    assert_eq!(blob1.digest, crate::digest::Digest::of(&bytes1));
+    assert_eq!(blob1.size, bytes1.len() as u64);
+    let mut tar = Vec::new();
+    GzDecoder::new(&bytes1[..]).read_to_end(&mut tar).unwrap();
+    assert_eq!(blob1.diff_id, crate::digest::Digest::of(&tar));
+
+    let e = entries(&bytes1);
+    let rel = a.trim_start_matches('/');
+    let names: Vec<&str> = e.iter().map(|e| e.0.as_str()).collect();
+    let expected = [
+        "nix".to_string(),
+        "nix/store".to_string(),
+        rel.to_string(),
+        format!("{rel}/bin"),
+        format!("{rel}/bin/alias"),
+        format!("{rel}/bin/tool"),
+        format!("{rel}/share"),
+        format!("{rel}/share/doc"),
+        format!("{rel}/share/doc/README"),
+        format!("{rel}/z"),
+    ];
+    assert_eq!(
+        names,
+        expected.iter().map(|s| s.as_str()).collect::<Vec<_>>()
+    );
+    for (path, _, _, uid, mtime, _, _) in &e {
+        assert_eq!(*uid, 0, "{path}");
+        assert_eq!(*mtime, 1, "{path}");
+    }
+    let tool = e.iter().find(|e| e.0.ends_with("bin/tool")).unwrap();
+    assert_eq!(tool.2, 0o555);
+    assert_eq!(tool.6, b"#!/bin/sh\n");
+    let alias = e.iter().find(|e| e.0.ends_with("bin/alias")).unwrap();
+    assert_eq!(alias.1, tar::EntryType::Symlink);
+    assert_eq!(alias.5.as_deref(), Some("tool"));
+}
+
+#[test]
+fn long_paths_and_link_targets_survive() {
+    let tmp = TempDir::new().unwrap();
+    let deep = format!("{}/file", "d".repeat(120));
+    let a = package(tmp.path(), "pkg", &[(&deep, "x")]);
+    let target = format!("/{}", "t".repeat(200));
+    symlink(&target, format!("{a}/long-link")).unwrap();
+    let (bytes, _) = build(&LayerContents::StorePaths(vec![a.clone()]));
+    let e = entries(&bytes);
+    assert!(e.iter().any(|e| e.0.ends_with(&deep) && e.6 == b"x"));
+    assert!(
+        e.iter()
+            .any(|e| e.0.ends_with("long-link") && e.5.as_deref() == Some(target.as_str()))
+    );
+}
+
+#[test]
+fn the_forest_merges_packages_and_adds_tmp_and_env() {
+    let tmp = TempDir::new().unwrap();
+    let core = package(
+        tmp.path(),
+        "1-coreutils",
+        &[
+            ("bin/env", "env"),
+            ("bin/ls", "ls"),
+            ("nix-support/x", "meta"),
+        ],
+    );
+    let git = package(
+        tmp.path(),
+        "2-git",
+        &[
+            ("bin/git", "git"),
+            ("bin/ls", "other ls"),
+            ("share/git/x", "x"),
+        ],
+    );
+    let forest = Forest::link(&[core.clone(), git.clone()]).unwrap();
+    let (bytes, _) = build(&LayerContents::Forest(vec![core.clone(), git.clone()]));
+    let e = entries(&bytes);
+    let get = |p: &str| {
+        e.iter()
+            .find(|e| e.0.trim_end_matches('/') == p)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{p} missing: {:?}",
+                    e.iter().map(|e| &e.0).collect::<Vec<_>>()
+                )
+            })
+    };
+
+    assert_eq!(get("bin").1, tar::EntryType::Directory);
+    assert_eq!(
+        get("bin/git").5.as_deref(),
+        Some(format!("{git}/bin/git").as_str())
+    );
+    // The first package wins a conflict.
+    assert_eq!(
+        get("bin/ls").5.as_deref(),
+        Some(format!("{core}/bin/ls").as_str())
+    );
+    assert_eq!(get("share/git").1, tar::EntryType::Directory);
+    assert_eq!(get("tmp").2, 0o1777);
+    assert_eq!(
+        get("usr/bin/env").5.as_deref(),
+        Some(format!("{core}/bin/env").as_str())
+    );
+    assert!(!e.iter().any(|e| e.0.starts_with("nix-support")));
+    assert_eq!(
+        forest.target("bin/git"),
+        Some(Path::new(&format!("{git}/bin/git")))
+    );
+}
+
+#[test]
+fn no_usr_bin_env_without_an_env() {
+    let tmp = TempDir::new().unwrap();
+    let hello = package(tmp.path(), "hello", &[("bin/hello", "hi")]);
+    let (bytes, _) = build(&LayerContents::Forest(vec![hello]));
+    let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.0).collect();
+    assert!(!names.iter().any(|n| n.starts_with("usr")), "{names:?}");
+    assert!(names.contains(&"tmp".to_string()), "{names:?}");
+}

@@ -1,0 +1,231 @@
+//! Turning an image request into a stored manifest: the pipeline.
+//!
+//! name + tag → [`ImageSpec`] → Nix (resolve, realise, graph) → layer groups → layer
+//! archives (built concurrently, or taken from the build cache) → image config → manifest,
+//! stored by digest so clients can fetch it again by digest.
+//!
+//! Concurrent requests for the same image (same source revision, architecture and packages)
+//! share one build ([`SingleFlight`]). Manifests of pinned sources (a full commit) are cached
+//! in storage by what they were built from and served without running Nix at all.
+
+mod flight;
+mod layer;
+
+use crate::archive::{LayerBlob, LayerContents};
+use crate::config::Config;
+use crate::digest::Digest;
+use crate::image::{ALWAYS_INCLUDED, ImageSpec, Tag};
+use crate::layers;
+use crate::manifest::{self, Document, ManifestFormat};
+use crate::metrics::Metrics;
+use crate::nix::{Nix, NixError};
+use crate::pkgsource::{PkgSource, SourceRevision};
+use crate::popularity::Popularity;
+use crate::storage::{ObjectKey, Storage, StorageError};
+use flight::SingleFlight;
+use futures::FutureExt;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Why an image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("writing a layer archive failed: {0}")]
+    Archive(#[source] std::io::Error),
+    #[error("a build task failed: {0}")]
+    Task(String),
+}
+
+/// A built image, independent of manifest format.
+#[derive(Debug)]
+pub struct BuiltImage {
+    /// Layers in manifest order (the symlink forest last).
+    pub layers: Vec<LayerBlob>,
+    pub config: Document,
+}
+
+type BuildResult = Result<Arc<BuiltImage>, Arc<BuildError>>;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct FlightKey {
+    source: SourceRevision,
+    spec: ImageSpec,
+}
+
+/// Builds and stores images.
+#[derive(Clone)]
+pub struct Builder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: PkgSource,
+    nix: Nix,
+    popularity: Popularity,
+    budget: usize,
+    storage: Arc<Storage>,
+    metrics: Arc<Metrics>,
+    layer_slots: Semaphore,
+    flights: SingleFlight<FlightKey, BuildResult>,
+}
+
+impl Builder {
+    pub fn new(
+        config: &Config,
+        storage: Arc<Storage>,
+        popularity: Popularity,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Builder {
+            inner: Arc::new(Inner {
+                source: config.source.clone(),
+                nix: Nix::new(config.nix_timeout, metrics.clone()),
+                popularity,
+                budget: config.layer_budget,
+                storage,
+                metrics,
+                layer_slots: Semaphore::new(cores),
+                flights: SingleFlight::new(),
+            }),
+        }
+    }
+
+    /// The manifest of `spec` at `tag` in `format`, built if needed, stored by digest.
+    pub async fn manifest(
+        &self,
+        spec: &ImageSpec,
+        tag: &Tag,
+        format: ManifestFormat,
+    ) -> Result<Document, Arc<BuildError>> {
+        let inner = &self.inner;
+        let source = inner.source.revision(tag);
+        let cache_key = source
+            .pinned
+            .then(|| manifest_cache_key(&source, spec, format));
+        if let Some(key) = &cache_key {
+            let cached = inner
+                .storage
+                .get(&ObjectKey::manifest_cache(key))
+                .await
+                .map_err(|e| Arc::new(e.into()))?;
+            if let Some(bytes) = cached {
+                inner.metrics.manifest_cache_hits.inc();
+                let digest = Digest::of(&bytes);
+                return Ok(Document { bytes, digest });
+            }
+        }
+
+        let key = FlightKey {
+            source: source.clone(),
+            spec: spec.clone(),
+        };
+        let image = inner
+            .flights
+            .run(key, || {
+                let inner = self.inner.clone();
+                let spec = spec.clone();
+                async move {
+                    inner
+                        .build(&source, &spec)
+                        .await
+                        .map(Arc::new)
+                        .map_err(Arc::new)
+                }
+                .boxed()
+            })
+            .await?;
+
+        let doc = manifest::manifest(format, &image.config, &image.layers);
+        let store = async {
+            let by_digest = ObjectKey::manifest(&doc.digest);
+            if inner.storage.size(&by_digest).await?.is_none() {
+                inner.storage.put(&by_digest, doc.bytes.clone()).await?;
+            }
+            if let Some(key) = &cache_key {
+                inner
+                    .storage
+                    .put(&ObjectKey::manifest_cache(key), doc.bytes.clone())
+                    .await?;
+            }
+            Ok::<_, StorageError>(())
+        };
+        store.await.map_err(|e| Arc::new(e.into()))?;
+        Ok(doc)
+    }
+}
+
+impl Inner {
+    async fn build(
+        &self,
+        source: &SourceRevision,
+        spec: &ImageSpec,
+    ) -> Result<BuiltImage, BuildError> {
+        self.metrics.image_builds.inc();
+        let started = std::time::Instant::now();
+        let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
+
+        let very_popular: BTreeSet<String> = realised
+            .packages
+            .iter()
+            .filter(|p| ALWAYS_INCLUDED.contains(&p.name.as_str()))
+            .flat_map(|p| p.outputs.iter().cloned())
+            .collect();
+        let groups = layers::group(
+            &realised.graph,
+            &self.popularity,
+            &very_popular,
+            self.budget,
+        );
+
+        let mut contents: Vec<LayerContents> = groups
+            .into_iter()
+            .map(|l| LayerContents::StorePaths(l.contents))
+            .collect();
+        contents.push(LayerContents::Forest(realised.graph.roots.clone()));
+        let builds = contents
+            .into_iter()
+            .map(|c| layer::build_layer(&self.storage, &self.metrics, &self.layer_slots, c));
+        let blobs = futures::future::try_join_all(builds).await?;
+
+        let has_bash = realised
+            .packages
+            .iter()
+            .any(|p| p.attr == "bashInteractive");
+        let config = manifest::image_config(spec.arch, &blobs, has_bash);
+        let config_key = ObjectKey::blob(&config.digest);
+        if self.storage.size(&config_key).await?.is_none() {
+            self.storage.put(&config_key, config.bytes.clone()).await?;
+        }
+        tracing::info!(
+            packages = ?spec.packages,
+            arch = spec.arch.oci_name(),
+            layers = blobs.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "built image"
+        );
+        Ok(BuiltImage {
+            layers: blobs,
+            config,
+        })
+    }
+}
+
+/// What a cached manifest depends on: source revision, architecture, packages, format.
+fn manifest_cache_key(source: &SourceRevision, spec: &ImageSpec, format: ManifestFormat) -> Digest {
+    let text = serde_json::json!({
+        "version": 1,
+        "source": [source.kind, source.args],
+        "arch": spec.arch.oci_name(),
+        "packages": spec.packages,
+        "format": format.media_type(),
+    });
+    Digest::of(text.to_string().as_bytes())
+}

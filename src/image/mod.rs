@@ -1,0 +1,14 @@
+//! What an image is: a registry name and tag as the client sent them, and the canonical
+//! [`ImageSpec`] (target architecture and sorted package set) that the registry builds.
+//!
+//! The name is the content: `shell/git` means "bash, coreutils, moreutils, nano and git".
+//! Everything that decides the bytes of an image goes through [`ImageSpec`], so two names
+//! that mean the same thing (`git/shell`, `shell/git`, `shell/git/git`) are the same image.
+
+mod name;
+mod spec;
+
+pub use name::{
+    ImageName, NameError, PackageName, Reference, Tag, is_commit_hash as name_is_commit,
+};
+pub use spec::{ALWAYS_INCLUDED, Arch, ImageSpec, SHELL_PACKAGES};

@@ -1,0 +1,116 @@
+//! The canonical description of an image: target architecture plus the sorted,
+//! de-duplicated set of package names, with meta-packages expanded.
+//!
+//! Nixery only honours meta-packages at the front of a name; here they are honoured
+//! anywhere, so that `git/shell` and `shell/git` are one image (nixpkgs has no `shell` or
+//! `arm64` attribute, so nothing is lost).
+
+use super::name::{ImageName, PackageName};
+use std::collections::BTreeSet;
+
+/// Packages the `shell` meta-package adds.
+pub const SHELL_PACKAGES: [&str; 4] = ["bashInteractive", "coreutils", "moreutils", "nano"];
+/// Packages every image contains (TLS roots and /etc/services, /etc/protocols).
+pub const ALWAYS_INCLUDED: [&str; 2] = ["cacert", "iana-etc"];
+
+/// The CPU architecture an image is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// The Nix system double the package set is instantiated for.
+    pub fn nix_system(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64-linux",
+            Arch::Arm64 => "aarch64-linux",
+        }
+    }
+
+    /// The GOARCH-style name used in image configs.
+    pub fn oci_name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+/// What to build: the architecture and the sorted package names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageSpec {
+    pub arch: Arch,
+    pub packages: BTreeSet<String>,
+}
+
+impl ImageSpec {
+    pub fn from_name(name: &ImageName) -> Self {
+        Self::from_packages(name.components())
+    }
+
+    pub fn from_packages(components: &[PackageName]) -> Self {
+        let mut arch = Arch::Amd64;
+        let mut packages = BTreeSet::new();
+        for c in components {
+            match c.as_str() {
+                "shell" => packages.extend(SHELL_PACKAGES.iter().map(|p| p.to_string())),
+                "arm64" => arch = Arch::Arm64,
+                other => {
+                    packages.insert(other.to_owned());
+                }
+            }
+        }
+        packages.extend(ALWAYS_INCLUDED.iter().map(|p| p.to_string()));
+        ImageSpec { arch, packages }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> ImageSpec {
+        ImageSpec::from_name(&ImageName::parse(name).unwrap())
+    }
+
+    #[test]
+    fn order_and_duplicates_do_not_matter() {
+        assert_eq!(spec("shell/git"), spec("git/shell"));
+        assert_eq!(spec("git/hello"), spec("hello/git/git"));
+    }
+
+    #[test]
+    fn shell_expands_and_base_packages_are_added() {
+        let s = spec("shell/git");
+        let expected: BTreeSet<String> = [
+            "bashInteractive",
+            "cacert",
+            "coreutils",
+            "git",
+            "iana-etc",
+            "moreutils",
+            "nano",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(s.packages, expected);
+        assert_eq!(s.arch, Arch::Amd64);
+    }
+
+    #[test]
+    fn arm64_selects_the_architecture_and_is_not_a_package() {
+        let s = spec("arm64/hello");
+        assert_eq!(s.arch, Arch::Arm64);
+        assert_eq!(s.arch.nix_system(), "aarch64-linux");
+        assert!(!s.packages.contains("arm64"));
+        assert_ne!(spec("arm64/hello"), spec("hello"));
+    }
+
+    #[test]
+    fn an_image_of_nothing_still_has_the_base_packages() {
+        assert_eq!(spec("cacert").packages.len(), 2);
+    }
+}

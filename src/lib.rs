@@ -1,0 +1,38 @@
+//! nixery-rs: a container registry that builds images from Nix packages on demand.
+//!
+//! `docker pull registry.example/shell/git` answers with an image holding bash, coreutils
+//! and git, built when first asked for. The modules follow the pipeline:
+//! [`image`] (names → specs) → [`nix`] (realise, runtime graph) → [`layers`] (grouping) →
+//! [`archive`] (deterministic tar.gz) → [`storage`] → [`manifest`], orchestrated by
+//! [`build`] and served by [`registry`].
+
+pub mod archive;
+pub mod build;
+pub mod config;
+pub mod digest;
+pub mod image;
+pub mod layers;
+pub mod manifest;
+pub mod metrics;
+pub mod nix;
+pub mod pkgsource;
+pub mod popularity;
+pub mod registry;
+pub mod storage;
+
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub builder: build::Builder,
+    pub storage: Arc<storage::Storage>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> axum::Router {
+    registry::router()
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}

@@ -1,0 +1,240 @@
+//! Image configs and manifests, in Docker schema 2 (the default) or OCI form.
+//!
+//! The config is the same JSON for both forms; only media types differ. Docker schema 2 is
+//! served unless the client accepts OCI manifests and not Docker's (skopeo and containerd
+//! accept both and get Docker's). All JSON is rendered from typed structs (`oci-spec`) with
+//! a fixed field order and no timestamps, so the same image always has the same digests.
+
+use crate::archive::LayerBlob;
+use crate::digest::Digest;
+use crate::image::Arch;
+use bytes::Bytes;
+use oci_spec::image::{
+    Arch as OciArch, ConfigBuilder, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder, ToDockerV2S2,
+};
+
+/// `Env` of every image: where the `cacert` package puts the CA bundle.
+pub const SSL_CERT_ENV: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
+
+/// Which manifest media types to answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ManifestFormat {
+    Docker,
+    Oci,
+}
+
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+impl ManifestFormat {
+    /// Chooses from the client's `Accept` values (all header lines, already split).
+    pub fn negotiate<'a>(accepted: impl IntoIterator<Item = &'a str>) -> Self {
+        let (mut docker, mut oci) = (false, false);
+        for value in accepted {
+            let media = value.split(';').next().unwrap_or("").trim();
+            docker |= media == DOCKER_MANIFEST;
+            oci |= media == OCI_MANIFEST;
+        }
+        if oci && !docker {
+            ManifestFormat::Oci
+        } else {
+            ManifestFormat::Docker
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            ManifestFormat::Docker => DOCKER_MANIFEST,
+            ManifestFormat::Oci => OCI_MANIFEST,
+        }
+    }
+
+    fn typed(self, oci: MediaType) -> MediaType {
+        match self {
+            ManifestFormat::Oci => oci,
+            ManifestFormat::Docker => MediaType::Other(
+                oci.to_docker_v2s2()
+                    .expect("manifest, config and layer types have Docker names")
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// The media type stored in a manifest's `mediaType` field, for serving it by digest.
+pub fn media_type_of(manifest: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    serde_json::from_slice::<Probe>(manifest).ok()?.media_type
+}
+
+/// A JSON document and its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    pub bytes: Bytes,
+    pub digest: Digest,
+}
+
+impl Document {
+    fn new(bytes: Vec<u8>) -> Self {
+        let digest = Digest::of(&bytes);
+        Document {
+            bytes: bytes.into(),
+            digest,
+        }
+    }
+}
+
+/// The image config: architecture, OS, diff_ids in layer order, `Env`, and `Cmd ["bash"]`
+/// when the image has bashInteractive. `config` is always an object, never null
+/// (Kubernetes rejects null).
+pub fn image_config(arch: Arch, layers: &[LayerBlob], has_bash: bool) -> Document {
+    let mut exec = ConfigBuilder::default().env(vec![SSL_CERT_ENV.to_owned()]);
+    if has_bash {
+        exec = exec.cmd(vec!["bash".to_owned()]);
+    }
+    let rootfs = RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(
+            layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .expect("rootfs fields are set");
+    let arch = match arch {
+        Arch::Amd64 => OciArch::Amd64,
+        Arch::Arm64 => OciArch::ARM64,
+    };
+    let config = ImageConfigurationBuilder::default()
+        .architecture(arch)
+        .os(Os::Linux)
+        .config(exec.build().expect("config fields are set"))
+        .rootfs(rootfs)
+        .build()
+        .expect("image config fields are set");
+    Document::new(serde_json::to_vec(&config).expect("config serialises"))
+}
+
+/// The manifest pointing at `config` and `layers` (in order), in `format`.
+pub fn manifest(format: ManifestFormat, config: &Document, layers: &[LayerBlob]) -> Document {
+    let descriptor = |media: MediaType, size: u64, digest: &Digest| {
+        let digest: oci_spec::image::Digest =
+            digest.to_string().parse().expect("our digests are valid");
+        Descriptor::new(media, size, digest)
+    };
+    let layer_type = format.typed(MediaType::ImageLayerGzip);
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(format.typed(MediaType::ImageManifest))
+        .config(descriptor(
+            format.typed(MediaType::ImageConfig),
+            config.bytes.len() as u64,
+            &config.digest,
+        ))
+        .layers(
+            layers
+                .iter()
+                .map(|l| descriptor(layer_type.clone(), l.size, &l.digest))
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .expect("manifest fields are set");
+    Document::new(serde_json::to_vec(&manifest).expect("manifest serialises"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn layer(n: u8) -> LayerBlob {
+        LayerBlob {
+            digest: Digest::of(&[n]),
+            diff_id: Digest::of(&[n, n]),
+            size: 100 + n as u64,
+        }
+    }
+
+    #[test]
+    fn negotiation_prefers_docker_unless_only_oci_is_accepted() {
+        let skopeo = [
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        ];
+        assert_eq!(ManifestFormat::negotiate(skopeo), ManifestFormat::Docker);
+        assert_eq!(
+            ManifestFormat::negotiate([OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"]),
+            ManifestFormat::Oci
+        );
+        assert_eq!(
+            ManifestFormat::negotiate([format!("{OCI_MANIFEST}; q=0.5").as_str()]),
+            ManifestFormat::Oci
+        );
+        assert_eq!(ManifestFormat::negotiate([]), ManifestFormat::Docker);
+        assert_eq!(ManifestFormat::negotiate(["*/*"]), ManifestFormat::Docker);
+    }
+
+    #[test]
+    fn config_lists_diff_ids_in_order_and_never_a_null_config() {
+        let doc = image_config(Arch::Arm64, &[layer(1), layer(2)], false);
+        let v: Value = serde_json::from_slice(&doc.bytes).unwrap();
+        assert_eq!(v["architecture"], "arm64");
+        assert_eq!(v["os"], "linux");
+        assert_eq!(v["rootfs"]["type"], "layers");
+        assert_eq!(v["rootfs"]["diff_ids"][0], layer(1).diff_id.to_string());
+        assert_eq!(v["rootfs"]["diff_ids"][1], layer(2).diff_id.to_string());
+        assert!(v["config"].is_object());
+        assert_eq!(v["config"]["Env"][0], SSL_CERT_ENV);
+        assert!(v["config"].get("Cmd").is_none());
+        assert!(
+            v.get("created").is_none(),
+            "timestamps would break determinism"
+        );
+        assert_eq!(doc.digest, Digest::of(&doc.bytes));
+
+        let with_bash: Value =
+            serde_json::from_slice(&image_config(Arch::Amd64, &[layer(1)], true).bytes).unwrap();
+        assert_eq!(with_bash["config"]["Cmd"], serde_json::json!(["bash"]));
+        assert_eq!(with_bash["architecture"], "amd64");
+    }
+
+    #[test]
+    fn manifests_in_both_formats() {
+        let config = image_config(Arch::Amd64, &[layer(1)], false);
+        for (format, layer_type, config_type) in [
+            (
+                ManifestFormat::Docker,
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "application/vnd.docker.container.image.v1+json",
+            ),
+            (
+                ManifestFormat::Oci,
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                "application/vnd.oci.image.config.v1+json",
+            ),
+        ] {
+            let m = manifest(format, &config, &[layer(1), layer(2)]);
+            let v: Value = serde_json::from_slice(&m.bytes).unwrap();
+            assert_eq!(v["schemaVersion"], 2);
+            assert_eq!(v["mediaType"], format.media_type());
+            assert_eq!(
+                media_type_of(&m.bytes).as_deref(),
+                Some(format.media_type())
+            );
+            assert_eq!(v["config"]["mediaType"], config_type);
+            assert_eq!(v["config"]["digest"], config.digest.to_string());
+            assert_eq!(v["config"]["size"], config.bytes.len());
+            assert_eq!(v["layers"][1]["mediaType"], layer_type);
+            assert_eq!(v["layers"][1]["digest"], layer(2).digest.to_string());
+            assert_eq!(v["layers"][1]["size"], 102);
+            assert_eq!(m, manifest(format, &config, &[layer(1), layer(2)]));
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The runtime graph of an image: every store path in the closure of the requested
+//! packages, with its size and references, as `nix path-info --json --recursive
+//! --closure-size` reports it.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One store path of the closure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathInfo {
+    /// Size of the path's NAR serialisation (what its layer contents weigh).
+    pub nar_size: u64,
+    /// Size of the path and everything it references.
+    pub closure_size: u64,
+    /// Store paths this one references at run time (never itself).
+    pub references: Vec<String>,
+}
+
+/// The closure of an image's top-level packages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeGraph {
+    /// Store paths of the requested packages, sorted.
+    pub roots: Vec<String>,
+    /// Every path of the closure, keyed (and so sorted) by store path.
+    pub paths: BTreeMap<String, PathInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPathInfo {
+    path: String,
+    nar_size: u64,
+    #[serde(default)]
+    closure_size: Option<u64>,
+    #[serde(default)]
+    references: Vec<String>,
+}
+
+/// Why Nix's answer could not be read as a runtime graph.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("nix path-info output is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("store path {0} is referenced but missing from the closure")]
+    Dangling(String),
+}
+
+impl RuntimeGraph {
+    /// Reads `nix path-info --json -r -S` output for the given top-level paths.
+    pub fn from_path_info(
+        json: &[u8],
+        roots: impl IntoIterator<Item = String>,
+    ) -> Result<Self, GraphError> {
+        let raw: Vec<RawPathInfo> = serde_json::from_slice(json)?;
+        let mut paths = BTreeMap::new();
+        for p in raw {
+            let mut references: Vec<String> =
+                p.references.into_iter().filter(|r| *r != p.path).collect();
+            references.sort();
+            references.dedup();
+            let closure_size = p.closure_size.unwrap_or(p.nar_size);
+            paths.insert(
+                p.path,
+                PathInfo {
+                    nar_size: p.nar_size,
+                    closure_size,
+                    references,
+                },
+            );
+        }
+        let mut roots: Vec<String> = roots.into_iter().collect();
+        roots.sort();
+        roots.dedup();
+        for r in roots
+            .iter()
+            .chain(paths.values().flat_map(|p| p.references.iter()))
+        {
+            if !paths.contains_key(r) {
+                return Err(GraphError::Dangling(r.clone()));
+            }
+        }
+        Ok(RuntimeGraph { roots, paths })
+    }
+}
+
+/// The name of a store path without its hash: `/nix/store/<hash>-bash-5.2` → `bash-5.2`,
+/// the key of popularity data.
+pub fn store_path_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    match base.split_once('-') {
+        Some((hash, name)) if hash.len() == 32 => name,
+        _ => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a-1.0";
+    const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
+
+    #[test]
+    fn reads_path_info_and_drops_self_references() {
+        let json = format!(
+            r#"[{{"path":"{A}","narSize":10,"closureSize":30,"references":["{A}","{B}"]}},
+                {{"path":"{B}","narSize":20,"closureSize":20,"references":[]}}]"#
+        );
+        let g = RuntimeGraph::from_path_info(json.as_bytes(), [A.to_string()]).unwrap();
+        assert_eq!(g.roots, vec![A.to_string()]);
+        assert_eq!(g.paths[A].references, vec![B.to_string()]);
+        assert_eq!(g.paths[A].closure_size, 30);
+        assert_eq!(g.paths[B].nar_size, 20);
+    }
+
+    #[test]
+    fn rejects_a_closure_with_holes() {
+        let json = format!(r#"[{{"path":"{A}","narSize":10,"references":["{B}"]}}]"#);
+        assert!(matches!(
+            RuntimeGraph::from_path_info(json.as_bytes(), [A.to_string()]),
+            Err(GraphError::Dangling(p)) if p == B
+        ));
+    }
+
+    #[test]
+    fn names_drop_the_hash() {
+        assert_eq!(store_path_name(A), "a-1.0");
+        assert_eq!(store_path_name("/nix/store/short-x"), "short-x");
+    }
+}

@@ -1,0 +1,138 @@
+# A package set shaped like nixpkgs, for the tests: `{ system ? ..., ... }: { attrs }`.
+#
+# Real nixpkgs cannot be built on the test machines (no network, no binary cache), so every
+# package here is a `builtins.derivation` whose builder is the host's /bin/sh and whose
+# programs come from Debian's static busybox. The shapes mirror what the registry must cope
+# with in nixpkgs: camelCase names (bashInteractive), nested sets (haskellPackages.pandoc),
+# digit-leading names (_1password), packages that reference each other (runtime graph), a
+# package whose build fails, a slow package (timeouts, cancellation) and a large one.
+#
+# `system` is the *target* system the registry asks for (x86_64-linux or aarch64-linux).
+# Derivations are always built for the host so arm64 images can be built here; the target is
+# recorded in each package's `nix-support/system` so tests can see what was asked.
+#
+# NIXERY_TEST_NONCE (read at evaluation time) changes the derivations of `slow` and `fresh`,
+# so a test can force a real, never-cached build.
+{ system ? builtins.currentSystem, ... }:
+let
+  nonce = builtins.getEnv "NIXERY_TEST_NONCE";
+  mk = name: script: builtins.derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-euc" ''
+      mkdir -p $out/nix-support
+      echo ${system} > $out/nix-support/system
+      ${script}
+    '' ];
+    PATH = "/usr/bin:/bin";
+  };
+
+  # An executable shell script at $out/bin/NAME, run by the busybox shell from the store.
+  script = name: body: mk name ''
+    mkdir -p $out/bin
+    printf '#!%s/bin/sh\n%s\n' ${busybox} ${builtins.toJSON body} > $out/bin/${name}
+    chmod 0555 $out/bin/${name}
+  '';
+
+  # Links busybox applets into $out/bin, so the package references busybox at run time.
+  applets = name: list: mk name ''
+    mkdir -p $out/bin
+    for a in ${builtins.concatStringsSep " " list}; do ln -s ${busybox}/bin/busybox $out/bin/$a; done
+  '';
+
+  busybox = mk "busybox-1.35.0" ''
+    mkdir -p $out/bin
+    cp /bin/busybox $out/bin/busybox
+    chmod 0555 $out/bin/busybox
+    ln -s busybox $out/bin/sh
+  '';
+
+  self = {
+    inherit busybox;
+
+    bashInteractive = mk "bash-interactive-5.2" ''
+      mkdir -p $out/bin
+      printf '#!%s/bin/sh\nexec %s/bin/busybox sh "$@"\n' ${busybox} ${busybox} > $out/bin/bash
+      chmod 0555 $out/bin/bash
+      ln -s bash $out/bin/sh
+    '';
+
+    coreutils = applets "coreutils-9.1" [
+      "basename" "cat" "chmod" "cp" "cut" "date" "dirname" "echo" "env" "false" "head" "id"
+      "ln" "ls" "mkdir" "mv" "printf" "pwd" "readlink" "rm" "sha256sum" "sleep" "sort" "stat"
+      "tail" "tee" "test" "touch" "tr" "true" "uname" "wc"
+    ];
+
+    moreutils = script "sponge" ''exec ${busybox}/bin/busybox tee "$@" >/dev/null'';
+
+    nano = script "nano" ''echo "nano (test stub) $*"'';
+
+    cacert = mk "nss-cacert-3.92" ''
+      mkdir -p $out/etc/ssl/certs
+      printf '%s\n' '# test CA bundle' > $out/etc/ssl/certs/ca-bundle.crt
+    '';
+
+    iana-etc = mk "iana-etc-20230316" ''
+      mkdir -p $out/etc
+      printf 'tcp 6 TCP\nudp 17 UDP\n' > $out/etc/protocols
+      printf 'http 80/tcp\nhttps 443/tcp\n' > $out/etc/services
+    '';
+
+    hello = script "hello" ''echo "Hello, world!"'';
+
+    # A program with a library: hello-lib's closure is hello-lib -> greeting -> busybox.
+    greeting = mk "greeting-1.0" ''
+      mkdir -p $out/share
+      echo "greetings from the nix store" > $out/share/greeting.txt
+    '';
+    hello-lib = script "hello-lib" "cat ${self.greeting}/share/greeting.txt";
+
+    # camelCase attribute, reached from the lowercase registry name `fooBar` -> `foobar`.
+    fooBar = script "foo-bar" ''echo "foo bar"'';
+
+    # Nested attribute set, reached as `haskellpackages.pandoc`.
+    haskellPackages = {
+      pandoc = script "pandoc" ''echo "pandoc (test stub) $*"'';
+    };
+
+    # Digit-leading names map to `_`-prefixed attributes: `1password` -> `_1password`.
+    _1password = script "op" ''echo "1password (test stub)"'';
+
+    # An attribute that is not a derivation.
+    lib = { version = "1.0"; };
+
+    # A package whose build fails, with a recognisable last log line.
+    broken = mk "broken-1.0" ''
+      echo "compiling broken..."
+      echo "error: this package is broken on purpose" >&2
+      exit 1
+    '';
+
+    # A package that takes long to build; with a fresh nonce it is never in the store.
+    slow = mk "slow-${if nonce == "" then "0" else nonce}" ''
+      echo "slow build ${nonce} starting"
+      sleep 120
+    '';
+
+    # A package that is new to the store whenever the nonce changes.
+    fresh = mk "fresh-${if nonce == "" then "0" else nonce}" ''
+      mkdir -p $out/bin
+      printf '#!%s/bin/sh\necho fresh %s\n' ${busybox} ${nonce} > $out/bin/fresh
+      chmod 0555 $out/bin/fresh
+    '';
+
+    # Incompressible data, for the memory and throughput benchmark (size in MiB from
+    # NIXERY_BIG_MIB at evaluation time, 64 by default).
+    big = let mib = let v = builtins.getEnv "NIXERY_BIG_MIB"; in if v == "" then "64" else v; in
+      mk "big-${mib}mib" ''
+        mkdir -p $out/share/big
+        i=0
+        while [ $i -lt 8 ]; do
+          /bin/busybox dd if=/dev/urandom of=$out/share/big/part$i bs=128k count=${mib} 2>/dev/null
+          i=$((i + 1))
+        done
+      '';
+  };
+in
+self
