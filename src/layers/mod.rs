@@ -34,6 +34,9 @@ use std::collections::{BTreeSet, BinaryHeap};
 pub const POPULAR: u64 = 100;
 /// Closure size above which a path gets a layer of its own.
 pub const BIG_CLOSURE: u64 = 100 * 1000 * 1000;
+/// Popularity of the packages every image carries: Nixery's value (glibc has ~300k
+/// references in nixpkgs; these need more), or more than the most popular path in the data.
+pub const VERY_POPULAR: u64 = 500_000;
 
 /// A group of store paths that is archived as one image layer.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,7 +76,7 @@ pub fn group(
     let paths: Vec<&String> = graph.paths.keys().collect();
     let pop_of = |path: &str| -> u64 {
         if very_popular.contains(path) {
-            popularity.max().max(POPULAR) + 1
+            VERY_POPULAR.max(popularity.max() + 1)
         } else {
             popularity.of_name(store_path_name(path))
         }

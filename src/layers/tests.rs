@@ -182,27 +182,34 @@ fn always_included_packages_come_first_and_alone() {
     let g = graph(
         &["cacert", "app", "iana"],
         &[
-            ("cacert", 1, &[]),
-            ("iana", 1, &[]),
+            ("cacert", 1000, &[]),
+            ("iana", 900, &[]),
             ("app", 1_000_000, &["lib"]),
             ("lib", 1_000_000, &[]),
         ],
     );
-    let pop = Popularity::from_counts(HashMap::from([("lib".to_string(), 50_000)]));
     let very: BTreeSet<String> = [p("cacert"), p("iana")].into();
-    let layers = group(&g, &pop, &very, 94);
-    // lib is popular, so it stands alone; cacert and iana-etc outrank even it per byte.
-    assert_eq!(names(&layers[..1]), vec![vec!["lib".to_string()]]);
-    assert!(layers.iter().any(|l| l.contents == vec![p("cacert")]));
-    assert!(layers.iter().any(|l| l.contents == vec![p("iana")]));
+    // Without data, cacert and iana-etc (1 kB each) still outrank a 2 MB package.
+    let layers = group(&g, &Popularity::default(), &very, 94);
     assert_eq!(
+        names(&layers[..2]),
+        vec![vec!["cacert".to_string()], vec!["iana".to_string()]]
+    );
+    assert_eq!(layers[0].popularity, VERY_POPULAR);
+    // With data, they are more popular than the most popular path.
+    let pop = Popularity::from_counts(HashMap::from([("lib".to_string(), 900_000)]));
+    let layers = group(&g, &pop, &very, 94);
+    assert_eq!(
+        names(&layers[..1]),
+        vec![vec!["lib".to_string()]],
+        "lib is popular and big, so it rates highest"
+    );
+    assert!(
         layers
             .iter()
-            .find(|l| l.contents == vec![p("cacert")])
-            .unwrap()
-            .popularity,
-        50_001
+            .any(|l| l.contents == vec![p("cacert")] && l.popularity == 900_001)
     );
+    assert!(layers.iter().any(|l| l.contents == vec![p("iana")]));
 }
 
 #[test]

@@ -145,7 +145,11 @@ impl From<&BuildError> for RegistryError {
 
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
-        let body = json!({ "errors": [{ "code": self.code.as_str(), "message": self.message, "detail": self.detail }] });
+        let mut error = json!({ "code": self.code.as_str(), "message": self.message });
+        if !self.detail.is_null() {
+            error["detail"] = self.detail;
+        }
+        let body = json!({ "errors": [error] });
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
