@@ -100,8 +100,16 @@ pub enum ConfigError {
 
 impl Config {
     /// Parses the command line and environment, exiting with a message naming the variable on
-    /// a malformed value.
+    /// a malformed value. A variable set to the empty string counts as unset, as in Nixery.
+    ///
+    /// Must be called before the process starts any thread (it edits the environment).
     pub fn from_env() -> Result<Config, ConfigError> {
+        for var in Args::command().get_arguments().filter_map(|a| a.get_env()) {
+            if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+                // SAFETY: documented precondition: no other thread exists yet.
+                unsafe { std::env::remove_var(var) };
+            }
+        }
         let args = Args::try_parse().unwrap_or_else(|e| exit_naming_variable(e));
         Config::from_args(args)
     }
@@ -148,44 +156,36 @@ impl Config {
 
 /// Clap names the flag of a bad value; operators set variables, so name that too, then exit.
 fn exit_naming_variable(err: clap::Error) -> ! {
-    if matches!(
+    let bad_value = matches!(
         err.kind(),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation
-    ) {
-        if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
-            let cmd = Args::command();
-            let env = cmd
-                .get_arguments()
-                .find(|a| {
-                    a.get_long()
-                        .is_some_and(|l| arg.starts_with(&format!("--{l}")))
-                })
-                .and_then(|a| a.get_env())
-                .map(|e| e.to_string_lossy().into_owned());
-            if let Some(env) = env {
-                let value = match err.get(ContextKind::InvalidValue) {
-                    Some(ContextValue::String(v)) => v.clone(),
-                    _ => String::new(),
-                };
-                eprintln!(
-                    "error: invalid value '{value}' for {env} (--{}): {}",
-                    arg.trim_start_matches("--").split(' ').next().unwrap_or(""),
-                    err.kind()
-                );
-                let detail = err.to_string();
-                if let Some(reason) = detail
-                    .lines()
-                    .next()
-                    .and_then(|l| l.rsplit_once(": "))
-                    .map(|(_, r)| r.to_owned())
-                {
-                    eprintln!("  {reason}");
-                }
-                std::process::exit(2);
-            }
-        }
-    }
-    err.exit()
+    );
+    let flag = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if bad_value => arg.clone(),
+        _ => err.exit(),
+    };
+    let env = Args::command()
+        .get_arguments()
+        .find(|a| {
+            a.get_long()
+                .is_some_and(|l| flag.starts_with(&format!("--{l} ")))
+        })
+        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+    let Some(env) = env else { err.exit() };
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => v.clone(),
+        _ => String::new(),
+    };
+    // Clap's first line ends with the reason, e.g. "invalid digit found in string".
+    let rendered = err.to_string();
+    let reason = rendered
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit_once(": "))
+        .map(|(_, r)| r)
+        .unwrap_or("invalid value");
+    eprintln!("error: invalid value '{value}' for {env} ({flag}): {reason}");
+    std::process::exit(2);
 }
 
 #[cfg(test)]

@@ -18,17 +18,18 @@ fn package(root: &Path, name: &str, files: &[(&str, &str)]) -> String {
     dir.to_string_lossy().into_owned()
 }
 
-fn entries(
-    blob: &[u8],
-) -> Vec<(
-    String,
-    tar::EntryType,
-    u32,
-    u64,
-    u64,
-    Option<String>,
-    Vec<u8>,
-)> {
+/// One tar entry as read back.
+struct Entry {
+    path: String,
+    kind: tar::EntryType,
+    mode: u32,
+    uid: u64,
+    mtime: u64,
+    link: Option<String>,
+    data: Vec<u8>,
+}
+
+fn entries(blob: &[u8]) -> Vec<Entry> {
     let mut archive = tar::Archive::new(GzDecoder::new(blob));
     archive
         .entries()
@@ -38,17 +39,18 @@ fn entries(
             let h = e.header().clone();
             let mut data = Vec::new();
             e.read_to_end(&mut data).unwrap();
-            (
-                e.path().unwrap().to_string_lossy().into_owned(),
-                h.entry_type(),
-                h.mode().unwrap(),
-                h.uid().unwrap(),
-                h.mtime().unwrap(),
-                e.link_name()
+            Entry {
+                path: e.path().unwrap().to_string_lossy().into_owned(),
+                kind: h.entry_type(),
+                mode: h.mode().unwrap(),
+                uid: h.uid().unwrap(),
+                mtime: h.mtime().unwrap(),
+                link: e
+                    .link_name()
                     .unwrap()
                     .map(|l| l.to_string_lossy().into_owned()),
                 data,
-            )
+            }
         })
         .collect()
 }
@@ -87,7 +89,7 @@ fn store_path_layers_are_deterministic_and_self_describing() {
 
     let e = entries(&bytes1);
     let rel = a.trim_start_matches('/');
-    let names: Vec<&str> = e.iter().map(|e| e.0.as_str()).collect();
+    let names: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
     let expected = [
         "nix".to_string(),
         "nix/store".to_string(),
@@ -104,16 +106,19 @@ fn store_path_layers_are_deterministic_and_self_describing() {
         names,
         expected.iter().map(|s| s.as_str()).collect::<Vec<_>>()
     );
-    for (path, _, _, uid, mtime, _, _) in &e {
+    for Entry {
+        path, uid, mtime, ..
+    } in &e
+    {
         assert_eq!(*uid, 0, "{path}");
         assert_eq!(*mtime, 1, "{path}");
     }
-    let tool = e.iter().find(|e| e.0.ends_with("bin/tool")).unwrap();
-    assert_eq!(tool.2, 0o555);
-    assert_eq!(tool.6, b"#!/bin/sh\n");
-    let alias = e.iter().find(|e| e.0.ends_with("bin/alias")).unwrap();
-    assert_eq!(alias.1, tar::EntryType::Symlink);
-    assert_eq!(alias.5.as_deref(), Some("tool"));
+    let tool = e.iter().find(|e| e.path.ends_with("bin/tool")).unwrap();
+    assert_eq!(tool.mode, 0o555);
+    assert_eq!(tool.data, b"#!/bin/sh\n");
+    let alias = e.iter().find(|e| e.path.ends_with("bin/alias")).unwrap();
+    assert_eq!(alias.kind, tar::EntryType::Symlink);
+    assert_eq!(alias.link.as_deref(), Some("tool"));
 }
 
 #[test]
@@ -125,10 +130,10 @@ fn long_paths_and_link_targets_survive() {
     symlink(&target, format!("{a}/long-link")).unwrap();
     let (bytes, _) = build(&LayerContents::StorePaths(vec![a.clone()]));
     let e = entries(&bytes);
-    assert!(e.iter().any(|e| e.0.ends_with(&deep) && e.6 == b"x"));
+    assert!(e.iter().any(|e| e.path.ends_with(&deep) && e.data == b"x"));
     assert!(
         e.iter()
-            .any(|e| e.0.ends_with("long-link") && e.5.as_deref() == Some(target.as_str()))
+            .any(|e| e.path.ends_with("long-link") && e.link.as_deref() == Some(target.as_str()))
     );
 }
 
@@ -158,32 +163,32 @@ fn the_forest_merges_packages_and_adds_tmp_and_env() {
     let e = entries(&bytes);
     let get = |p: &str| {
         e.iter()
-            .find(|e| e.0.trim_end_matches('/') == p)
+            .find(|e| e.path.trim_end_matches('/') == p)
             .unwrap_or_else(|| {
                 panic!(
                     "{p} missing: {:?}",
-                    e.iter().map(|e| &e.0).collect::<Vec<_>>()
+                    e.iter().map(|e| &e.path).collect::<Vec<_>>()
                 )
             })
     };
 
-    assert_eq!(get("bin").1, tar::EntryType::Directory);
+    assert_eq!(get("bin").kind, tar::EntryType::Directory);
     assert_eq!(
-        get("bin/git").5.as_deref(),
+        get("bin/git").link.as_deref(),
         Some(format!("{git}/bin/git").as_str())
     );
     // The first package wins a conflict.
     assert_eq!(
-        get("bin/ls").5.as_deref(),
+        get("bin/ls").link.as_deref(),
         Some(format!("{core}/bin/ls").as_str())
     );
-    assert_eq!(get("share/git").1, tar::EntryType::Directory);
-    assert_eq!(get("tmp").2, 0o1777);
+    assert_eq!(get("share/git").kind, tar::EntryType::Directory);
+    assert_eq!(get("tmp").mode, 0o1777);
     assert_eq!(
-        get("usr/bin/env").5.as_deref(),
+        get("usr/bin/env").link.as_deref(),
         Some(format!("{core}/bin/env").as_str())
     );
-    assert!(!e.iter().any(|e| e.0.starts_with("nix-support")));
+    assert!(!e.iter().any(|e| e.path.starts_with("nix-support")));
     assert_eq!(
         forest.target("bin/git"),
         Some(Path::new(&format!("{git}/bin/git")))
@@ -195,7 +200,7 @@ fn no_usr_bin_env_without_an_env() {
     let tmp = TempDir::new().unwrap();
     let hello = package(tmp.path(), "hello", &[("bin/hello", "hi")]);
     let (bytes, _) = build(&LayerContents::Forest(vec![hello]));
-    let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.0).collect();
+    let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.path).collect();
     assert!(!names.iter().any(|n| n.starts_with("usr")), "{names:?}");
     assert!(names.contains(&"tmp".to_string()), "{names:?}");
 }
