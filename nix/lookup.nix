@@ -14,25 +14,8 @@
 #     packages = [ { name; attr; drvPath; outputs = [ store paths ]; } ]; }
 { srcType, srcArgs, system, packages }:
 let
-  args = builtins.fromJSON srcArgs;
   names = builtins.fromJSON packages;
-
-  source =
-    if srcType == "path" then args.path
-    else if srcType == "git" then builtins.fetchGit args
-    else if srcType == "channel" then builtins.fetchTarball {
-      url = "https://github.com/NixOS/nixpkgs/archive/${args.channel}.tar.gz";
-    }
-    else throw "unknown package source type '${srcType}'";
-
-  # Hand the package set only the arguments it declares (nixpkgs takes all three; a small
-  # set may take just `system`).
-  importSet = import source;
-  pkgs = importSet (builtins.intersectAttrs (builtins.functionArgs importSet) {
-    inherit system;
-    config = { };
-    overlays = [ ];
-  });
+  pkgs = import ./source.nix { inherit srcType srcArgs system; };
 
   upper = [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ];
   lower = [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];

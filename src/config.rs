@@ -18,20 +18,34 @@ pub const DEFAULT_CHANNEL: &str = "nixos-unstable";
 pub enum StorageBackend {
     Filesystem,
     Gcs,
+    S3,
 }
 
 /// A container registry that builds images from Nix packages on demand.
+///
+/// Without a subcommand it serves the registry.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "nixery", version, about)]
 pub struct Args {
-    /// Port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 8080)]
-    pub port: u16,
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
 
-    /// Address to listen on.
-    #[arg(long, env = "NIXERY_HOST", default_value = "0.0.0.0")]
-    pub host: IpAddr,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
 
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Compute popularity data (Nixery's format) for a package set and write it as JSON.
+    Popcount(PopcountArgs),
+    /// Print the layer plan of an image (store paths, sizes, popularity, merge ratings, in
+    /// manifest order) without building archives. Runs Nix to realise the packages.
+    Layers(LayersArgs),
+}
+
+/// Where packages come from: at most one of the three.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SourceArgs {
     /// nixpkgs channel (branch) or commit to take packages from [default: nixos-unstable].
     #[arg(long, env = "NIXERY_CHANNEL")]
     pub channel: Option<String>,
@@ -43,20 +57,11 @@ pub struct Args {
     /// Local path of a package set (a directory with default.nix, or a .nix file).
     #[arg(long, env = "NIXERY_PKGS_PATH")]
     pub pkgs_path: Option<PathBuf>,
+}
 
-    /// Where blobs, manifests and build records are stored.
-    #[arg(
-        long,
-        env = "NIXERY_STORAGE_BACKEND",
-        value_enum,
-        default_value = "filesystem"
-    )]
-    pub storage_backend: StorageBackend,
-
-    /// Directory of the filesystem storage backend.
-    #[arg(long, env = "STORAGE_PATH", default_value = "nixery-storage")]
-    pub storage_path: PathBuf,
-
+/// How images are built.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BuildArgs {
     /// Seconds an image's Nix work (evaluate, build, query) may take.
     #[arg(long, env = "NIX_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub nix_timeout: u64,
@@ -70,16 +75,93 @@ pub struct Args {
     pub layer_budget: u16,
 }
 
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "NIXERY_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub build: BuildArgs,
+
+    /// Where blobs, manifests and build records are stored.
+    #[arg(long, env = "NIXERY_STORAGE_BACKEND", value_enum, default_value = "filesystem")]
+    pub storage_backend: StorageBackend,
+
+    /// Directory of the filesystem storage backend.
+    #[arg(long, env = "STORAGE_PATH", default_value = "nixery-storage")]
+    pub storage_path: PathBuf,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct PopcountArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// File to write the popularity JSON to.
+    #[arg(long, short, default_value = "popularity.json")]
+    pub output: PathBuf,
+
+    /// Top-level attributes evaluated per Nix invocation.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+
+    /// Seconds each Nix invocation may take.
+    #[arg(long, env = "NIX_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub nix_timeout: u64,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct LayersArgs {
+    /// Image name, e.g. `shell/git`.
+    pub image: String,
+
+    /// Tag (selects the revision of a git package source).
+    #[arg(long, default_value = "latest")]
+    pub tag: String,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+/// Checked settings shared by everything that builds images.
+#[derive(Clone, Debug)]
+pub struct BuildSettings {
+    pub source: PkgSource,
+    pub nix_timeout: Duration,
+    pub popularity_url: Option<String>,
+    pub layer_budget: usize,
+}
+
 /// The checked configuration the server runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
-    pub source: PkgSource,
+    pub build: BuildSettings,
     pub storage_path: PathBuf,
-    pub nix_timeout: Duration,
-    pub popularity_url: Option<String>,
-    pub layer_budget: usize,
+}
+
+/// What the binary was asked to do, with checked settings.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Serve(Config),
+    Popcount { source: PkgSource, output: PathBuf, batch: usize, nix_timeout: Duration },
+    Layers { image: String, tag: String, json: bool, build: BuildSettings },
 }
 
 /// A configuration the server cannot start with.
@@ -88,22 +170,19 @@ pub enum ConfigError {
     #[error("set at most one package source, got {0}")]
     SeveralSources(String),
     #[error("NIXERY_PKGS_PATH {}: {source}", .path.display())]
-    PkgsPath {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    PkgsPath { path: PathBuf, source: std::io::Error },
     #[error("NIXERY_STORAGE_BACKEND={0} is not available in this build (use filesystem)")]
     BackendUnavailable(String),
     #[error("NIXERY_CHANNEL must not be empty")]
     EmptyChannel,
 }
 
-impl Config {
+impl Command {
     /// Parses the command line and environment, exiting with a message naming the variable on
     /// a malformed value. A variable set to the empty string counts as unset, as in Nixery.
     ///
     /// Must be called before the process starts any thread (it edits the environment).
-    pub fn from_env() -> Result<Config, ConfigError> {
+    pub fn from_env() -> Result<Command, ConfigError> {
         for var in Args::command().get_arguments().filter_map(|a| a.get_env()) {
             if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
                 // SAFETY: documented precondition: no other thread exists yet.
@@ -111,14 +190,32 @@ impl Config {
             }
         }
         let args = Args::try_parse().unwrap_or_else(|e| exit_naming_variable(e));
-        Config::from_args(args)
+        Command::from_args(args)
     }
 
-    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+    pub fn from_args(args: Args) -> Result<Command, ConfigError> {
+        Ok(match args.command {
+            None => Command::Serve(Config::from_args(args.serve)?),
+            Some(Subcommand::Popcount(p)) => Command::Popcount {
+                source: p.source.resolve()?,
+                output: p.output,
+                batch: p.batch as usize,
+                nix_timeout: Duration::from_secs(p.nix_timeout),
+            },
+            Some(Subcommand::Layers(l)) => {
+                Command::Layers { image: l.image, tag: l.tag, json: l.json, build: l.build.check(l.source)? }
+            }
+        })
+    }
+}
+
+impl SourceArgs {
+    /// The one configured package source (nixos-unstable when none is given).
+    pub fn resolve(self) -> Result<PkgSource, ConfigError> {
         let given: Vec<&str> = [
-            args.channel.as_ref().map(|_| "NIXERY_CHANNEL"),
-            args.pkgs_repo.as_ref().map(|_| "NIXERY_PKGS_REPO"),
-            args.pkgs_path.as_ref().map(|_| "NIXERY_PKGS_PATH"),
+            self.channel.as_ref().map(|_| "NIXERY_CHANNEL"),
+            self.pkgs_repo.as_ref().map(|_| "NIXERY_PKGS_REPO"),
+            self.pkgs_path.as_ref().map(|_| "NIXERY_PKGS_PATH"),
         ]
         .into_iter()
         .flatten()
@@ -126,50 +223,62 @@ impl Config {
         if given.len() > 1 {
             return Err(ConfigError::SeveralSources(given.join(" and ")));
         }
-        let source = if let Some(path) = args.pkgs_path {
-            let path = std::fs::canonicalize(&path)
-                .map_err(|source| ConfigError::PkgsPath { path, source })?;
+        Ok(if let Some(path) = self.pkgs_path {
+            let path = std::fs::canonicalize(&path).map_err(|source| ConfigError::PkgsPath { path, source })?;
             PkgSource::Path(path)
-        } else if let Some(repo) = args.pkgs_repo {
+        } else if let Some(repo) = self.pkgs_repo {
             PkgSource::Git(repo)
         } else {
-            let channel = args.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
+            let channel = self.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
             if channel.trim().is_empty() {
                 return Err(ConfigError::EmptyChannel);
             }
             PkgSource::Channel(channel)
-        };
+        })
+    }
+}
+
+impl BuildArgs {
+    fn check(self, source: SourceArgs) -> Result<BuildSettings, ConfigError> {
+        Ok(BuildSettings {
+            source: source.resolve()?,
+            nix_timeout: Duration::from_secs(self.nix_timeout),
+            popularity_url: self.popularity_url,
+            layer_budget: self.layer_budget as usize,
+        })
+    }
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
         if args.storage_backend != StorageBackend::Filesystem {
-            return Err(ConfigError::BackendUnavailable("gcs".into()));
+            let name = args.storage_backend.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+            return Err(ConfigError::BackendUnavailable(name));
         }
         Ok(Config {
             host: args.host,
             port: args.port,
-            source,
+            build: args.build.check(args.source)?,
             storage_path: args.storage_path,
-            nix_timeout: Duration::from_secs(args.nix_timeout),
-            popularity_url: args.popularity_url,
-            layer_budget: args.layer_budget as usize,
         })
+    }
+
+    /// The serve configuration from an argument list (for tests and embedding).
+    pub fn parse_from<I: IntoIterator<Item = &'static str>>(argv: I) -> Result<Config, ConfigError> {
+        Config::from_args(Args::try_parse_from(argv).expect("arguments parse").serve)
     }
 }
 
 /// Clap names the flag of a bad value; operators set variables, so name that too, then exit.
 fn exit_naming_variable(err: clap::Error) -> ! {
-    let bad_value = matches!(
-        err.kind(),
-        ErrorKind::InvalidValue | ErrorKind::ValueValidation
-    );
+    let bad_value = matches!(err.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation);
     let flag = match err.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(arg)) if bad_value => arg.clone(),
         _ => err.exit(),
     };
     let env = Args::command()
         .get_arguments()
-        .find(|a| {
-            a.get_long()
-                .is_some_and(|l| flag.starts_with(&format!("--{l} ")))
-        })
+        .find(|a| a.get_long().is_some_and(|l| flag.starts_with(&format!("--{l} "))))
         .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
     let Some(env) = env else { err.exit() };
     let value = match err.get(ContextKind::InvalidValue) {
@@ -178,12 +287,7 @@ fn exit_naming_variable(err: clap::Error) -> ! {
     };
     // Clap's first line ends with the reason, e.g. "invalid digit found in string".
     let rendered = err.to_string();
-    let reason = rendered
-        .lines()
-        .next()
-        .and_then(|l| l.rsplit_once(": "))
-        .map(|(_, r)| r)
-        .unwrap_or("invalid value");
+    let reason = rendered.lines().next().and_then(|l| l.rsplit_once(": ")).map(|(_, r)| r).unwrap_or("invalid value");
     eprintln!("error: invalid value '{value}' for {env} ({flag}): {reason}");
     std::process::exit(2);
 }
@@ -192,29 +296,24 @@ fn exit_naming_variable(err: clap::Error) -> ! {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["nixery"];
-        argv.extend_from_slice(args);
-        Config::from_args(Args::try_parse_from(argv).expect("arguments parse"))
+    fn parse(args: &[&'static str]) -> Result<Config, ConfigError> {
+        Config::parse_from(std::iter::once("nixery").chain(args.iter().copied()))
     }
 
     #[test]
     fn defaults_match_nixery() {
         // No source configured: the nixos-unstable channel.
-        let c = Config::from_args(Args::try_parse_from(["nixery"]).unwrap()).unwrap();
-        assert_eq!(c.source, PkgSource::Channel("nixos-unstable".into()));
-        assert_eq!(c.layer_budget, 94);
-        assert_eq!(c.nix_timeout, Duration::from_secs(60));
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.build.source, PkgSource::Channel("nixos-unstable".into()));
+        assert_eq!(c.build.layer_budget, 94);
+        assert_eq!(c.build.nix_timeout, Duration::from_secs(60));
+        assert_eq!(c.port, 8080);
     }
 
     #[test]
     fn at_most_one_source() {
         let err = parse(&["--channel", "nixos-23.05", "--pkgs-repo", "https://x"]).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("NIXERY_CHANNEL and NIXERY_PKGS_REPO"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("NIXERY_CHANNEL and NIXERY_PKGS_REPO"), "{err}");
     }
 
     #[test]
@@ -229,5 +328,18 @@ mod tests {
         assert!(Args::try_parse_from(["nixery", "--layer-budget", "125"]).is_err());
         assert!(Args::try_parse_from(["nixery", "--nix-timeout", "0"]).is_err());
         assert!(Args::try_parse_from(["nixery", "--layer-budget", "124"]).is_ok());
+    }
+
+    #[test]
+    fn subcommands_take_their_own_arguments() {
+        let args = Args::try_parse_from(["nixery", "layers", "shell/git", "--pkgs-path", "/", "--layer-budget", "10"])
+            .unwrap();
+        let Command::Layers { image, tag, build, .. } = Command::from_args(args).unwrap() else { panic!("not layers") };
+        assert_eq!(image, "shell/git");
+        assert_eq!(tag, "latest");
+        assert_eq!(build.layer_budget, 10);
+        let args = Args::try_parse_from(["nixery", "popcount", "--pkgs-path", "/", "-o", "/tmp/p.json"]).unwrap();
+        let Command::Popcount { output, .. } = Command::from_args(args).unwrap() else { panic!("not popcount") };
+        assert_eq!(output, PathBuf::from("/tmp/p.json"));
     }
 }

@@ -12,9 +12,7 @@ use std::io::{self, Write};
 use std::str::FromStr;
 
 /// A SHA-256 content digest, written `sha256:<64 lowercase hex digits>`.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Digest([u8; 32]);
 
@@ -51,25 +49,20 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (algorithm, hex_part) = s
-            .split_once(':')
-            .ok_or_else(|| DigestError::Malformed(s.to_owned()))?;
+        let (algorithm, hex_part) = s.split_once(':').ok_or_else(|| DigestError::Malformed(s.to_owned()))?;
         if algorithm.is_empty() || hex_part.is_empty() {
             return Err(DigestError::Malformed(s.to_owned()));
         }
         if algorithm != "sha256" {
             return Err(DigestError::UnsupportedAlgorithm(algorithm.to_owned()));
         }
-        let lower_hex = hex_part.len() == 64
-            && hex_part
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let lower_hex =
+            hex_part.len() == 64 && hex_part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !lower_hex {
             return Err(DigestError::BadHex(s.to_owned()));
         }
         let mut bytes = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut bytes)
-            .map_err(|_| DigestError::BadHex(s.to_owned()))?;
+        hex::decode_to_slice(hex_part, &mut bytes).map_err(|_| DigestError::BadHex(s.to_owned()))?;
         Ok(Digest(bytes))
     }
 }
@@ -96,11 +89,7 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
     }
 
     pub fn get_mut(&mut self) -> &mut W {
@@ -109,11 +98,7 @@ impl<W: Write> HashingWriter<W> {
 
     /// The inner writer, the digest and the number of bytes written.
     pub fn finish(self) -> (W, Digest, u64) {
-        (
-            self.inner,
-            Digest(self.hasher.finalize().into()),
-            self.count,
-        )
+        (self.inner, Digest(self.hasher.finalize().into()), self.count)
     }
 }
 
@@ -144,28 +129,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!(
-            "sha256".parse::<Digest>(),
-            Err(DigestError::Malformed(_))
-        ));
-        assert!(matches!(
-            "sha512:abcd".parse::<Digest>(),
-            Err(DigestError::UnsupportedAlgorithm(_))
-        ));
-        assert!(matches!(
-            "sha256:abcd".parse::<Digest>(),
-            Err(DigestError::BadHex(_))
-        ));
+        assert!(matches!("sha256".parse::<Digest>(), Err(DigestError::Malformed(_))));
+        assert!(matches!("sha512:abcd".parse::<Digest>(), Err(DigestError::UnsupportedAlgorithm(_))));
+        assert!(matches!("sha256:abcd".parse::<Digest>(), Err(DigestError::BadHex(_))));
         let upper = format!("sha256:{}", "A".repeat(64));
-        assert!(matches!(
-            upper.parse::<Digest>(),
-            Err(DigestError::BadHex(_))
-        ));
+        assert!(matches!(upper.parse::<Digest>(), Err(DigestError::BadHex(_))));
         let non_hex = format!("sha256:{}", "g".repeat(64));
-        assert!(matches!(
-            non_hex.parse::<Digest>(),
-            Err(DigestError::BadHex(_))
-        ));
+        assert!(matches!(non_hex.parse::<Digest>(), Err(DigestError::BadHex(_))));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod commands;
 pub mod config;
 pub mod digest;
 pub mod image;
@@ -16,6 +17,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod nix;
 pub mod pkgsource;
+pub mod popcount;
 pub mod popularity;
 pub mod registry;
 pub mod storage;
@@ -32,7 +34,5 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> axum::Router {
-    registry::router()
-        .with_state(state)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    registry::router().with_state(state).layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -1,70 +1,46 @@
-//! The `nixery` binary: read the configuration, open storage, load popularity data, serve
-//! until SIGINT or SIGTERM.
+//! The `nixery` binary: read the configuration (before any thread starts), then serve the
+//! registry or run a subcommand.
 
-use nixery::config::Config;
-use nixery::metrics::Metrics;
-use nixery::popularity::Popularity;
-use nixery::storage::{Filesystem, Storage};
-use nixery::{AppState, build};
+use nixery::commands;
+use nixery::config::Command;
 use std::process::ExitCode;
-use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let command = match Command::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-
-    match run().await {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match command {
+            Command::Serve(config) => commands::serve::serve(config).await.map_err(|e| e.to_string()),
+            Command::Popcount { source, output, batch, nix_timeout } => {
+                commands::popcount::run(&source, &output, batch, nix_timeout).await.map_err(|e| e.to_string())
+            }
+            Command::Layers { image, tag, json, build } => {
+                commands::layers::plan(&image, &tag, &build).await.map_err(|e| e.to_string()).map(|plan| {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&plan).expect("plans serialise"));
+                    } else {
+                        print!("{}", commands::layers::render(&plan));
+                    }
+                })
+            }
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
     }
-}
-
-async fn run() -> Result<(), String> {
-    let config = Config::from_env().map_err(|e| e.to_string())?;
-    let storage = Filesystem::open(&config.storage_path)
-        .await
-        .map_err(|e| format!("STORAGE_PATH {}: {e}", config.storage_path.display()))?;
-    let popularity = match &config.popularity_url {
-        Some(location) => Popularity::load(location)
-            .await
-            .map_err(|e| format!("NIX_POPULARITY_URL: {e}"))?,
-        None => Popularity::default(),
-    };
-    let metrics = Arc::new(Metrics::default());
-    let storage = Arc::new(Storage::Filesystem(storage));
-    let builder = build::Builder::new(&config, storage.clone(), popularity, metrics.clone());
-    let app = nixery::app(AppState {
-        builder,
-        storage,
-        metrics,
-    });
-
-    let addr = std::net::SocketAddr::new(config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} (PORT): {e}"))?;
-    tracing::info!(%addr, source = ?config.source, storage = %config.storage_path.display(), "nixery serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| format!("server error: {e}"))
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -10,12 +10,16 @@ use crate::digest::Digest;
 use crate::image::Arch;
 use bytes::Bytes;
 use oci_spec::image::{
-    Arch as OciArch, ConfigBuilder, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder,
-    MediaType, Os, RootFsBuilder, ToDockerV2S2,
+    Arch as OciArch, ConfigBuilder, Descriptor, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os,
+    RootFsBuilder, ToDockerV2S2,
 };
 
 /// `Env` of every image: where the `cacert` package puts the CA bundle.
 pub const SSL_CERT_ENV: &str = "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt";
+/// `PATH` of every image. containerd (and so Kubernetes) adds a default `PATH` only when an
+/// image has no `Env` at all; with `SSL_CERT_FILE` set, `ctr run IMAGE hello` would find
+/// nothing, so the image says where its programs are (the symlink forest's `/bin`).
+pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Which manifest media types to answer with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,11 +40,7 @@ impl ManifestFormat {
             docker |= media == DOCKER_MANIFEST;
             oci |= media == OCI_MANIFEST;
         }
-        if oci && !docker {
-            ManifestFormat::Oci
-        } else {
-            ManifestFormat::Docker
-        }
+        if oci && !docker { ManifestFormat::Oci } else { ManifestFormat::Docker }
     }
 
     pub fn media_type(self) -> &'static str {
@@ -54,9 +54,7 @@ impl ManifestFormat {
         match self {
             ManifestFormat::Oci => oci,
             ManifestFormat::Docker => MediaType::Other(
-                oci.to_docker_v2s2()
-                    .expect("manifest, config and layer types have Docker names")
-                    .to_owned(),
+                oci.to_docker_v2s2().expect("manifest, config and layer types have Docker names").to_owned(),
             ),
         }
     }
@@ -82,10 +80,7 @@ pub struct Document {
 impl Document {
     fn new(bytes: Vec<u8>) -> Self {
         let digest = Digest::of(&bytes);
-        Document {
-            bytes: bytes.into(),
-            digest,
-        }
+        Document { bytes: bytes.into(), digest }
     }
 }
 
@@ -93,18 +88,13 @@ impl Document {
 /// when the image has bashInteractive. `config` is always an object, never null
 /// (Kubernetes rejects null).
 pub fn image_config(arch: Arch, layers: &[LayerBlob], has_bash: bool) -> Document {
-    let mut exec = ConfigBuilder::default().env(vec![SSL_CERT_ENV.to_owned()]);
+    let mut exec = ConfigBuilder::default().env(vec![PATH_ENV.to_owned(), SSL_CERT_ENV.to_owned()]);
     if has_bash {
         exec = exec.cmd(vec!["bash".to_owned()]);
     }
     let rootfs = RootFsBuilder::default()
         .typ("layers")
-        .diff_ids(
-            layers
-                .iter()
-                .map(|l| l.diff_id.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
         .build()
         .expect("rootfs fields are set");
     let arch = match arch {
@@ -124,25 +114,15 @@ pub fn image_config(arch: Arch, layers: &[LayerBlob], has_bash: bool) -> Documen
 /// The manifest pointing at `config` and `layers` (in order), in `format`.
 pub fn manifest(format: ManifestFormat, config: &Document, layers: &[LayerBlob]) -> Document {
     let descriptor = |media: MediaType, size: u64, digest: &Digest| {
-        let digest: oci_spec::image::Digest =
-            digest.to_string().parse().expect("our digests are valid");
+        let digest: oci_spec::image::Digest = digest.to_string().parse().expect("our digests are valid");
         Descriptor::new(media, size, digest)
     };
     let layer_type = format.typed(MediaType::ImageLayerGzip);
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(format.typed(MediaType::ImageManifest))
-        .config(descriptor(
-            format.typed(MediaType::ImageConfig),
-            config.bytes.len() as u64,
-            &config.digest,
-        ))
-        .layers(
-            layers
-                .iter()
-                .map(|l| descriptor(layer_type.clone(), l.size, &l.digest))
-                .collect::<Vec<_>>(),
-        )
+        .config(descriptor(format.typed(MediaType::ImageConfig), config.bytes.len() as u64, &config.digest))
+        .layers(layers.iter().map(|l| descriptor(layer_type.clone(), l.size, &l.digest)).collect::<Vec<_>>())
         .build()
         .expect("manifest fields are set");
     Document::new(serde_json::to_vec(&manifest).expect("manifest serialises"))
@@ -154,29 +134,18 @@ mod tests {
     use serde_json::Value;
 
     fn layer(n: u8) -> LayerBlob {
-        LayerBlob {
-            digest: Digest::of(&[n]),
-            diff_id: Digest::of(&[n, n]),
-            size: 100 + n as u64,
-        }
+        LayerBlob { digest: Digest::of(&[n]), diff_id: Digest::of(&[n, n]), size: 100 + n as u64 }
     }
 
     #[test]
     fn negotiation_prefers_docker_unless_only_oci_is_accepted() {
-        let skopeo = [
-            OCI_MANIFEST,
-            DOCKER_MANIFEST,
-            "application/vnd.docker.distribution.manifest.v1+prettyjws",
-        ];
+        let skopeo = [OCI_MANIFEST, DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.v1+prettyjws"];
         assert_eq!(ManifestFormat::negotiate(skopeo), ManifestFormat::Docker);
         assert_eq!(
             ManifestFormat::negotiate([OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"]),
             ManifestFormat::Oci
         );
-        assert_eq!(
-            ManifestFormat::negotiate([format!("{OCI_MANIFEST}; q=0.5").as_str()]),
-            ManifestFormat::Oci
-        );
+        assert_eq!(ManifestFormat::negotiate([format!("{OCI_MANIFEST}; q=0.5").as_str()]), ManifestFormat::Oci);
         assert_eq!(ManifestFormat::negotiate([]), ManifestFormat::Docker);
         assert_eq!(ManifestFormat::negotiate(["*/*"]), ManifestFormat::Docker);
     }
@@ -191,16 +160,12 @@ mod tests {
         assert_eq!(v["rootfs"]["diff_ids"][0], layer(1).diff_id.to_string());
         assert_eq!(v["rootfs"]["diff_ids"][1], layer(2).diff_id.to_string());
         assert!(v["config"].is_object());
-        assert_eq!(v["config"]["Env"][0], SSL_CERT_ENV);
+        assert_eq!(v["config"]["Env"], serde_json::json!([PATH_ENV, SSL_CERT_ENV]));
         assert!(v["config"].get("Cmd").is_none());
-        assert!(
-            v.get("created").is_none(),
-            "timestamps would break determinism"
-        );
+        assert!(v.get("created").is_none(), "timestamps would break determinism");
         assert_eq!(doc.digest, Digest::of(&doc.bytes));
 
-        let with_bash: Value =
-            serde_json::from_slice(&image_config(Arch::Amd64, &[layer(1)], true).bytes).unwrap();
+        let with_bash: Value = serde_json::from_slice(&image_config(Arch::Amd64, &[layer(1)], true).bytes).unwrap();
         assert_eq!(with_bash["config"]["Cmd"], serde_json::json!(["bash"]));
         assert_eq!(with_bash["architecture"], "amd64");
     }
@@ -224,10 +189,7 @@ mod tests {
             let v: Value = serde_json::from_slice(&m.bytes).unwrap();
             assert_eq!(v["schemaVersion"], 2);
             assert_eq!(v["mediaType"], format.media_type());
-            assert_eq!(
-                media_type_of(&m.bytes).as_deref(),
-                Some(format.media_type())
-            );
+            assert_eq!(media_type_of(&m.bytes).as_deref(), Some(format.media_type()));
             assert_eq!(v["config"]["mediaType"], config_type);
             assert_eq!(v["config"]["digest"], config.digest.to_string());
             assert_eq!(v["config"]["size"], config.bytes.len());

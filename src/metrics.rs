@@ -34,21 +34,13 @@ impl Metrics {
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let counters: [(&str, &str, &Counter); 5] = [
-            (
-                "nixery_nix_invocations_total",
-                "Nix commands run.",
-                &self.nix_invocations,
-            ),
+            ("nixery_nix_invocations_total", "Nix commands run.", &self.nix_invocations),
             (
                 "nixery_image_builds_total",
                 "Images built (single-flight: one per concurrent group of requests).",
                 &self.image_builds,
             ),
-            (
-                "nixery_layers_built_total",
-                "Layer archives written.",
-                &self.layers_built,
-            ),
+            ("nixery_layers_built_total", "Layer archives written.", &self.layers_built),
             (
                 "nixery_layer_cache_hits_total",
                 "Layers found in the build cache instead of being built.",
@@ -62,11 +54,7 @@ impl Metrics {
         ];
         let mut out = String::new();
         for (name, help, c) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.get()
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
         }
         out
     }
@@ -82,13 +70,7 @@ mod tests {
         m.nix_invocations.inc();
         m.nix_invocations.inc();
         let text = m.render();
-        assert!(
-            text.lines().any(|l| l == "nixery_nix_invocations_total 2"),
-            "{text}"
-        );
-        assert!(
-            text.lines().any(|l| l == "nixery_layers_built_total 0"),
-            "{text}"
-        );
+        assert!(text.lines().any(|l| l == "nixery_nix_invocations_total 2"), "{text}");
+        assert!(text.lines().any(|l| l == "nixery_layers_built_total 0"), "{text}");
     }
 }

@@ -48,17 +48,11 @@ impl PkgSource {
                 } else {
                     json!({ "url": url, "ref": tag.as_str() })
                 };
-                SourceRevision {
-                    kind: "git",
-                    args: args.to_string(),
-                    pinned: tag.is_commit(),
-                }
+                SourceRevision { kind: "git", args: args.to_string(), pinned: tag.is_commit() }
             }
-            PkgSource::Path(path) => SourceRevision {
-                kind: "path",
-                args: json!({ "path": path }).to_string(),
-                pinned: false,
-            },
+            PkgSource::Path(path) => {
+                SourceRevision { kind: "path", args: json!({ "path": path }).to_string(), pinned: false }
+            }
         }
     }
 }
@@ -86,21 +80,11 @@ mod tests {
     #[test]
     fn channels_and_paths_ignore_the_tag() {
         let channel = PkgSource::Channel("nixos-unstable".into());
-        assert_eq!(
-            channel.revision(&Tag::latest()),
-            channel.revision(&Tag::parse("v2").unwrap())
-        );
+        assert_eq!(channel.revision(&Tag::latest()), channel.revision(&Tag::parse("v2").unwrap()));
         assert!(!channel.revision(&Tag::latest()).pinned);
-        assert!(
-            PkgSource::Channel(COMMIT.into())
-                .revision(&Tag::latest())
-                .pinned
-        );
+        assert!(PkgSource::Channel(COMMIT.into()).revision(&Tag::latest()).pinned);
         let path = PkgSource::Path("/srv/pkgs".into());
-        assert_eq!(
-            path.revision(&Tag::latest()),
-            path.revision(&Tag::parse("x").unwrap())
-        );
+        assert_eq!(path.revision(&Tag::latest()), path.revision(&Tag::parse("x").unwrap()));
         assert!(!path.revision(&Tag::latest()).pinned);
     }
 }

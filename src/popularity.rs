@@ -17,17 +17,11 @@ pub struct Popularity {
 #[derive(Debug, thiserror::Error)]
 pub enum PopularityError {
     #[error("cannot read popularity file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("cannot download popularity data from {url}: {source}")]
     Download { url: String, source: reqwest::Error },
     #[error("popularity data from {origin} is not a JSON object of name to count: {source}")]
-    Parse {
-        origin: String,
-        source: serde_json::Error,
-    },
+    Parse { origin: String, source: serde_json::Error },
 }
 
 impl Popularity {
@@ -37,21 +31,15 @@ impl Popularity {
 
     /// Parses Nixery's format.
     pub fn parse(json: &[u8], origin: &str) -> Result<Self, PopularityError> {
-        let counts: HashMap<String, u64> =
-            serde_json::from_slice(json).map_err(|source| PopularityError::Parse {
-                origin: origin.to_owned(),
-                source,
-            })?;
+        let counts: HashMap<String, u64> = serde_json::from_slice(json)
+            .map_err(|source| PopularityError::Parse { origin: origin.to_owned(), source })?;
         Ok(Popularity { counts })
     }
 
     /// Loads from an http(s) URL or a local file path.
     pub async fn load(location: &str) -> Result<Self, PopularityError> {
         let bytes = if location.starts_with("http://") || location.starts_with("https://") {
-            let download = |source| PopularityError::Download {
-                url: location.to_owned(),
-                source,
-            };
+            let download = |source| PopularityError::Download { url: location.to_owned(), source };
             reqwest::get(location)
                 .await
                 .and_then(|r| r.error_for_status())
@@ -63,10 +51,7 @@ impl Popularity {
         } else {
             tokio::fs::read(location)
                 .await
-                .map_err(|source| PopularityError::Read {
-                    path: location.to_owned(),
-                    source,
-                })?
+                .map_err(|source| PopularityError::Read { path: location.to_owned(), source })?
         };
         Self::parse(&bytes, location)
     }
@@ -96,27 +81,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_data() {
-        for bad in [
-            &b"[1,2]"[..],
-            b"{\"a\": -1}",
-            b"{\"a\": \"x\"}",
-            b"not json",
-        ] {
-            assert!(matches!(
-                Popularity::parse(bad, "t"),
-                Err(PopularityError::Parse { .. })
-            ));
+        for bad in [&b"[1,2]"[..], b"{\"a\": -1}", b"{\"a\": \"x\"}", b"not json"] {
+            assert!(matches!(Popularity::parse(bad, "t"), Err(PopularityError::Parse { .. })));
         }
     }
 
     #[tokio::test]
     async fn a_missing_file_is_an_error_naming_it() {
-        let err = Popularity::load("/nonexistent/popularity.json")
-            .await
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("/nonexistent/popularity.json"),
-            "{err}"
-        );
+        let err = Popularity::load("/nonexistent/popularity.json").await.unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/popularity.json"), "{err}");
     }
 }

@@ -17,26 +17,13 @@ const MANIFEST: &str = "/v2/shell/hello/manifests/latest";
 fn manifest(server: &Server, name: &str) -> (String, serde_json::Value, Vec<u8>) {
     let r = server.get_ok(&format!("/v2/{name}/manifests/latest"), &[]);
     let digest = r.expect_header("Docker-Content-Digest").to_owned();
-    assert_eq!(
-        digest,
-        sha256_digest(&r.body),
-        "{}",
-        server.context("digest header does not match the body")
-    );
+    assert_eq!(digest, sha256_digest(&r.body), "{}", server.context("digest header does not match the body"));
     (digest, r.json(), r.body)
 }
 
 fn error_code(r: &HttpResponse) -> String {
-    assert_eq!(
-        r.header("Content-Type"),
-        Some("application/json"),
-        "{}",
-        r.describe()
-    );
-    r.json()["errors"][0]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code\n{}", r.describe()))
-        .to_owned()
+    assert_eq!(r.header("Content-Type"), Some("application/json"), "{}", r.describe());
+    r.json()["errors"][0]["code"].as_str().unwrap_or_else(|| panic!("no error code\n{}", r.describe())).to_owned()
 }
 
 /// PIDs of processes whose command line mentions `needle`.
@@ -76,21 +63,14 @@ fn head_then_get_by_digest_as_containerd_does() {
     assert_eq!(head.expect_header("Content-Type"), DOCKER_MANIFEST_V2);
 
     let by_digest = server.get_ok(&format!("/v2/shell/hello/manifests/{digest}"), &[]);
-    assert_eq!(
-        by_digest.body.len(),
-        length,
-        "HEAD's Content-Length differs from the body"
-    );
+    assert_eq!(by_digest.body.len(), length, "HEAD's Content-Length differs from the body");
     assert_eq!(sha256_digest(&by_digest.body), digest);
     assert_eq!(by_digest.expect_header("Content-Type"), DOCKER_MANIFEST_V2);
     assert_eq!(by_digest.expect_header("Docker-Content-Digest"), digest);
 
     let head_digest = server.request("HEAD", &format!("/v2/shell/hello/manifests/{digest}"), &[]);
     assert_eq!(head_digest.status, 200);
-    assert_eq!(
-        head_digest.expect_header("Content-Length"),
-        length.to_string()
-    );
+    assert_eq!(head_digest.expect_header("Content-Length"), length.to_string());
 }
 
 #[test]
@@ -103,15 +83,10 @@ fn every_blob_matches_its_digest_and_diff_id() {
     let config = config.json();
     assert_eq!(config["architecture"], "amd64");
     assert_eq!(config["os"], "linux");
-    assert_eq!(
-        config["config"]["Cmd"],
-        serde_json::json!(["bash"]),
-        "shell images run bash"
-    );
-    assert_eq!(
-        config["config"]["Env"][0],
-        "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
-    );
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["bash"]), "shell images run bash");
+    let env = config["config"]["Env"].to_string();
+    assert!(env.contains("\"SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt\""), "{env}");
+    assert!(env.contains("\"PATH="), "containerd needs a PATH in Env: {env}");
 
     let layers = m["layers"].as_array().unwrap();
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
@@ -124,42 +99,24 @@ fn every_blob_matches_its_digest_and_diff_id() {
         assert_eq!(blob.body.len() as u64, layer["size"].as_u64().unwrap());
         assert_eq!(blob.expect_header("Docker-Content-Digest"), digest);
         let head = server.request("HEAD", &format!("/v2/shell/hello/blobs/{digest}"), &[]);
-        assert_eq!(
-            head.expect_header("Content-Length"),
-            blob.body.len().to_string()
-        );
+        assert_eq!(head.expect_header("Content-Length"), blob.body.len().to_string());
         let mut tar = Vec::new();
-        GzDecoder::new(&blob.body[..])
-            .read_to_end(&mut tar)
-            .unwrap();
-        assert_eq!(
-            sha256_digest(&tar),
-            diff_id.as_str().unwrap(),
-            "diff_id of {digest}"
-        );
+        GzDecoder::new(&blob.body[..]).read_to_end(&mut tar).unwrap();
+        assert_eq!(sha256_digest(&tar), diff_id.as_str().unwrap(), "diff_id of {digest}");
     }
 
     // A ranged read of the biggest layer.
-    let biggest = layers
-        .iter()
-        .max_by_key(|l| l["size"].as_u64().unwrap())
-        .unwrap();
+    let biggest = layers.iter().max_by_key(|l| l["size"].as_u64().unwrap()).unwrap();
     let digest = biggest["digest"].as_str().unwrap();
     let full = server.get_ok(&format!("/v2/x/blobs/{digest}"), &[]).body;
-    let part = server.request(
-        "GET",
-        &format!("/v2/x/blobs/{digest}"),
-        &[("Range", "bytes=100-199")],
-    );
+    let part = server.request("GET", &format!("/v2/x/blobs/{digest}"), &[("Range", "bytes=100-199")]);
     assert_eq!(part.status, 206, "{}", part.describe());
     assert_eq!(part.body, full[100..200]);
 
     // Without bash there is no Cmd, but still a config object.
     let (_, m, _) = manifest(&server, "hello");
     let config_digest = m["config"]["digest"].as_str().unwrap();
-    let config = server
-        .get_ok(&format!("/v2/hello/blobs/{config_digest}"), &[])
-        .json();
+    let config = server.get_ok(&format!("/v2/hello/blobs/{config_digest}"), &[]).json();
     assert!(config["config"].is_object());
     assert!(config["config"].get("Cmd").is_none(), "{config}");
 }
@@ -171,105 +128,33 @@ fn bad_requests_get_registry_errors() {
     let r = server.get("/v2/hello/nosuchthing/alsomissing/manifests/latest");
     assert_eq!(r.status, 404, "{}", r.describe());
     assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
-    let message = r.json()["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        message.contains("nosuchthing") && message.contains("alsomissing"),
-        "{message}"
-    );
-    assert!(
-        !message.contains("hello"),
-        "found packages are not missing: {message}"
-    );
+    let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("nosuchthing") && message.contains("alsomissing"), "{message}");
+    assert!(!message.contains("hello"), "found packages are not missing: {message}");
 
     let r = server.get("/v2/hello/lib/manifests/latest");
     assert_eq!(r.status, 404);
-    assert!(
-        r.json()["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("lib")
-    );
+    assert!(r.json()["errors"][0]["message"].as_str().unwrap().contains("lib"));
 
     let r = server.get("/v2/broken/manifests/latest");
     assert_eq!(r.status, 500, "{}", r.describe());
     assert_eq!(error_code(&r), "UNKNOWN");
     let log = r.json()["errors"][0]["detail"]["log"].to_string();
-    assert!(
-        log.contains("this package is broken on purpose"),
-        "the Nix log tail is missing: {log}"
-    );
+    assert!(log.contains("this package is broken on purpose"), "the Nix log tail is missing: {log}");
 
     let zero = format!("sha256:{}", "0".repeat(64));
     for (method, path, status, code) in [
-        (
-            "GET",
-            "/v2/bad..name/manifests/latest".to_string(),
-            400,
-            "NAME_INVALID",
-        ),
-        (
-            "GET",
-            "/v2/hello%24%7Bx%7D/manifests/latest".to_string(),
-            400,
-            "NAME_INVALID",
-        ),
-        (
-            "GET",
-            "/v2/hello/manifests/-x".to_string(),
-            400,
-            "TAG_INVALID",
-        ),
-        (
-            "GET",
-            "/v2/hello/manifests/sha256:1234".to_string(),
-            400,
-            "DIGEST_INVALID",
-        ),
-        (
-            "GET",
-            "/v2/hello/blobs/sha256:zz".to_string(),
-            400,
-            "DIGEST_INVALID",
-        ),
-        (
-            "GET",
-            format!("/v2/hello/blobs/{zero}"),
-            404,
-            "BLOB_UNKNOWN",
-        ),
-        (
-            "HEAD",
-            format!("/v2/hello/blobs/{zero}"),
-            404,
-            "BLOB_UNKNOWN",
-        ),
-        (
-            "GET",
-            format!("/v2/hello/manifests/{zero}"),
-            404,
-            "MANIFEST_UNKNOWN",
-        ),
-        (
-            "PUT",
-            "/v2/hello/manifests/latest".to_string(),
-            405,
-            "UNSUPPORTED",
-        ),
-        (
-            "DELETE",
-            "/v2/hello/manifests/latest".to_string(),
-            405,
-            "UNSUPPORTED",
-        ),
-        (
-            "POST",
-            "/v2/hello/blobs/uploads/".to_string(),
-            405,
-            "UNSUPPORTED",
-        ),
+        ("GET", "/v2/bad..name/manifests/latest".to_string(), 400, "NAME_INVALID"),
+        ("GET", "/v2/hello%24%7Bx%7D/manifests/latest".to_string(), 400, "NAME_INVALID"),
+        ("GET", "/v2/hello/manifests/-x".to_string(), 400, "TAG_INVALID"),
+        ("GET", "/v2/hello/manifests/sha256:1234".to_string(), 400, "DIGEST_INVALID"),
+        ("GET", "/v2/hello/blobs/sha256:zz".to_string(), 400, "DIGEST_INVALID"),
+        ("GET", format!("/v2/hello/blobs/{zero}"), 404, "BLOB_UNKNOWN"),
+        ("HEAD", format!("/v2/hello/blobs/{zero}"), 404, "BLOB_UNKNOWN"),
+        ("GET", format!("/v2/hello/manifests/{zero}"), 404, "MANIFEST_UNKNOWN"),
+        ("PUT", "/v2/hello/manifests/latest".to_string(), 405, "UNSUPPORTED"),
+        ("DELETE", "/v2/hello/manifests/latest".to_string(), 405, "UNSUPPORTED"),
+        ("POST", "/v2/hello/blobs/uploads/".to_string(), 405, "UNSUPPORTED"),
     ] {
         let r = server.request(method, &path, &[]);
         assert_eq!(r.status, status, "{method} {path}\n{}", r.describe());
@@ -279,11 +164,7 @@ fn bad_requests_get_registry_errors() {
             assert_eq!(error_code(&r), code, "{method} {path}");
         }
     }
-    assert_eq!(
-        server.metric("nixery_image_builds_total"),
-        3,
-        "only the three package requests reach Nix"
-    );
+    assert_eq!(server.metric("nixery_image_builds_total"), 3, "only the three package requests reach Nix");
 }
 
 #[test]
@@ -296,16 +177,9 @@ fn names_are_canonical_and_reach_every_kind_of_attribute() {
     assert_eq!(a, c);
 
     // Nested, camelCase (case-insensitive) and digit-leading names, and the forest links them.
-    let unpacked = pull_and_unpack(
-        &server,
-        "haskellpackages.pandoc/foobar/1password/bashinteractive:latest",
-        &[],
-    );
+    let unpacked = pull_and_unpack(&server, "haskellpackages.pandoc/foobar/1password/bashinteractive:latest", &[]);
     let out = unpacked.sh(&server, "pandoc x; foo-bar; op; bash -c 'echo from bash'");
-    assert_eq!(
-        out,
-        "pandoc (test stub) x\nfoo bar\n1password (test stub)\nfrom bash\n"
-    );
+    assert_eq!(out, "pandoc (test stub) x\nfoo bar\n1password (test stub)\nfrom bash\n");
 }
 
 #[test]
@@ -313,9 +187,7 @@ fn arm64_images_are_built_for_arm64() {
     let server = Server::start();
     let (_, m, _) = manifest(&server, "arm64/hello");
     let config_digest = m["config"]["digest"].as_str().unwrap();
-    let config = server
-        .get_ok(&format!("/v2/arm64/hello/blobs/{config_digest}"), &[])
-        .json();
+    let config = server.get_ok(&format!("/v2/arm64/hello/blobs/{config_digest}"), &[]).json();
     assert_eq!(config["architecture"], "arm64");
     let (amd, _, _) = manifest(&server, "hello");
     let (arm, _, _) = manifest(&server, "arm64/hello");
@@ -329,14 +201,8 @@ fn oci_only_clients_get_oci_and_repeated_accept_headers_are_merged() {
     assert_eq!(oci.expect_header("Content-Type"), OCI_MANIFEST_V1);
     let m = oci.json();
     assert_eq!(m["mediaType"], OCI_MANIFEST_V1);
-    assert_eq!(
-        m["layers"][0]["mediaType"],
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-    );
-    assert_eq!(
-        m["config"]["mediaType"],
-        "application/vnd.oci.image.config.v1+json"
-    );
+    assert_eq!(m["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(m["config"]["mediaType"], "application/vnd.oci.image.config.v1+json");
     let digest = oci.expect_header("Docker-Content-Digest");
     let again = server.get_ok(&format!("/v2/shell/hello/manifests/{digest}"), &[]);
     assert_eq!(again.expect_header("Content-Type"), OCI_MANIFEST_V1);
@@ -345,18 +211,9 @@ fn oci_only_clients_get_oci_and_repeated_accept_headers_are_merged() {
     let skopeo = [
         ("Accept", OCI_MANIFEST_V1),
         ("Accept", DOCKER_MANIFEST_V2),
-        (
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v1+prettyjws",
-        ),
-        (
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v1+json",
-        ),
-        (
-            "Accept",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-        ),
+        ("Accept", "application/vnd.docker.distribution.manifest.v1+prettyjws"),
+        ("Accept", "application/vnd.docker.distribution.manifest.v1+json"),
+        ("Accept", "application/vnd.docker.distribution.manifest.list.v2+json"),
         ("Accept", "application/vnd.oci.image.index.v1+json"),
     ];
     let docker = server.get_ok(MANIFEST, &skopeo);
@@ -371,11 +228,7 @@ fn the_same_image_has_the_same_digest_everywhere_and_is_never_rebuilt() {
     assert!(built > 0);
     let (digest2, _, _) = manifest(&first, "shell/hello-lib");
     assert_eq!(digest1, digest2);
-    assert_eq!(
-        first.metric("nixery_layers_built_total"),
-        built,
-        "the second pull rebuilt layers"
-    );
+    assert_eq!(first.metric("nixery_layers_built_total"), built, "the second pull rebuilt layers");
 
     // A second server with fresh storage builds byte-identical layers.
     let second = Server::start();
@@ -392,11 +245,7 @@ fn the_same_image_has_the_same_digest_everywhere_and_is_never_rebuilt() {
     first.restart();
     let (digest4, _, _) = manifest(&first, "shell/hello-lib");
     assert_eq!(digest1, digest4);
-    assert_eq!(
-        first.metric("nixery_layers_built_total"),
-        0,
-        "a layer was rebuilt after a restart"
-    );
+    assert_eq!(first.metric("nixery_layers_built_total"), 0, "a layer was rebuilt after a restart");
     assert_eq!(first.metric("nixery_layer_cache_hits_total"), built);
 }
 
@@ -408,13 +257,7 @@ fn concurrent_pulls_of_a_new_image_run_nix_once() {
         .map(|_| {
             let addr = addr.clone();
             std::thread::spawn(move || {
-                http_request(
-                    &addr,
-                    "GET",
-                    "/v2/fresh/hello/manifests/latest",
-                    &[],
-                    Duration::from_secs(120),
-                )
+                http_request(&addr, "GET", "/v2/fresh/hello/manifests/latest", &[], Duration::from_secs(120))
             })
         })
         .collect();
@@ -427,19 +270,9 @@ fn concurrent_pulls_of_a_new_image_run_nix_once() {
         })
         .collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
-    assert_eq!(
-        server.metric("nixery_image_builds_total"),
-        1,
-        "{}",
-        server.metrics()
-    );
+    assert_eq!(server.metric("nixery_image_builds_total"), 1, "{}", server.metrics());
     // evaluate + realise + query graph: three Nix commands for the whole image.
-    assert_eq!(
-        server.metric("nixery_nix_invocations_total"),
-        3,
-        "{}",
-        server.metrics()
-    );
+    assert_eq!(server.metric("nixery_nix_invocations_total"), 3, "{}", server.metrics());
 }
 
 #[test]
@@ -450,14 +283,10 @@ fn nix_timeouts_answer_504_and_stop_the_build() {
     let r = server.get("/v2/slow/manifests/latest");
     assert_eq!(r.status, 504, "{}", server.context(&r.describe()));
     assert!(started.elapsed() < Duration::from_secs(30));
-    let message = r.json()["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("timed out"), "{message}");
     assert!(
-        wait_until(Duration::from_secs(15), || processes_mentioning(&n)
-            .is_empty()),
+        wait_until(Duration::from_secs(15), || processes_mentioning(&n).is_empty()),
         "the slow builder survived the timeout: {:?}",
         processes_mentioning(&n)
     );
@@ -468,67 +297,40 @@ fn an_abandoned_request_stops_nix() {
     let n = nonce();
     let server = Server::start_with(&[("NIXERY_TEST_NONCE", &n)]);
     let mut conn = TcpStream::connect(server.addr()).unwrap();
-    write!(
-        conn,
-        "GET /v2/slow/manifests/latest HTTP/1.1\r\nHost: {}\r\n\r\n",
-        server.addr()
-    )
-    .unwrap();
+    write!(conn, "GET /v2/slow/manifests/latest HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr()).unwrap();
     // The builder's own command line (not just nix-store's) names the nonce.
     let builder = format!("slow build {n} starting");
     assert!(
-        wait_until(Duration::from_secs(30), || !processes_mentioning(&builder)
-            .is_empty()),
+        wait_until(Duration::from_secs(30), || !processes_mentioning(&builder).is_empty()),
         "{}",
         server.context("the slow builder never started")
     );
     drop(conn);
     assert!(
-        wait_until(Duration::from_secs(15), || processes_mentioning(&n)
-            .is_empty()),
+        wait_until(Duration::from_secs(15), || processes_mentioning(&n).is_empty()),
         "{}",
-        server.context(&format!(
-            "the builder outlived its request: {:?}",
-            processes_mentioning(&n)
-        ))
+        server.context(&format!("the builder outlived its request: {:?}", processes_mentioning(&n)))
     );
 }
 
 /// A git repository holding the test package set in two commits; `hello` changes between
 /// them. Returns (repo dir, first commit).
 fn package_repo(dir: &std::path::Path) -> String {
-    let pkgs = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/pkgs/default.nix"
-    ))
-    .unwrap();
+    let pkgs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/default.nix")).unwrap();
     let git = |args: &[&str]| {
         run(Command::new("git")
             .arg("-C")
             .arg(dir)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "commit.gpgsign=false",
-            ])
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
             .args(args))
     };
-    run(Command::new("git")
-        .args(["init", "-q", "-b", "main"])
-        .arg(dir));
+    run(Command::new("git").args(["init", "-q", "-b", "main"]).arg(dir));
     std::fs::write(dir.join("default.nix"), &pkgs).unwrap();
     git(&["add", "default.nix"]);
     git(&["commit", "-q", "-m", "v1"]);
     let first = git(&["rev-parse", "HEAD"]).trim().to_owned();
     git(&["branch", "old"]);
-    std::fs::write(
-        dir.join("default.nix"),
-        pkgs.replace("Hello, world!", "Hello, v2!"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("default.nix"), pkgs.replace("Hello, world!", "Hello, v2!")).unwrap();
     git(&["commit", "-q", "-am", "v2"]);
     first
 }
@@ -577,10 +379,7 @@ fn start_fails(env: &[(&str, &str)], needle: &str) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started with {env:?}");
-    assert!(
-        stderr.contains(needle),
-        "{env:?}: message does not name {needle}: {stderr}"
-    );
+    assert!(stderr.contains(needle), "{env:?}: message does not name {needle}: {stderr}");
 }
 
 #[test]
@@ -589,63 +388,30 @@ fn bad_configuration_stops_start_up_naming_the_variable() {
     let storage = storage.path().to_str().unwrap();
     let pkgs = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/default.nix");
     start_fails(&[("PORT", "eighty"), ("STORAGE_PATH", storage)], "PORT");
+    start_fails(&[("NIX_TIMEOUT", "-1"), ("STORAGE_PATH", storage)], "NIX_TIMEOUT");
+    start_fails(&[("NIXERY_LAYER_BUDGET", "500"), ("STORAGE_PATH", storage)], "NIXERY_LAYER_BUDGET");
+    start_fails(&[("NIXERY_STORAGE_BACKEND", "floppy"), ("STORAGE_PATH", storage)], "NIXERY_STORAGE_BACKEND");
+    start_fails(&[("NIXERY_PKGS_PATH", "/no/such/pkgs"), ("STORAGE_PATH", storage)], "NIXERY_PKGS_PATH");
     start_fails(
-        &[("NIX_TIMEOUT", "-1"), ("STORAGE_PATH", storage)],
-        "NIX_TIMEOUT",
-    );
-    start_fails(
-        &[("NIXERY_LAYER_BUDGET", "500"), ("STORAGE_PATH", storage)],
-        "NIXERY_LAYER_BUDGET",
-    );
-    start_fails(
-        &[
-            ("NIXERY_STORAGE_BACKEND", "floppy"),
-            ("STORAGE_PATH", storage),
-        ],
-        "NIXERY_STORAGE_BACKEND",
-    );
-    start_fails(
-        &[
-            ("NIXERY_PKGS_PATH", "/no/such/pkgs"),
-            ("STORAGE_PATH", storage),
-        ],
-        "NIXERY_PKGS_PATH",
-    );
-    start_fails(
-        &[
-            ("NIXERY_PKGS_PATH", pkgs),
-            ("NIXERY_CHANNEL", "nixos-unstable"),
-            ("STORAGE_PATH", storage),
-        ],
+        &[("NIXERY_PKGS_PATH", pkgs), ("NIXERY_CHANNEL", "nixos-unstable"), ("STORAGE_PATH", storage)],
         "NIXERY_CHANNEL and NIXERY_PKGS_PATH",
     );
     start_fails(
-        &[
-            ("NIXERY_PKGS_PATH", pkgs),
-            ("NIX_POPULARITY_URL", "/no/such/popularity.json"),
-            ("STORAGE_PATH", storage),
-        ],
+        &[("NIXERY_PKGS_PATH", pkgs), ("NIX_POPULARITY_URL", "/no/such/popularity.json"), ("STORAGE_PATH", storage)],
         "NIX_POPULARITY_URL",
     );
     let bad = temp_dir("bad-popularity");
     let file = bad.path().join("pop.json");
     std::fs::write(&file, "[1, 2, 3]").unwrap();
     start_fails(
-        &[
-            ("NIXERY_PKGS_PATH", pkgs),
-            ("NIX_POPULARITY_URL", file.to_str().unwrap()),
-            ("STORAGE_PATH", storage),
-        ],
+        &[("NIXERY_PKGS_PATH", pkgs), ("NIX_POPULARITY_URL", file.to_str().unwrap()), ("STORAGE_PATH", storage)],
         "NIX_POPULARITY_URL",
     );
 }
 
 #[test]
 fn help_lists_every_setting() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nixery"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nixery")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for var in [
         "PORT",
@@ -658,9 +424,6 @@ fn help_lists_every_setting() {
         "NIX_POPULARITY_URL",
         "NIXERY_LAYER_BUDGET",
     ] {
-        assert!(
-            help.contains(&format!("[env: {var}=")),
-            "--help does not list {var}:\n{help}"
-        );
+        assert!(help.contains(&format!("[env: {var}=")), "--help does not list {var}:\n{help}");
     }
 }

@@ -58,9 +58,8 @@ impl Forest {
     }
 
     fn merge(&mut self, dir: &Path, rel: &[OsString]) -> io::Result<()> {
-        let mut names: Vec<OsString> = fs::read_dir(dir)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()?;
+        let mut names: Vec<OsString> =
+            fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
         names.sort();
         for name in names {
             if rel.is_empty() && name == "nix-support" {

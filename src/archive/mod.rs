@@ -64,14 +64,7 @@ pub fn write_layer<W: Write>(contents: &LayerContents, out: W) -> io::Result<(W,
     }
     let (gzip, diff_id, _) = tar.finish()?.finish();
     let (out, digest, size) = gzip.finish()?.finish();
-    Ok((
-        out,
-        LayerBlob {
-            digest,
-            diff_id,
-            size,
-        },
-    ))
+    Ok((out, LayerBlob { digest, diff_id, size }))
 }
 
 #[cfg(test)]

@@ -19,10 +19,7 @@ pub struct ChannelWriter {
 
 impl ChannelWriter {
     pub fn new(tx: Sender<Bytes>) -> Self {
-        ChannelWriter {
-            tx,
-            buf: BytesMut::with_capacity(CHUNK),
-        }
+        ChannelWriter { tx, buf: BytesMut::with_capacity(CHUNK) }
     }
 
     fn send(&mut self) -> io::Result<()> {
@@ -31,9 +28,7 @@ impl ChannelWriter {
         }
         let chunk = self.buf.split().freeze();
         self.buf.reserve(CHUNK);
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "layer upload stopped"))
+        self.tx.blocking_send(chunk).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "layer upload stopped"))
     }
 }
 

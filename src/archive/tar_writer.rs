@@ -15,9 +15,7 @@ pub struct TarWriter<W: Write> {
 
 impl<W: Write> TarWriter<W> {
     pub fn new(inner: W) -> Self {
-        TarWriter {
-            builder: Builder::new(inner),
-        }
+        TarWriter { builder: Builder::new(inner) }
     }
 
     fn header(kind: EntryType, mode: u32, size: u64) -> Header {
@@ -44,13 +42,7 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// A regular file whose bytes are streamed from `data`.
-    pub fn file(
-        &mut self,
-        path: &Path,
-        mode: u32,
-        size: u64,
-        data: impl io::Read,
-    ) -> io::Result<()> {
+    pub fn file(&mut self, path: &Path, mode: u32, size: u64, data: impl io::Read) -> io::Result<()> {
         let mut h = Self::header(EntryType::Regular, mode, size);
         self.builder.append_data(&mut h, path, data)
     }
@@ -66,9 +58,8 @@ impl<W: Write> TarWriter<W> {
             self.symlink(rel, &fs::read_link(abs)?)
         } else if kind.is_dir() {
             self.dir(rel, mode)?;
-            let mut children: Vec<_> = fs::read_dir(abs)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()?;
+            let mut children: Vec<_> =
+                fs::read_dir(abs)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
             children.sort();
             for name in children {
                 self.tree(&abs.join(name))?;

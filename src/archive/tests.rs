@@ -45,10 +45,7 @@ fn entries(blob: &[u8]) -> Vec<Entry> {
                 mode: h.mode().unwrap(),
                 uid: h.uid().unwrap(),
                 mtime: h.mtime().unwrap(),
-                link: e
-                    .link_name()
-                    .unwrap()
-                    .map(|l| l.to_string_lossy().into_owned()),
+                link: e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned()),
                 data,
             }
         })
@@ -62,15 +59,8 @@ fn build(contents: &LayerContents) -> (Vec<u8>, LayerBlob) {
 #[test]
 fn store_path_layers_are_deterministic_and_self_describing() {
     let tmp = TempDir::new().unwrap();
-    let a = package(
-        tmp.path(),
-        "aaaa-pkg",
-        &[
-            ("bin/tool", "#!/bin/sh\n"),
-            ("share/doc/README", "docs"),
-            ("z", "last"),
-        ],
-    );
+    let a =
+        package(tmp.path(), "aaaa-pkg", &[("bin/tool", "#!/bin/sh\n"), ("share/doc/README", "docs"), ("z", "last")]);
     fs::set_permissions(format!("{a}/bin/tool"), fs::Permissions::from_mode(0o555)).unwrap();
     symlink("tool", format!("{a}/bin/alias")).unwrap();
     let contents = LayerContents::StorePaths(vec![a.clone()]);
@@ -102,14 +92,8 @@ fn store_path_layers_are_deterministic_and_self_describing() {
         format!("{rel}/share/doc/README"),
         format!("{rel}/z"),
     ];
-    assert_eq!(
-        names,
-        expected.iter().map(|s| s.as_str()).collect::<Vec<_>>()
-    );
-    for Entry {
-        path, uid, mtime, ..
-    } in &e
-    {
+    assert_eq!(names, expected.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    for Entry { path, uid, mtime, .. } in &e {
         assert_eq!(*uid, 0, "{path}");
         assert_eq!(*mtime, 1, "{path}");
     }
@@ -131,68 +115,32 @@ fn long_paths_and_link_targets_survive() {
     let (bytes, _) = build(&LayerContents::StorePaths(vec![a.clone()]));
     let e = entries(&bytes);
     assert!(e.iter().any(|e| e.path.ends_with(&deep) && e.data == b"x"));
-    assert!(
-        e.iter()
-            .any(|e| e.path.ends_with("long-link") && e.link.as_deref() == Some(target.as_str()))
-    );
+    assert!(e.iter().any(|e| e.path.ends_with("long-link") && e.link.as_deref() == Some(target.as_str())));
 }
 
 #[test]
 fn the_forest_merges_packages_and_adds_tmp_and_env() {
     let tmp = TempDir::new().unwrap();
-    let core = package(
-        tmp.path(),
-        "1-coreutils",
-        &[
-            ("bin/env", "env"),
-            ("bin/ls", "ls"),
-            ("nix-support/x", "meta"),
-        ],
-    );
-    let git = package(
-        tmp.path(),
-        "2-git",
-        &[
-            ("bin/git", "git"),
-            ("bin/ls", "other ls"),
-            ("share/git/x", "x"),
-        ],
-    );
+    let core = package(tmp.path(), "1-coreutils", &[("bin/env", "env"), ("bin/ls", "ls"), ("nix-support/x", "meta")]);
+    let git = package(tmp.path(), "2-git", &[("bin/git", "git"), ("bin/ls", "other ls"), ("share/git/x", "x")]);
     let forest = Forest::link(&[core.clone(), git.clone()]).unwrap();
     let (bytes, _) = build(&LayerContents::Forest(vec![core.clone(), git.clone()]));
     let e = entries(&bytes);
     let get = |p: &str| {
         e.iter()
             .find(|e| e.path.trim_end_matches('/') == p)
-            .unwrap_or_else(|| {
-                panic!(
-                    "{p} missing: {:?}",
-                    e.iter().map(|e| &e.path).collect::<Vec<_>>()
-                )
-            })
+            .unwrap_or_else(|| panic!("{p} missing: {:?}", e.iter().map(|e| &e.path).collect::<Vec<_>>()))
     };
 
     assert_eq!(get("bin").kind, tar::EntryType::Directory);
-    assert_eq!(
-        get("bin/git").link.as_deref(),
-        Some(format!("{git}/bin/git").as_str())
-    );
+    assert_eq!(get("bin/git").link.as_deref(), Some(format!("{git}/bin/git").as_str()));
     // The first package wins a conflict.
-    assert_eq!(
-        get("bin/ls").link.as_deref(),
-        Some(format!("{core}/bin/ls").as_str())
-    );
+    assert_eq!(get("bin/ls").link.as_deref(), Some(format!("{core}/bin/ls").as_str()));
     assert_eq!(get("share/git").kind, tar::EntryType::Directory);
     assert_eq!(get("tmp").mode, 0o1777);
-    assert_eq!(
-        get("usr/bin/env").link.as_deref(),
-        Some(format!("{core}/bin/env").as_str())
-    );
+    assert_eq!(get("usr/bin/env").link.as_deref(), Some(format!("{core}/bin/env").as_str()));
     assert!(!e.iter().any(|e| e.path.starts_with("nix-support")));
-    assert_eq!(
-        forest.target("bin/git"),
-        Some(Path::new(&format!("{git}/bin/git")))
-    );
+    assert_eq!(forest.target("bin/git"), Some(Path::new(&format!("{git}/bin/git"))));
 }
 
 #[test]

@@ -18,9 +18,7 @@ pub struct SingleFlight<K, T: Clone> {
 
 impl<K: Hash + Eq + Clone, T: Clone + Send + Sync + 'static> SingleFlight<K, T> {
     pub fn new() -> Self {
-        SingleFlight {
-            inflight: Mutex::new(HashMap::new()),
-        }
+        SingleFlight { inflight: Mutex::new(HashMap::new()) }
     }
 
     /// Joins the computation for `key`, starting it with `start` if none is running.
@@ -32,21 +30,14 @@ impl<K: Hash + Eq + Clone, T: Clone + Send + Sync + 'static> SingleFlight<K, T> 
                 None => {
                     map.retain(|_, w| w.upgrade().is_some());
                     let f = start().shared();
-                    map.insert(
-                        key.clone(),
-                        f.downgrade().expect("a new shared future is pending"),
-                    );
+                    map.insert(key.clone(), f.downgrade().expect("a new shared future is pending"));
                     f
                 }
             }
         };
         let result = flight.clone().await;
         let mut map = self.inflight.lock().expect("single-flight map poisoned");
-        if map
-            .get(&key)
-            .and_then(WeakShared::upgrade)
-            .is_some_and(|f| f.ptr_eq(&flight))
-        {
+        if map.get(&key).and_then(WeakShared::upgrade).is_some_and(|f| f.ptr_eq(&flight)) {
             map.remove(&key);
         }
         result
@@ -117,10 +108,6 @@ mod tests {
         assert_eq!(dropped.load(Ordering::SeqCst), 0);
         waiter.abort();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            dropped.load(Ordering::SeqCst),
-            1,
-            "abandoned work was not dropped"
-        );
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "abandoned work was not dropped");
     }
 }

@@ -55,18 +55,14 @@ pub async fn build_layer(
         sink.flush()?;
         Ok::<_, std::io::Error>(blob)
     });
-    let body: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|c| c.map(Ok))
-    }));
+    let body: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok))));
     let staged = storage.stage(body).await;
     let written = writer.await.map_err(|e| BuildError::Task(e.to_string()))?;
     // A storage failure explains a writer's broken pipe, so it is reported first.
     let staged = staged?;
     let blob = written.map_err(BuildError::Archive)?;
 
-    storage
-        .commit(staged, &ObjectKey::blob(&blob.digest))
-        .await?;
+    storage.commit(staged, &ObjectKey::blob(&blob.digest)).await?;
     let json = serde_json::to_vec(&blob).expect("layer blobs serialise");
     storage.put(&record, json.into()).await?;
     metrics.layers_built.inc();

@@ -12,7 +12,7 @@ mod flight;
 mod layer;
 
 use crate::archive::{LayerBlob, LayerContents};
-use crate::config::Config;
+use crate::config::BuildSettings;
 use crate::digest::Digest;
 use crate::image::{ALWAYS_INCLUDED, ImageSpec, Tag};
 use crate::layers;
@@ -76,26 +76,24 @@ struct Inner {
 
 impl Builder {
     pub fn new(
-        config: &Config,
+        settings: &BuildSettings,
         storage: Arc<Storage>,
         popularity: Popularity,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        Builder {
+    ) -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Ok(Builder {
             inner: Arc::new(Inner {
-                source: config.source.clone(),
-                nix: Nix::new(config.nix_timeout, metrics.clone()),
+                source: settings.source.clone(),
+                nix: Nix::new(settings.nix_timeout, metrics.clone())?,
                 popularity,
-                budget: config.layer_budget,
+                budget: settings.layer_budget,
                 storage,
                 metrics,
                 layer_slots: Semaphore::new(cores),
                 flights: SingleFlight::new(),
             }),
-        }
+        })
     }
 
     /// The manifest of `spec` at `tag` in `format`, built if needed, stored by digest.
@@ -107,15 +105,9 @@ impl Builder {
     ) -> Result<Document, Arc<BuildError>> {
         let inner = &self.inner;
         let source = inner.source.revision(tag);
-        let cache_key = source
-            .pinned
-            .then(|| manifest_cache_key(&source, spec, format));
+        let cache_key = source.pinned.then(|| manifest_cache_key(&source, spec, format));
         if let Some(key) = &cache_key {
-            let cached = inner
-                .storage
-                .get(&ObjectKey::manifest_cache(key))
-                .await
-                .map_err(|e| Arc::new(e.into()))?;
+            let cached = inner.storage.get(&ObjectKey::manifest_cache(key)).await.map_err(|e| Arc::new(e.into()))?;
             if let Some(bytes) = cached {
                 inner.metrics.manifest_cache_hits.inc();
                 let digest = Digest::of(&bytes);
@@ -123,23 +115,13 @@ impl Builder {
             }
         }
 
-        let key = FlightKey {
-            source: source.clone(),
-            spec: spec.clone(),
-        };
+        let key = FlightKey { source: source.clone(), spec: spec.clone() };
         let image = inner
             .flights
             .run(key, || {
                 let inner = self.inner.clone();
                 let spec = spec.clone();
-                async move {
-                    inner
-                        .build(&source, &spec)
-                        .await
-                        .map(Arc::new)
-                        .map_err(Arc::new)
-                }
-                .boxed()
+                async move { inner.build(&source, &spec).await.map(Arc::new).map_err(Arc::new) }.boxed()
             })
             .await?;
 
@@ -150,10 +132,7 @@ impl Builder {
                 inner.storage.put(&by_digest, doc.bytes.clone()).await?;
             }
             if let Some(key) = &cache_key {
-                inner
-                    .storage
-                    .put(&ObjectKey::manifest_cache(key), doc.bytes.clone())
-                    .await?;
+                inner.storage.put(&ObjectKey::manifest_cache(key), doc.bytes.clone()).await?;
             }
             Ok::<_, StorageError>(())
         };
@@ -163,11 +142,7 @@ impl Builder {
 }
 
 impl Inner {
-    async fn build(
-        &self,
-        source: &SourceRevision,
-        spec: &ImageSpec,
-    ) -> Result<BuiltImage, BuildError> {
+    async fn build(&self, source: &SourceRevision, spec: &ImageSpec) -> Result<BuiltImage, BuildError> {
         self.metrics.image_builds.inc();
         let started = std::time::Instant::now();
         let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
@@ -178,27 +153,16 @@ impl Inner {
             .filter(|p| ALWAYS_INCLUDED.contains(&p.name.as_str()))
             .flat_map(|p| p.outputs.iter().cloned())
             .collect();
-        let groups = layers::group(
-            &realised.graph,
-            &self.popularity,
-            &very_popular,
-            self.budget,
-        );
+        let groups = layers::group(&realised.graph, &self.popularity, &very_popular, self.budget);
 
-        let mut contents: Vec<LayerContents> = groups
-            .into_iter()
-            .map(|l| LayerContents::StorePaths(l.contents))
-            .collect();
+        let mut contents: Vec<LayerContents> =
+            groups.into_iter().map(|l| LayerContents::StorePaths(l.contents)).collect();
         contents.push(LayerContents::Forest(realised.graph.roots.clone()));
-        let builds = contents
-            .into_iter()
-            .map(|c| layer::build_layer(&self.storage, &self.metrics, &self.layer_slots, c));
+        let builds =
+            contents.into_iter().map(|c| layer::build_layer(&self.storage, &self.metrics, &self.layer_slots, c));
         let blobs = futures::future::try_join_all(builds).await?;
 
-        let has_bash = realised
-            .packages
-            .iter()
-            .any(|p| p.attr == "bashInteractive");
+        let has_bash = realised.packages.iter().any(|p| p.attr == "bashInteractive");
         let config = manifest::image_config(spec.arch, &blobs, has_bash);
         let config_key = ObjectKey::blob(&config.digest);
         if self.storage.size(&config_key).await?.is_none() {
@@ -211,10 +175,7 @@ impl Inner {
             seconds = started.elapsed().as_secs_f64(),
             "built image"
         );
-        Ok(BuiltImage {
-            layers: blobs,
-            config,
-        })
+        Ok(BuiltImage { layers: blobs, config })
     }
 }
 

@@ -22,9 +22,7 @@ pub enum NameError {
     NameTooLong,
     #[error("image name component '{0}' is not a valid package name")]
     BadComponent(String),
-    #[error(
-        "tag '{0}' is not valid (letters, digits, '_', '.', '-', at most 128, not starting with '.' or '-')"
-    )]
+    #[error("tag '{0}' is not valid (letters, digits, '_', '.', '-', at most 128, not starting with '.' or '-')")]
     BadTag(String),
     #[error(transparent)]
     BadDigest(#[from] DigestError),
@@ -37,11 +35,7 @@ pub struct PackageName(String);
 
 impl PackageName {
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        if valid_component(s) {
-            Ok(PackageName(s.to_owned()))
-        } else {
-            Err(NameError::BadComponent(s.to_owned()))
-        }
+        if valid_component(s) { Ok(PackageName(s.to_owned())) } else { Err(NameError::BadComponent(s.to_owned())) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -70,14 +64,8 @@ impl ImageName {
         if s.len() > MAX_NAME_LEN {
             return Err(NameError::NameTooLong);
         }
-        let components = s
-            .split('/')
-            .map(PackageName::parse)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ImageName {
-            raw: s.to_owned(),
-            components,
-        })
+        let components = s.split('/').map(PackageName::parse).collect::<Result<Vec<_>, _>>()?;
+        Ok(ImageName { raw: s.to_owned(), components })
     }
 
     pub fn as_str(&self) -> &str {
@@ -127,9 +115,7 @@ impl Tag {
 
 /// Whether `s` is a full git commit hash.
 pub fn is_commit_hash(s: &str) -> bool {
-    s.len() == 40
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The `<reference>` of a manifest request: a tag or a digest.
@@ -142,11 +128,7 @@ pub enum Reference {
 impl Reference {
     /// A reference containing `:` is a digest, anything else a tag (as in the distribution spec).
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        if s.contains(':') {
-            Ok(Reference::Digest(s.parse()?))
-        } else {
-            Ok(Reference::Tag(Tag::parse(s)?))
-        }
+        if s.contains(':') { Ok(Reference::Digest(s.parse()?)) } else { Ok(Reference::Tag(Tag::parse(s)?)) }
     }
 }
 
@@ -216,31 +198,18 @@ mod tests {
         ] {
             assert!(ImageName::parse(bad).is_err(), "{bad:?} should be invalid");
         }
-        assert_eq!(
-            ImageName::parse(&"a".repeat(256)),
-            Err(NameError::NameTooLong)
-        );
+        assert_eq!(ImageName::parse(&"a".repeat(256)), Err(NameError::NameTooLong));
     }
 
     #[test]
     fn tags_follow_the_spec() {
-        for ok in [
-            "latest",
-            "v1.2",
-            "_x",
-            "main",
-            "0123456789abcdef0123456789abcdef01234567",
-        ] {
+        for ok in ["latest", "v1.2", "_x", "main", "0123456789abcdef0123456789abcdef01234567"] {
             assert!(Tag::parse(ok).is_ok(), "{ok}");
         }
         for bad in ["", ".x", "-x", "a/b", "a:b", &"a".repeat(129)] {
             assert!(Tag::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(
-            Tag::parse("0123456789abcdef0123456789abcdef01234567")
-                .unwrap()
-                .is_commit()
-        );
+        assert!(Tag::parse("0123456789abcdef0123456789abcdef01234567").unwrap().is_commit());
         assert!(!Tag::parse("0123456789abcdef").unwrap().is_commit());
     }
 
@@ -249,9 +218,6 @@ mod tests {
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
         let d = format!("sha256:{}", "0".repeat(64));
         assert!(matches!(Reference::parse(&d), Ok(Reference::Digest(_))));
-        assert!(matches!(
-            Reference::parse("sha256:xyz"),
-            Err(NameError::BadDigest(_))
-        ));
+        assert!(matches!(Reference::parse("sha256:xyz"), Err(NameError::BadDigest(_))));
     }
 }

@@ -84,18 +84,11 @@ mod tests {
     #[test]
     fn shell_expands_and_base_packages_are_added() {
         let s = spec("shell/git");
-        let expected: BTreeSet<String> = [
-            "bashInteractive",
-            "cacert",
-            "coreutils",
-            "git",
-            "iana-etc",
-            "moreutils",
-            "nano",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let expected: BTreeSet<String> =
+            ["bashInteractive", "cacert", "coreutils", "git", "iana-etc", "moreutils", "nano"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         assert_eq!(s.packages, expected);
         assert_eq!(s.arch, Arch::Amd64);
     }

@@ -46,41 +46,34 @@ pub enum GraphError {
 }
 
 impl RuntimeGraph {
-    /// Reads `nix path-info --json -r -S` output for the given top-level paths.
-    pub fn from_path_info(
-        json: &[u8],
-        roots: impl IntoIterator<Item = String>,
-    ) -> Result<Self, GraphError> {
-        let raw: Vec<RawPathInfo> = serde_json::from_slice(json)?;
-        let mut paths = BTreeMap::new();
-        for p in raw {
-            let mut references: Vec<String> =
-                p.references.into_iter().filter(|r| *r != p.path).collect();
-            references.sort();
-            references.dedup();
-            let closure_size = p.closure_size.unwrap_or(p.nar_size);
-            paths.insert(
-                p.path,
-                PathInfo {
-                    nar_size: p.nar_size,
-                    closure_size,
-                    references,
-                },
-            );
-        }
+    /// Reads `nix path-info --json -r -S` output for the given top-level paths; the result
+    /// must be a closed graph.
+    pub fn from_path_info(json: &[u8], roots: impl IntoIterator<Item = String>) -> Result<Self, GraphError> {
+        let paths = parse_path_info(json)?;
         let mut roots: Vec<String> = roots.into_iter().collect();
         roots.sort();
         roots.dedup();
-        for r in roots
-            .iter()
-            .chain(paths.values().flat_map(|p| p.references.iter()))
-        {
+        for r in roots.iter().chain(paths.values().flat_map(|p| p.references.iter())) {
             if !paths.contains_key(r) {
                 return Err(GraphError::Dangling(r.clone()));
             }
         }
         Ok(RuntimeGraph { roots, paths })
     }
+}
+
+/// Reads `nix path-info --json` output (recursive or not): each path's sizes and references.
+pub fn parse_path_info(json: &[u8]) -> Result<BTreeMap<String, PathInfo>, GraphError> {
+    let raw: Vec<RawPathInfo> = serde_json::from_slice(json)?;
+    let mut paths = BTreeMap::new();
+    for p in raw {
+        let mut references: Vec<String> = p.references.into_iter().filter(|r| *r != p.path).collect();
+        references.sort();
+        references.dedup();
+        let closure_size = p.closure_size.unwrap_or(p.nar_size);
+        paths.insert(p.path, PathInfo { nar_size: p.nar_size, closure_size, references });
+    }
+    Ok(paths)
 }
 
 /// The name of a store path without its hash: `/nix/store/<hash>-bash-5.2` → `bash-5.2`,

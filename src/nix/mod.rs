@@ -1,5 +1,5 @@
 //! Talking to Nix: resolve an image's packages in the package set, realise them, and read
-//! their runtime graph.
+//! their runtime graph; and the queries `nixery popcount` needs.
 //!
 //! Three short commands per image build, never one per package: `nix-instantiate --eval`
 //! of nix/lookup.nix (names in, derivations out, as JSON), one `nix-store --realise` of all
@@ -7,24 +7,25 @@
 //! the closure with sizes and references. They share one deadline (`NIX_TIMEOUT`), and each is
 //! stopped when the request that needs it is abandoned.
 
+pub mod derivation;
+mod exprs;
 mod graph;
 mod process;
 
-pub use graph::{GraphError, PathInfo, RuntimeGraph, store_path_name};
+pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info, store_path_name};
 pub use process::ProcessError;
 
 use crate::image::Arch;
 use crate::metrics::Metrics;
 use crate::pkgsource::SourceRevision;
+use exprs::Expressions;
 use serde::Deserialize;
-use std::collections::BTreeSet;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::Command;
 use tokio::time::Instant;
-
-/// The lookup expression, shipped inside the binary so the server runs from anywhere.
-const LOOKUP_NIX: &str = include_str!("../../nix/lookup.nix");
 
 /// A package as nix/lookup.nix resolved it.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -46,19 +47,25 @@ struct LookupResult {
     packages: Vec<ResolvedPackage>,
 }
 
+/// A top-level derivation of a package set, as nix/popcount.nix lists it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TopLevelDerivation {
+    pub attr: String,
+    pub drv_path: String,
+    pub outputs: Vec<String>,
+}
+
 /// Why Nix could not produce an image's packages.
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     #[error("packages not found: {}", .missing.join(", "))]
-    UnknownPackages {
-        missing: Vec<String>,
-        unusable: Vec<String>,
-    },
+    UnknownPackages { missing: Vec<String>, unusable: Vec<String> },
     #[error("evaluating the package set failed")]
     Evaluation(#[source] ProcessError),
     #[error("building the packages failed")]
     Build(#[source] ProcessError),
-    #[error("querying the runtime graph failed")]
+    #[error("querying the store failed")]
     Query(#[source] ProcessError),
     #[error("unexpected output from nix: {0}")]
     Output(String),
@@ -86,12 +93,40 @@ pub struct Realised {
 /// Runs Nix for the registry.
 pub struct Nix {
     timeout: Duration,
+    exprs: Expressions,
     metrics: Arc<Metrics>,
 }
 
+/// One budget for a sequence of commands.
+#[derive(Clone, Copy)]
+struct Deadline {
+    started: Instant,
+    at: Instant,
+}
+
 impl Nix {
-    pub fn new(timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        Nix { timeout, metrics }
+    /// Writes the expressions to a private temporary directory.
+    pub fn new(timeout: Duration, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        Ok(Nix { timeout, exprs: Expressions::write()?, metrics })
+    }
+
+    fn deadline(&self) -> Deadline {
+        let started = Instant::now();
+        Deadline { started, at: started + self.timeout }
+    }
+
+    /// `nix-instantiate --eval --strict --json` of `expr` with string arguments.
+    fn eval(&self, expr: &str, source: &SourceRevision, system: &str, args: &[(&str, &str)]) -> Command {
+        let mut c = Command::new("nix-instantiate");
+        c.args(["--eval", "--strict", "--json", "--read-write-mode"])
+            .arg(self.exprs.path(expr))
+            .args(["--argstr", "srcType", source.kind])
+            .args(["--argstr", "srcArgs", &source.args])
+            .args(["--argstr", "system", system]);
+        for (k, v) in args {
+            c.args(["--argstr", k, v]);
+        }
+        c
     }
 
     /// Resolves, builds and queries `packages` of `source` for `arch`.
@@ -101,77 +136,102 @@ impl Nix {
         arch: Arch,
         packages: &BTreeSet<String>,
     ) -> Result<Realised, NixError> {
-        let started = Instant::now();
-        let deadline = started + self.timeout;
+        let deadline = self.deadline();
         let names = serde_json::to_string(packages).expect("strings serialise");
-
-        let mut eval = Command::new("nix-instantiate");
-        eval.args(["--eval", "--strict", "--json", "--read-write-mode"])
-            .args(["--expr", LOOKUP_NIX])
-            .args(["--argstr", "srcType", source.kind])
-            .args(["--argstr", "srcArgs", &source.args])
-            .args(["--argstr", "system", arch.nix_system()])
-            .args(["--argstr", "packages", &names]);
-        let out = self
-            .run("evaluate", eval, started, deadline)
-            .await
-            .map_err(NixError::Evaluation)?;
-        let lookup: LookupResult = serde_json::from_slice(&out)
-            .map_err(|e| NixError::Output(format!("lookup result: {e}")))?;
+        let eval = self.eval("lookup.nix", source, arch.nix_system(), &[("packages", &names)]);
+        let lookup: LookupResult =
+            self.json("evaluate", eval, deadline).await.map_err(|e| e.or(NixError::Evaluation))?;
         if !lookup.missing.is_empty() || !lookup.unusable.is_empty() {
-            return Err(NixError::UnknownPackages {
-                missing: lookup.missing,
-                unusable: lookup.unusable,
-            });
+            return Err(NixError::UnknownPackages { missing: lookup.missing, unusable: lookup.unusable });
         }
 
-        let drvs: BTreeSet<&str> = lookup
-            .packages
-            .iter()
-            .map(|p| p.drv_path.as_str())
-            .collect();
+        let drvs: BTreeSet<&str> = lookup.packages.iter().map(|p| p.drv_path.as_str()).collect();
         let mut build = Command::new("nix-store");
         build.arg("--realise").args(&drvs);
-        self.run("realise", build, started, deadline)
-            .await
-            .map_err(NixError::Build)?;
+        self.run("realise", build, deadline).await.map_err(NixError::Build)?;
 
-        let roots: BTreeSet<String> = lookup
-            .packages
-            .iter()
-            .flat_map(|p| p.outputs.iter().cloned())
-            .collect();
-        let mut query = Command::new("nix");
-        query
-            .args([
-                "--extra-experimental-features",
-                "nix-command",
-                "path-info",
-                "--json",
-                "--recursive",
-                "--closure-size",
-            ])
-            .args(&roots);
-        let out = self
-            .run("query graph", query, started, deadline)
-            .await
-            .map_err(NixError::Query)?;
+        let roots: BTreeSet<String> = lookup.packages.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
+        let out = self.path_info(&roots, true, deadline).await?;
         let graph = RuntimeGraph::from_path_info(&out, roots)?;
-        Ok(Realised {
-            packages: lookup.packages,
-            graph,
-        })
+        Ok(Realised { packages: lookup.packages, graph })
     }
 
-    async fn run(
+    /// The sorted top-level attribute names of the package set.
+    pub async fn attribute_names(&self, source: &SourceRevision) -> Result<Vec<String>, NixError> {
+        let eval = self.eval("popcount.nix", source, Arch::Amd64.nix_system(), &[("mode", "names")]);
+        self.json("list attributes", eval, self.deadline()).await.map_err(|e| e.or(NixError::Evaluation))
+    }
+
+    /// The derivations among `attrs` (others are skipped).
+    pub async fn derivations(
+        &self,
+        source: &SourceRevision,
+        attrs: &[String],
+    ) -> Result<Vec<TopLevelDerivation>, NixError> {
+        let names = serde_json::to_string(attrs).expect("strings serialise");
+        let eval =
+            self.eval("popcount.nix", source, Arch::Amd64.nix_system(), &[("mode", "derivations"), ("names", &names)]);
+        self.json("instantiate", eval, self.deadline()).await.map_err(|e| e.or(NixError::Evaluation))
+    }
+
+    /// The runtime references of those `paths` that are valid in the local store.
+    pub async fn local_references(&self, paths: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<String>>, NixError> {
+        let deadline = self.deadline();
+        let mut check = Command::new("nix-store");
+        check.args(["--check-validity", "--print-invalid"]).args(paths);
+        let invalid = self.run("check validity", check, deadline).await.map_err(NixError::Query)?;
+        let invalid: BTreeSet<&str> = std::str::from_utf8(&invalid).unwrap_or("").lines().collect();
+        let valid: BTreeSet<String> = paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect();
+        if valid.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let out = self.path_info(&valid, false, deadline).await?;
+        Ok(parse_path_info(&out)?.into_iter().map(|(p, info)| (p, info.references)).collect())
+    }
+
+    async fn path_info(
+        &self,
+        paths: &BTreeSet<String>,
+        recursive: bool,
+        deadline: Deadline,
+    ) -> Result<Vec<u8>, NixError> {
+        let mut query = Command::new("nix");
+        query.args(["--extra-experimental-features", "nix-command", "path-info", "--json", "--closure-size"]);
+        if recursive {
+            query.arg("--recursive");
+        }
+        query.args(paths);
+        self.run("query graph", query, deadline).await.map_err(NixError::Query)
+    }
+
+    async fn json<T: DeserializeOwned>(
         &self,
         step: &str,
         command: Command,
-        started: Instant,
-        deadline: Instant,
-    ) -> Result<Vec<u8>, ProcessError> {
+        deadline: Deadline,
+    ) -> Result<T, JsonStepError> {
+        let out = self.run(step, command, deadline).await.map_err(JsonStepError::Process)?;
+        serde_json::from_slice(&out).map_err(|e| JsonStepError::Output(NixError::Output(format!("{step}: {e}"))))
+    }
+
+    async fn run(&self, step: &str, command: Command, deadline: Deadline) -> Result<Vec<u8>, ProcessError> {
         self.metrics.nix_invocations.inc();
         tracing::info!(step, "running nix");
-        process::run(command, started, deadline).await
+        process::run(command, deadline.started, deadline.at).await
+    }
+}
+
+/// A step that runs a command and decodes its JSON output.
+enum JsonStepError {
+    Process(ProcessError),
+    Output(NixError),
+}
+
+impl JsonStepError {
+    fn or(self, wrap: impl FnOnce(ProcessError) -> NixError) -> NixError {
+        match self {
+            JsonStepError::Process(p) => wrap(p),
+            JsonStepError::Output(e) => e,
+        }
     }
 }

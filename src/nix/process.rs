@@ -23,49 +23,22 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("could not start {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { program: String, source: std::io::Error },
     #[error("{program} timed out after {seconds} s")]
     Timeout { program: String, seconds: u64 },
     #[error("{program} failed ({status})")]
-    Failed {
-        program: String,
-        status: std::process::ExitStatus,
-        log_tail: Vec<String>,
-    },
+    Failed { program: String, status: std::process::ExitStatus, log_tail: Vec<String> },
     #[error("reading the output of {program}: {source}")]
-    Io {
-        program: String,
-        source: std::io::Error,
-    },
+    Io { program: String, source: std::io::Error },
 }
 
 /// Runs `command` to completion by `deadline` (the budget started at `started`) and returns
 /// its stdout. Dropping the returned future stops the process group.
-pub async fn run(
-    mut command: Command,
-    started: Instant,
-    deadline: Instant,
-) -> Result<Vec<u8>, ProcessError> {
-    let program = command
-        .as_std()
-        .get_program()
-        .to_string_lossy()
-        .into_owned();
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    let guard = GroupGuard {
-        pgid: child.id().map(|id| id as i32),
-    };
+pub async fn run(mut command: Command, started: Instant, deadline: Instant) -> Result<Vec<u8>, ProcessError> {
+    let program = command.as_std().get_program().to_string_lossy().into_owned();
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn { program: program.clone(), source })?;
+    let guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
 
@@ -74,10 +47,7 @@ pub async fn run(
         let read_out = stdout.read_to_end(&mut out);
         let read_err = tail_lines(stderr, &program);
         let (out_res, tail, status) = tokio::join!(read_out, read_err, child.wait());
-        let io = |source| ProcessError::Io {
-            program: program.clone(),
-            source,
-        };
+        let io = |source| ProcessError::Io { program: program.clone(), source };
         out_res.map_err(io)?;
         let status = status.map_err(io)?;
         Ok::<_, ProcessError>((out, tail, status))
@@ -90,15 +60,7 @@ pub async fn run(
         }
     };
     guard.disarm();
-    if status.success() {
-        Ok(out)
-    } else {
-        Err(ProcessError::Failed {
-            program,
-            status,
-            log_tail,
-        })
-    }
+    if status.success() { Ok(out) } else { Err(ProcessError::Failed { program, status, log_tail }) }
 }
 
 /// Keeps the last lines of a stream, logging each at debug level as it arrives.
@@ -173,19 +135,9 @@ mod tests {
     #[tokio::test]
     async fn keeps_only_the_tail_of_a_failing_log() {
         let (s, d) = budget(10);
-        let err = run(
-            sh("i=0; while [ $i -lt 100 ]; do echo line$i >&2; i=$((i+1)); done; exit 3"),
-            s,
-            d,
-        )
-        .await
-        .unwrap_err();
-        let ProcessError::Failed {
-            log_tail, status, ..
-        } = err
-        else {
-            panic!("{err:?}")
-        };
+        let err =
+            run(sh("i=0; while [ $i -lt 100 ]; do echo line$i >&2; i=$((i+1)); done; exit 3"), s, d).await.unwrap_err();
+        let ProcessError::Failed { log_tail, status, .. } = err else { panic!("{err:?}") };
         assert_eq!(status.code(), Some(3));
         assert_eq!(log_tail.len(), LOG_TAIL_LINES);
         assert_eq!(log_tail.last().unwrap(), "line99");
@@ -194,13 +146,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_pipe_on_both_streams_does_not_deadlock() {
         let (s, d) = budget(20);
-        let out = run(
-            sh("head -c 1000000 /dev/zero | tr '\\0' a; head -c 1000000 /dev/zero >&2"),
-            s,
-            d,
-        )
-        .await
-        .unwrap();
+        let out = run(sh("head -c 1000000 /dev/zero | tr '\\0' a; head -c 1000000 /dev/zero >&2"), s, d).await.unwrap();
         assert_eq!(out.len(), 1_000_000);
     }
 
@@ -211,14 +157,8 @@ mod tests {
         // The grandchild would write the marker after 3 s if it survived.
         let script = format!("(sleep 3; touch {marker}) & sleep 30");
         let err = run(sh(&script), s, d).await.unwrap_err();
-        assert!(
-            matches!(err, ProcessError::Timeout { seconds: 1, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, ProcessError::Timeout { seconds: 1, .. }), "{err:?}");
         tokio::time::sleep(Duration::from_secs(4)).await;
-        assert!(
-            !std::path::Path::new(&marker).exists(),
-            "grandchild survived the timeout"
-        );
+        assert!(!std::path::Path::new(&marker).exists(), "grandchild survived the timeout");
     }
 }

@@ -48,12 +48,7 @@ pub struct RegistryError {
 
 impl RegistryError {
     pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
-        RegistryError {
-            status,
-            code,
-            message: message.into(),
-            detail: Value::Null,
-        }
+        RegistryError { status, code, message: message.into(), detail: Value::Null }
     }
 
     pub fn with_detail(mut self, detail: Value) -> Self {
@@ -65,27 +60,19 @@ impl RegistryError {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             Code::Unsupported,
-            format!(
-                "{method} is not supported: this registry builds images, it does not accept pushes or deletes"
-            ),
+            format!("{method} is not supported: this registry builds images, it does not accept pushes or deletes"),
         )
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Code::Unknown,
-            "internal error, see the server log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown, "internal error, see the server log")
     }
 }
 
 impl From<NameError> for RegistryError {
     fn from(e: NameError) -> Self {
         let code = match e {
-            NameError::EmptyName | NameError::NameTooLong | NameError::BadComponent(_) => {
-                Code::NameInvalid
-            }
+            NameError::EmptyName | NameError::NameTooLong | NameError::BadComponent(_) => Code::NameInvalid,
             NameError::BadTag(_) => Code::TagInvalid,
             NameError::BadDigest(_) => Code::DigestInvalid,
         };
@@ -107,12 +94,8 @@ impl From<&BuildError> for RegistryError {
                         unusable.join(", ")
                     ));
                 }
-                Self::new(
-                    StatusCode::NOT_FOUND,
-                    Code::ManifestUnknown,
-                    parts.join("; "),
-                )
-                .with_detail(json!({ "missing": missing, "unusable": unusable }))
+                Self::new(StatusCode::NOT_FOUND, Code::ManifestUnknown, parts.join("; "))
+                    .with_detail(json!({ "missing": missing, "unusable": unusable }))
             }
             BuildError::Nix(nix) => match nix.process() {
                 Some(ProcessError::Timeout { seconds, .. }) => Self::new(
@@ -128,11 +111,7 @@ impl From<&BuildError> for RegistryError {
                 .with_detail(json!({ "log": log_tail })),
                 _ => {
                     tracing::error!(error = %nix, "nix failed");
-                    Self::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        Code::Unknown,
-                        nix.to_string(),
-                    )
+                    Self::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown, nix.to_string())
                 }
             },
             other => {
@@ -151,13 +130,9 @@ impl IntoResponse for RegistryError {
         }
         let body = json!({ "errors": [error] });
         let mut resp = (self.status, body.to_string()).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
         resp
     }

@@ -25,22 +25,14 @@ pub async fn get(
         Reference::Tag(tag) => {
             let format = ManifestFormat::negotiate(accepted(headers));
             let spec = ImageSpec::from_name(name);
-            let doc = state
-                .builder
-                .manifest(&spec, &tag, format)
-                .await
-                .map_err(|e| RegistryError::from(e.as_ref()))?;
+            let doc = state.builder.manifest(&spec, &tag, format).await.map_err(|e| RegistryError::from(e.as_ref()))?;
             Ok(respond(doc.bytes, &doc.digest, format.media_type()))
         }
         Reference::Digest(digest) => {
-            let stored = state
-                .storage
-                .get(&ObjectKey::manifest(&digest))
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "reading manifest");
-                    RegistryError::internal()
-                })?;
+            let stored = state.storage.get(&ObjectKey::manifest(&digest)).await.map_err(|e| {
+                tracing::error!(error = %e, "reading manifest");
+                RegistryError::internal()
+            })?;
             let Some(bytes) = stored else {
                 return Err(RegistryError::new(
                     StatusCode::NOT_FOUND,
@@ -48,8 +40,8 @@ pub async fn get(
                     format!("manifest {digest} is not known to this registry"),
                 ));
             };
-            let media = manifest::media_type_of(&bytes)
-                .unwrap_or_else(|| ManifestFormat::Docker.media_type().to_owned());
+            let media =
+                manifest::media_type_of(&bytes).unwrap_or_else(|| ManifestFormat::Docker.media_type().to_owned());
             Ok(respond(bytes, &digest, &media))
         }
     }
@@ -57,12 +49,7 @@ pub async fn get(
 
 /// All `Accept` values of all `Accept` lines (skopeo sends six lines).
 fn accepted(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 fn respond(bytes: Bytes, digest: &Digest, media_type: &str) -> Response {
@@ -74,13 +61,7 @@ fn respond(bytes: Bytes, digest: &Digest, media_type: &str) -> Response {
         HeaderValue::from_str(media_type).unwrap_or(HeaderValue::from_static("application/json")),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(
-        "Docker-Content-Digest",
-        HeaderValue::from_str(&digest.to_string()).expect("digests are ASCII"),
-    );
-    h.insert(
-        header::ETAG,
-        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII"),
-    );
+    h.insert("Docker-Content-Digest", HeaderValue::from_str(&digest.to_string()).expect("digests are ASCII"));
+    h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII"));
     resp
 }

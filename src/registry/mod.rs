@@ -38,16 +38,11 @@ async fn base(method: Method) -> Response {
         return RegistryError::unsupported(method.as_str()).into_response();
     }
     let mut resp = axum::Json(json!({})).into_response();
-    resp.headers_mut()
-        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
-async fn dispatch(
-    State(state): State<AppState>,
-    Path(path): Path<String>,
-    req: Request<Body>,
-) -> Response {
+async fn dispatch(State(state): State<AppState>, Path(path): Path<String>, req: Request<Body>) -> Response {
     let method = req.method().clone();
     let endpoint = match path::parse(&path) {
         Ok(e) => e,
@@ -57,16 +52,13 @@ async fn dispatch(
         return RegistryError::unsupported(method.as_str()).into_response();
     }
     let result = match endpoint {
-        Endpoint::Manifest { name, reference } => {
-            manifests::get(&state, &name, reference, req.headers()).await
-        }
+        Endpoint::Manifest { name, reference } => manifests::get(&state, &name, reference, req.headers()).await,
         Endpoint::Blob { digest } => blobs::get(&state, &digest, req).await,
         Endpoint::Tags { name } => Ok(tags(&name)),
         Endpoint::Upload => Err(RegistryError::unsupported(method.as_str())),
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
-    resp.headers_mut()
-        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     if method == Method::HEAD {
         // Same status and headers (Content-Length included) as GET, no body.
         let (parts, _) = resp.into_parts();
@@ -82,11 +74,7 @@ fn tags(name: &crate::image::ImageName) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 #[cfg(test)]

@@ -30,30 +30,21 @@ pub fn parse(path: &str) -> Result<Endpoint, RegistryError> {
         return Ok(Endpoint::Upload);
     }
     if let Some(name) = path.strip_suffix("/tags/list") {
-        return Ok(Endpoint::Tags {
-            name: ImageName::parse(name)?,
-        });
+        return Ok(Endpoint::Tags { name: ImageName::parse(name)? });
     }
     if let Some((name, reference)) = path.rsplit_once("/manifests/") {
         let name = ImageName::parse(name)?;
         if reference.is_empty() || reference.contains('/') {
             return Err(NameError::BadTag(reference.to_owned()).into());
         }
-        return Ok(Endpoint::Manifest {
-            name,
-            reference: Reference::parse(reference)?,
-        });
+        return Ok(Endpoint::Manifest { name, reference: Reference::parse(reference)? });
     }
     if let Some((name, digest)) = path.rsplit_once("/blobs/") {
         ImageName::parse(name)?;
         let digest = digest.parse().map_err(NameError::from)?;
         return Ok(Endpoint::Blob { digest });
     }
-    Err(RegistryError::new(
-        StatusCode::NOT_FOUND,
-        Code::NameUnknown,
-        format!("no registry endpoint at /v2/{path}"),
-    ))
+    Err(RegistryError::new(StatusCode::NOT_FOUND, Code::NameUnknown, format!("no registry endpoint at /v2/{path}")))
 }
 
 #[cfg(test)]
@@ -62,27 +53,16 @@ mod tests {
 
     #[test]
     fn finds_endpoints_from_the_right() {
-        let Endpoint::Manifest { name, reference } = parse("shell/git/manifests/latest").unwrap()
-        else {
-            panic!()
-        };
+        let Endpoint::Manifest { name, reference } = parse("shell/git/manifests/latest").unwrap() else { panic!() };
         assert_eq!(name.as_str(), "shell/git");
         assert!(matches!(reference, Reference::Tag(t) if t.as_str() == "latest"));
 
         let d = format!("sha256:{}", "a".repeat(64));
-        let Endpoint::Blob { digest } = parse(&format!("a/b/blobs/{d}")).unwrap() else {
-            panic!()
-        };
+        let Endpoint::Blob { digest } = parse(&format!("a/b/blobs/{d}")).unwrap() else { panic!() };
         assert_eq!(digest.to_string(), d);
 
-        assert!(matches!(
-            parse("hello/tags/list"),
-            Ok(Endpoint::Tags { .. })
-        ));
-        assert!(matches!(
-            parse("hello/blobs/uploads/"),
-            Ok(Endpoint::Upload)
-        ));
+        assert!(matches!(parse("hello/tags/list"), Ok(Endpoint::Tags { .. })));
+        assert!(matches!(parse("hello/blobs/uploads/"), Ok(Endpoint::Upload)));
     }
 
     #[test]

@@ -31,7 +31,10 @@ let
   # An executable shell script at $out/bin/NAME, run by the busybox shell from the store.
   script = name: body: mk name ''
     mkdir -p $out/bin
-    printf '#!%s/bin/sh\n%s\n' ${busybox} ${builtins.toJSON body} > $out/bin/${name}
+    cat > $out/bin/${name} <<'NIXERY_EOF'
+    #!${busybox}/bin/sh
+    ${body}
+    NIXERY_EOF
     chmod 0555 $out/bin/${name}
   '';
 

@@ -1,0 +1,86 @@
+//! `nixery layers <image>`: the layer plan of an image, without building archives.
+
+use crate::config::BuildSettings;
+use crate::image::{ALWAYS_INCLUDED, ImageName, ImageSpec, NameError, Tag};
+use crate::layers::{Layer, group};
+use crate::metrics::Metrics;
+use crate::nix::{Nix, NixError};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayersCommandError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Nix(#[from] NixError),
+    #[error("NIX_POPULARITY_URL: {0}")]
+    Popularity(#[from] crate::popularity::PopularityError),
+    #[error("cannot write the Nix expressions to a temporary directory: {0}")]
+    Expressions(std::io::Error),
+}
+
+/// The plan: store-path layers in manifest order, then the symlink forest's packages.
+#[derive(Debug, serde::Serialize)]
+pub struct Plan {
+    pub layers: Vec<PlannedLayer>,
+    pub symlink_forest: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PlannedLayer {
+    pub store_paths: Vec<String>,
+    pub size: u64,
+    pub popularity: u64,
+    pub merge_rating: String,
+}
+
+pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Plan, LayersCommandError> {
+    let name = ImageName::parse(image)?;
+    let tag = Tag::parse(tag)?;
+    let spec = ImageSpec::from_name(&name);
+    let popularity = crate::commands::serve::load_popularity(settings.popularity_url.as_deref()).await?;
+    let nix = Nix::new(settings.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
+    let realised = nix.realise(&settings.source.revision(&tag), spec.arch, &spec.packages).await?;
+    let very_popular: BTreeSet<String> = realised
+        .packages
+        .iter()
+        .filter(|p| ALWAYS_INCLUDED.contains(&p.name.as_str()))
+        .flat_map(|p| p.outputs.iter().cloned())
+        .collect();
+    let layers = group(&realised.graph, &popularity, &very_popular, settings.layer_budget);
+    Ok(Plan {
+        layers: layers
+            .into_iter()
+            .map(|Layer { contents, size, popularity, merge_rating }| PlannedLayer {
+                store_paths: contents,
+                size,
+                popularity,
+                merge_rating: merge_rating.to_string(),
+            })
+            .collect(),
+        symlink_forest: realised.graph.roots,
+    })
+}
+
+/// The plan as a table for people.
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    for (i, l) in plan.layers.iter().enumerate() {
+        out.push_str(&format!(
+            "layer {:>2}  size {:>12}  popularity {:>8}  merge rating {:>16}\n",
+            i + 1,
+            l.size,
+            l.popularity,
+            l.merge_rating
+        ));
+        for p in &l.store_paths {
+            out.push_str(&format!("          {p}\n"));
+        }
+    }
+    out.push_str(&format!("layer {:>2}  symlink forest of:\n", plan.layers.len() + 1));
+    for p in &plan.symlink_forest {
+        out.push_str(&format!("          {p}\n"));
+    }
+    out
+}

@@ -1,0 +1,5 @@
+//! What the `nixery` binary does: serve the registry (default), `popcount`, `layers`.
+
+pub mod layers;
+pub mod popcount;
+pub mod serve;

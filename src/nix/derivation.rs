@@ -1,0 +1,150 @@
+//! Reading a derivation file (`.drv`, Nix's ATerm format) for its input derivations, without
+//! a Nix command whose name changes between Nix versions (`show-derivation` became
+//! `derivation show`).
+//!
+//! `Derive([outputs],[(drvPath,[outputNames])...],[inputSrcs],system,builder,[args],[env])`
+
+/// Why a derivation could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed derivation at byte {0}")]
+pub struct DrvParseError(usize);
+
+enum Term {
+    Str(String),
+    List(Vec<Term>),
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn expect(&mut self, c: u8) -> Result<(), DrvParseError> {
+        if self.s.get(self.i) == Some(&c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(DrvParseError(self.i))
+        }
+    }
+
+    /// A string, a list `[..]` or a tuple `(..)` (tuples read as lists).
+    fn term(&mut self) -> Result<Term, DrvParseError> {
+        match self.s.get(self.i) {
+            Some(b'"') => {
+                self.i += 1;
+                let mut out = Vec::new();
+                loop {
+                    match self.s.get(self.i) {
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            let c = *self.s.get(self.i + 1).ok_or(DrvParseError(self.i))?;
+                            out.push(match c {
+                                b'n' => b'\n',
+                                b't' => b'\t',
+                                b'r' => b'\r',
+                                other => other,
+                            });
+                            self.i += 2;
+                        }
+                        Some(&c) => {
+                            out.push(c);
+                            self.i += 1;
+                        }
+                        None => return Err(DrvParseError(self.i)),
+                    }
+                }
+                self.i += 1;
+                Ok(Term::Str(String::from_utf8_lossy(&out).into_owned()))
+            }
+            Some(&open @ (b'[' | b'(')) => {
+                let close = if open == b'[' { b']' } else { b')' };
+                self.i += 1;
+                let mut items = Vec::new();
+                if self.s.get(self.i) == Some(&close) {
+                    self.i += 1;
+                    return Ok(Term::List(items));
+                }
+                loop {
+                    items.push(self.term()?);
+                    match self.s.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(&c) if c == close => {
+                            self.i += 1;
+                            return Ok(Term::List(items));
+                        }
+                        _ => return Err(DrvParseError(self.i)),
+                    }
+                }
+            }
+            _ => Err(DrvParseError(self.i)),
+        }
+    }
+}
+
+/// The input derivations of a derivation file's text: (drv path, output names).
+pub fn input_derivations(drv: &str) -> Result<Vec<(String, Vec<String>)>, DrvParseError> {
+    let mut p = Parser { s: drv.as_bytes(), i: 0 };
+    for &c in b"Derive" {
+        p.expect(c)?;
+    }
+    let Term::List(fields) = p.term()? else { return Err(DrvParseError(0)) };
+    let Some(Term::List(inputs)) = fields.get(1) else { return Err(DrvParseError(p.i)) };
+    inputs
+        .iter()
+        .map(|input| match input {
+            Term::List(pair) => match (pair.first(), pair.get(1)) {
+                (Some(Term::Str(path)), Some(Term::List(outs))) => {
+                    let outs = outs
+                        .iter()
+                        .filter_map(|o| match o {
+                            Term::Str(s) => Some(s.clone()),
+                            Term::List(_) => None,
+                        })
+                        .collect();
+                    Ok((path.clone(), outs))
+                }
+                _ => Err(DrvParseError(p.i)),
+            },
+            Term::Str(_) => Err(DrvParseError(p.i)),
+        })
+        .collect()
+}
+
+/// The store path name of output `output` of the derivation at `drv_path`:
+/// `/nix/store/<hash>-foo-1.0.drv` + `out` → `foo-1.0`, + `dev` → `foo-1.0-dev`.
+pub fn output_name(drv_path: &str, output: &str) -> String {
+    let name = super::store_path_name(drv_path);
+    let name = name.strip_suffix(".drv").unwrap_or(name);
+    if output == "out" { name.to_owned() } else { format!("{name}-{output}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DRV: &str = r#"Derive([("out","/nix/store/3m4spq9rszwr1nd2h1610dkzj58kc3s2-hello-lib","","")],[("/nix/store/fjaipyaqjdk09bqfskr9ahbm70n6m082-greeting-1.0.drv",["out"]),("/nix/store/vnpqqkk4kkw2xrwcww7di1gc4vf9wsrd-busybox-1.35.0.drv",["bin","out"])],[],"x86_64-linux","/bin/sh",["-euc","printf '#!%s\\n' \"x\" > $out"],[("PATH","/usr/bin:/bin"),("name","hello-lib")])"#;
+
+    #[test]
+    fn reads_input_derivations() {
+        let inputs = input_derivations(DRV).unwrap();
+        assert_eq!(inputs.len(), 2);
+        assert_eq!(inputs[0].0, "/nix/store/fjaipyaqjdk09bqfskr9ahbm70n6m082-greeting-1.0.drv");
+        assert_eq!(inputs[1].1, vec!["bin".to_string(), "out".to_string()]);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(input_derivations("Derive(").is_err());
+        assert!(input_derivations("{\"json\": true}").is_err());
+        assert!(input_derivations(&DRV[..DRV.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn names_outputs_like_nix() {
+        let drv = "/nix/store/vnpqqkk4kkw2xrwcww7di1gc4vf9wsrd-busybox-1.35.0.drv";
+        assert_eq!(output_name(drv, "out"), "busybox-1.35.0");
+        assert_eq!(output_name(drv, "bin"), "busybox-1.35.0-bin");
+    }
+}

@@ -1,0 +1,193 @@
+//! Popularity end to end: `nixery popcount` on the test package set (checked against Nix's
+//! own view of the derivations), loading the result from a file and over HTTP, and
+//! `nixery layers` plans that follow it.
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const PKGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/default.nix");
+
+fn nixery() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nixery"));
+    c.env("NIX_CONFIG", "substituters =").env("RUST_LOG", "warn");
+    for var in ["NIXERY_CHANNEL", "NIXERY_PKGS_REPO", "NIXERY_PKGS_PATH", "NIX_POPULARITY_URL", "NIXERY_LAYER_BUDGET"] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn popcount(out: &Path) -> BTreeMap<String, u64> {
+    run(nixery().args(["popcount", "--pkgs-path", PKGS, "--batch", "4", "-o"]).arg(out));
+    serde_json::from_slice(&std::fs::read(out).unwrap()).expect("popcount writes a JSON object of counts")
+}
+
+/// Nix's own answer: for every top-level derivation, the names of the derivations it
+/// references directly (`nix-store --query --references` of its .drv), counted.
+fn expected_counts() -> BTreeMap<String, u64> {
+    let attrs = run(Command::new("nix-instantiate").args(["--eval", "--json", "--expr"]).arg(format!(
+        "builtins.filter (n: (builtins.tryEval ((import {PKGS} {{}}).${{n}}.type or null == \"derivation\")).value == true) (builtins.attrNames (import {PKGS} {{}}))"
+    )));
+    let attrs: Vec<String> = serde_json::from_str(&attrs).unwrap();
+    let mut counts = BTreeMap::new();
+    for attr in attrs {
+        let drv =
+            run(Command::new("nix-instantiate").arg(PKGS).args(["-A", &attr]).env("NIX_CONFIG", "substituters ="));
+        let refs = run(Command::new("nix-store").args(["--query", "--references", drv.trim()]));
+        let names: BTreeSet<String> = refs
+            .lines()
+            .filter(|r| r.ends_with(".drv"))
+            .map(|r| r.rsplit('/').next().unwrap()[33..].trim_end_matches(".drv").to_owned())
+            .collect();
+        for n in names {
+            *counts.entry(n).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn popcount_counts_references_of_the_test_set() {
+    let dir = temp_dir("popcount");
+    let counts = popcount(&dir.path().join("popularity.json"));
+    let expected = expected_counts();
+    assert_eq!(counts, expected, "popcount disagrees with nix-store --query --references");
+    // Facts of tests/pkgs/default.nix, as a sanity check on the comparison itself.
+    assert!(counts["busybox-1.35.0"] >= 8, "{counts:?}");
+    assert_eq!(counts["greeting-1.0"], 1, "only hello-lib uses greeting");
+    assert!(!counts.contains_key("hello"), "nothing references hello");
+    // The file is written whole: a second run gives the same bytes.
+    let again = dir.path().join("again.json");
+    popcount(&again);
+    assert_eq!(std::fs::read(dir.path().join("popularity.json")).unwrap(), std::fs::read(&again).unwrap());
+}
+
+/// A plain HTTP file server (Python's) on a free port, stopped on drop.
+struct FileServer(Child, u16);
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = free_port();
+        // Owned by `server` at once, so every path below (panics too) stops it on drop.
+        let server = FileServer(
+            Command::new("python3")
+                .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 -m http.server"),
+            port,
+        );
+        for _ in 0..100 {
+            if http_request(&format!("127.0.0.1:{port}"), "GET", "/", &[], Duration::from_secs(1)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the HTTP file server did not start");
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn plan(image: &str, extra: &[&str]) -> serde_json::Value {
+    let out = run(nixery().args(["layers", image, "--json", "--pkgs-path", PKGS]).args(extra));
+    serde_json::from_str(&out).expect("layers --json prints JSON")
+}
+
+fn layer_of<'a>(plan: &'a serde_json::Value, name: &str) -> (usize, &'a serde_json::Value) {
+    plan["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l["store_paths"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().ends_with(name)))
+        .unwrap_or_else(|| panic!("{name} is in no layer: {plan}"))
+}
+
+#[test]
+fn layer_plans_cover_the_closure_follow_popularity_and_fit_the_budget() {
+    let image = "shell/hello-lib";
+    let base = plan(image, &[]);
+    assert_eq!(base, plan(image, &[]), "plans must be deterministic");
+
+    // Every path of the closure is in exactly one layer.
+    let roots: Vec<String> =
+        base["symlink_forest"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+    let closure: BTreeSet<String> = run(Command::new("nix-store").args(["--query", "--requisites"]).args(&roots))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let planned: Vec<String> = base["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["store_paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(planned.len(), closure.len(), "a path is in two layers or missing");
+    assert_eq!(planned.into_iter().collect::<BTreeSet<_>>(), closure);
+    let ratings: Vec<u128> = base["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["merge_rating"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ratings.windows(2).all(|w| w[0] >= w[1]), "not in manifest order: {ratings:?}");
+
+    // Popularity data served over HTTP makes greeting (popular) a layer of its own, ahead of
+    // the unpopular packages.
+    let (_, with_lib) = layer_of(&base, "-greeting-1.0");
+    assert!(with_lib["store_paths"].as_array().unwrap().len() > 1, "without data greeting travels with hello-lib");
+    let dir = temp_dir("popularity-http");
+    std::fs::write(dir.path().join("pop.json"), r#"{"greeting-1.0": 250000}"#).unwrap();
+    let files = FileServer::start(dir.path());
+    let url = format!("http://127.0.0.1:{}/pop.json", files.1);
+    let popular = plan(image, &["--popularity-url", &url]);
+    let (index, alone) = layer_of(&popular, "-greeting-1.0");
+    assert_eq!(alone["store_paths"].as_array().unwrap().len(), 1, "{popular}");
+    assert_eq!(alone["popularity"], 250000);
+    let (coreutils, _) = layer_of(&popular, "-coreutils-9.1");
+    assert!(index < coreutils, "a popular layer should come before unpopular ones: {popular}");
+
+    // A budget of 3 store-path layers is kept.
+    let tight = plan(image, &["--layer-budget", "3"]);
+    assert_eq!(tight["layers"].as_array().unwrap().len(), 3, "{tight}");
+}
+
+#[test]
+fn the_server_refuses_missing_or_malformed_popularity_and_uses_good_data() {
+    let dir = temp_dir("popularity-file");
+    let storage = dir.path().join("storage");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"greeting-1.0": "many"}"#).unwrap();
+    for location in [bad.to_str().unwrap(), "/no/such/file.json"] {
+        let out = nixery()
+            .env("NIXERY_PKGS_PATH", PKGS)
+            .env("NIX_POPULARITY_URL", location)
+            .env("PORT", "0")
+            .env("STORAGE_PATH", &storage)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("NIX_POPULARITY_URL") && stderr.contains(location), "{stderr}");
+    }
+
+    // Good data from popcount itself: the server starts with it and serves images.
+    let file = dir.path().join("popularity.json");
+    popcount(&file);
+    let server = Server::start_with(&[("NIX_POPULARITY_URL", file.to_str().unwrap())]);
+    let r = server.get_ok("/v2/hello-lib/manifests/latest", &[]);
+    assert!(r.json()["layers"].as_array().unwrap().len() >= 3);
+    assert!(server.log().contains("loaded popularity data"), "{}", server.log_tail(20));
+}
