@@ -14,7 +14,7 @@ mod layer;
 use crate::archive::{LayerBlob, LayerContents};
 use crate::config::BuildSettings;
 use crate::digest::Digest;
-use crate::image::{ALWAYS_INCLUDED, ImageSpec, Tag};
+use crate::image::{ImageSpec, Tag};
 use crate::layers;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
@@ -24,7 +24,6 @@ use crate::popularity::Popularity;
 use crate::storage::{ObjectKey, Storage, StorageError};
 use flight::SingleFlight;
 use futures::FutureExt;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -147,12 +146,7 @@ impl Inner {
         let started = std::time::Instant::now();
         let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
 
-        let very_popular: BTreeSet<String> = realised
-            .packages
-            .iter()
-            .filter(|p| ALWAYS_INCLUDED.contains(&p.name.as_str()))
-            .flat_map(|p| p.outputs.iter().cloned())
-            .collect();
+        let very_popular = realised.always_included_outputs();
         let groups = layers::group(&realised.graph, &self.popularity, &very_popular, self.budget);
 
         let mut contents: Vec<LayerContents> =

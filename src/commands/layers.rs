@@ -1,11 +1,10 @@
 //! `nixery layers <image>`: the layer plan of an image, without building archives.
 
 use crate::config::BuildSettings;
-use crate::image::{ALWAYS_INCLUDED, ImageName, ImageSpec, NameError, Tag};
+use crate::image::{ImageName, ImageSpec, NameError, Tag};
 use crate::layers::{Layer, group};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +41,7 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
     let popularity = crate::commands::serve::load_popularity(settings.popularity_url.as_deref()).await?;
     let nix = Nix::new(settings.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
     let realised = nix.realise(&settings.source.revision(&tag), spec.arch, &spec.packages).await?;
-    let very_popular: BTreeSet<String> = realised
-        .packages
-        .iter()
-        .filter(|p| ALWAYS_INCLUDED.contains(&p.name.as_str()))
-        .flat_map(|p| p.outputs.iter().cloned())
-        .collect();
+    let very_popular = realised.always_included_outputs();
     let layers = group(&realised.graph, &popularity, &very_popular, settings.layer_budget);
     Ok(Plan {
         layers: layers
