@@ -4,6 +4,7 @@
 //! Nixery deployment's environment works unchanged. Values are checked here, at start-up, and
 //! a bad one stops the server with a message naming the variable.
 
+use crate::layers::Grouping;
 use crate::pkgsource::PkgSource;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, ValueEnum};
@@ -73,6 +74,11 @@ pub struct BuildArgs {
     /// Most store-path layers per image; the symlink-forest layer comes on top.
     #[arg(long, env = "NIXERY_LAYER_BUDGET", default_value_t = 94, value_parser = clap::value_parser!(u16).range(1..=124))]
     pub layer_budget: u16,
+
+    /// How store paths are grouped into layers: `stable` (measured to reuse more, see
+    /// docs/reuse.md) or `nixery` (Nixery's dominator-tree grouping).
+    #[arg(long, env = "NIXERY_LAYER_GROUPING", value_enum, default_value = "stable")]
+    pub layer_grouping: Grouping,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -145,6 +151,7 @@ pub struct BuildSettings {
     pub nix_timeout: Duration,
     pub popularity_url: Option<String>,
     pub layer_budget: usize,
+    pub grouping: Grouping,
 }
 
 /// The checked configuration the server runs with.
@@ -245,6 +252,7 @@ impl BuildArgs {
             nix_timeout: Duration::from_secs(self.nix_timeout),
             popularity_url: self.popularity_url,
             layer_budget: self.layer_budget as usize,
+            grouping: self.layer_grouping,
         })
     }
 }

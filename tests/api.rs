@@ -423,6 +423,7 @@ fn help_lists_every_setting() {
         "NIX_TIMEOUT",
         "NIX_POPULARITY_URL",
         "NIXERY_LAYER_BUDGET",
+        "NIXERY_LAYER_GROUPING",
     ] {
         assert!(help.contains(&format!("[env: {var}=")), "--help does not list {var}:\n{help}");
     }

@@ -144,20 +144,31 @@ fn layer_plans_cover_the_closure_follow_popularity_and_fit_the_budget() {
         .collect();
     assert!(ratings.windows(2).all(|w| w[0] >= w[1]), "not in manifest order: {ratings:?}");
 
-    // Popularity data served over HTTP makes greeting (popular) a layer of its own, ahead of
-    // the unpopular packages.
-    let (_, with_lib) = layer_of(&base, "-greeting-1.0");
-    assert!(with_lib["store_paths"].as_array().unwrap().len() > 1, "without data greeting travels with hello-lib");
+    // Without data nothing is known to be private: every path is a layer of its own (the
+    // default grouping), while Nixery's grouping keeps greeting, only reachable through
+    // hello-lib in this image, in hello-lib's layer.
+    let (_, alone) = layer_of(&base, "-greeting-1.0");
+    assert_eq!(alone["store_paths"].as_array().unwrap().len(), 1, "{base}");
+    let nixery = plan(image, &["--layer-grouping", "nixery"]);
+    let (_, with_lib) = layer_of(&nixery, "-greeting-1.0");
+    assert_eq!(with_lib["store_paths"].as_array().unwrap().len(), 2, "{nixery}");
+
+    // Popularity data served over HTTP: greeting used by one package only (count 1) now
+    // travels with hello-lib; a popular busybox is alone and ahead of unpopular coreutils.
     let dir = temp_dir("popularity-http");
-    std::fs::write(dir.path().join("pop.json"), r#"{"greeting-1.0": 250000}"#).unwrap();
+    std::fs::write(dir.path().join("pop.json"), r#"{"greeting-1.0": 1, "busybox-1.35.0": 250000}"#).unwrap();
     let files = FileServer::start(dir.path());
     let url = format!("http://127.0.0.1:{}/pop.json", files.1);
-    let popular = plan(image, &["--popularity-url", &url]);
-    let (index, alone) = layer_of(&popular, "-greeting-1.0");
-    assert_eq!(alone["store_paths"].as_array().unwrap().len(), 1, "{popular}");
-    assert_eq!(alone["popularity"], 250000);
-    let (coreutils, _) = layer_of(&popular, "-coreutils-9.1");
-    assert!(index < coreutils, "a popular layer should come before unpopular ones: {popular}");
+    let with_data = plan(image, &["--popularity-url", &url]);
+    let (_, private) = layer_of(&with_data, "-greeting-1.0");
+    let private: Vec<&str> = private["store_paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(private.len(), 2, "{with_data}");
+    assert!(private.iter().any(|p| p.ends_with("-hello-lib")), "{with_data}");
+    let (busybox, popular) = layer_of(&with_data, "-busybox-1.35.0");
+    assert_eq!(popular["store_paths"].as_array().unwrap().len(), 1, "{with_data}");
+    assert_eq!(popular["popularity"], 250000);
+    let (coreutils, _) = layer_of(&with_data, "-coreutils-9.1");
+    assert!(busybox < coreutils, "a popular layer should come before unpopular ones: {with_data}");
 
     // A budget of 3 store-path layers is kept.
     let tight = plan(image, &["--layer-budget", "3"]);

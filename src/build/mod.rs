@@ -15,7 +15,7 @@ use crate::archive::{LayerBlob, LayerContents};
 use crate::config::BuildSettings;
 use crate::digest::Digest;
 use crate::image::{ImageSpec, Tag};
-use crate::layers;
+use crate::layers::Grouping;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError};
@@ -67,6 +67,7 @@ struct Inner {
     nix: Nix,
     popularity: Popularity,
     budget: usize,
+    grouping: Grouping,
     storage: Arc<Storage>,
     metrics: Arc<Metrics>,
     layer_slots: Semaphore,
@@ -87,6 +88,7 @@ impl Builder {
                 nix: Nix::new(settings.nix_timeout, metrics.clone())?,
                 popularity,
                 budget: settings.layer_budget,
+                grouping: settings.grouping,
                 storage,
                 metrics,
                 layer_slots: Semaphore::new(cores),
@@ -147,7 +149,7 @@ impl Inner {
         let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
 
         let very_popular = realised.always_included_outputs();
-        let groups = layers::group(&realised.graph, &self.popularity, &very_popular, self.budget);
+        let groups = self.grouping.group(&realised.graph, &self.popularity, &very_popular, self.budget);
 
         let mut contents: Vec<LayerContents> =
             groups.into_iter().map(|l| LayerContents::StorePaths(l.contents)).collect();

@@ -2,7 +2,7 @@
 
 use crate::config::BuildSettings;
 use crate::image::{ImageName, ImageSpec, NameError, Tag};
-use crate::layers::{Layer, group};
+use crate::layers::Layer;
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError};
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
     let nix = Nix::new(settings.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
     let realised = nix.realise(&settings.source.revision(&tag), spec.arch, &spec.packages).await?;
     let very_popular = realised.always_included_outputs();
-    let layers = group(&realised.graph, &popularity, &very_popular, settings.layer_budget);
+    let layers = settings.grouping.group(&realised.graph, &popularity, &very_popular, settings.layer_budget);
     Ok(Plan {
         layers: layers
             .into_iter()

@@ -1,60 +1,150 @@
-//! Grouping store paths into layers, Nixery's way, deterministically.
+//! Grouping store paths into layers so that clients download as little as possible,
+//! deterministically.
 //!
-//! Layers are the unit clients cache, so paths many images share should sit in layers of
-//! their own, and paths only one package needs should travel with that package.
+//! A client downloads a layer unless it already holds a layer with the same digest, and a
+//! layer's digest is a function of its contents (the archives are deterministic), so a layer
+//! is reused exactly when another image asks for the *same set of store paths*. A grouping
+//! is good when the sets it makes recur across images, and when what cannot recur is small.
+//! `benches/reuse.rs` measures this (docs/reuse.md has the numbers); [`group`] is what the
+//! server uses, [`group_nixery`] is Nixery's algorithm and [`group_popularity_contest`]
+//! nixpkgs' `buildLayeredImage`, both kept for comparison.
 //!
-//! 1. Build a graph: a synthetic root with an edge to every requested package, and from each
-//!    store path an edge to each path it references.
-//! 2. Paths that are popular (popularity ≥ 100) or whose closure exceeds 100 MB get an extra
-//!    edge from the root: they are to be shared.
-//! 3. Compute the dominator tree (petgraph's Cooper–Harvey–Kennedy `simple_fast`). Every
-//!    child of the root with its dominated subtree is one layer: a path dominated by a
-//!    package is needed only through that package, so it travels with it; a path reachable
-//!    along two routes (or flagged in step 2) is dominated by the root and stands alone.
-//! 4. A layer's merge rating is the popularity of its subtree's root times the layer size.
-//!    While there are more layers than the budget, the two lowest-rated layers are merged.
+//! # The grouping ([`group`])
 //!
-//! Differences from Nixery, each a fix: sizes are NAR sizes of the layer's own paths (Nixery
-//! summed closure sizes, counting shared paths many times); every sort has a total order
-//! (rating, then contents), so the same graph always gives the same layers; the packages
-//! every image carries (`cacert`, `iana-etc`) count as the most popular, so every image
-//! starts with the same layers.
+//! 1. **Units that recur whole.** Every store path starts as a unit of its own. A path that
+//!    the popularity data says exactly one package references (popularity ≤ 1), and that is
+//!    referenced by exactly one path of this image, joins its referrer's unit (transitively,
+//!    with a union–find over the paths in sorted order). Such a path is that package's
+//!    private dependency: every image that has the package has the path, and reaches it only
+//!    through the package, so the unit is the same set in every image. Every other path is
+//!    shared by several packages and stands alone, so its layer is the same whichever of them
+//!    brought it in. When the data carries no information (no count above 1, which is also
+//!    what no data at all looks like) nothing can be known to be private and every path is a
+//!    unit.
+//! 2. **Keep the heaviest units out of the rest.** With at most `budget` units, each is a
+//!    layer. Otherwise the `budget - 1` units that weigh the most (NAR size) get a layer each,
+//!    units holding an always-included path (`cacert`, `iana-etc`) first, and all the others
+//!    share one last layer.
+//! 3. **Manifest order** is Nixery's merge rating, popularity of the unit × its size,
+//!    highest first (ties by contents), so the popular shared layers sit at the bottom; the
+//!    shared last layer comes last and rates 0.
 //!
-//! The result is in manifest order: highest merge rating first, so layers shared by many
-//! images come first and Docker's ChainIDs (which depend on all layers below) match.
+//! # Why, and how it differs from Nixery
+//!
+//! Nixery ([`group_nixery`]) puts a path into the layer of the package that dominates it
+//! *in this image's graph*. Dominance depends on which other packages the
+//! image holds: a library only `hello` uses here is dominated by `hello`, so it travels in
+//! `hello`'s layer, but in `hello/nano`, where `nano` uses it too, it stands alone — two
+//! different `hello` layers, and the library's bytes downloaded twice. On the test package
+//! set this made Nixery download 7.9× what one layer per path would: busybox, which most of
+//! its packages use, travels in the layer of whichever package is the only user in an image.
+//! Step 1 asks the popularity data, which is about the whole package set, instead of the
+//! image: a unit only holds paths that no other package can reach, so it is the same set in
+//! every image.
+//!
+//! Once the image has more units than the budget, some must share a layer, and a layer of
+//! several shared units recurs only when an image holds exactly those units — in practice
+//! never. Nixery merges the two lowest-rated layers again and again, which makes several
+//! such one-off layers; step 2 makes one, the last, and spends every other layer of the
+//! budget on a unit of its own. Every unit in the one-off layer is downloaded again with
+//! each image that holds it, so the units kept out of it should be the ones that would cost
+//! most to download again: the heaviest. On Debian's package graph, choosing them by
+//! Nixery's popularity × size instead (small popular libraries first) downloads 17–38 %
+//! more, and giving popular paths (≥ [`POPULAR`]) precedence 37–107 % more (docs/reuse.md);
+//! the always-included packages are the exception, as they are in every image for certain.
+//! The popularity weight stays in the manifest order (Nixery's): the layers most images
+//! share sit at the bottom, where Docker's ChainIDs (a layer is reused only if every layer
+//! below it matches too) can match. On Debian, ordering by size alone matches ChainIDs
+//! slightly more often; the popularity order is kept because popular layers first is what
+//! the manifest order promises and what nixpkgs' data (glibc in nearly every image) suits.
+//!
+//! Nixery's closure-size rule (paths with a closure over [`BIG_CLOSURE`] stand alone) is not
+//! needed: a path that is not private stands alone anyway, and a private one is always with
+//! its package, big or not.
+//!
+//! Every sort has a total order (ties broken by contents), the union–find runs in path
+//! order and units are identified by their sorted contents, so the same graph gives the
+//! same layers whatever order it was built in.
+
+mod contest;
+mod nixery;
+
+pub use contest::{group_popularity_contest, popularity_contest_order};
+pub use nixery::group_nixery;
 
 use crate::nix::{RuntimeGraph, store_path_name};
 use crate::popularity::Popularity;
-use petgraph::algo::dominators;
-use petgraph::graph::{DiGraph, NodeIndex};
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Popularity at or above which a path gets a layer of its own.
+/// Popularity at or above which Nixery's grouping gives a path a layer of its own.
 pub const POPULAR: u64 = 100;
-/// Closure size above which a path gets a layer of its own.
+/// Closure size above which Nixery's grouping gives a path a layer of its own.
 pub const BIG_CLOSURE: u64 = 100 * 1000 * 1000;
 /// Popularity of the packages every image carries: Nixery's value (glibc has ~300k
 /// references in nixpkgs; these need more), or more than the most popular path in the data.
 pub const VERY_POPULAR: u64 = 500_000;
 
+/// The popularity given to the always-included packages.
+fn very_popular_value(popularity: &Popularity) -> u64 {
+    VERY_POPULAR.max(popularity.max() + 1)
+}
+
+/// Which grouping the server uses (`NIXERY_LAYER_GROUPING`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Grouping {
+    /// [`group`]: units that recur whole, heaviest kept apart (the default; docs/reuse.md).
+    #[default]
+    Stable,
+    /// [`group_nixery`]: Nixery's dominator-tree grouping, for drop-in compatibility.
+    Nixery,
+}
+
+impl Grouping {
+    /// Groups `graph` with this algorithm; the arguments are those of [`group`].
+    pub fn group(
+        self,
+        graph: &RuntimeGraph,
+        popularity: &Popularity,
+        very_popular: &BTreeSet<String>,
+        budget: usize,
+    ) -> Vec<Layer> {
+        match self {
+            Grouping::Stable => group(graph, popularity, very_popular, budget),
+            Grouping::Nixery => group_nixery(graph, popularity, very_popular, budget),
+        }
+    }
+}
+
 /// A group of store paths that is archived as one image layer.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Layer {
+    /// Popularity × size (0 for [`group`]'s shared last layer); manifest order is highest
+    /// first.
     pub merge_rating: u128,
     /// Sorted store paths.
     pub contents: Vec<String>,
     /// Sum of the paths' NAR sizes.
     pub size: u64,
-    /// Popularity of the subtree root (the highest of merged layers).
+    /// Popularity of the layer's most popular unit (the highest of merged layers).
     pub popularity: u64,
 }
 
 impl Layer {
+    /// The union of two layers with disjoint contents.
     fn merge(self, other: Layer) -> Layer {
-        let mut contents = self.contents;
-        contents.extend(other.contents);
-        contents.sort();
+        // Both are sorted: a linear merge gives what sorting the concatenation would.
+        let mut contents = Vec::with_capacity(self.contents.len() + other.contents.len());
+        let mut a = self.contents.into_iter().peekable();
+        let mut b = other.contents.into_iter().peekable();
+        loop {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x <= y,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            contents.extend(if take_a { a.next() } else { b.next() });
+        }
         Layer {
             merge_rating: self.merge_rating + other.merge_rating,
             contents,
@@ -64,8 +154,9 @@ impl Layer {
     }
 }
 
-/// Groups `graph` into at most `budget` layers, in manifest order. `very_popular` are paths
-/// treated as more popular than anything in `popularity` (the always-included packages).
+/// Groups `graph` into at most `budget` layers (see the module docs), in manifest order.
+/// `very_popular` are the always-included paths, treated as more popular than anything in
+/// `popularity`.
 pub fn group(
     graph: &RuntimeGraph,
     popularity: &Popularity,
@@ -74,94 +165,82 @@ pub fn group(
 ) -> Vec<Layer> {
     let budget = budget.max(1);
     let paths: Vec<&String> = graph.paths.keys().collect();
-    let pop_of = |path: &str| -> u64 {
-        if very_popular.contains(path) {
-            VERY_POPULAR.max(popularity.max() + 1)
-        } else {
-            popularity.of_name(store_path_name(path))
-        }
-    };
-
-    // Node 0 is the root; node i+1 is paths[i] (sorted, so indices are deterministic).
-    let mut g: DiGraph<(), ()> = DiGraph::with_capacity(paths.len() + 1, paths.len() * 2);
-    let root = g.add_node(());
-    for _ in &paths {
-        g.add_node(());
-    }
-    let index = |path: &str| -> NodeIndex {
-        NodeIndex::new(
-            paths
-                .binary_search_by(|p| p.as_str().cmp(path))
-                .expect("graph is closed")
-                + 1,
-        )
-    };
-    for r in &graph.roots {
-        g.update_edge(root, index(r), ());
-    }
-    for (i, (path, info)) in graph.paths.iter().enumerate() {
-        let node = NodeIndex::new(i + 1);
-        if pop_of(path) >= POPULAR || info.closure_size > BIG_CLOSURE {
-            g.update_edge(root, node, ());
-        }
-        for r in &info.references {
-            g.update_edge(node, index(r), ());
-        }
-    }
-
-    let dom = dominators::simple_fast(&g, root);
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); paths.len() + 1];
-    for i in 1..=paths.len() {
-        if let Some(idom) = dom.immediate_dominator(NodeIndex::new(i)) {
-            children[idom.index()].push(i);
-        }
-    }
-
-    let mut layers: Vec<Layer> = children[0]
+    let n = paths.len();
+    let top = very_popular_value(popularity);
+    let pop: Vec<u64> = paths
         .iter()
-        .map(|&top| {
-            let mut contents = Vec::new();
-            let mut size = 0;
-            let mut stack = vec![top];
-            while let Some(n) = stack.pop() {
-                let path = paths[n - 1];
-                contents.push(path.clone());
-                size += graph.paths[path].nar_size;
-                stack.extend(&children[n]);
+        .map(|p| if very_popular.contains(*p) { top } else { popularity.of_name(store_path_name(p)) })
+        .collect();
+
+    // 1. Units: private paths join their only referrer (union–find, in path order).
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    if popularity.max() > 1 {
+        let index = |path: &str| paths.binary_search_by(|p| p.as_str().cmp(path)).expect("graph is closed");
+        // Referrers within the image: how many, and one of them.
+        let mut referrers: Vec<(usize, usize)> = vec![(0, 0); n];
+        for (i, info) in graph.paths.values().enumerate() {
+            for r in &info.references {
+                let j = index(r);
+                referrers[j] = (referrers[j].0 + 1, i);
             }
-            contents.sort();
-            let popularity = pop_of(paths[top - 1]);
+        }
+        for y in 0..n {
+            let (count, referrer) = referrers[y];
+            if pop[y] <= 1 && count == 1 {
+                let (ry, rz) = (find(&mut parent, y), find(&mut parent, referrer));
+                if ry != rz {
+                    parent[ry] = rz;
+                }
+            }
+        }
+    }
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        members.entry(find(&mut parent, i)).or_default().push(i);
+    }
+    let mut units: Vec<Layer> = members
+        .into_values()
+        .map(|m| {
+            // Members are in path order, so the contents are sorted.
+            let size = m.iter().map(|&i| graph.paths[paths[i]].nar_size).sum::<u64>();
+            let popularity = m.iter().map(|&i| pop[i]).max().unwrap_or(1);
             Layer {
                 merge_rating: popularity as u128 * size as u128,
-                contents,
+                contents: m.iter().map(|&i| paths[i].clone()).collect(),
                 size,
                 popularity,
             }
         })
         .collect();
 
-    if layers.len() > budget {
-        tracing::debug!(
-            layers = layers.len(),
-            budget,
-            "merging layers to fit the budget"
-        );
-        // Min-heap on (rating, contents): a total order, as contents never repeat.
-        let mut heap: BinaryHeap<Reverse<Layer>> = layers.into_iter().map(Reverse).collect();
-        while heap.len() > budget {
-            let Reverse(a) = heap.pop().expect("len > budget >= 1");
-            let Reverse(b) = heap.pop().expect("len > budget >= 1");
-            heap.push(Reverse(a.merge(b)));
-        }
-        layers = heap.into_iter().map(|Reverse(l)| l).collect();
+    // 2. The budget: the heaviest units (always-included first) keep a layer each.
+    let mut rest = None;
+    if units.len() > budget {
+        units.sort_by(|a, b| {
+            (b.popularity >= top)
+                .cmp(&(a.popularity >= top))
+                .then_with(|| b.size.cmp(&a.size))
+                .then_with(|| a.contents.cmp(&b.contents))
+        });
+        let shared = units.split_off(budget - 1);
+        let size = shared.iter().map(|l| l.size).sum();
+        let popularity = shared.iter().map(|l| l.popularity).max().unwrap_or(1);
+        let mut contents: Vec<String> = shared.into_iter().flat_map(|l| l.contents).collect();
+        contents.sort();
+        rest = Some(Layer { merge_rating: 0, contents, size, popularity });
     }
-    // Manifest order: highest rating first, ties broken by contents.
-    layers.sort_by(|a, b| {
-        b.merge_rating
-            .cmp(&a.merge_rating)
-            .then_with(|| a.contents.cmp(&b.contents))
-    });
-    layers
+
+    // 3. Manifest order: highest merge rating first, the shared rest last.
+    units.sort_by(|a, b| b.merge_rating.cmp(&a.merge_rating).then_with(|| a.contents.cmp(&b.contents)));
+    units.extend(rest);
+    units
 }
 
 #[cfg(test)]

@@ -1,14 +1,12 @@
-//! The grouping on Nixery's documented example and on properties any grouping must keep.
+//! The groupings on Nixery's documented example, nixpkgs' documented example, and on properties any
+//! grouping must keep.
 
 use super::*;
 use crate::nix::PathInfo;
 use std::collections::{BTreeMap, HashMap};
 
 fn p(name: &str) -> String {
-    format!(
-        "/nix/store/{}-{name}",
-        name.repeat(32).chars().take(32).collect::<String>()
-    )
+    format!("/nix/store/{}-{name}", name.repeat(32).chars().take(32).collect::<String>())
 }
 
 /// Builds a graph from (name, nar size, references); `closure_size` is computed.
@@ -16,14 +14,7 @@ fn graph(roots: &[&str], nodes: &[(&str, u64, &[&str])]) -> RuntimeGraph {
     let mut paths = BTreeMap::new();
     for (name, size, refs) in nodes {
         let references = refs.iter().map(|r| p(r)).collect();
-        paths.insert(
-            p(name),
-            PathInfo {
-                nar_size: *size,
-                closure_size: 0,
-                references,
-            },
-        );
+        paths.insert(p(name), PathInfo { nar_size: *size, closure_size: 0, references });
     }
     let keys: Vec<String> = paths.keys().cloned().collect();
     for k in keys {
@@ -37,21 +28,14 @@ fn graph(roots: &[&str], nodes: &[(&str, u64, &[&str])]) -> RuntimeGraph {
         let closure: u64 = seen.iter().map(|n| paths[n].nar_size).sum();
         paths.get_mut(&k).unwrap().closure_size = closure;
     }
-    RuntimeGraph {
-        roots: roots.iter().map(|r| p(r)).collect(),
-        paths,
-    }
+    RuntimeGraph { roots: roots.iter().map(|r| p(r)).collect(), paths }
 }
 
 fn names(layers: &[Layer]) -> Vec<Vec<String>> {
     layers
         .iter()
         .map(|l| {
-            let mut n: Vec<String> = l
-                .contents
-                .iter()
-                .map(|c| store_path_name(c).to_owned())
-                .collect();
+            let mut n: Vec<String> = l.contents.iter().map(|c| store_path_name(c).to_owned()).collect();
             n.sort();
             n
         })
@@ -59,9 +43,7 @@ fn names(layers: &[Layer]) -> Vec<Vec<String>> {
 }
 
 fn set(v: &[&[&str]]) -> BTreeSet<Vec<String>> {
-    v.iter()
-        .map(|l| l.iter().map(|s| s.to_string()).collect())
-        .collect()
+    v.iter().map(|l| l.iter().map(|s| s.to_string()).collect()).collect()
 }
 
 /// Nixery's documentation: root -> A, B, C, D; A, B, C -> E; C -> D; D -> F -> G.
@@ -80,17 +62,14 @@ fn nixery_example() -> (RuntimeGraph, Popularity) {
             ("g", 1000, &[]),
         ],
     );
-    let pop = Popularity::from_counts(HashMap::from([
-        ("e".to_string(), 100),
-        ("g".to_string(), 200),
-    ]));
+    let pop = Popularity::from_counts(HashMap::from([("e".to_string(), 100), ("g".to_string(), 200)]));
     (g, pop)
 }
 
 #[test]
 fn nixery_example_without_budget_pressure() {
     let (g, pop) = nixery_example();
-    let layers = group(&g, &pop, &BTreeSet::new(), 10);
+    let layers = group_nixery(&g, &pop, &BTreeSet::new(), 10);
     assert_eq!(
         names(&layers).into_iter().collect::<BTreeSet<_>>(),
         set(&[&["a"], &["b"], &["c"], &["d", "f"], &["e"], &["g"]])
@@ -107,11 +86,8 @@ fn nixery_example_budgets_merge_lowest_rated_first() {
         (4, &[&["g"], &["e"], &["d", "f"], &["a", "b", "c"]]),
     ];
     for (budget, layers) in expect {
-        let got = group(&g, &pop, &BTreeSet::new(), budget);
-        let want: Vec<Vec<String>> = layers
-            .iter()
-            .map(|l| l.iter().map(|s| s.to_string()).collect())
-            .collect();
+        let got = group_nixery(&g, &pop, &BTreeSet::new(), budget);
+        let want: Vec<Vec<String>> = layers.iter().map(|l| l.iter().map(|s| s.to_string()).collect()).collect();
         assert_eq!(names(&got), want, "budget {budget}");
     }
 }
@@ -120,13 +96,9 @@ fn nixery_example_budgets_merge_lowest_rated_first() {
 fn layers_are_in_descending_merge_rating_and_cover_every_path_once() {
     let (g, pop) = nixery_example();
     for budget in 1..=8 {
-        let layers = group(&g, &pop, &BTreeSet::new(), budget);
+        let layers = group_nixery(&g, &pop, &BTreeSet::new(), budget);
         assert!(layers.len() <= budget);
-        assert!(
-            layers
-                .windows(2)
-                .all(|w| w[0].merge_rating >= w[1].merge_rating)
-        );
+        assert!(layers.windows(2).all(|w| w[0].merge_rating >= w[1].merge_rating));
         let mut all: Vec<&String> = layers.iter().flat_map(|l| &l.contents).collect();
         all.sort();
         let before = all.len();
@@ -141,11 +113,8 @@ fn layers_are_in_descending_merge_rating_and_cover_every_path_once() {
 #[test]
 fn merge_rating_is_root_popularity_times_layer_size() {
     let (g, pop) = nixery_example();
-    let layers = group(&g, &pop, &BTreeSet::new(), 10);
-    let df = layers
-        .iter()
-        .find(|l| l.contents.contains(&p("d")))
-        .unwrap();
+    let layers = group_nixery(&g, &pop, &BTreeSet::new(), 10);
+    let df = layers.iter().find(|l| l.contents.contains(&p("d"))).unwrap();
     assert_eq!(df.contents, vec![p("d"), p("f")]);
     assert_eq!(df.size, 20);
     assert_eq!(df.merge_rating, 20);
@@ -157,23 +126,16 @@ fn merge_rating_is_root_popularity_times_layer_size() {
 fn equal_ratings_still_give_one_order() {
     // Four identical leaves: every rating ties, the order must not depend on anything but
     // the contents.
-    let g = graph(
-        &["w", "x", "y", "z"],
-        &[("w", 5, &[]), ("x", 5, &[]), ("y", 5, &[]), ("z", 5, &[])],
-    );
+    let g = graph(&["w", "x", "y", "z"], &[("w", 5, &[]), ("x", 5, &[]), ("y", 5, &[]), ("z", 5, &[])]);
     let pop = Popularity::default();
-    let first = group(&g, &pop, &BTreeSet::new(), 3);
+    let first = group_nixery(&g, &pop, &BTreeSet::new(), 3);
     for _ in 0..20 {
-        assert_eq!(group(&g, &pop, &BTreeSet::new(), 3), first);
+        assert_eq!(group_nixery(&g, &pop, &BTreeSet::new(), 3), first);
     }
     // w and x (lowest by contents among equals) merge; the merged layer rates highest.
     assert_eq!(
         names(&first),
-        vec![
-            vec!["w".to_string(), "x".to_string()],
-            vec!["y".to_string()],
-            vec!["z".to_string()]
-        ]
+        vec![vec!["w".to_string(), "x".to_string()], vec!["y".to_string()], vec!["z".to_string()]]
     );
 }
 
@@ -181,34 +143,18 @@ fn equal_ratings_still_give_one_order() {
 fn always_included_packages_come_first_and_alone() {
     let g = graph(
         &["cacert", "app", "iana"],
-        &[
-            ("cacert", 1000, &[]),
-            ("iana", 900, &[]),
-            ("app", 1_000_000, &["lib"]),
-            ("lib", 1_000_000, &[]),
-        ],
+        &[("cacert", 1000, &[]), ("iana", 900, &[]), ("app", 1_000_000, &["lib"]), ("lib", 1_000_000, &[])],
     );
     let very: BTreeSet<String> = [p("cacert"), p("iana")].into();
     // Without data, cacert and iana-etc (1 kB each) still outrank a 2 MB package.
-    let layers = group(&g, &Popularity::default(), &very, 94);
-    assert_eq!(
-        names(&layers[..2]),
-        vec![vec!["cacert".to_string()], vec!["iana".to_string()]]
-    );
+    let layers = group_nixery(&g, &Popularity::default(), &very, 94);
+    assert_eq!(names(&layers[..2]), vec![vec!["cacert".to_string()], vec!["iana".to_string()]]);
     assert_eq!(layers[0].popularity, VERY_POPULAR);
     // With data, they are more popular than the most popular path.
     let pop = Popularity::from_counts(HashMap::from([("lib".to_string(), 900_000)]));
-    let layers = group(&g, &pop, &very, 94);
-    assert_eq!(
-        names(&layers[..1]),
-        vec![vec!["lib".to_string()]],
-        "lib is popular and big, so it rates highest"
-    );
-    assert!(
-        layers
-            .iter()
-            .any(|l| l.contents == vec![p("cacert")] && l.popularity == 900_001)
-    );
+    let layers = group_nixery(&g, &pop, &very, 94);
+    assert_eq!(names(&layers[..1]), vec![vec!["lib".to_string()]], "lib is popular and big, so it rates highest");
+    assert!(layers.iter().any(|l| l.contents == vec![p("cacert")] && l.popularity == 900_001));
     assert!(layers.iter().any(|l| l.contents == vec![p("iana")]));
 }
 
@@ -216,11 +162,8 @@ fn always_included_packages_come_first_and_alone() {
 fn a_shared_dependency_gets_its_own_layer() {
     // Two packages share `lib`: it is dominated by the root, so it is a layer of its own
     // that both images would reuse.
-    let g = graph(
-        &["p1", "p2"],
-        &[("p1", 3, &["lib"]), ("p2", 3, &["lib"]), ("lib", 9, &[])],
-    );
-    let layers = group(&g, &Popularity::default(), &BTreeSet::new(), 94);
+    let g = graph(&["p1", "p2"], &[("p1", 3, &["lib"]), ("p2", 3, &["lib"]), ("lib", 9, &[])]);
+    let layers = group_nixery(&g, &Popularity::default(), &BTreeSet::new(), 94);
     assert!(layers.iter().any(|l| l.contents == vec![p("lib")]));
     assert_eq!(layers.len(), 3);
 }
@@ -229,26 +172,234 @@ fn a_shared_dependency_gets_its_own_layer() {
 fn a_path_with_a_big_closure_gets_its_own_layer() {
     // `big` is only reachable through `app`, so it would travel with it, but its closure is
     // over 100 MB, so it is split off (and so is `app`, whose closure contains it).
-    let g = graph(
-        &["app", "tool"],
-        &[
-            ("app", 10, &["big"]),
-            ("big", 150_000_000, &[]),
-            ("tool", 10, &[]),
-        ],
-    );
-    let layers = group(&g, &Popularity::default(), &BTreeSet::new(), 94);
-    assert!(
-        layers.iter().any(|l| l.contents == vec![p("big")]),
-        "{:?}",
-        names(&layers)
-    );
+    let g = graph(&["app", "tool"], &[("app", 10, &["big"]), ("big", 150_000_000, &[]), ("tool", 10, &[])]);
+    let layers = group_nixery(&g, &Popularity::default(), &BTreeSet::new(), 94);
+    assert!(layers.iter().any(|l| l.contents == vec![p("big")]), "{:?}", names(&layers));
     assert!(layers.iter().any(|l| l.contents == vec![p("app")]));
     let small = graph(&["app"], &[("app", 10, &["dep"]), ("dep", 50_000_000, &[])]);
-    let layers = group(&small, &Popularity::default(), &BTreeSet::new(), 94);
+    let layers = group_nixery(&small, &Popularity::default(), &BTreeSet::new(), 94);
+    assert_eq!(layers.len(), 1, "a dependency under the threshold travels with its package");
+}
+
+// ---------------------------------------------------------------------------------------
+// `group`: stable units, the heaviest kept, one shared rest.
+
+fn pop(counts: &[(&str, u64)]) -> Popularity {
+    Popularity::from_counts(counts.iter().map(|(n, c)| (n.to_string(), *c)).collect())
+}
+
+/// Every path exactly once, sizes add up, within the budget, in manifest order.
+fn assert_valid(g: &RuntimeGraph, layers: &[Layer], budget: usize) {
+    assert!(!layers.is_empty() && layers.len() <= budget.max(1), "{} layers for budget {budget}", layers.len());
+    let mut all: Vec<&String> = layers.iter().flat_map(|l| &l.contents).collect();
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "a path is in two layers");
+    assert!(all.into_iter().eq(g.paths.keys()), "paths missing");
+    for l in layers {
+        assert!(l.contents.windows(2).all(|w| w[0] < w[1]), "contents not sorted");
+        assert_eq!(l.size, l.contents.iter().map(|p| g.paths[p].nar_size).sum::<u64>());
+    }
+    assert!(layers.windows(2).all(|w| w[0].merge_rating >= w[1].merge_rating), "not in manifest order");
+}
+
+/// A package set: two apps sharing `lib` (popularity 2), `app1` with a private helper chain,
+/// `app2` with a private `data`, all on `libc` (popular).
+type Nodes = Vec<(&'static str, u64, &'static [&'static str])>;
+
+fn app_set() -> (Nodes, Popularity) {
+    let nodes: Vec<(&str, u64, &[&str])> = vec![
+        ("app1", 50, &["helper", "lib", "libc"]),
+        ("helper", 7, &["helperdata", "libc"]),
+        ("helperdata", 3, &[]),
+        ("app2", 40, &["data", "lib", "libc"]),
+        ("data", 900, &[]),
+        ("lib", 20, &["libc"]),
+        ("libc", 300, &[]),
+    ];
+    let p = pop(&[("lib", 2), ("libc", 5000), ("helper", 1), ("helperdata", 1), ("data", 1)]);
+    (nodes, p)
+}
+
+fn subgraph(roots: &[&str], nodes: &[(&'static str, u64, &'static [&'static str])]) -> RuntimeGraph {
+    let full = graph(roots, nodes);
+    let mut keep = BTreeSet::new();
+    let mut stack: Vec<String> = full.roots.clone();
+    while let Some(n) = stack.pop() {
+        if keep.insert(n.clone()) {
+            stack.extend(full.paths[&n].references.iter().cloned());
+        }
+    }
+    RuntimeGraph {
+        roots: full.roots.clone(),
+        paths: full.paths.into_iter().filter(|(k, _)| keep.contains(k)).collect(),
+    }
+}
+
+#[test]
+fn private_paths_travel_with_their_package_and_shared_ones_stand_alone() {
+    let (nodes, p) = app_set();
+    let g = subgraph(&["app1"], &nodes);
+    let layers = group(&g, &p, &BTreeSet::new(), 94);
+    assert_valid(&g, &layers, 94);
     assert_eq!(
-        layers.len(),
-        1,
-        "a dependency under the threshold travels with its package"
+        names(&layers).into_iter().collect::<BTreeSet<_>>(),
+        set(&[&["app1", "helper", "helperdata"], &["lib"], &["libc"]]),
+        "lib is only used by app1 here, but the data says another package uses it too"
     );
+}
+
+#[test]
+fn a_package_gets_the_same_layers_in_every_image() {
+    // Nixery's dominator tree puts `lib` into app1's layer when app1 is alone and makes it a
+    // layer of its own beside app2: two different app1 layers. The units do not change.
+    let (nodes, p) = app_set();
+    let alone = group(&subgraph(&["app1"], &nodes), &p, &BTreeSet::new(), 94);
+    let both = group(&subgraph(&["app1", "app2"], &nodes), &p, &BTreeSet::new(), 94);
+    let both_names = names(&both);
+    for layer in names(&alone) {
+        assert!(both_names.contains(&layer), "{layer:?} is not a layer of app1/app2: {both_names:?}");
+    }
+    assert!(both_names.contains(&vec!["app2".to_string(), "data".to_string()]));
+    let nixery_alone = names(&group_nixery(&subgraph(&["app1"], &nodes), &p, &BTreeSet::new(), 94));
+    let nixery_both = names(&group_nixery(&subgraph(&["app1", "app2"], &nodes), &p, &BTreeSet::new(), 94));
+    assert!(nixery_alone.iter().any(|l| !nixery_both.contains(l)), "the example no longer shows the difference");
+}
+
+#[test]
+fn without_data_every_path_is_a_unit() {
+    // Popularity 1 everywhere is what no data looks like: nothing is known to be private.
+    let (nodes, _) = app_set();
+    let g = subgraph(&["app1", "app2"], &nodes);
+    let layers = group(&g, &Popularity::default(), &BTreeSet::new(), 94);
+    assert_valid(&g, &layers, 94);
+    assert_eq!(layers.len(), g.paths.len());
+    assert!(layers.iter().all(|l| l.contents.len() == 1));
+}
+
+#[test]
+fn over_budget_the_heaviest_units_keep_their_layers_and_the_rest_share_the_last() {
+    let (nodes, p) = app_set();
+    let g = subgraph(&["app1", "app2"], &nodes);
+    // Units by size: app2+data 940, libc 300, app1+helper+helperdata 60, lib 20.
+    let layers = group(&g, &p, &BTreeSet::new(), 3);
+    assert_valid(&g, &layers, 3);
+    assert_eq!(
+        names(&layers),
+        vec![
+            vec!["libc".to_string()],
+            vec!["app2".to_string(), "data".to_string()],
+            vec!["app1".to_string(), "helper".to_string(), "helperdata".to_string(), "lib".to_string()],
+        ],
+        "libc rates 5000 × 300 and comes first; the rest comes last, rated 0"
+    );
+    assert_eq!(layers[2].merge_rating, 0);
+    assert_eq!(layers[2].popularity, 2);
+    assert_eq!(layers[0].merge_rating, 5000 * 300);
+    let one = group(&g, &p, &BTreeSet::new(), 1);
+    assert_valid(&g, &one, 1);
+    assert_eq!(one[0].contents.len(), g.paths.len());
+}
+
+#[test]
+fn always_included_units_are_kept_and_come_first_even_when_small() {
+    let g = graph(
+        &["cacert", "iana", "a", "b", "c"],
+        &[("cacert", 2, &[]), ("iana", 1, &[]), ("a", 1000, &[]), ("b", 2000, &[]), ("c", 3000, &[])],
+    );
+    let very: BTreeSet<String> = [p("cacert"), p("iana")].into();
+    let data = pop(&[("zzz", 7)]);
+    let layers = group(&g, &data, &very, 3);
+    assert_valid(&g, &layers, 3);
+    assert_eq!(
+        names(&layers),
+        vec![
+            vec!["cacert".to_string()],
+            vec!["iana".to_string()],
+            vec!["a".to_string(), "b".to_string(), "c".to_string()]
+        ]
+    );
+    assert_eq!(layers[0].popularity, VERY_POPULAR);
+    let layers = group(&g, &data, &very, 4);
+    assert_eq!(names(&layers)[2], vec!["c".to_string()], "then the heaviest");
+}
+
+#[test]
+fn the_same_graph_built_in_another_order_gives_the_same_layers() {
+    let (nodes, p) = app_set();
+    let forward = subgraph(&["app1", "app2"], &nodes);
+    let mut reversed_nodes = nodes.clone();
+    reversed_nodes.reverse();
+    let mut backward = subgraph(&["app2", "app1"], &reversed_nodes);
+    for info in backward.paths.values_mut() {
+        info.references.reverse();
+    }
+    let counts: Vec<(&str, u64)> = vec![("data", 1), ("helperdata", 1), ("helper", 1), ("libc", 5000), ("lib", 2)];
+    let p2 = pop(&counts);
+    for budget in 1..=8 {
+        let a = group(&forward, &p, &BTreeSet::new(), budget);
+        let b = group(&backward, &p2, &BTreeSet::new(), budget);
+        assert_eq!(a, b, "budget {budget}");
+        assert_valid(&forward, &a, budget);
+    }
+}
+
+#[test]
+fn every_budget_covers_every_path_once_on_a_larger_graph() {
+    // 60 paths: path i references i+1 and i+7 (when they exist), sizes vary, every third is
+    // private, equal sizes force ties.
+    let names_: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
+    let refs: Vec<Vec<&str>> =
+        (0..60).map(|i| [i + 1, i + 7].iter().filter(|&&j| j < 60).map(|&j| names_[j].as_str()).collect()).collect();
+    let nodes: Vec<(&str, u64, &[&str])> =
+        (0..60).map(|i| (names_[i].as_str(), (i as u64 * 37) % 11, refs[i].as_slice())).collect();
+    let roots: Vec<&str> = vec![names_[0].as_str(), names_[30].as_str()];
+    let g = graph(&roots, &nodes);
+    let counts: Vec<(&str, u64)> =
+        (0..60).map(|i| (names_[i].as_str(), if i % 3 == 0 { 1 } else { 2 + i as u64 })).collect();
+    let data = pop(&counts);
+    for budget in [1, 2, 3, 5, 10, 20, 40, 59, 60, 61, 94] {
+        let layers = group(&g, &data, &BTreeSet::new(), budget);
+        assert_valid(&g, &layers, budget);
+        assert_eq!(layers, group(&g, &data, &BTreeSet::new(), budget));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// nixpkgs' popularity contest.
+
+/// The example of nixpkgs' description: A - B - C - D - F, A - G, B - E, C - E, E - F.
+fn contest_example() -> RuntimeGraph {
+    graph(
+        &["a"],
+        &[
+            ("a", 1, &["b", "g"]),
+            ("b", 2, &["c", "e"]),
+            ("c", 3, &["d", "e"]),
+            ("d", 4, &["f"]),
+            ("e", 5, &["f"]),
+            ("f", 6, &[]),
+            ("g", 7, &[]),
+        ],
+    )
+}
+
+#[test]
+fn popularity_contest_follows_the_documented_example() {
+    // Documented popularities: F 9, E 5, D 4, C 3, B 2, G 2, A 1 (here one more each: the
+    // synthetic root above A adds 1 to everything).
+    let order = popularity_contest_order(&contest_example());
+    let got: Vec<(&str, u128)> = order.iter().map(|(p, s)| (store_path_name(p), *s)).collect();
+    assert_eq!(got, vec![("f", 10), ("e", 6), ("d", 5), ("c", 4), ("b", 3), ("g", 3), ("a", 2)]);
+}
+
+#[test]
+fn popularity_contest_gives_the_most_popular_a_layer_each_and_the_rest_one() {
+    let g = contest_example();
+    let layers = group_popularity_contest(&g, 3);
+    assert_eq!(names(&layers), vec![vec!["f"], vec!["e"], vec!["a", "b", "c", "d", "g"]]);
+    let all = group_popularity_contest(&g, 94);
+    assert_eq!(all.len(), 7);
+    assert!(all.iter().all(|l| l.contents.len() == 1));
 }
