@@ -50,6 +50,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod emulators;
+
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fmt::Write as _;

@@ -1,0 +1,679 @@
+//! Google Cloud Storage: a bucket shared by replicas, through a small client of the JSON API.
+//!
+//! - Uploads: a resumable upload session under `staging/<unique>`, fed in chunks (multiples
+//!   of 256 KiB, `Content-Range: bytes a-b/*`; the last one carries the total, or
+//!   `bytes */TOTAL` when empty) while the next chunk is read from the stream. A 308 answer's
+//!   `Range` says how much the server kept; anything it did not keep is sent again. An object
+//!   only appears when the last chunk is accepted, and a failed upload cancels its session.
+//! - Commit: a server-side `rewriteTo` from the staging object to the key (repeated with the
+//!   `rewriteToken` while the answer says `done: false`), then a DELETE of the staging object,
+//!   also when the rewrite failed. A rewrite is atomic, so a key holds nothing or everything.
+//!   Content-addressed keys are written with `ifGenerationMatch=0`: if another replica got
+//!   there first (412), its object has the same bytes and the commit succeeds without a write
+//!   (which also keeps clear of GCS's one-write-per-second-per-object limit).
+//! - Blobs: a 307 to a V4 signed GET URL when a service account key is configured, else to the
+//!   object's public URL; or streamed through the server when configured to proxy.
+//! - Credentials: Application Default Credentials through `google-cloud-auth` (a key file, or
+//!   gcloud's well-known file, or the metadata server); none at all with an emulator
+//!   (`STORAGE_EMULATOR_HOST` in Google's clients), which gets every request instead of
+//!   `storage.googleapis.com`.
+//!
+//! Idempotent calls (metadata, reads, rewrite, delete, starting a session) are retried twice on
+//! a broken connection, 429 or 5xx; chunk uploads are not (a failed upload is abandoned and
+//! the build that made it fails; the client retries it).
+
+mod signing;
+#[cfg(test)]
+mod tests;
+
+use super::keys::staging_name;
+use super::{ByteStream, Download, ObjectKey, Op, SetupError, StorageError};
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use google_cloud_auth::credentials::{self, AccessTokenCredentials};
+use google_cloud_auth::signer::Signer;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+use signing::{encode_component, encode_path};
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where the JSON API, uploads and public objects are.
+const GOOGLE: &str = "https://storage.googleapis.com";
+/// Resumable upload chunks must be multiples of this.
+const QUANTUM: usize = 256 * 1024;
+/// Tries of an idempotent request.
+const ATTEMPTS: u32 = 3;
+/// Rewrite calls one commit may take (each copies up to about a gigabyte).
+const MAX_REWRITE_CALLS: usize = 10_000;
+
+/// How to reach a bucket. Build it with [`GcsConfig::new`] and set what differs.
+#[derive(Clone, Debug)]
+pub struct GcsConfig {
+    /// The bucket's name.
+    pub bucket: String,
+    /// An emulator's base URL (`http://host:port`, or `host:port` meaning http), as in
+    /// `STORAGE_EMULATOR_HOST`: every request goes there, without credentials.
+    pub emulator_host: Option<String>,
+    /// A credentials JSON file, as in `GOOGLE_APPLICATION_CREDENTIALS`. A service account key
+    /// also signs blob URLs. Without one: Application Default Credentials (gcloud's
+    /// well-known file, then the metadata server) and public blob URLs.
+    pub credentials_file: Option<PathBuf>,
+    /// Stream blobs through this server instead of redirecting clients to the bucket.
+    pub proxy_blobs: bool,
+    /// How long a signed blob URL stays valid (1 s to 7 days).
+    pub url_ttl: Duration,
+    /// Upload chunk size, rounded down to a multiple of 256 KiB (at least 256 KiB).
+    pub chunk_size: usize,
+}
+
+impl GcsConfig {
+    /// Defaults: Google's endpoint, ADC, redirects with 5-minute URLs, 8 MiB chunks.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        GcsConfig {
+            bucket: bucket.into(),
+            emulator_host: None,
+            credentials_file: None,
+            proxy_blobs: false,
+            url_ttl: Duration::from_secs(300),
+            chunk_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// A Cloud Storage bucket.
+#[derive(Clone)]
+pub struct Gcs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// Scheme and host of every request and URL: Google's or an emulator's.
+    base: String,
+    bucket: String,
+    /// Access tokens; `None` for an emulator.
+    tokens: Option<AccessTokenCredentials>,
+    /// The service account key's signer and e-mail address.
+    signer: Option<(Signer, String)>,
+    proxy: bool,
+    url_ttl: Duration,
+    chunk: usize,
+}
+
+/// An upload that completed under `staging/`; dropping it deletes it (in the background).
+pub struct StagedObject {
+    name: String,
+    size: u64,
+    /// Set until the object is discarded or committed.
+    owner: Option<Arc<Inner>>,
+}
+
+impl fmt::Debug for StagedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StagedObject").field("name", &self.name).field("size", &self.size).finish()
+    }
+}
+
+impl Drop for StagedObject {
+    fn drop(&mut self) {
+        if let Some(inner) = self.owner.take() {
+            let name = std::mem::take(&mut self.name);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { inner.delete_quietly(&name).await });
+            }
+        }
+    }
+}
+
+/// An upload session; dropping it while armed cancels it (in the background).
+struct Session {
+    uri: String,
+    name: String,
+    owner: Option<Arc<Inner>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(inner) = self.owner.take() {
+            let (uri, name) = (std::mem::take(&mut self.uri), std::mem::take(&mut self.name));
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { inner.abandon(&uri, &name).await });
+            }
+        }
+    }
+}
+
+/// What the server said to a chunk.
+#[derive(Debug, PartialEq, Eq)]
+enum ChunkAnswer {
+    /// More is expected; the server holds the first `persisted` bytes.
+    Incomplete { persisted: u64 },
+    /// The object is complete.
+    Done,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RewriteResponse {
+    done: bool,
+    #[serde(default)]
+    rewrite_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ObjectResource {
+    /// A decimal string in the JSON API.
+    size: String,
+}
+
+impl Gcs {
+    /// Sets up the client: reads the credentials file (and checks a service account key can
+    /// sign); contacts nothing.
+    pub async fn new(config: GcsConfig) -> Result<Gcs, StorageError> {
+        let base = match &config.emulator_host {
+            Some(host) => Some(emulator_base(host)?),
+            None => None,
+        };
+        Ok(Gcs::build(config, base).await?)
+    }
+
+    /// `new`, with the endpoint given separately: `Some` sends every request there.
+    /// Credentials are used unless the endpoint came from `emulator_host`.
+    async fn build(config: GcsConfig, endpoint: Option<String>) -> Result<Gcs, SetupError> {
+        if config.bucket.trim().is_empty() {
+            return Err(SetupError::EmptyBucket);
+        }
+        if config.url_ttl < Duration::from_secs(1) || config.url_ttl > Duration::from_secs(7 * 86_400) {
+            return Err(SetupError::UrlTtl(config.url_ttl));
+        }
+        let key = match &config.credentials_file {
+            Some(path) => {
+                let text = tokio::fs::read(path)
+                    .await
+                    .map_err(|source| SetupError::ReadCredentials { path: path.clone(), source })?;
+                let json: serde_json::Value = serde_json::from_slice(&text)
+                    .map_err(|source| SetupError::ParseCredentials { path: path.clone(), source })?;
+                Some((path.clone(), json))
+            }
+            None => None,
+        };
+        let signer = match &key {
+            Some((path, json)) if json["type"] == "service_account" => Some(service_account_signer(path, json).await?),
+            _ => None,
+        };
+        let tokens = if config.emulator_host.is_some() {
+            None
+        } else {
+            let build = match &key {
+                Some((_, json)) => token_credentials(json.clone()),
+                None => credentials::Builder::default().build_access_token_credentials(),
+            };
+            Some(build.map_err(|source| SetupError::BuildCredentials {
+                path: key.as_ref().map(|(p, _)| p.clone()),
+                source,
+            })?)
+        };
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("nixery/", env!("CARGO_PKG_VERSION")))
+            // A resumable upload's 308 means "go on", never "go elsewhere".
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(SetupError::HttpClient)?;
+        Ok(Gcs {
+            inner: Arc::new(Inner {
+                http,
+                base: endpoint.unwrap_or_else(|| GOOGLE.to_owned()),
+                bucket: config.bucket,
+                tokens,
+                signer,
+                proxy: config.proxy_blobs,
+                url_ttl: config.url_ttl,
+                chunk: (config.chunk_size / QUANTUM).max(1) * QUANTUM,
+            }),
+        })
+    }
+
+    pub async fn stage(&self, body: ByteStream) -> Result<StagedObject, StorageError> {
+        let name = staging_name();
+        let uri = self.inner.start_upload(&name).await?;
+        let mut session = Session { uri, name, owner: Some(self.inner.clone()) };
+        match self.inner.upload(&session.uri, &session.name, body).await {
+            Ok(size) => {
+                session.owner = None;
+                Ok(StagedObject { name: std::mem::take(&mut session.name), size, owner: Some(self.inner.clone()) })
+            }
+            Err(e) => {
+                session.owner = None;
+                self.inner.abandon(&session.uri, &session.name).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn commit(&self, mut staged: StagedObject, key: &ObjectKey) -> Result<(), StorageError> {
+        let result = self.inner.rewrite(&staged.name, key.as_str(), key.is_content_addressed()).await;
+        staged.owner = None;
+        self.inner.delete_quietly(&staged.name).await;
+        result
+    }
+
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StorageError> {
+        let Some(body) = self.inner.media(key.as_str(), None).await? else { return Ok(None) };
+        let chunks: Vec<Bytes> =
+            body.try_collect().await.map_err(|source| StorageError::Io { key: key.to_string(), source })?;
+        Ok(Some(chunks.concat().into()))
+    }
+
+    pub async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
+        self.inner.size(key.as_str()).await
+    }
+
+    pub async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
+        self.inner.media(key.as_str(), range).await
+    }
+
+    pub async fn download(&self, key: &ObjectKey) -> Result<Option<Download>, StorageError> {
+        let Some(len) = self.inner.size(key.as_str()).await? else { return Ok(None) };
+        if self.inner.proxy {
+            return Ok(Some(Download::Proxy { len }));
+        }
+        let url = self.inner.url(key.as_str(), SystemTime::now()).await?;
+        Ok(Some(Download::Redirect { url, len }))
+    }
+}
+
+/// `STORAGE_EMULATOR_HOST` as Google's clients read it: a URL, or `host:port` meaning http.
+fn emulator_base(host: &str) -> Result<String, SetupError> {
+    let given = host.trim();
+    let url = if given.contains("://") { given.to_owned() } else { format!("http://{given}") };
+    let (scheme, rest) = url.split_once("://").expect("has a scheme");
+    let rest = rest.trim_end_matches('/');
+    if (scheme == "http" || scheme == "https") && !rest.is_empty() && !rest.contains('/') {
+        Ok(format!("{scheme}://{rest}"))
+    } else {
+        Err(SetupError::EmulatorHost(given.to_owned()))
+    }
+}
+
+async fn service_account_signer(
+    path: &std::path::Path,
+    json: &serde_json::Value,
+) -> Result<(Signer, String), SetupError> {
+    let bad = |source| SetupError::SigningKey { path: path.to_owned(), source };
+    let signer = credentials::service_account::Builder::new(json.clone())
+        .build_signer()
+        .map_err(|source| SetupError::BuildCredentials { path: Some(path.to_owned()), source })?;
+    let email = signer.client_email().await.map_err(bad)?;
+    // Parses the key now, so a broken key stops start-up rather than every blob request.
+    signer.sign(b"nixery start-up check".as_slice()).await.map_err(bad)?;
+    Ok((signer, email))
+}
+
+/// Access tokens from a credentials file's JSON, by its `type`.
+fn token_credentials(
+    json: serde_json::Value,
+) -> Result<AccessTokenCredentials, google_cloud_auth::build_errors::Error> {
+    use credentials::{external_account, impersonated, service_account, user_account};
+    match json["type"].as_str() {
+        Some("authorized_user") => user_account::Builder::new(json).build_access_token_credentials(),
+        Some("impersonated_service_account") => impersonated::Builder::new(json).build_access_token_credentials(),
+        Some("external_account") => external_account::Builder::new(json).build_access_token_credentials(),
+        // A service account, or an unknown type the builder names in its error.
+        _ => service_account::Builder::new(json).build_access_token_credentials(),
+    }
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// An error for an unexpected answer, with (the start of) its body.
+async fn status_error(op: Op, key: &str, resp: Response) -> StorageError {
+    let status = resp.status().as_u16();
+    let mut message = resp.text().await.unwrap_or_default();
+    if message.len() > 500 {
+        let mut cut = 500;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    StorageError::Status { op, key: key.to_owned(), status, message }
+}
+
+fn protocol(op: Op, key: &str, detail: impl Into<String>) -> StorageError {
+    StorageError::Protocol { op, key: key.to_owned(), detail: detail.into() }
+}
+
+/// The `Range: bytes=0-N` of a 308 answer as a count of bytes (none held without it).
+fn persisted_bytes(resp: &Response) -> Option<u64> {
+    match resp.headers().get(RANGE) {
+        None => Some(0),
+        Some(v) => {
+            let (first, last) = v.to_str().ok()?.strip_prefix("bytes=")?.split_once('-')?;
+            (first == "0").then_some(())?;
+            last.parse::<u64>().ok()?.checked_add(1)
+        }
+    }
+}
+
+/// Reads from `body` into `buf` until it holds more than `target` bytes or the stream ends
+/// (`Ok(true)`).
+async fn fill(body: &mut ByteStream, buf: &mut BytesMut, target: usize, key: &str) -> Result<bool, StorageError> {
+    while buf.len() <= target {
+        match body.next().await {
+            Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+            Some(Err(source)) => return Err(StorageError::Io { key: key.to_owned(), source }),
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+impl Inner {
+    fn object_url(&self, name: &str) -> String {
+        format!("{}/storage/v1/b/{}/o/{}", self.base, encode_component(&self.bucket), encode_component(name))
+    }
+
+    async fn authorize(&self, req: RequestBuilder, op: Op, key: &str) -> Result<RequestBuilder, StorageError> {
+        match &self.tokens {
+            None => Ok(req),
+            Some(creds) => {
+                let token = creds.access_token().await.map_err(|source| StorageError::Credentials {
+                    op,
+                    key: key.to_owned(),
+                    source,
+                })?;
+                Ok(req.bearer_auth(token.token))
+            }
+        }
+    }
+
+    /// Sends an idempotent request, retrying a broken connection, 429 and 5xx.
+    async fn send(&self, op: Op, key: &str, make: impl Fn() -> RequestBuilder) -> Result<Response, StorageError> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            let req = self.authorize(make(), op, key).await?;
+            match req.send().await {
+                Ok(resp) if attempt < ATTEMPTS && retryable(resp.status()) => {
+                    tracing::debug!(%op, key, status = resp.status().as_u16(), "object store busy, retrying");
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::debug!(%op, key, error = %e, "object store unreachable, retrying")
+                }
+                Err(source) => return Err(StorageError::Transport { op, key: key.to_owned(), source }),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 4;
+            attempt += 1;
+        }
+    }
+
+    /// Opens a resumable upload session for `name`; returns the session URI.
+    async fn start_upload(&self, name: &str) -> Result<String, StorageError> {
+        let url = format!(
+            "{}/upload/storage/v1/b/{}/o?uploadType=resumable&name={}",
+            self.base,
+            encode_component(&self.bucket),
+            encode_component(name)
+        );
+        let resp = self
+            .send(Op::Upload, name, || {
+                self.http
+                    .post(&url)
+                    .header(CONTENT_TYPE, "application/json; charset=UTF-8")
+                    .body(r#"{"contentType":"application/octet-stream"}"#)
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(status_error(Op::Upload, name, resp).await);
+        }
+        let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok());
+        location.map(str::to_owned).ok_or_else(|| protocol(Op::Upload, name, "no Location for the upload session"))
+    }
+
+    /// Sends the bytes at `offset`; `total` marks the last chunk.
+    async fn put_chunk(
+        &self,
+        session: &str,
+        name: &str,
+        offset: u64,
+        data: Bytes,
+        total: Option<u64>,
+    ) -> Result<ChunkAnswer, StorageError> {
+        let len = data.len() as u64;
+        let range = match total {
+            Some(total) if len == 0 => format!("bytes */{total}"),
+            Some(total) => format!("bytes {offset}-{}/{total}", offset + len - 1),
+            None => format!("bytes {offset}-{}/*", offset + len - 1),
+        };
+        let req = self.http.put(session).header(CONTENT_RANGE, range).header(CONTENT_LENGTH, len).body(data);
+        let req = self.authorize(req, Op::Upload, name).await?;
+        let resp = req.send().await.map_err(|source| StorageError::Transport {
+            op: Op::Upload,
+            key: name.to_owned(),
+            source,
+        })?;
+        match resp.status().as_u16() {
+            308 => match persisted_bytes(&resp) {
+                Some(persisted) => Ok(ChunkAnswer::Incomplete { persisted }),
+                None => Err(protocol(Op::Upload, name, "unreadable Range in a 308 answer")),
+            },
+            200 | 201 => {
+                let body = resp.bytes().await.map_err(|source| StorageError::Transport {
+                    op: Op::Upload,
+                    key: name.to_owned(),
+                    source,
+                })?;
+                if let (Some(total), Ok(object)) = (total, serde_json::from_slice::<ObjectResource>(&body))
+                    && object.size != total.to_string()
+                {
+                    return Err(protocol(Op::Upload, name, format!("stored {} bytes of {total}", object.size)));
+                }
+                Ok(ChunkAnswer::Done)
+            }
+            _ => Err(status_error(Op::Upload, name, resp).await),
+        }
+    }
+
+    /// Streams `body` into the session in chunks, reading the next chunk while one is sent.
+    /// Returns the object's size.
+    async fn upload(&self, session: &str, name: &str, mut body: ByteStream) -> Result<u64, StorageError> {
+        let chunk = self.chunk;
+        let mut buf = BytesMut::with_capacity(2 * chunk);
+        let mut offset = 0u64;
+        let mut eof = fill(&mut body, &mut buf, chunk, name).await?;
+        loop {
+            if eof {
+                let total = offset + buf.len() as u64;
+                return match self.put_chunk(session, name, offset, buf.freeze(), Some(total)).await? {
+                    ChunkAnswer::Done => Ok(total),
+                    ChunkAnswer::Incomplete { persisted } => Err(protocol(
+                        Op::Upload,
+                        name,
+                        format!("last chunk left the object at {persisted} of {total} bytes"),
+                    )),
+                };
+            }
+            // More than a chunk is buffered, so this one is not the last.
+            let piece = buf.split_to(chunk).freeze();
+            let (sent, filled) = futures::future::join(
+                self.put_chunk(session, name, offset, piece.clone(), None),
+                fill(&mut body, &mut buf, chunk, name),
+            )
+            .await;
+            let persisted = match sent? {
+                ChunkAnswer::Incomplete { persisted } => persisted,
+                ChunkAnswer::Done => return Err(protocol(Op::Upload, name, "the object completed before its end")),
+            };
+            eof = filled?;
+            let end = offset + piece.len() as u64;
+            if persisted < offset || persisted > end {
+                return Err(protocol(
+                    Op::Upload,
+                    name,
+                    format!("server holds {persisted} bytes after {offset}..{end}"),
+                ));
+            }
+            if persisted < end {
+                // Send again what the server did not keep.
+                let mut again = BytesMut::with_capacity(buf.len() + (end - persisted) as usize);
+                again.extend_from_slice(&piece[(persisted - offset) as usize..]);
+                again.extend_from_slice(&buf);
+                buf = again;
+            }
+            offset = persisted;
+        }
+    }
+
+    /// Cancels an upload session and removes whatever it may have created; never fails.
+    async fn abandon(&self, session: &str, name: &str) {
+        let req = self.http.delete(session).header(CONTENT_LENGTH, 0);
+        if let Ok(req) = self.authorize(req, Op::Delete, name).await {
+            // GCS answers 499 to a cancelled session.
+            if let Err(e) = req.send().await {
+                tracing::debug!(key = name, error = %e, "cancelling an upload session");
+            }
+        }
+        self.delete_quietly(name).await;
+    }
+
+    /// Server-side copy of `src` to `dst`; with `if_absent`, an existing `dst` is kept.
+    async fn rewrite(&self, src: &str, dst: &str, if_absent: bool) -> Result<(), StorageError> {
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_REWRITE_CALLS {
+            let mut url = format!(
+                "{}/rewriteTo/b/{}/o/{}",
+                self.object_url(src),
+                encode_component(&self.bucket),
+                encode_component(dst)
+            );
+            let mut sep = '?';
+            if if_absent {
+                url.push_str("?ifGenerationMatch=0");
+                sep = '&';
+            }
+            if let Some(t) = &token {
+                url.push_str(&format!("{sep}rewriteToken={}", encode_component(t)));
+            }
+            // No body: a request body would replace the object's metadata.
+            let resp = self.send(Op::Commit, dst, || self.http.post(&url).header(CONTENT_LENGTH, 0)).await?;
+            match resp.status() {
+                StatusCode::PRECONDITION_FAILED if if_absent => {
+                    tracing::debug!(key = dst, "already stored (by another replica)");
+                    return Ok(());
+                }
+                StatusCode::OK => {}
+                _ => return Err(status_error(Op::Commit, dst, resp).await),
+            }
+            let body = resp.bytes().await.map_err(|source| StorageError::Transport {
+                op: Op::Commit,
+                key: dst.to_owned(),
+                source,
+            })?;
+            let answer: RewriteResponse =
+                serde_json::from_slice(&body).map_err(|e| protocol(Op::Commit, dst, format!("rewrite answer: {e}")))?;
+            if answer.done {
+                return Ok(());
+            }
+            match answer.rewrite_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Err(protocol(Op::Commit, dst, "unfinished rewrite without a rewriteToken")),
+            }
+        }
+        Err(protocol(Op::Commit, dst, format!("rewrite unfinished after {MAX_REWRITE_CALLS} calls")))
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let url = self.object_url(name);
+        let resp = self.send(Op::Delete, name, || self.http.delete(&url).header(CONTENT_LENGTH, 0)).await?;
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(status_error(Op::Delete, name, resp).await)
+        }
+    }
+
+    /// Deletes a staging object, logging a failure (a leftover in `staging/` is only litter).
+    async fn delete_quietly(&self, name: &str) {
+        if let Err(e) = self.delete(name).await {
+            tracing::warn!(error = %e, "could not delete a staging object");
+        }
+    }
+
+    async fn size(&self, name: &str) -> Result<Option<u64>, StorageError> {
+        let url = format!("{}?fields=size", self.object_url(name));
+        let resp = self.send(Op::Stat, name, || self.http.get(&url)).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let body = resp.bytes().await.map_err(|source| StorageError::Transport {
+                    op: Op::Stat,
+                    key: name.to_owned(),
+                    source,
+                })?;
+                let object: ObjectResource = serde_json::from_slice(&body)
+                    .map_err(|e| protocol(Op::Stat, name, format!("object metadata: {e}")))?;
+                let size =
+                    object.size.parse().map_err(|_| protocol(Op::Stat, name, format!("size {:?}", object.size)))?;
+                Ok(Some(size))
+            }
+            _ => Err(status_error(Op::Stat, name, resp).await),
+        }
+    }
+
+    async fn media(&self, name: &str, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
+        if let Some(r) = &range
+            && r.start >= r.end
+        {
+            return Ok(Some(Box::pin(futures::stream::empty())));
+        }
+        let url = format!("{}?alt=media", self.object_url(name));
+        let resp = self
+            .send(Op::Read, name, || {
+                let req = self.http.get(&url);
+                match &range {
+                    Some(r) => req.header(RANGE, format!("bytes={}-{}", r.start, r.end - 1)),
+                    None => req,
+                }
+            })
+            .await?;
+        match (resp.status(), &range) {
+            (StatusCode::NOT_FOUND, _) => Ok(None),
+            (StatusCode::OK, None) | (StatusCode::PARTIAL_CONTENT, Some(_)) => {
+                Ok(Some(Box::pin(resp.bytes_stream().map_err(std::io::Error::other))))
+            }
+            (StatusCode::OK, Some(_)) => Err(protocol(Op::Read, name, "the whole object instead of the range")),
+            _ => Err(status_error(Op::Read, name, resp).await),
+        }
+    }
+
+    /// The URL a client fetches an object from: signed when a key is configured.
+    async fn url(&self, name: &str, now: SystemTime) -> Result<String, StorageError> {
+        let Some((signer, email)) = &self.signer else {
+            return Ok(format!("{}/{}/{}", self.base, encode_component(&self.bucket), encode_path(name)));
+        };
+        let prepared = signing::prepare(&signing::UrlRequest {
+            base: &self.base,
+            bucket: &self.bucket,
+            object: name,
+            email,
+            unix_time: now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            expires: self.url_ttl.as_secs(),
+        });
+        let signature = signer
+            .sign(prepared.string_to_sign.as_bytes())
+            .await
+            .map_err(|source| StorageError::Signing { key: name.to_owned(), source })?;
+        Ok(signing::finish(&prepared, &signature))
+    }
+}

@@ -1,0 +1,261 @@
+//! S3 (or an S3-compatible store): a bucket shared by replicas, through `object_store`.
+//!
+//! - Uploads go to `staging/<unique>`: a body that fits one part is a single PUT, a larger one
+//!   a multipart upload (8 MiB parts, two in flight), which is invisible until completed and
+//!   aborted on failure.
+//! - Commit: a server-side copy to the key, then a DELETE of the staging object, also when the
+//!   copy failed. A copy is atomic: the key holds nothing or everything. (A single S3 copy
+//!   is limited to 5 GiB; `object_store` has no multipart copy.)
+//! - Blobs: a 307 to a presigned GET URL, or streamed through the server when configured to
+//!   proxy.
+//!
+//! The configuration is a plain struct; reading `AWS_*` variables is the caller's business.
+//! Requests are retried by `object_store` (at most 3 times, within 30 s).
+
+use super::keys::staging_name;
+use super::{ByteStream, Download, ObjectKey, Op, SetupError, StorageError};
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path;
+use object_store::signer::{Method, Signer};
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
+};
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Multipart part size (S3's minimum is 5 MiB).
+const PART: usize = 8 * 1024 * 1024;
+/// Parts uploaded at once.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// How to reach a bucket. Build it with [`S3Config::new`] and set what differs.
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    /// The bucket's name.
+    pub bucket: String,
+    /// The region (signing and endpoint); `us-east-1` when `None`.
+    pub region: Option<String>,
+    /// A custom endpoint (`http(s)://host:port`), for S3-compatible stores and emulators;
+    /// plain http is allowed when given here.
+    pub endpoint: Option<String>,
+    /// Static credentials; without them, `web_identity_token_file` + `role_arn`, else
+    /// `container_credentials_relative_uri`, else the instance metadata service.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub web_identity_token_file: Option<PathBuf>,
+    pub role_arn: Option<String>,
+    pub container_credentials_relative_uri: Option<String>,
+    /// Address objects as `bucket.endpoint/key` instead of `endpoint/bucket/key`.
+    pub virtual_hosted_style: bool,
+    /// Stream blobs through this server instead of redirecting clients to the bucket.
+    pub proxy_blobs: bool,
+    /// How long a presigned blob URL stays valid (1 s to 7 days).
+    pub url_ttl: Duration,
+}
+
+impl S3Config {
+    /// Defaults: AWS's endpoint for the region, path-style, redirects with 5-minute URLs.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        S3Config {
+            bucket: bucket.into(),
+            region: None,
+            endpoint: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            web_identity_token_file: None,
+            role_arn: None,
+            container_credentials_relative_uri: None,
+            virtual_hosted_style: false,
+            proxy_blobs: false,
+            url_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// An S3 bucket.
+#[derive(Clone)]
+pub struct S3 {
+    store: Arc<AmazonS3>,
+    proxy: bool,
+    url_ttl: Duration,
+}
+
+/// An upload that completed under `staging/`; dropping it deletes it (in the background).
+pub struct StagedObject {
+    path: Path,
+    owner: Option<Arc<AmazonS3>>,
+}
+
+impl fmt::Debug for StagedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StagedObject").field("path", &self.path.as_ref()).finish()
+    }
+}
+
+impl Drop for StagedObject {
+    fn drop(&mut self) {
+        if let Some(store) = self.owner.take() {
+            let path = std::mem::take(&mut self.path);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { delete_quietly(&store, &path).await });
+            }
+        }
+    }
+}
+
+fn os_err(op: Op, key: &str) -> impl FnOnce(object_store::Error) -> StorageError {
+    move |source| StorageError::ObjectStore { op, key: key.to_owned(), source }
+}
+
+async fn delete_quietly(store: &AmazonS3, path: &Path) {
+    if let Err(source) = store.delete(path).await {
+        let e = StorageError::ObjectStore { op: Op::Delete, key: path.to_string(), source };
+        tracing::warn!(error = %e, "could not delete a staging object");
+    }
+}
+
+impl S3 {
+    /// Sets up the client; contacts nothing.
+    pub fn new(config: S3Config) -> Result<S3, StorageError> {
+        if config.bucket.trim().is_empty() {
+            return Err(SetupError::EmptyBucket.into());
+        }
+        if config.url_ttl < Duration::from_secs(1) || config.url_ttl > Duration::from_secs(7 * 86_400) {
+            return Err(SetupError::UrlTtl(config.url_ttl).into());
+        }
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_region(config.region.as_deref().unwrap_or("us-east-1"))
+            .with_virtual_hosted_style_request(config.virtual_hosted_style)
+            .with_retry(RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..Default::default() })
+            .with_client_options(ClientOptions::new().with_timeout(Duration::from_secs(120)));
+        if let Some(endpoint) = &config.endpoint {
+            b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(v) = &config.access_key_id {
+            b = b.with_access_key_id(v);
+        }
+        if let Some(v) = &config.secret_access_key {
+            b = b.with_secret_access_key(v);
+        }
+        if let Some(v) = &config.session_token {
+            b = b.with_token(v);
+        }
+        if let Some(v) = &config.web_identity_token_file {
+            b = b.with_config(AmazonS3ConfigKey::WebIdentityTokenFile, v.to_string_lossy());
+        }
+        if let Some(v) = &config.role_arn {
+            b = b.with_config(AmazonS3ConfigKey::RoleArn, v);
+        }
+        if let Some(v) = &config.container_credentials_relative_uri {
+            b = b.with_config(AmazonS3ConfigKey::ContainerCredentialsRelativeUri, v);
+        }
+        let store = b.build().map_err(SetupError::S3)?;
+        Ok(S3 { store: Arc::new(store), proxy: config.proxy_blobs, url_ttl: config.url_ttl })
+    }
+
+    pub async fn stage(&self, mut body: ByteStream) -> Result<StagedObject, StorageError> {
+        let name = staging_name();
+        let path = Path::from(name.as_str());
+        let io = |source| StorageError::Io { key: name.clone(), source };
+        // Read up to one part: a body that fits is a single PUT.
+        let mut first = BytesMut::new();
+        let mut more = true;
+        while first.len() <= PART {
+            match body.next().await {
+                Some(chunk) => first.extend_from_slice(&chunk.map_err(io)?),
+                None => {
+                    more = false;
+                    break;
+                }
+            }
+        }
+        if !more {
+            self.store.put(&path, PutPayload::from(first.freeze())).await.map_err(os_err(Op::Upload, &name))?;
+            return Ok(StagedObject { path, owner: Some(self.store.clone()) });
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(os_err(Op::Upload, &name))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        writer.put(first.freeze());
+        let fed: Result<(), StorageError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(io)?;
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(os_err(Op::Upload, &name))?;
+                writer.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+        match fed {
+            // `finish` aborts the upload itself when it fails.
+            Ok(()) => {
+                writer.finish().await.map_err(os_err(Op::Upload, &name))?;
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::debug!(key = name, error = %abort, "aborting a multipart upload");
+                }
+                return Err(e);
+            }
+        }
+        Ok(StagedObject { path, owner: Some(self.store.clone()) })
+    }
+
+    pub async fn commit(&self, mut staged: StagedObject, key: &ObjectKey) -> Result<(), StorageError> {
+        let to = Path::from(key.as_str());
+        let copied = self.store.copy(&staged.path, &to).await.map_err(os_err(Op::Commit, key.as_str()));
+        staged.owner = None;
+        delete_quietly(&self.store, &staged.path).await;
+        copied
+    }
+
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StorageError> {
+        match self.store.get(&Path::from(key.as_str())).await {
+            Ok(result) => result.bytes().await.map(Some).map_err(os_err(Op::Read, key.as_str())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(os_err(Op::Read, key.as_str())(e)),
+        }
+    }
+
+    pub async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
+        match self.store.head(&Path::from(key.as_str())).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(os_err(Op::Stat, key.as_str())(e)),
+        }
+    }
+
+    pub async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
+        if let Some(r) = &range
+            && r.start >= r.end
+        {
+            return Ok(Some(Box::pin(futures::stream::empty())));
+        }
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        match self.store.get_opts(&Path::from(key.as_str()), options).await {
+            Ok(result) => Ok(Some(Box::pin(result.into_stream().map_err(std::io::Error::other)))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(os_err(Op::Read, key.as_str())(e)),
+        }
+    }
+
+    pub async fn download(&self, key: &ObjectKey) -> Result<Option<Download>, StorageError> {
+        let Some(len) = self.size(key).await? else { return Ok(None) };
+        if self.proxy {
+            return Ok(Some(Download::Proxy { len }));
+        }
+        let url = self
+            .store
+            .signed_url(Method::GET, &Path::from(key.as_str()), self.url_ttl)
+            .await
+            .map_err(os_err(Op::Sign, key.as_str()))?;
+        Ok(Some(Download::Redirect { url: url.to_string(), len }))
+    }
+}
