@@ -6,6 +6,7 @@
 
 use crate::layers::Grouping;
 use crate::pkgsource::PkgSource;
+use crate::storage::{GcsConfig, S3Config};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, ValueEnum};
 use std::net::IpAddr;
@@ -104,6 +105,73 @@ pub struct ServeArgs {
     /// Directory of the filesystem storage backend.
     #[arg(long, env = "STORAGE_PATH", default_value = "nixery-storage")]
     pub storage_path: PathBuf,
+
+    /// Serve blobs of object-store backends through this server instead of redirecting
+    /// clients to the bucket (for clusters that cannot reach it).
+    #[arg(long, env = "NIXERY_PROXY_BLOBS")]
+    pub proxy_blobs: bool,
+
+    /// Seconds a signed or presigned blob URL stays valid.
+    #[arg(long, env = "NIXERY_SIGNED_URL_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=604800))]
+    pub signed_url_ttl: u64,
+
+    #[command(flatten)]
+    pub gcs: GcsArgs,
+
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Google Cloud Storage (`NIXERY_STORAGE_BACKEND=gcs`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct GcsArgs {
+    /// Bucket of the gcs backend.
+    #[arg(long, env = "GCS_BUCKET")]
+    pub gcs_bucket: Option<String>,
+
+    /// Credentials JSON file; a service account key also signs blob URLs. Without it,
+    /// Application Default Credentials and public blob URLs.
+    #[arg(long, env = "GOOGLE_APPLICATION_CREDENTIALS")]
+    pub google_application_credentials: Option<PathBuf>,
+
+    /// A Cloud Storage emulator (`http://host:port`), as Google's clients honour it.
+    #[arg(long, env = "STORAGE_EMULATOR_HOST")]
+    pub storage_emulator_host: Option<String>,
+}
+
+/// S3 and S3-compatible stores (`NIXERY_STORAGE_BACKEND=s3`), configured by the usual AWS
+/// variables.
+#[derive(Clone, Debug, clap::Args)]
+pub struct S3Args {
+    /// Bucket of the s3 backend.
+    #[arg(long, env = "NIXERY_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// Region [default: AWS_DEFAULT_REGION, else us-east-1].
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// Endpoint of an S3-compatible store (MinIO, R2, an emulator) [default:
+    /// AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, env = "AWS_ENDPOINT_URL_S3")]
+    pub aws_endpoint_url_s3: Option<String>,
+
+    /// Address objects as bucket.host/key instead of host/bucket/key.
+    #[arg(long, env = "NIXERY_S3_VIRTUAL_HOSTED_STYLE")]
+    pub s3_virtual_hosted_style: bool,
+
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true, hide = true)]
+    pub aws_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true, hide = true)]
+    pub aws_secret_access_key: Option<String>,
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true, hide = true)]
+    pub aws_session_token: Option<String>,
+    #[arg(long, env = "AWS_WEB_IDENTITY_TOKEN_FILE", hide = true)]
+    pub aws_web_identity_token_file: Option<PathBuf>,
+    #[arg(long, env = "AWS_ROLE_ARN", hide = true)]
+    pub aws_role_arn: Option<String>,
+    #[arg(long, env = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", hide = true)]
+    pub aws_container_credentials_relative_uri: Option<String>,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -154,19 +222,27 @@ pub struct BuildSettings {
     pub grouping: Grouping,
 }
 
+/// Where the server keeps blobs, manifests and build records.
+#[derive(Clone, Debug)]
+pub enum StorageConfig {
+    Filesystem(PathBuf),
+    Gcs(GcsConfig),
+    S3(S3Config),
+}
+
 /// The checked configuration the server runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub build: BuildSettings,
-    pub storage_path: PathBuf,
+    pub storage: StorageConfig,
 }
 
 /// What the binary was asked to do, with checked settings.
 #[derive(Clone, Debug)]
 pub enum Command {
-    Serve(Config),
+    Serve(Box<Config>),
     Popcount { source: PkgSource, output: PathBuf, batch: usize, nix_timeout: Duration },
     Layers { image: String, tag: String, json: bool, build: BuildSettings },
 }
@@ -178,8 +254,8 @@ pub enum ConfigError {
     SeveralSources(String),
     #[error("NIXERY_PKGS_PATH {}: {source}", .path.display())]
     PkgsPath { path: PathBuf, source: std::io::Error },
-    #[error("NIXERY_STORAGE_BACKEND={0} is not available in this build (use filesystem)")]
-    BackendUnavailable(String),
+    #[error("NIXERY_STORAGE_BACKEND={backend} needs {variable}")]
+    MissingBucket { backend: &'static str, variable: &'static str },
     #[error("NIXERY_CHANNEL must not be empty")]
     EmptyChannel,
 }
@@ -202,7 +278,7 @@ impl Command {
 
     pub fn from_args(args: Args) -> Result<Command, ConfigError> {
         Ok(match args.command {
-            None => Command::Serve(Config::from_args(args.serve)?),
+            None => Command::Serve(Box::new(Config::from_args(args.serve)?)),
             Some(Subcommand::Popcount(p)) => Command::Popcount {
                 source: p.source.resolve()?,
                 output: p.output,
@@ -259,22 +335,52 @@ impl BuildArgs {
 
 impl Config {
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
-        if args.storage_backend != StorageBackend::Filesystem {
-            let name = args.storage_backend.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
-            return Err(ConfigError::BackendUnavailable(name));
-        }
-        Ok(Config {
-            host: args.host,
-            port: args.port,
-            build: args.build.check(args.source)?,
-            storage_path: args.storage_path,
-        })
+        let url_ttl = Duration::from_secs(args.signed_url_ttl);
+        let storage = match args.storage_backend {
+            StorageBackend::Filesystem => StorageConfig::Filesystem(args.storage_path),
+            StorageBackend::Gcs => {
+                let bucket =
+                    args.gcs.gcs_bucket.ok_or(ConfigError::MissingBucket { backend: "gcs", variable: "GCS_BUCKET" })?;
+                let mut gcs = GcsConfig::new(bucket);
+                gcs.emulator_host = args.gcs.storage_emulator_host;
+                gcs.credentials_file = args.gcs.google_application_credentials;
+                gcs.proxy_blobs = args.proxy_blobs;
+                gcs.url_ttl = url_ttl;
+                StorageConfig::Gcs(gcs)
+            }
+            StorageBackend::S3 => {
+                let s3_args = args.s3;
+                let bucket = s3_args
+                    .s3_bucket
+                    .ok_or(ConfigError::MissingBucket { backend: "s3", variable: "NIXERY_S3_BUCKET" })?;
+                let mut s3 = S3Config::new(bucket);
+                // The AWS SDKs' fallbacks: the generic variables after the specific ones.
+                s3.region = s3_args.aws_region.or_else(|| non_empty_env("AWS_DEFAULT_REGION"));
+                s3.endpoint = s3_args.aws_endpoint_url_s3.or_else(|| non_empty_env("AWS_ENDPOINT_URL"));
+                s3.access_key_id = s3_args.aws_access_key_id;
+                s3.secret_access_key = s3_args.aws_secret_access_key;
+                s3.session_token = s3_args.aws_session_token;
+                s3.web_identity_token_file = s3_args.aws_web_identity_token_file;
+                s3.role_arn = s3_args.aws_role_arn;
+                s3.container_credentials_relative_uri = s3_args.aws_container_credentials_relative_uri;
+                s3.virtual_hosted_style = s3_args.s3_virtual_hosted_style;
+                s3.proxy_blobs = args.proxy_blobs;
+                s3.url_ttl = url_ttl;
+                StorageConfig::S3(s3)
+            }
+        };
+        Ok(Config { host: args.host, port: args.port, build: args.build.check(args.source)?, storage })
     }
 
     /// The serve configuration from an argument list (for tests and embedding).
     pub fn parse_from<I: IntoIterator<Item = &'static str>>(argv: I) -> Result<Config, ConfigError> {
         Config::from_args(Args::try_parse_from(argv).expect("arguments parse").serve)
     }
+}
+
+/// A variable that is set and not empty (the fallbacks clap's `env` cannot express).
+fn non_empty_env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 
 /// Clap names the flag of a bad value; operators set variables, so name that too, then exit.
@@ -336,6 +442,25 @@ mod tests {
         assert!(Args::try_parse_from(["nixery", "--layer-budget", "125"]).is_err());
         assert!(Args::try_parse_from(["nixery", "--nix-timeout", "0"]).is_err());
         assert!(Args::try_parse_from(["nixery", "--layer-budget", "124"]).is_ok());
+    }
+
+    #[test]
+    fn object_store_backends_need_a_bucket_and_take_the_proxy_flag() {
+        let err = parse(&["--storage-backend", "gcs"]).unwrap_err();
+        assert!(err.to_string().contains("GCS_BUCKET"), "{err}");
+        let err = parse(&["--storage-backend", "s3"]).unwrap_err();
+        assert!(err.to_string().contains("NIXERY_S3_BUCKET"), "{err}");
+        let c = parse(&["--storage-backend", "gcs", "--gcs-bucket", "b", "--proxy-blobs", "--signed-url-ttl", "60"])
+            .unwrap();
+        let StorageConfig::Gcs(gcs) = c.storage else { panic!("not gcs") };
+        assert_eq!(gcs.bucket, "b");
+        assert!(gcs.proxy_blobs);
+        assert_eq!(gcs.url_ttl, Duration::from_secs(60));
+        let c = parse(&["--storage-backend", "s3", "--s3-bucket", "b", "--aws-endpoint-url-s3", "http://127.0.0.1:9"])
+            .unwrap();
+        let StorageConfig::S3(s3) = c.storage else { panic!("not s3") };
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert!(!s3.proxy_blobs);
     }
 
     #[test]

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         match command {
-            Command::Serve(config) => commands::serve::serve(config).await.map_err(|e| e.to_string()),
+            Command::Serve(config) => commands::serve::serve(*config).await.map_err(|e| e.to_string()),
             Command::Popcount { source, output, batch, nix_timeout } => {
                 commands::popcount::run(&source, &output, batch, nix_timeout).await.map_err(|e| e.to_string())
             }

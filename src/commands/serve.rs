@@ -1,17 +1,17 @@
 //! `nixery` (no subcommand): open storage, load popularity data, serve until SIGINT/SIGTERM.
 
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
 use crate::metrics::Metrics;
 use crate::popularity::Popularity;
-use crate::storage::{Filesystem, Storage};
+use crate::storage::{Filesystem, Gcs, S3, Storage};
 use crate::{AppState, build};
 use std::sync::Arc;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("STORAGE_PATH {path}: {source}")]
-    Storage { path: String, source: crate::storage::StorageError },
+    #[error("{setting}: {source}")]
+    Storage { setting: String, source: crate::storage::StorageError },
     #[error("NIX_POPULARITY_URL: {0}")]
     Popularity(#[from] crate::popularity::PopularityError),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
@@ -24,19 +24,34 @@ pub enum ServeError {
 
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let popularity = load_popularity(config.build.popularity_url.as_deref()).await?;
-    let storage = Filesystem::open(&config.storage_path)
-        .await
-        .map_err(|source| ServeError::Storage { path: config.storage_path.display().to_string(), source })?;
+    let storage = open_storage(&config.storage).await?;
     let metrics = Arc::new(Metrics::default());
-    let storage = Arc::new(Storage::Filesystem(storage));
+    let storage = Arc::new(storage);
     let builder = build::Builder::new(&config.build, storage.clone(), popularity, metrics.clone())
         .map_err(ServeError::Expressions)?;
     let app = crate::app(AppState { builder, storage, metrics });
 
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-    tracing::info!(%addr, source = ?config.build.source, storage = %config.storage_path.display(), "nixery serving");
+    tracing::info!(%addr, source = ?config.build.source, storage = ?config.storage, "nixery serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.map_err(ServeError::Serve)
+}
+
+/// Opens the configured backend; the filesystem clears its staging leftovers.
+async fn open_storage(config: &StorageConfig) -> Result<Storage, ServeError> {
+    match config {
+        StorageConfig::Filesystem(path) => Filesystem::open(path)
+            .await
+            .map(Storage::Filesystem)
+            .map_err(|source| ServeError::Storage { setting: format!("STORAGE_PATH {}", path.display()), source }),
+        StorageConfig::Gcs(gcs) => Gcs::new(gcs.clone())
+            .await
+            .map(Storage::Gcs)
+            .map_err(|source| ServeError::Storage { setting: format!("GCS_BUCKET {}", gcs.bucket), source }),
+        StorageConfig::S3(s3) => S3::new(s3.clone())
+            .map(Storage::S3)
+            .map_err(|source| ServeError::Storage { setting: format!("NIXERY_S3_BUCKET {}", s3.bucket), source }),
+    }
 }
 
 /// Popularity data from `NIX_POPULARITY_URL`, or none.
