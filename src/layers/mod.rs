@@ -89,6 +89,12 @@ fn very_popular_value(popularity: &Popularity) -> u64 {
     VERY_POPULAR.max(popularity.max() + 1)
 }
 
+/// A store path's popularity: from the data by name, or [`very_popular_value`] for the
+/// always-included paths.
+fn path_popularity(path: &str, popularity: &Popularity, very_popular: &BTreeSet<String>) -> u64 {
+    if very_popular.contains(path) { very_popular_value(popularity) } else { popularity.of_name(store_path_name(path)) }
+}
+
 /// Which grouping the server uses (`NIXERY_LAYER_GROUPING`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Grouping {
@@ -167,10 +173,7 @@ pub fn group(
     let paths: Vec<&String> = graph.paths.keys().collect();
     let n = paths.len();
     let top = very_popular_value(popularity);
-    let pop: Vec<u64> = paths
-        .iter()
-        .map(|p| if very_popular.contains(*p) { top } else { popularity.of_name(store_path_name(p)) })
-        .collect();
+    let pop: Vec<u64> = paths.iter().map(|p| path_popularity(p, popularity, very_popular)).collect();
 
     // 1. Units: private paths join their only referrer (union–find, in path order).
     let mut parent: Vec<usize> = (0..n).collect();

@@ -18,8 +18,8 @@
 //! every image carries (`cacert`, `iana-etc`) count as the most popular, so every image
 //! starts with the same layers.
 
-use super::{BIG_CLOSURE, Layer, POPULAR, very_popular_value};
-use crate::nix::{RuntimeGraph, store_path_name};
+use super::{BIG_CLOSURE, Layer, POPULAR, path_popularity};
+use crate::nix::RuntimeGraph;
 use crate::popularity::Popularity;
 use petgraph::algo::dominators;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -36,13 +36,7 @@ pub fn group_nixery(
 ) -> Vec<Layer> {
     let budget = budget.max(1);
     let paths: Vec<&String> = graph.paths.keys().collect();
-    let pop_of = |path: &str| -> u64 {
-        if very_popular.contains(path) {
-            very_popular_value(popularity)
-        } else {
-            popularity.of_name(store_path_name(path))
-        }
-    };
+    let pop_of = |path: &str| path_popularity(path, popularity, very_popular);
 
     // Node 0 is the root; node i+1 is paths[i] (sorted, so indices are deterministic).
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(paths.len() + 1, paths.len() * 2);
