@@ -428,3 +428,17 @@ fn help_lists_every_setting() {
         assert!(help.contains(&format!("[env: {var}=")), "--help does not list {var}:\n{help}");
     }
 }
+
+#[test]
+fn nixerys_grouping_is_selectable() {
+    let stable = Server::start();
+    let nixery = Server::start_with(&[("NIXERY_LAYER_GROUPING", "nixery")]);
+    let (_, s, _) = manifest(&stable, "shell/hello-lib");
+    let (_, n, _) = manifest(&nixery, "shell/hello-lib");
+    let (s, n) = (s["layers"].as_array().unwrap().len(), n["layers"].as_array().unwrap().len());
+    // Nixery's dominator tree keeps greeting (reached only through hello-lib here) in
+    // hello-lib's layer; without popularity data the default keeps every path apart.
+    assert_eq!(n + 1, s, "stable {s} layers, nixery {n}");
+    let unpacked = pull_and_unpack(&nixery, "shell/hello-lib:latest", &[]);
+    assert_eq!(unpacked.sh(&nixery, "hello-lib"), "greetings from the nix store\n");
+}
