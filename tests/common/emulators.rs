@@ -82,8 +82,10 @@ impl Emulator {
                 cmd
             }
             Kind::S3 => {
-                let mut cmd = Command::new("moto_server");
-                cmd.args(["-H", "127.0.0.1", "-p", &port]);
+                // The module rather than the `moto_server` script: pyenv exposes new scripts
+                // only after a rehash.
+                let mut cmd = Command::new("python3");
+                cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port]);
                 cmd
             }
         };
