@@ -11,6 +11,7 @@
 //! Every answer carries `Docker-Content-Digest`.
 
 use super::error::{Code, RegistryError};
+use super::{digest_value, etag};
 use crate::AppState;
 use crate::digest::Digest;
 use crate::storage::{Download, ObjectKey, Storage};
@@ -118,14 +119,6 @@ fn blob_headers(h: &mut HeaderMap, digest: &Digest) {
     h.insert("Docker-Content-Digest", digest_value(digest));
     h.insert(header::ETAG, etag(digest));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-}
-
-fn digest_value(digest: &Digest) -> HeaderValue {
-    HeaderValue::from_str(&digest.to_string()).expect("digests are ASCII")
-}
-
-fn etag(digest: &Digest) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII")
 }
 
 fn unknown(digest: &Digest) -> RegistryError {

@@ -6,6 +6,7 @@
 //! `Content-Length` and `Docker-Content-Digest`.
 
 use super::error::{Code, RegistryError};
+use super::{digest_value, etag};
 use crate::AppState;
 use crate::digest::Digest;
 use crate::image::{ImageName, ImageSpec, Reference};
@@ -61,7 +62,7 @@ fn respond(bytes: Bytes, digest: &Digest, media_type: &str) -> Response {
         HeaderValue::from_str(media_type).unwrap_or(HeaderValue::from_static("application/json")),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert("Docker-Content-Digest", HeaderValue::from_str(&digest.to_string()).expect("digests are ASCII"));
-    h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII"));
+    h.insert("Docker-Content-Digest", digest_value(digest));
+    h.insert(header::ETAG, etag(digest));
     resp
 }

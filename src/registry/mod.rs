@@ -33,6 +33,16 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// The `Docker-Content-Digest` value of a blob or manifest.
+fn digest_value(digest: &crate::digest::Digest) -> HeaderValue {
+    HeaderValue::from_str(&digest.to_string()).expect("digests are ASCII")
+}
+
+/// A strong ETag: the digest, quoted.
+fn etag(digest: &crate::digest::Digest) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII")
+}
+
 async fn base(method: Method) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return RegistryError::unsupported(method.as_str()).into_response();
