@@ -25,15 +25,34 @@ pub struct RuntimeGraph {
     pub paths: BTreeMap<String, PathInfo>,
 }
 
+/// One entry of `nix path-info --json`, without the path (where it is kept depends on the
+/// Nix version).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawPathInfo {
-    path: String,
     nar_size: u64,
     #[serde(default)]
     closure_size: Option<u64>,
     #[serde(default)]
     references: Vec<String>,
+}
+
+/// A list entry of Nix before 2.19: the path is a field.
+#[derive(Deserialize)]
+struct ListedPathInfo {
+    path: String,
+    #[serde(flatten)]
+    info: RawPathInfo,
+}
+
+/// `nix path-info --json` in either format: Nix < 2.19 prints a list of objects with a `path`
+/// field; Nix >= 2.19 prints an object keyed by store path, with `null` for a path that is
+/// not valid.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PathInfoOutput {
+    Listed(Vec<ListedPathInfo>),
+    Keyed(BTreeMap<String, Option<RawPathInfo>>),
 }
 
 /// Why Nix's answer could not be read as a runtime graph.
@@ -43,6 +62,8 @@ pub enum GraphError {
     Json(#[from] serde_json::Error),
     #[error("store path {0} is referenced but missing from the closure")]
     Dangling(String),
+    #[error("store path {0} is not valid in the store")]
+    Invalid(String),
 }
 
 impl RuntimeGraph {
@@ -64,14 +85,20 @@ impl RuntimeGraph {
 
 /// Reads `nix path-info --json` output (recursive or not): each path's sizes and references.
 pub fn parse_path_info(json: &[u8]) -> Result<BTreeMap<String, PathInfo>, GraphError> {
-    let raw: Vec<RawPathInfo> = serde_json::from_slice(json)?;
+    let entries: Vec<(String, RawPathInfo)> = match serde_json::from_slice(json)? {
+        PathInfoOutput::Listed(list) => list.into_iter().map(|l| (l.path, l.info)).collect(),
+        PathInfoOutput::Keyed(map) => map
+            .into_iter()
+            .map(|(path, info)| info.map(|info| (path.clone(), info)).ok_or(GraphError::Invalid(path)))
+            .collect::<Result<_, _>>()?,
+    };
     let mut paths = BTreeMap::new();
-    for p in raw {
-        let mut references: Vec<String> = p.references.into_iter().filter(|r| *r != p.path).collect();
+    for (path, p) in entries {
+        let mut references: Vec<String> = p.references.into_iter().filter(|r| *r != path).collect();
         references.sort();
         references.dedup();
         let closure_size = p.closure_size.unwrap_or(p.nar_size);
-        paths.insert(p.path, PathInfo { nar_size: p.nar_size, closure_size, references });
+        paths.insert(path, PathInfo { nar_size: p.nar_size, closure_size, references });
     }
     Ok(paths)
 }
@@ -104,6 +131,20 @@ mod tests {
         assert_eq!(g.paths[A].references, vec![B.to_string()]);
         assert_eq!(g.paths[A].closure_size, 30);
         assert_eq!(g.paths[B].nar_size, 20);
+    }
+
+    #[test]
+    fn reads_the_keyed_format_of_nix_2_19_and_later() {
+        let json = format!(
+            r#"{{"{A}":{{"ca":null,"narSize":10,"closureSize":30,"references":["{A}","{B}"],"signatures":[]}},
+                "{B}":{{"narSize":20,"closureSize":20,"references":[]}}}}"#
+        );
+        let g = RuntimeGraph::from_path_info(json.as_bytes(), [A.to_string()]).unwrap();
+        assert_eq!(g.paths[A].references, vec![B.to_string()]);
+        assert_eq!(g.paths[A].closure_size, 30);
+        assert_eq!(g.paths[B].nar_size, 20);
+        let invalid = format!(r#"{{"{A}":null}}"#);
+        assert!(matches!(parse_path_info(invalid.as_bytes()), Err(GraphError::Invalid(p)) if p == A));
     }
 
     #[test]
