@@ -1,8 +1,9 @@
 # A package set shaped like nixpkgs, for the tests: `{ system ? ..., ... }: { attrs }`.
 #
 # Real nixpkgs cannot be built on the test machines (no network, no binary cache), so every
-# package here is a `builtins.derivation` whose builder is the host's /bin/sh and whose
-# programs come from Debian's static busybox. The shapes mirror what the registry must cope
+# package here is a `builtins.derivation` whose builder is Debian's static busybox, copied
+# into the store (`builtins.path`), so the set builds in Nix's sandbox (on by default, as
+# users run Nix) and its paths can be copied to and substituted from a binary cache. The shapes mirror what the registry must cope
 # with in nixpkgs: camelCase names (bashInteractive), nested sets (haskellPackages.pandoc),
 # digit-leading names (_1password), packages that reference each other (runtime graph), a
 # package whose build fails, a slow package (timeouts, cancellation) and a large one.
@@ -16,16 +17,29 @@
 { system ? builtins.currentSystem, ... }:
 let
   nonce = builtins.getEnv "NIXERY_TEST_NONCE";
+
+  # The host's static busybox as a store path of its own: a directory holding only
+  # `busybox` (busybox picks the applet by the name it is run as, so the file keeps its name).
+  busyboxStatic = builtins.path {
+    name = "busybox-static";
+    path = /bin;
+    filter = path: type: baseNameOf path == "busybox";
+  };
+  bb = "${busyboxStatic}/busybox";
+
+  # A derivation built by busybox's shell, with every busybox applet on PATH.
   mk = name: script: builtins.derivation {
     inherit name;
     system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-euc" ''
+    builder = bb;
+    args = [ "sh" "-euc" ''
+      ${bb} mkdir -p "$TMPDIR/.applets"
+      ${bb} --install -s "$TMPDIR/.applets"
+      export PATH="$TMPDIR/.applets"
       mkdir -p $out/nix-support
       echo ${system} > $out/nix-support/system
       ${script}
     '' ];
-    PATH = "/usr/bin:/bin";
   };
 
   # An executable shell script at $out/bin/NAME, run by the busybox shell from the store.
@@ -46,7 +60,7 @@ let
 
   busybox = mk "busybox-1.35.0" ''
     mkdir -p $out/bin
-    cp /bin/busybox $out/bin/busybox
+    cp ${bb} $out/bin/busybox
     chmod 0555 $out/bin/busybox
     ln -s busybox $out/bin/sh
   '';
@@ -132,7 +146,7 @@ let
         mkdir -p $out/share/big
         i=0
         while [ $i -lt 8 ]; do
-          /bin/busybox dd if=/dev/urandom of=$out/share/big/part$i bs=128k count=${mib} 2>/dev/null
+          dd if=/dev/urandom of=$out/share/big/part$i bs=128k count=${mib} 2>/dev/null
           i=$((i + 1))
         done
       '';
