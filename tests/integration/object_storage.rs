@@ -2,10 +2,8 @@
 //! through redirects to the bucket, two replicas sharing one bucket, concurrent builds of the
 //! same layers by both, and an upload cut off by the store dying mid-stream.
 
-mod common;
-
-use common::emulators::{Emulator, Kind};
-use common::*;
+use crate::harness::emulators::{Emulator, Kind};
+use crate::harness::*;
 use std::time::Duration;
 
 fn server_on(emu: &Emulator, extra: &[(&str, &str)]) -> Server {
@@ -179,7 +177,7 @@ fn an_upload_cut_off_mid_stream_leaves_nothing_under_a_digest() {
             let url = format!(
                 "{}/storage/v1/b/{}/o/{}?alt=media",
                 emu.base(),
-                common::emulators::BUCKET,
+                crate::harness::emulators::BUCKET,
                 key.replace('/', "%2F")
             );
             let bytes = block_on(async { reqwest::get(url).await.unwrap().bytes().await.unwrap() });

@@ -13,8 +13,7 @@ use nixery::storage::{ByteStream, Download, ObjectKey, Storage, StorageError};
 use std::io;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::emulators::{BUCKET, Emulator, Kind};
+use crate::harness::emulators::{BUCKET, Emulator, Kind};
 
 const MIB: usize = 1024 * 1024;
 const KEY_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/storage/gcs/testdata/service-account.json");

@@ -2,9 +2,7 @@
 //! sees for good and bad requests, determinism across builds and servers, single-flight,
 //! build caching, timeouts and cancellation, and the package-name rules.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use flate2::read::GzDecoder;
 use std::io::{Read, Write};
 use std::net::TcpStream;

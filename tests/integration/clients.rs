@@ -5,14 +5,12 @@
 //! Every test starts its own server with fresh storage (the harness picks free ports and
 //! unique temp dirs), so the tests can run in parallel processes under cargo-nextest.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::Value;
 
 fn layers_of(server: &Server, manifest: &Value) -> Vec<Value> {

@@ -2,9 +2,7 @@
 //! own view of the derivations), loading the result from a file and over HTTP, and
 //! `nixery layers` plans that follow it.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

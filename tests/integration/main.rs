@@ -1,0 +1,14 @@
+//! The integration tests, as one test binary: each module is a suite, `harness` is what they
+//! share. One binary links once (six used to link the server library and the harness six
+//! times) and lets the compiler see which harness helpers no suite uses.
+//!
+//! Run one suite with `cargo nextest run --profile ci -E 'test(/^api::/)'`, one test by a
+//! part of its name (`cargo nextest run --profile ci pulls_through_redirects`).
+
+mod harness;
+
+mod api;
+mod clients;
+mod object_storage;
+mod popularity;
+mod storage_backends;
