@@ -2,7 +2,10 @@
 //! sees for good and bad requests, determinism across builds and servers, single-flight,
 //! build caching, timeouts and cancellation, and the package-name rules.
 
-use crate::harness::*;
+use crate::harness::http::{self, Response};
+use crate::harness::{
+    DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nonce, pull_and_unpack, run, sha256_digest, temp_dir,
+};
 use flate2::read::GzDecoder;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,7 +22,7 @@ fn manifest(server: &Server, name: &str) -> (String, serde_json::Value, Vec<u8>)
     (digest, r.json(), r.body)
 }
 
-fn error_code(r: &HttpResponse) -> String {
+fn error_code(r: &Response) -> String {
     assert_eq!(r.header("Content-Type"), Some("application/json"), "{}", r.describe());
     r.json()["errors"][0]["code"].as_str().unwrap_or_else(|| panic!("no error code\n{}", r.describe())).to_owned()
 }
@@ -250,13 +253,11 @@ fn the_same_image_has_the_same_digest_everywhere_and_is_never_rebuilt() {
 #[test]
 fn concurrent_pulls_of_a_new_image_run_nix_once() {
     let server = Server::start_with(&[("NIXERY_TEST_NONCE", &nonce())]);
-    let addr = server.addr();
+    let url = server.url("/v2/fresh/hello/manifests/latest");
     let threads: Vec<_> = (0..10)
         .map(|_| {
-            let addr = addr.clone();
-            std::thread::spawn(move || {
-                http_request(&addr, "GET", "/v2/fresh/hello/manifests/latest", &[], Duration::from_secs(120))
-            })
+            let url = url.clone();
+            std::thread::spawn(move || http::send("GET", &url, &[], Duration::from_secs(120)))
         })
         .collect();
     let digests: Vec<String> = threads

