@@ -4,6 +4,7 @@
 
 use crate::harness::emulators::{BUCKET, Emulator, Kind};
 use crate::harness::{Containerd, Server, http, nonce, pull_and_unpack, sha256_digest};
+use rstest::rstest;
 use std::time::Duration;
 
 fn server_on(emu: &Emulator, extra: &[(&str, &str)]) -> Server {
@@ -18,7 +19,10 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 /// Skopeo + umoci + chroot and containerd pull and run, with blobs redirected to the bucket.
-fn pulls_through_redirects(kind: Kind) {
+#[rstest]
+#[case::gcs(Kind::Gcs)]
+#[case::s3(Kind::S3)]
+fn pulls_through_redirects(#[case] kind: Kind) {
     let emu = Emulator::start(kind);
     let server = server_on(&emu, &[]);
     let (resp, manifest) = server.manifest("shell/hello-lib", "latest");
@@ -49,16 +53,6 @@ fn pulls_through_redirects(kind: Kind) {
 }
 
 #[test]
-fn gcs_pulls_through_redirects() {
-    pulls_through_redirects(Kind::Gcs);
-}
-
-#[test]
-fn s3_pulls_through_redirects() {
-    pulls_through_redirects(Kind::S3);
-}
-
-#[test]
 fn proxy_mode_streams_blobs_through_the_server() {
     let emu = Emulator::start(Kind::Gcs);
     let server = server_on(&emu, &[("NIXERY_PROXY_BLOBS", "true")]);
@@ -73,7 +67,10 @@ fn proxy_mode_streams_blobs_through_the_server() {
 
 /// Replica 2, with its own local state, serves what replica 1 built without archiving any
 /// layer, and both give the same manifest digest.
-fn replicas_share_the_bucket(kind: Kind) {
+#[rstest]
+#[case::gcs(Kind::Gcs)]
+#[case::s3(Kind::S3)]
+fn replicas_share_the_bucket(#[case] kind: Kind) {
     let emu = Emulator::start(kind);
     let one = server_on(&emu, &[]);
     let two = server_on(&emu, &[]);
@@ -89,19 +86,12 @@ fn replicas_share_the_bucket(kind: Kind) {
     two.get_ok(&format!("/v2/shell/hello-lib/manifests/{digest}"), &[]);
 }
 
-#[test]
-fn gcs_replicas_share_the_bucket() {
-    replicas_share_the_bucket(Kind::Gcs);
-}
-
-#[test]
-fn s3_replicas_share_the_bucket() {
-    replicas_share_the_bucket(Kind::S3);
-}
-
 /// Both replicas build the same new image at once: both answer, and the bucket ends with one
 /// correct object per blob and nothing left in staging.
-fn concurrent_builds_by_two_replicas(kind: Kind) {
+#[rstest]
+#[case::gcs(Kind::Gcs)]
+#[case::s3(Kind::S3)]
+fn concurrent_builds_by_two_replicas(#[case] kind: Kind) {
     let emu = Emulator::start(kind);
     let n = nonce();
     let one = server_on(&emu, &[("NIXERY_TEST_NONCE", &n)]);
@@ -130,16 +120,6 @@ fn concurrent_builds_by_two_replicas(kind: Kind) {
         let r = two.request("GET", &format!("/v2/x/blobs/{digest}"), &[]);
         assert_eq!(sha256_digest(&http::get(r.expect_header("Location")).body), digest);
     }
-}
-
-#[test]
-fn gcs_concurrent_builds_by_two_replicas() {
-    concurrent_builds_by_two_replicas(Kind::Gcs);
-}
-
-#[test]
-fn s3_concurrent_builds_by_two_replicas() {
-    concurrent_builds_by_two_replicas(Kind::S3);
 }
 
 /// The store dies while a 128 MiB layer streams into it: the request fails, nothing is
