@@ -56,13 +56,13 @@ pub async fn build_layer(
         Ok::<_, std::io::Error>(blob)
     });
     let body: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok))));
-    let staged = storage.stage(body).await;
-    let written = writer.await.map_err(|e| BuildError::Task(e.to_string()))?;
-    // A storage failure explains a writer's broken pipe, so it is reported first.
-    let staged = staged?;
-    let blob = written.map_err(BuildError::Archive)?;
-
-    storage.commit(staged, &ObjectKey::blob(&blob.digest)).await?;
+    // The blob's key is its digest, known when the writer is done; a storage failure is
+    // reported before the writer's (it explains a broken pipe).
+    let written = async {
+        let blob = writer.await.map_err(|e| BuildError::Task(e.to_string()))?.map_err(BuildError::Archive)?;
+        Ok::<_, BuildError>((ObjectKey::blob(&blob.digest), blob))
+    };
+    let blob = storage.upload(body, written).await?;
     let json = serde_json::to_vec(&blob).expect("layer blobs serialise");
     storage.put(&record, json.into()).await?;
     metrics.layers_built.inc();
