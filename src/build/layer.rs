@@ -56,13 +56,13 @@ pub async fn build_layer(
         Ok::<_, std::io::Error>(blob)
     });
     let body: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok))));
-    let staged = storage.stage(body).await;
-    let written = writer.await.map_err(|e| BuildError::Task(e.to_string()))?;
-    // A storage failure explains a writer's broken pipe, so it is reported first.
-    let staged = staged?;
-    let blob = written.map_err(BuildError::Archive)?;
-
-    storage.commit(staged, &ObjectKey::blob(&blob.digest)).await?;
+    // The blob's key is its digest, known when the writer is done; a storage failure is
+    // reported before the writer's (it explains a broken pipe).
+    let written = async {
+        let blob = writer.await.map_err(|e| BuildError::Task(e.to_string()))?.map_err(BuildError::Archive)?;
+        Ok::<_, BuildError>((ObjectKey::blob(&blob.digest), blob))
+    };
+    let blob = storage.upload(body, written).await?;
     let json = serde_json::to_vec(&blob).expect("layer blobs serialise");
     storage.put(&record, json.into()).await?;
     metrics.layers_built.inc();
@@ -86,6 +86,91 @@ async fn cached(storage: &Storage, record: &ObjectKey) -> Result<Option<LayerBlo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Memory;
+    use flate2::read::GzDecoder;
+    use std::io::Read;
+
+    /// A directory standing in for a store path, with a file and an executable.
+    fn store_path(root: &std::path::Path, name: &str) -> String {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("README"), format!("{name}\n")).unwrap();
+        std::fs::write(dir.join("bin/run"), "#!/bin/sh\necho hi\n").unwrap();
+        dir.to_string_lossy().into_owned()
+    }
+
+    struct Fixture {
+        memory: Memory,
+        storage: Storage,
+        metrics: Metrics,
+        slots: Semaphore,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let memory = Memory::new();
+            let storage = Storage::Memory(memory.clone());
+            Fixture { memory, storage, metrics: Metrics::default(), slots: Semaphore::new(2) }
+        }
+
+        async fn build(&self, contents: &LayerContents) -> Result<LayerBlob, BuildError> {
+            build_layer(&self.storage, &self.metrics, &self.slots, contents.clone()).await
+        }
+
+        fn built_and_hits(&self) -> (u64, u64) {
+            (self.metrics.layers_built.get(), self.metrics.layer_cache_hits.get())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_layer_is_stored_with_its_record_then_found_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "aaaa-hello")]);
+        let f = Fixture::new();
+        let blob = f.build(&contents).await.unwrap();
+
+        let stored = f.storage.get(&ObjectKey::blob(&blob.digest)).await.unwrap().expect("the blob is stored");
+        assert_eq!(Digest::of(&stored), blob.digest);
+        assert_eq!(stored.len() as u64, blob.size);
+        let mut tar = Vec::new();
+        GzDecoder::new(&stored[..]).read_to_end(&mut tar).unwrap();
+        assert_eq!(Digest::of(&tar), blob.diff_id);
+        let record = f.storage.get(&ObjectKey::build(&content_key(&contents))).await.unwrap().expect("a record");
+        assert_eq!(serde_json::from_slice::<LayerBlob>(&record).unwrap(), blob);
+        assert!(f.memory.keys("staging/").is_empty(), "staging leftovers: {:?}", f.memory.keys("staging/"));
+        assert_eq!(f.built_and_hits(), (1, 0));
+
+        assert_eq!(f.build(&contents).await.unwrap(), blob);
+        assert_eq!(f.built_and_hits(), (1, 1), "the second build was not a cache hit");
+        assert_eq!(f.memory.keys("").len(), 2, "{:?}", f.memory.keys(""));
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_blob_is_gone_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "bbbb-lib")]);
+        let f = Fixture::new();
+        let phantom = LayerBlob { digest: Digest::of(b"gone"), diff_id: Digest::of(b"gone"), size: 4 };
+        let record = ObjectKey::build(&content_key(&contents));
+        f.storage.put(&record, serde_json::to_vec(&phantom).unwrap().into()).await.unwrap();
+        let blob = f.build(&contents).await.unwrap();
+        assert_ne!(blob, phantom);
+        assert_eq!(f.built_and_hits(), (1, 0));
+        let rewritten: LayerBlob = serde_json::from_slice(&f.storage.get(&record).await.unwrap().unwrap()).unwrap();
+        assert_eq!(rewritten, blob);
+    }
+
+    #[tokio::test]
+    async fn a_failing_archive_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = store_path(dir.path(), "cccc-ok");
+        let missing = dir.path().join("dddd-missing").to_string_lossy().into_owned();
+        let f = Fixture::new();
+        let err = f.build(&LayerContents::StorePaths(vec![good, missing])).await.unwrap_err();
+        assert!(matches!(err, BuildError::Archive(_)), "{err:?}");
+        assert!(f.memory.keys("").is_empty(), "left behind: {:?}", f.memory.keys(""));
+        assert_eq!(f.built_and_hits(), (0, 0));
+    }
 
     #[test]
     fn content_keys_depend_on_kind_and_paths() {

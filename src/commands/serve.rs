@@ -11,7 +11,7 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{setting}: {source}")]
-    Storage { setting: String, source: crate::storage::StorageError },
+    Storage { setting: String, source: crate::storage::SetupError },
     #[error("NIX_POPULARITY_URL: {0}")]
     Popularity(#[from] crate::popularity::PopularityError),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
@@ -39,19 +39,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
 /// Opens the configured backend; the filesystem clears its staging leftovers.
 async fn open_storage(config: &StorageConfig) -> Result<Storage, ServeError> {
-    match config {
-        StorageConfig::Filesystem(path) => Filesystem::open(path)
-            .await
-            .map(Storage::Filesystem)
-            .map_err(|source| ServeError::Storage { setting: format!("STORAGE_PATH {}", path.display()), source }),
-        StorageConfig::Gcs(gcs) => Gcs::new(gcs.clone())
-            .await
-            .map(Storage::Gcs)
-            .map_err(|source| ServeError::Storage { setting: format!("GCS_BUCKET {}", gcs.bucket), source }),
-        StorageConfig::S3(s3) => S3::new(s3.clone())
-            .map(Storage::S3)
-            .map_err(|source| ServeError::Storage { setting: format!("NIXERY_S3_BUCKET {}", s3.bucket), source }),
-    }
+    let (setting, opened) = match config {
+        StorageConfig::Filesystem(path) => {
+            (format!("STORAGE_PATH {}", path.display()), Filesystem::open(path).await.map(Storage::Filesystem))
+        }
+        StorageConfig::Gcs(gcs) => {
+            (format!("GCS_BUCKET {}", gcs.bucket), Gcs::new(gcs.clone()).await.map(Storage::Gcs))
+        }
+        StorageConfig::S3(s3) => (format!("NIXERY_S3_BUCKET {}", s3.bucket), S3::new(s3.clone()).map(Storage::S3)),
+    };
+    opened.map_err(|source| ServeError::Storage { setting, source })
 }
 
 /// Popularity data from `NIX_POPULARITY_URL`, or none.

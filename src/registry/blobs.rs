@@ -1,124 +1,112 @@
 //! `GET|HEAD /v2/<name>/blobs/<digest>`: layers and configs.
 //!
-//! How depends on the storage backend's [`Download`]:
-//! - a local file: streamed by tower-http's `ServeFile` (ranges, HEAD, conditional requests);
-//! - an object-store redirect: GET answers 307 with `Location` (a signed or public URL of the
-//!   object); HEAD answers 200 with the blob's headers itself (a URL signed for GET would not
-//!   serve a HEAD, and the answer needs no trip to the bucket);
-//! - an object-store proxy: the bytes stream through this server, with a single `Range`
-//!   (`bytes=a-b`, `a-`, `-n`) passed on to the store; other range forms get the whole blob.
+//! The storage backend's [`Download`] says how:
+//! - a redirect (object stores): GET answers 307 with `Location` (a signed or public URL of
+//!   the object); HEAD answers 200 with the blob's headers itself (a URL signed for GET would
+//!   not serve a HEAD, and the answer needs no trip to the bucket);
+//! - a stream (the filesystem, memory, object stores in proxy mode): answered here, the same
+//!   way for every backend, in [`stream`]. A single byte range (`bytes=a-b`, `a-`, `-n`),
+//!   honoured when any `If-Range` names this blob, gets 206 with `Content-Range` and only those
+//!   bytes are read from storage; a range starting at or beyond the end gets 416 with
+//!   `Content-Range: bytes */len`; anything else (other units, several ranges, malformed) gets
+//!   the whole blob, as RFC 9110 allows. HEAD gets the status and headers GET would, and reads
+//!   nothing. Conditional requests (`If-None-Match`, ...) are not evaluated; [`stream`] is
+//!   where they would go.
 //!
-//! Every answer carries `Docker-Content-Digest`.
+//! Every answer carries `Docker-Content-Digest`; blob bodies also `Content-Type`,
+//! `Content-Length`, `ETag` (the quoted digest) and `Accept-Ranges`.
 
 use super::error::{Code, RegistryError};
 use super::{digest_value, etag};
-use crate::AppState;
 use crate::digest::Digest;
-use crate::storage::{Download, ObjectKey, Storage};
+use crate::storage::{Download, ErrorKind, ObjectKey, Storage, StorageError, Stream};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::ops::Range;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
-pub async fn get(state: &AppState, digest: &Digest, req: Request<Body>) -> Result<Response, RegistryError> {
-    serve(&state.storage, digest, req).await
+/// Answers a request for the blob `digest`.
+pub async fn get(
+    storage: &Storage,
+    digest: &Digest,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, RegistryError> {
+    let download = storage.download(&ObjectKey::blob(digest)).await.map_err(|e| internal("looking up blob", e))?;
+    let Some(download) = download else { return Err(unknown(digest)) };
+    let head = method == Method::HEAD;
+    match download {
+        Download::Redirect { len, .. } if head => Ok(respond(digest, len, None, Body::empty())),
+        Download::Redirect { url, .. } => redirect(digest, &url),
+        Download::Stream(bytes) => stream(digest, bytes, head, headers).await,
+    }
 }
 
-async fn serve(storage: &Storage, digest: &Digest, req: Request<Body>) -> Result<Response, RegistryError> {
-    let key = ObjectKey::blob(digest);
-    let download = storage.download(&key).await.map_err(|e| {
-        tracing::error!(error = %e, "looking up blob");
+/// 307 to where the store serves the blob.
+fn redirect(digest: &Digest, url: &str) -> Result<Response, RegistryError> {
+    let location = HeaderValue::from_str(url).map_err(|_| {
+        tracing::error!(%url, "storage gave a redirect URL that is no header value");
         RegistryError::internal()
     })?;
-    let Some(download) = download else { return Err(unknown(digest)) };
-    match download {
-        Download::File { path, .. } => {
-            let resp = ServeFile::new(path).oneshot(req).await.map_err(|e| {
-                tracing::error!(error = %e, "serving blob");
-                RegistryError::internal()
-            })?;
-            let mut resp = resp.map(Body::new).into_response();
-            blob_headers(resp.headers_mut(), digest);
-            Ok(resp)
-        }
-        Download::Redirect { len, .. } if req.method() == Method::HEAD => Ok(whole(digest, len, Body::empty())),
-        Download::Redirect { url, .. } => {
-            let location = HeaderValue::from_str(&url).map_err(|_| {
-                tracing::error!(%url, "storage gave a redirect URL that is no header value");
-                RegistryError::internal()
-            })?;
-            let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
-            resp.headers_mut().insert(header::LOCATION, location);
-            resp.headers_mut().insert("Docker-Content-Digest", digest_value(digest));
-            Ok(resp)
-        }
-        Download::Proxy { len } => {
-            let wanted = requested_range(req.headers(), digest, len);
-            proxy(storage, &key, digest, len, wanted, req.method() == Method::HEAD).await
-        }
-    }
+    let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut().insert("Docker-Content-Digest", digest_value(digest));
+    Ok(resp)
 }
 
-/// Streams a blob from the object store (or just its headers, for HEAD).
-async fn proxy(
-    storage: &Storage,
-    key: &ObjectKey,
-    digest: &Digest,
-    len: u64,
-    wanted: Ranged,
-    head: bool,
-) -> Result<Response, RegistryError> {
-    if let Ranged::Unsatisfiable = wanted {
-        let mut resp = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII"));
-        h.insert("Docker-Content-Digest", digest_value(digest));
-        return Ok(resp);
-    }
-    let range = match &wanted {
-        Ranged::Part(r) => Some(r.clone()),
-        _ => None,
+/// Serves a blob's bytes (or, for HEAD, just its headers), honouring `Range`.
+async fn stream(digest: &Digest, bytes: Stream, head: bool, headers: &HeaderMap) -> Result<Response, RegistryError> {
+    let len = bytes.len();
+    let range = match requested_range(headers, digest, len) {
+        Ranged::Whole => None,
+        Ranged::Part(r) => Some(r),
+        Ranged::Unsatisfiable => {
+            let mut resp = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII"));
+            h.insert("Docker-Content-Digest", digest_value(digest));
+            return Ok(resp);
+        }
     };
     let body = if head {
         Body::empty()
     } else {
-        let stream = storage.read(key, range.clone()).await.map_err(|e| {
-            tracing::error!(error = %e, "reading blob");
-            RegistryError::internal()
+        let read = bytes.bytes(range.clone()).await.map_err(|e| match e.kind() {
+            // Gone since it was looked up.
+            ErrorKind::NotFound => unknown(digest),
+            _ => internal("reading blob", e),
         })?;
-        // Gone since it was looked up.
-        let Some(stream) = stream else { return Err(unknown(digest)) };
-        Body::from_stream(stream)
+        Body::from_stream(read)
     };
-    let Some(r) = range else { return Ok(whole(digest, len, body)) };
-    let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-    let h = resp.headers_mut();
-    blob_headers(h, digest);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.end - r.start));
-    h.insert(
-        header::CONTENT_RANGE,
-        HeaderValue::from_str(&format!("bytes {}-{}/{len}", r.start, r.end - 1)).expect("ASCII"),
-    );
-    Ok(resp)
+    Ok(respond(digest, len, range, body))
 }
 
-/// A 200 answer for the whole blob.
-fn whole(digest: &Digest, len: u64, body: Body) -> Response {
+/// A blob answer: 200 for the whole blob of `len` bytes, 206 for the `part` of it.
+fn respond(digest: &Digest, len: u64, part: Option<Range<u64>>, body: Body) -> Response {
     let mut resp = Response::new(body);
+    if part.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
     let h = resp.headers_mut();
-    blob_headers(h, digest);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    resp
-}
-
-fn blob_headers(h: &mut HeaderMap, digest: &Digest) {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert("Docker-Content-Digest", digest_value(digest));
     h.insert(header::ETAG, etag(digest));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let length = match &part {
+        Some(r) => {
+            let range = format!("bytes {}-{}/{len}", r.start, r.end - 1);
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&range).expect("ASCII"));
+            r.end - r.start
+        }
+        None => len,
+    };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    resp
+}
+
+fn internal(doing: &str, e: StorageError) -> RegistryError {
+    tracing::error!(error = %e, "{doing}");
+    RegistryError::internal()
 }
 
 fn unknown(digest: &Digest) -> RegistryError {
@@ -176,104 +164,26 @@ fn parse_range(value: &str, len: u64) -> Ranged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Gcs, GcsConfig};
-
-    /// Just enough of the Cloud Storage JSON API to look up and read one object.
-    async fn stub_bucket(name: &'static str, bytes: &'static [u8]) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = axum::Router::new().fallback(move |req: Request<Body>| async move {
-            let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string();
-            if req.uri().path() != format!("/storage/v1/b/bucket/o/{encoded}") {
-                return StatusCode::NOT_FOUND.into_response();
-            }
-            if req.uri().query() != Some("alt=media") {
-                return format!(r#"{{"size":"{}"}}"#, bytes.len()).into_response();
-            }
-            match req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()) {
-                None => bytes.into_response(),
-                Some(r) => {
-                    let (a, b) = r.strip_prefix("bytes=").unwrap().split_once('-').unwrap();
-                    let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
-                    (StatusCode::PARTIAL_CONTENT, &bytes[a..=b]).into_response()
-                }
-            }
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        base
-    }
-
-    async fn bucket_storage(proxy: bool, digest: &Digest, bytes: &'static [u8]) -> Storage {
-        let name: &'static str = Box::leak(ObjectKey::blob(digest).to_string().into_boxed_str());
-        let mut config = GcsConfig::new("bucket");
-        config.emulator_host = Some(stub_bucket(name, bytes).await);
-        config.proxy_blobs = proxy;
-        Storage::Gcs(Gcs::new(config).await.unwrap())
-    }
-
-    fn request(method: Method, range: Option<&str>) -> Request<Body> {
-        let mut req = Request::builder().method(method).uri("/v2/x/blobs/d");
-        if let Some(r) = range {
-            req = req.header(header::RANGE, r);
-        }
-        req.body(Body::empty()).unwrap()
-    }
-
-    async fn body(resp: Response) -> Vec<u8> {
-        axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()
-    }
 
     fn h<'a>(resp: &'a Response, name: &str) -> &'a str {
         resp.headers().get(name).map(|v| v.to_str().unwrap()).unwrap_or_default()
     }
 
-    const BLOB: &[u8] = b"0123456789";
-
-    #[tokio::test]
-    async fn redirects_get_and_answers_head_itself() {
-        let digest = Digest::of(BLOB);
-        let storage = bucket_storage(false, &digest, BLOB).await;
-        let resp = serve(&storage, &digest, request(Method::GET, None)).await.unwrap();
+    #[test]
+    fn redirects_carry_the_digest_and_heads_the_blob_headers() {
+        let digest = Digest::of(b"0123456789");
+        let url = format!("https://bucket.example/layers/sha256%3A{}?X-Goog-Signature=ab", digest.hex());
+        let resp = redirect(&digest, &url).unwrap();
         assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
-        assert!(
-            h(&resp, "location").ends_with(&format!("/bucket/layers/sha256%3A{}", digest.hex())),
-            "{}",
-            h(&resp, "location")
-        );
+        assert_eq!(h(&resp, "location"), url);
         assert_eq!(h(&resp, "docker-content-digest"), digest.to_string());
-        let head = serve(&storage, &digest, request(Method::HEAD, None)).await.unwrap();
+        assert_eq!(redirect(&digest, "https://x/\u{0}").unwrap_err().status, StatusCode::INTERNAL_SERVER_ERROR);
+        let head = respond(&digest, 10, None, Body::empty());
         assert_eq!(head.status(), StatusCode::OK);
         assert_eq!(h(&head, "content-length"), "10");
         assert_eq!(h(&head, "content-type"), "application/octet-stream");
         assert_eq!(h(&head, "docker-content-digest"), digest.to_string());
-        let missing = Digest::of(b"missing");
-        let err = serve(&storage, &missing, request(Method::GET, None)).await.unwrap_err().into_response();
-        assert_eq!(err.status(), StatusCode::NOT_FOUND);
-        assert!(String::from_utf8(body(err).await).unwrap().contains("BLOB_UNKNOWN"));
-    }
-
-    #[tokio::test]
-    async fn proxies_whole_blobs_and_ranges() {
-        let digest = Digest::of(BLOB);
-        let storage = bucket_storage(true, &digest, BLOB).await;
-        let resp = serve(&storage, &digest, request(Method::GET, None)).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert_eq!(
-            (h(&resp, "content-length"), h(&resp, "content-type"), h(&resp, "docker-content-digest")),
-            ("10", "application/octet-stream", digest.to_string().as_str())
-        );
-        assert_eq!(body(resp).await, BLOB);
-        let part = serve(&storage, &digest, request(Method::GET, Some("bytes=2-4"))).await.unwrap();
-        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
-        assert_eq!((h(&part, "content-range"), h(&part, "content-length")), ("bytes 2-4/10", "3"));
-        assert_eq!(body(part).await, b"234");
-        let tail = serve(&storage, &digest, request(Method::GET, Some("bytes=-3"))).await.unwrap();
-        assert_eq!(body(tail).await, b"789");
-        let beyond = serve(&storage, &digest, request(Method::GET, Some("bytes=10-"))).await.unwrap();
-        assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
-        assert_eq!(h(&beyond, "content-range"), "bytes */10");
-        let head = serve(&storage, &digest, request(Method::HEAD, None)).await.unwrap();
-        assert_eq!((head.status(), h(&head, "content-length")), (StatusCode::OK, "10"));
+        assert_eq!(h(&head, "etag"), format!("\"{digest}\""));
     }
 
     #[test]

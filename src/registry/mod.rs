@@ -63,7 +63,7 @@ async fn dispatch(State(state): State<AppState>, Path(path): Path<String>, req: 
     }
     let result = match endpoint {
         Endpoint::Manifest { name, reference } => manifests::get(&state, &name, reference, req.headers()).await,
-        Endpoint::Blob { digest } => blobs::get(&state, &digest, req).await,
+        Endpoint::Blob { digest } => blobs::get(&state.storage, &digest, &method, req.headers()).await,
         Endpoint::Tags { name } => Ok(tags(&name)),
         Endpoint::Upload => Err(RegistryError::unsupported(method.as_str())),
     };

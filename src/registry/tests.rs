@@ -1,18 +1,19 @@
-//! Router tests without sockets or Nix: everything that is answered before a build.
+//! Router tests without sockets, Nix or a disk (the in-memory storage backend): everything
+//! that is answered before a build, and blobs.
 
 use super::*;
 use crate::build::Builder;
 use crate::config::Config;
 use crate::digest::Digest;
 use crate::metrics::Metrics;
-use crate::storage::{Filesystem, ObjectKey, Storage};
+use crate::storage::{Memory, ObjectKey, Storage};
 use axum::http::StatusCode;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-async fn state(dir: &std::path::Path) -> AppState {
+fn state() -> AppState {
     let config = Config::parse_from(["nixery", "--pkgs-path", "/"]).unwrap();
-    let storage = Arc::new(Storage::Filesystem(Filesystem::open(dir).await.unwrap()));
+    let storage = Arc::new(Storage::Memory(Memory::new()));
     let metrics = Arc::new(Metrics::default());
     let builder = Builder::new(&config.build, storage.clone(), Default::default(), metrics.clone()).unwrap();
     AppState { builder, storage, metrics }
@@ -43,8 +44,7 @@ fn error_code(body: &[u8]) -> String {
 
 #[tokio::test]
 async fn base_endpoint_announces_the_api_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path()).await;
+    let s = state();
     for uri in ["/v2/", "/v2"] {
         let (status, headers, _) = call(&s, "GET", uri, &[]).await;
         assert_eq!(status, StatusCode::OK);
@@ -54,8 +54,7 @@ async fn base_endpoint_announces_the_api_version() {
 
 #[tokio::test]
 async fn bad_input_gets_json_errors_with_the_right_status() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path()).await;
+    let s = state();
     let zero = format!("sha256:{}", "0".repeat(64));
     let cases = [
         ("GET", "/v2/bad..name/manifests/latest".to_string(), StatusCode::BAD_REQUEST, "NAME_INVALID"),
@@ -77,40 +76,99 @@ async fn bad_input_gets_json_errors_with_the_right_status() {
     }
 }
 
+/// A state holding the blob `0123456789abcdef`; its URI.
+async fn with_blob() -> (AppState, Digest, String) {
+    let s = state();
+    let digest = Digest::of(BLOB);
+    s.storage.put(&ObjectKey::blob(&digest), BLOB.into()).await.unwrap();
+    let uri = format!("/v2/any/name/blobs/{digest}");
+    (s, digest, uri)
+}
+
+const BLOB: &[u8] = b"0123456789abcdef";
+
 #[tokio::test]
 async fn blobs_are_served_with_digest_and_ranges() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path()).await;
-    let data = b"0123456789abcdef".to_vec();
-    let digest = Digest::of(&data);
-    s.storage.put(&ObjectKey::blob(&digest), data.clone().into()).await.unwrap();
-    let uri = format!("/v2/any/name/blobs/{digest}");
+    let (s, digest, uri) = with_blob().await;
 
     let (status, headers, body) = call(&s, "GET", &uri, &[]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, data);
+    assert_eq!(body, BLOB);
     assert_eq!(headers["Docker-Content-Digest"], digest.to_string());
     assert_eq!(headers[header::CONTENT_LENGTH], "16");
+    assert_eq!(headers[header::CONTENT_TYPE], "application/octet-stream");
+    assert_eq!(headers[header::ETAG], format!("\"{digest}\""));
+    assert_eq!(headers[header::ACCEPT_RANGES], "bytes");
 
-    let (status, headers, body) = call(&s, "HEAD", &uri, &[]).await;
+    let (status, head_headers, body) = call(&s, "HEAD", &uri, &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.is_empty());
-    assert_eq!(headers[header::CONTENT_LENGTH], "16");
-    assert_eq!(headers["Docker-Content-Digest"], digest.to_string());
+    assert_eq!(head_headers[header::CONTENT_LENGTH], "16");
+    assert_eq!(head_headers["Docker-Content-Digest"], digest.to_string());
+    for name in [header::CONTENT_TYPE, header::ETAG, header::ACCEPT_RANGES] {
+        assert_eq!(head_headers[&name], headers[&name], "HEAD and GET differ in {name}");
+    }
 
     let (status, headers, body) = call(&s, "GET", &uri, &[("Range", "bytes=4-7")]).await;
     assert_eq!(status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(body, b"4567");
     assert_eq!(headers[header::CONTENT_RANGE], "bytes 4-7/16");
+    assert_eq!(headers[header::CONTENT_LENGTH], "4");
+    assert_eq!(headers["Docker-Content-Digest"], digest.to_string());
 
-    let (status, _, _) = call(&s, "GET", &uri, &[("Range", "bytes=100-200")]).await;
+    let (status, headers, _) = call(&s, "GET", &uri, &[("Range", "bytes=100-200")]).await;
     assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers[header::CONTENT_RANGE], "bytes */16");
+    assert_eq!(headers["Docker-Content-Digest"], digest.to_string());
+}
+
+#[tokio::test]
+async fn every_range_form_and_head_of_a_range() {
+    let (s, _, uri) = with_blob().await;
+    let whole = std::str::from_utf8(BLOB).unwrap();
+    // Method, Range, status, body, Content-Range.
+    let cases = [
+        ("GET", "bytes=-3", StatusCode::PARTIAL_CONTENT, "def", "bytes 13-15/16"),
+        ("GET", "bytes=10-", StatusCode::PARTIAL_CONTENT, "abcdef", "bytes 10-15/16"),
+        ("GET", "bytes=14-99", StatusCode::PARTIAL_CONTENT, "ef", "bytes 14-15/16"),
+        ("GET", "bytes=16-", StatusCode::RANGE_NOT_SATISFIABLE, "", "bytes */16"),
+        ("HEAD", "bytes=2-5", StatusCode::PARTIAL_CONTENT, "", "bytes 2-5/16"),
+        // Several ranges, other units, malformed: the whole blob.
+        ("GET", "bytes=0-1,4-5", StatusCode::OK, whole, ""),
+        ("GET", "items=0-1", StatusCode::OK, whole, ""),
+        ("GET", "bytes=9-1", StatusCode::OK, whole, ""),
+    ];
+    for (method, range, status, body, content_range) in cases {
+        let (got, headers, got_body) = call(&s, method, &uri, &[("Range", range)]).await;
+        assert_eq!(got, status, "{method} {range}");
+        assert_eq!(got_body, body.as_bytes(), "{method} {range}");
+        let got_range = headers.get(header::CONTENT_RANGE).map(|v| v.to_str().unwrap()).unwrap_or_default();
+        assert_eq!(got_range, content_range, "{method} {range}");
+    }
+    // HEAD of a range announces the length GET would send.
+    let (_, headers, _) = call(&s, "HEAD", &uri, &[("Range", "bytes=2-5")]).await;
+    assert_eq!(headers[header::CONTENT_LENGTH], "4");
+    // A range under an If-Range naming another version: the whole blob.
+    let (status, _, body) = call(&s, "GET", &uri, &[("Range", "bytes=0-0"), ("If-Range", "\"other\"")]).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, BLOB));
+}
+
+#[tokio::test]
+async fn unknown_blobs_are_blob_unknown_for_get_and_head() {
+    let (s, _, _) = with_blob().await;
+    let uri = format!("/v2/any/name/blobs/{}", Digest::of(b"not stored"));
+    let (status, headers, body) = call(&s, "GET", &uri, &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(error_code(&body), "BLOB_UNKNOWN");
+    let (status, _, body) = call(&s, "HEAD", &uri, &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.is_empty());
 }
 
 #[tokio::test]
 async fn manifests_by_digest_keep_their_media_type() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path()).await;
+    let s = state();
     let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#.to_vec();
     let digest = Digest::of(&manifest);
     s.storage.put(&ObjectKey::manifest(&digest), manifest.clone().into()).await.unwrap();
@@ -126,8 +184,7 @@ async fn manifests_by_digest_keep_their_media_type() {
 
 #[tokio::test]
 async fn tags_list_names_latest() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = state(dir.path()).await;
+    let s = state();
     let (status, _, body) = call(&s, "GET", "/v2/shell/git/tags/list", &[]).await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -5,23 +5,27 @@
 //! [`StagedFile`] that is dropped without being committed deletes itself, and whatever a
 //! crash left in `staging/` is removed at start-up.
 
-use super::{ByteStream, Download, ObjectKey, StorageError};
-use bytes::Bytes;
+use super::error::io_kind;
+use super::keys::staging_name;
+use super::{ByteStream, ObjectKey, Op, SetupError, StorageBackend, StorageError};
 use futures::StreamExt;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 const PREFIXES: [&str; 4] = ["staging", "layers", "manifests", "builds"];
+/// Buffer of uploads and reads.
+const BUFFER: usize = 256 * 1024;
 
+/// A storage directory.
+#[derive(Clone)]
 pub struct Filesystem {
-    root: PathBuf,
-    counter: AtomicU64,
+    root: Arc<Path>,
 }
 
-/// An upload sitting in `staging/`.
+/// An upload sitting in `staging/`; dropping it removes it.
 #[derive(Debug)]
 pub struct StagedFile {
     path: PathBuf,
@@ -36,93 +40,98 @@ impl Drop for StagedFile {
     }
 }
 
-fn io_err(key: impl ToString) -> impl FnOnce(io::Error) -> StorageError {
-    move |source| StorageError::Io { key: key.to_string(), source }
+/// Why the storage directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct OpenError {
+    what: String,
+    source: io::Error,
+}
+
+fn fail(op: Op, key: impl ToString) -> impl FnOnce(io::Error) -> StorageError {
+    move |source| StorageError::new(op, key.to_string(), io_kind(&source), source)
+}
+
+/// `Ok(None)` for a file that is not there.
+fn absent_is_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl Filesystem {
     /// Opens (creating) the storage directory and clears leftovers of interrupted uploads.
-    pub async fn open(root: &Path) -> Result<Self, StorageError> {
+    pub async fn open(root: &Path) -> Result<Self, SetupError> {
+        let fail = |what: &str| {
+            let what = what.to_owned();
+            move |source| SetupError::Backend(Box::new(OpenError { what, source }))
+        };
         for p in PREFIXES {
-            tokio::fs::create_dir_all(root.join(p)).await.map_err(io_err(p))?;
+            tokio::fs::create_dir_all(root.join(p)).await.map_err(fail(&format!("creating {p}/")))?;
         }
-        let staging = root.join("staging");
-        let mut leftovers = tokio::fs::read_dir(&staging).await.map_err(io_err("staging"))?;
+        let mut leftovers = tokio::fs::read_dir(root.join("staging")).await.map_err(fail("clearing staging/"))?;
         let mut removed = 0;
-        while let Some(entry) = leftovers.next_entry().await.map_err(io_err("staging"))? {
-            tokio::fs::remove_file(entry.path()).await.map_err(io_err("staging"))?;
+        while let Some(entry) = leftovers.next_entry().await.map_err(fail("clearing staging/"))? {
+            tokio::fs::remove_file(entry.path()).await.map_err(fail("clearing staging/"))?;
             removed += 1;
         }
         if removed > 0 {
             tracing::info!(removed, "removed leftovers of interrupted uploads from staging/");
         }
-        let root = tokio::fs::canonicalize(root).await.map_err(io_err("storage root"))?;
-        Ok(Filesystem { root, counter: AtomicU64::new(0) })
+        let root = tokio::fs::canonicalize(root).await.map_err(fail("resolving the directory"))?;
+        Ok(Filesystem { root: root.into() })
     }
 
     fn path(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
     }
+}
 
-    pub async fn stage(&self, mut body: ByteStream) -> Result<StagedFile, StorageError> {
-        let name = format!("{}-{}", std::process::id(), self.counter.fetch_add(1, Ordering::Relaxed));
-        let key = format!("staging/{name}");
+impl StorageBackend for Filesystem {
+    type Staged = StagedFile;
+
+    async fn stage(&self, mut body: ByteStream) -> Result<StagedFile, StorageError> {
+        let key = staging_name();
         let path = self.root.join(&key);
-        let file = tokio::fs::File::create(&path).await.map_err(io_err(&key))?;
+        let file = tokio::fs::File::create(&path).await.map_err(fail(Op::Upload, &key))?;
         // From here on, dropping `staged` removes the file, on every error path too.
         let staged = StagedFile { path, committed: false };
-        let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, file);
+        let mut out = tokio::io::BufWriter::with_capacity(BUFFER, file);
         while let Some(chunk) = body.next().await {
-            let chunk: Bytes = chunk.map_err(io_err(&key))?;
-            out.write_all(&chunk).await.map_err(io_err(&key))?;
+            let chunk = chunk.map_err(|e| StorageError::body(&key, e))?;
+            out.write_all(&chunk).await.map_err(fail(Op::Upload, &key))?;
         }
-        out.flush().await.map_err(io_err(&key))?;
-        out.into_inner().sync_all().await.map_err(io_err(&key))?;
+        out.flush().await.map_err(fail(Op::Upload, &key))?;
+        out.into_inner().sync_all().await.map_err(fail(Op::Upload, &key))?;
         Ok(staged)
     }
 
-    pub async fn commit(&self, mut staged: StagedFile, key: &ObjectKey) -> Result<(), StorageError> {
-        tokio::fs::rename(&staged.path, self.path(key)).await.map_err(io_err(key))?;
+    async fn commit(&self, mut staged: StagedFile, key: &ObjectKey) -> Result<(), StorageError> {
+        tokio::fs::rename(&staged.path, self.path(key)).await.map_err(fail(Op::Commit, key))?;
         staged.committed = true;
         Ok(())
     }
 
-    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StorageError> {
-        match tokio::fs::read(self.path(key)).await {
-            Ok(b) => Ok(Some(b.into())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(key)(e)),
-        }
+    async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
+        let meta = absent_is_none(tokio::fs::metadata(self.path(key)).await).map_err(fail(Op::Stat, key))?;
+        Ok(meta.map(|m| m.len()))
     }
 
-    pub async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
-        match tokio::fs::metadata(self.path(key)).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(key)(e)),
-        }
-    }
-
-    pub async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
+    async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let mut file = match tokio::fs::File::open(self.path(key)).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(key)(e)),
-        };
+        let file = absent_is_none(tokio::fs::File::open(self.path(key)).await).map_err(fail(Op::Read, key))?;
+        let Some(mut file) = file else { return Ok(None) };
         let body: ByteStream = match range {
-            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)),
+            None => Box::pin(tokio_util::io::ReaderStream::with_capacity(file, BUFFER)),
             Some(r) => {
-                file.seek(io::SeekFrom::Start(r.start)).await.map_err(io_err(key))?;
+                file.seek(io::SeekFrom::Start(r.start)).await.map_err(fail(Op::Read, key))?;
                 let part = file.take(r.end.saturating_sub(r.start));
-                Box::pin(tokio_util::io::ReaderStream::with_capacity(part, 256 * 1024))
+                Box::pin(tokio_util::io::ReaderStream::with_capacity(part, BUFFER))
             }
         };
         Ok(Some(body))
-    }
-
-    pub async fn download(&self, key: &ObjectKey) -> Result<Option<Download>, StorageError> {
-        Ok(self.size(key).await?.map(|len| Download::File { path: self.path(key), len }))
     }
 }
 
@@ -130,6 +139,8 @@ impl Filesystem {
 mod tests {
     use super::*;
     use crate::digest::Digest;
+    use crate::storage::ErrorKind;
+    use bytes::Bytes;
 
     fn stream(chunks: Vec<io::Result<Bytes>>) -> ByteStream {
         Box::pin(futures::stream::iter(chunks))
@@ -168,7 +179,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = Filesystem::open(dir.path()).await.unwrap();
         let broken = stream(vec![Ok("partial".into()), Err(io::Error::other("client went away"))]);
-        assert!(fs.stage(broken).await.is_err());
+        let err = fs.stage(broken).await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Body);
         assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
         assert_eq!(std::fs::read_dir(dir.path().join("layers")).unwrap().count(), 0);
     }
@@ -190,5 +202,16 @@ mod tests {
         std::fs::write(dir.path().join("staging/123-0"), "half a layer").unwrap();
         Filesystem::open(dir.path()).await.unwrap();
         assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unusable_directory_is_a_setup_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "not a directory").unwrap();
+        let err = Filesystem::open(&file).await.err().unwrap();
+        let reason = err.backend::<OpenError>().expect("the filesystem's own error");
+        assert_eq!(reason.what, "creating staging/");
+        assert!(err.to_string().starts_with("creating staging/: "), "{err}");
     }
 }

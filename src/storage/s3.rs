@@ -12,11 +12,13 @@
 //! The configuration is a plain struct; reading `AWS_*` variables is the caller's business.
 //! Requests are retried by `object_store` (at most 3 times, within 30 s).
 
+use super::error::check_bucket;
 use super::keys::staging_name;
-use super::{ByteStream, Download, ObjectKey, Op, SetupError, StorageError};
-use bytes::{Bytes, BytesMut};
+use super::{ByteStream, ErrorKind, ObjectKey, Op, SetupError, StorageBackend, StorageError};
+use bytes::BytesMut;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{HttpError, HttpErrorKind};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
 use object_store::{
@@ -110,26 +112,67 @@ impl Drop for StagedObject {
     }
 }
 
-fn os_err(op: Op, key: &str) -> impl FnOnce(object_store::Error) -> StorageError {
-    move |source| StorageError::ObjectStore { op, key: key.to_owned(), source }
+/// What the S3 client reported.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct S3Error(object_store::Error);
+
+impl S3Error {
+    fn kind(&self) -> ErrorKind {
+        use object_store::Error as E;
+        match &self.0 {
+            E::NotFound { .. } => ErrorKind::NotFound,
+            E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::Precondition { .. }
+            | E::AlreadyExists { .. }
+            | E::NotModified { .. }
+            | E::NotSupported { .. }
+            | E::NotImplemented { .. }
+            | E::InvalidPath { .. }
+            | E::UnknownConfigurationKey { .. } => ErrorKind::Rejected,
+            // The rest are failed requests (after retries): a connection, or a status the
+            // client has no variant for (5xx, 429); or an answer it could not decode.
+            other => {
+                let mut source = std::error::Error::source(other);
+                while let Some(e) = source {
+                    if let Some(http) = e.downcast_ref::<HttpError>() {
+                        if http.kind() == HttpErrorKind::Decode {
+                            return ErrorKind::Integrity;
+                        }
+                        break;
+                    }
+                    source = e.source();
+                }
+                ErrorKind::Unavailable
+            }
+        }
+    }
+}
+
+/// The S3 client's reason for a start-up failure.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 configuration: {0}")]
+pub struct S3SetupError(object_store::Error);
+
+fn fail(op: Op, key: &str) -> impl FnOnce(object_store::Error) -> StorageError {
+    move |e| {
+        let e = S3Error(e);
+        StorageError::new(op, key, e.kind(), e)
+    }
 }
 
 async fn delete_quietly(store: &AmazonS3, path: &Path) {
-    if let Err(source) = store.delete(path).await {
-        let e = StorageError::ObjectStore { op: Op::Delete, key: path.to_string(), source };
+    if let Err(e) = store.delete(path).await {
+        let e = fail(Op::Delete, path.as_ref())(e);
         tracing::warn!(error = %e, "could not delete a staging object");
     }
 }
 
 impl S3 {
     /// Sets up the client; contacts nothing.
-    pub fn new(config: S3Config) -> Result<S3, StorageError> {
-        if config.bucket.trim().is_empty() {
-            return Err(SetupError::EmptyBucket.into());
-        }
-        if config.url_ttl < Duration::from_secs(1) || config.url_ttl > Duration::from_secs(7 * 86_400) {
-            return Err(SetupError::UrlTtl(config.url_ttl).into());
-        }
+    pub fn new(config: S3Config) -> Result<S3, SetupError> {
+        check_bucket(&config.bucket, config.url_ttl)?;
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(config.region.as_deref().unwrap_or("us-east-1"))
@@ -157,20 +200,33 @@ impl S3 {
         if let Some(v) = &config.container_credentials_relative_uri {
             b = b.with_config(AmazonS3ConfigKey::ContainerCredentialsRelativeUri, v);
         }
-        let store = b.build().map_err(SetupError::S3)?;
+        let store = b.build().map_err(|e| SetupError::Backend(Box::new(S3SetupError(e))))?;
         Ok(S3 { store: Arc::new(store), proxy: config.proxy_blobs, url_ttl: config.url_ttl })
     }
+}
 
-    pub async fn stage(&self, mut body: ByteStream) -> Result<StagedObject, StorageError> {
+/// `Ok(None)` for an object that is not there.
+fn absent_is_none<T>(result: Result<T, object_store::Error>) -> Result<Option<T>, object_store::Error> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl StorageBackend for S3 {
+    type Staged = StagedObject;
+
+    async fn stage(&self, mut body: ByteStream) -> Result<StagedObject, StorageError> {
         let name = staging_name();
         let path = Path::from(name.as_str());
-        let io = |source| StorageError::Io { key: name.clone(), source };
+        let body_err = |e| StorageError::body(&name, e);
         // Read up to one part: a body that fits is a single PUT.
         let mut first = BytesMut::new();
         let mut more = true;
         while first.len() <= PART {
             match body.next().await {
-                Some(chunk) => first.extend_from_slice(&chunk.map_err(io)?),
+                Some(chunk) => first.extend_from_slice(&chunk.map_err(body_err)?),
                 None => {
                     more = false;
                     break;
@@ -178,16 +234,16 @@ impl S3 {
             }
         }
         if !more {
-            self.store.put(&path, PutPayload::from(first.freeze())).await.map_err(os_err(Op::Upload, &name))?;
+            self.store.put(&path, PutPayload::from(first.freeze())).await.map_err(fail(Op::Upload, &name))?;
             return Ok(StagedObject { path, owner: Some(self.store.clone()) });
         }
-        let upload = self.store.put_multipart(&path).await.map_err(os_err(Op::Upload, &name))?;
+        let upload = self.store.put_multipart(&path).await.map_err(fail(Op::Upload, &name))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
         writer.put(first.freeze());
         let fed: Result<(), StorageError> = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(io)?;
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(os_err(Op::Upload, &name))?;
+                let chunk = chunk.map_err(body_err)?;
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(fail(Op::Upload, &name))?;
                 writer.put(chunk);
             }
             Ok(())
@@ -196,7 +252,7 @@ impl S3 {
         match fed {
             // `finish` aborts the upload itself when it fails.
             Ok(()) => {
-                writer.finish().await.map_err(os_err(Op::Upload, &name))?;
+                writer.finish().await.map_err(fail(Op::Upload, &name))?;
             }
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
@@ -208,54 +264,68 @@ impl S3 {
         Ok(StagedObject { path, owner: Some(self.store.clone()) })
     }
 
-    pub async fn commit(&self, mut staged: StagedObject, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn commit(&self, mut staged: StagedObject, key: &ObjectKey) -> Result<(), StorageError> {
         let to = Path::from(key.as_str());
-        let copied = self.store.copy(&staged.path, &to).await.map_err(os_err(Op::Commit, key.as_str()));
+        let copied = self.store.copy(&staged.path, &to).await.map_err(fail(Op::Commit, key.as_str()));
         staged.owner = None;
         delete_quietly(&self.store, &staged.path).await;
         copied
     }
 
-    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StorageError> {
-        match self.store.get(&Path::from(key.as_str())).await {
-            Ok(result) => result.bytes().await.map(Some).map_err(os_err(Op::Read, key.as_str())),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(os_err(Op::Read, key.as_str())(e)),
-        }
+    async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
+        let meta = absent_is_none(self.store.head(&Path::from(key.as_str())).await);
+        Ok(meta.map_err(fail(Op::Stat, key.as_str()))?.map(|m| m.size))
     }
 
-    pub async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
-        match self.store.head(&Path::from(key.as_str())).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(os_err(Op::Stat, key.as_str())(e)),
-        }
-    }
-
-    pub async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
+    async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
         if let Some(r) = &range
             && r.start >= r.end
         {
-            return Ok(Some(Box::pin(futures::stream::empty())));
+            return Ok(Some(Box::pin(futures::stream::empty()) as ByteStream));
         }
         let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        match self.store.get_opts(&Path::from(key.as_str()), options).await {
-            Ok(result) => Ok(Some(Box::pin(result.into_stream().map_err(std::io::Error::other)))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(os_err(Op::Read, key.as_str())(e)),
-        }
+        let result = absent_is_none(self.store.get_opts(&Path::from(key.as_str()), options).await);
+        let result = result.map_err(fail(Op::Read, key.as_str()))?;
+        Ok(result.map(|r| -> ByteStream { Box::pin(r.into_stream().map_err(std::io::Error::other)) }))
     }
 
-    pub async fn download(&self, key: &ObjectKey) -> Result<Option<Download>, StorageError> {
-        let Some(len) = self.size(key).await? else { return Ok(None) };
+    /// A presigned GET URL, unless blobs are proxied.
+    async fn url(&self, key: &ObjectKey) -> Result<Option<String>, StorageError> {
         if self.proxy {
-            return Ok(Some(Download::Proxy { len }));
+            return Ok(None);
         }
-        let url = self
-            .store
-            .signed_url(Method::GET, &Path::from(key.as_str()), self.url_ttl)
-            .await
-            .map_err(os_err(Op::Sign, key.as_str()))?;
-        Ok(Some(Download::Redirect { url: url.to_string(), len }))
+        let path = Path::from(key.as_str());
+        let url =
+            self.store.signed_url(Method::GET, &path, self.url_ttl).await.map_err(fail(Op::Sign, key.as_str()))?;
+        Ok(Some(url.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_have_kinds() {
+        let boxed = || -> Box<dyn std::error::Error + Send + Sync> { "detail".into() };
+        let kind = |e| S3Error(e).kind();
+        assert_eq!(kind(object_store::Error::NotFound { path: "k".into(), source: boxed() }), ErrorKind::NotFound);
+        let denied = object_store::Error::PermissionDenied { path: "k".into(), source: boxed() };
+        assert_eq!(kind(denied), ErrorKind::Rejected);
+        let lost = HttpError::new(HttpErrorKind::Connect, std::io::Error::other("connection refused"));
+        let generic = object_store::Error::Generic { store: "S3", source: Box::new(lost) };
+        assert_eq!(kind(generic), ErrorKind::Unavailable);
+        let garbled = HttpError::new(HttpErrorKind::Decode, std::io::Error::other("bad XML"));
+        let generic = object_store::Error::Generic { store: "S3", source: Box::new(garbled) };
+        assert_eq!(kind(generic), ErrorKind::Integrity);
+    }
+
+    #[test]
+    fn setup_checks_the_bucket_and_url_lifetime() {
+        assert!(matches!(S3::new(S3Config::new("")), Err(SetupError::EmptyBucket)));
+        let mut config = S3Config::new("b");
+        config.url_ttl = Duration::ZERO;
+        assert!(matches!(S3::new(config), Err(SetupError::UrlTtl(_))));
+        assert!(S3::new(S3Config::new("b")).is_ok());
     }
 }

@@ -22,14 +22,19 @@
 //! a broken connection, 429 or 5xx; chunk uploads are not (a failed upload is abandoned and
 //! the build that made it fails; the client retries it).
 
+mod error;
 mod signing;
 #[cfg(test)]
 mod tests;
 mod upload;
 
+pub use error::{GcsError, GcsSetupError};
+
+use super::error::check_bucket;
 use super::keys::staging_name;
-use super::{ByteStream, Download, ObjectKey, Op, SetupError, StorageError};
+use super::{ByteStream, ObjectKey, Op, SetupError, StorageBackend, StorageError};
 use bytes::{Bytes, BytesMut};
+use error::{protocol, retryable, status_error, transport};
 use futures::{StreamExt, TryStreamExt};
 use google_cloud_auth::credentials::{self, AccessTokenCredentials};
 use google_cloud_auth::signer::Signer;
@@ -149,30 +154,25 @@ struct ObjectResource {
 impl Gcs {
     /// Sets up the client: reads the credentials file (and checks a service account key can
     /// sign); contacts nothing.
-    pub async fn new(config: GcsConfig) -> Result<Gcs, StorageError> {
+    pub async fn new(config: GcsConfig) -> Result<Gcs, SetupError> {
         let base = match &config.emulator_host {
             Some(host) => Some(emulator_base(host)?),
             None => None,
         };
-        Ok(Gcs::build(config, base).await?)
+        Gcs::build(config, base).await
     }
 
     /// `new`, with the endpoint given separately: `Some` sends every request there.
     /// Credentials are used unless the endpoint came from `emulator_host`.
     async fn build(config: GcsConfig, endpoint: Option<String>) -> Result<Gcs, SetupError> {
-        if config.bucket.trim().is_empty() {
-            return Err(SetupError::EmptyBucket);
-        }
-        if config.url_ttl < Duration::from_secs(1) || config.url_ttl > Duration::from_secs(7 * 86_400) {
-            return Err(SetupError::UrlTtl(config.url_ttl));
-        }
+        check_bucket(&config.bucket, config.url_ttl)?;
         let key = match &config.credentials_file {
             Some(path) => {
                 let text = tokio::fs::read(path)
                     .await
-                    .map_err(|source| SetupError::ReadCredentials { path: path.clone(), source })?;
+                    .map_err(|source| GcsSetupError::ReadCredentials { path: path.clone(), source })?;
                 let json: serde_json::Value = serde_json::from_slice(&text)
-                    .map_err(|source| SetupError::ParseCredentials { path: path.clone(), source })?;
+                    .map_err(|source| GcsSetupError::ParseCredentials { path: path.clone(), source })?;
                 Some((path.clone(), json))
             }
             None => None,
@@ -188,7 +188,7 @@ impl Gcs {
                 Some((_, json)) => token_credentials(json.clone()),
                 None => credentials::Builder::default().build_access_token_credentials(),
             };
-            Some(build.map_err(|source| SetupError::BuildCredentials {
+            Some(build.map_err(|source| GcsSetupError::BuildCredentials {
                 path: key.as_ref().map(|(p, _)| p.clone()),
                 source,
             })?)
@@ -200,7 +200,7 @@ impl Gcs {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(120))
             .build()
-            .map_err(SetupError::HttpClient)?;
+            .map_err(GcsSetupError::HttpClient)?;
         Ok(Gcs {
             inner: Arc::new(Inner {
                 http,
@@ -214,58 +214,54 @@ impl Gcs {
             }),
         })
     }
+}
 
-    pub async fn stage(&self, body: ByteStream) -> Result<StagedObject, StorageError> {
+impl StorageBackend for Gcs {
+    type Staged = StagedObject;
+
+    async fn stage(&self, body: ByteStream) -> Result<StagedObject, StorageError> {
         let name = staging_name();
         let uri = self.inner.start_upload(&name).await?;
         let mut session = Session { uri, name, owner: Some(self.inner.clone()) };
-        match self.inner.upload(&session.uri, &session.name, body).await {
+        let uploaded = self.inner.upload(&session.uri, &session.name, body).await;
+        session.owner = None;
+        match uploaded {
             Ok(size) => {
-                session.owner = None;
                 Ok(StagedObject { name: std::mem::take(&mut session.name), size, owner: Some(self.inner.clone()) })
             }
             Err(e) => {
-                session.owner = None;
                 self.inner.abandon(&session.uri, &session.name).await;
                 Err(e)
             }
         }
     }
 
-    pub async fn commit(&self, mut staged: StagedObject, key: &ObjectKey) -> Result<(), StorageError> {
+    async fn commit(&self, mut staged: StagedObject, key: &ObjectKey) -> Result<(), StorageError> {
         let result = self.inner.rewrite(&staged.name, key.as_str(), key.is_content_addressed()).await;
         staged.owner = None;
         self.inner.delete_quietly(&staged.name).await;
         result
     }
 
-    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Bytes>, StorageError> {
-        let Some(body) = self.inner.media(key.as_str(), None).await? else { return Ok(None) };
-        let chunks: Vec<Bytes> =
-            body.try_collect().await.map_err(|source| StorageError::Io { key: key.to_string(), source })?;
-        Ok(Some(chunks.concat().into()))
-    }
-
-    pub async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
+    async fn size(&self, key: &ObjectKey) -> Result<Option<u64>, StorageError> {
         self.inner.size(key.as_str()).await
     }
 
-    pub async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
+    async fn read(&self, key: &ObjectKey, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
         self.inner.media(key.as_str(), range).await
     }
 
-    pub async fn download(&self, key: &ObjectKey) -> Result<Option<Download>, StorageError> {
-        let Some(len) = self.inner.size(key.as_str()).await? else { return Ok(None) };
+    /// A signed URL with a service account key, else the public URL; none when proxying.
+    async fn url(&self, key: &ObjectKey) -> Result<Option<String>, StorageError> {
         if self.inner.proxy {
-            return Ok(Some(Download::Proxy { len }));
+            return Ok(None);
         }
-        let url = self.inner.url(key.as_str(), SystemTime::now()).await?;
-        Ok(Some(Download::Redirect { url, len }))
+        self.inner.url(key.as_str(), SystemTime::now()).await.map(Some)
     }
 }
 
 /// `STORAGE_EMULATOR_HOST` as Google's clients read it: a URL, or `host:port` meaning http.
-fn emulator_base(host: &str) -> Result<String, SetupError> {
+fn emulator_base(host: &str) -> Result<String, GcsSetupError> {
     let given = host.trim();
     let url = if given.contains("://") { given.to_owned() } else { format!("http://{given}") };
     let (scheme, rest) = url.split_once("://").expect("has a scheme");
@@ -273,18 +269,18 @@ fn emulator_base(host: &str) -> Result<String, SetupError> {
     if (scheme == "http" || scheme == "https") && !rest.is_empty() && !rest.contains('/') {
         Ok(format!("{scheme}://{rest}"))
     } else {
-        Err(SetupError::EmulatorHost(given.to_owned()))
+        Err(GcsSetupError::EmulatorHost(given.to_owned()))
     }
 }
 
 async fn service_account_signer(
     path: &std::path::Path,
     json: &serde_json::Value,
-) -> Result<(Signer, String), SetupError> {
-    let bad = |source| SetupError::SigningKey { path: path.to_owned(), source };
+) -> Result<(Signer, String), GcsSetupError> {
+    let bad = |source| GcsSetupError::SigningKey { path: path.to_owned(), source };
     let signer = credentials::service_account::Builder::new(json.clone())
         .build_signer()
-        .map_err(|source| SetupError::BuildCredentials { path: Some(path.to_owned()), source })?;
+        .map_err(|source| GcsSetupError::BuildCredentials { path: Some(path.to_owned()), source })?;
     let email = signer.client_email().await.map_err(bad)?;
     // Parses the key now, so a broken key stops start-up rather than every blob request.
     signer.sign(b"nixery start-up check".as_slice()).await.map_err(bad)?;
@@ -305,28 +301,6 @@ fn token_credentials(
     }
 }
 
-fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-}
-
-/// An error for an unexpected answer, with (the start of) its body.
-async fn status_error(op: Op, key: &str, resp: Response) -> StorageError {
-    let status = resp.status().as_u16();
-    let mut message = resp.text().await.unwrap_or_default();
-    if message.len() > 500 {
-        let mut cut = 500;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-    }
-    StorageError::Status { op, key: key.to_owned(), status, message }
-}
-
-fn protocol(op: Op, key: &str, detail: impl Into<String>) -> StorageError {
-    StorageError::Protocol { op, key: key.to_owned(), detail: detail.into() }
-}
-
 impl Inner {
     fn object_url(&self, name: &str) -> String {
         format!("{}/storage/v1/b/{}/o/{}", self.base, encode_component(&self.bucket), encode_component(name))
@@ -336,11 +310,7 @@ impl Inner {
         match &self.tokens {
             None => Ok(req),
             Some(creds) => {
-                let token = creds.access_token().await.map_err(|source| StorageError::Credentials {
-                    op,
-                    key: key.to_owned(),
-                    source,
-                })?;
+                let token = creds.access_token().await.map_err(|e| GcsError::Credentials(e).at(op, key))?;
                 Ok(req.bearer_auth(token.token))
             }
         }
@@ -360,7 +330,7 @@ impl Inner {
                 Err(e) if attempt < ATTEMPTS => {
                     tracing::debug!(%op, key, error = %e, "object store unreachable, retrying")
                 }
-                Err(source) => return Err(StorageError::Transport { op, key: key.to_owned(), source }),
+                Err(e) => return Err(transport(op, key)(e)),
             }
             tokio::time::sleep(delay).await;
             delay *= 4;
@@ -396,11 +366,7 @@ impl Inner {
                 StatusCode::OK => {}
                 _ => return Err(status_error(Op::Commit, dst, resp).await),
             }
-            let body = resp.bytes().await.map_err(|source| StorageError::Transport {
-                op: Op::Commit,
-                key: dst.to_owned(),
-                source,
-            })?;
+            let body = resp.bytes().await.map_err(transport(Op::Commit, dst))?;
             let answer: RewriteResponse =
                 serde_json::from_slice(&body).map_err(|e| protocol(Op::Commit, dst, format!("rewrite answer: {e}")))?;
             if answer.done {
@@ -437,11 +403,7 @@ impl Inner {
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::OK => {
-                let body = resp.bytes().await.map_err(|source| StorageError::Transport {
-                    op: Op::Stat,
-                    key: name.to_owned(),
-                    source,
-                })?;
+                let body = resp.bytes().await.map_err(transport(Op::Stat, name))?;
                 let object: ObjectResource = serde_json::from_slice(&body)
                     .map_err(|e| protocol(Op::Stat, name, format!("object metadata: {e}")))?;
                 let size =
@@ -494,7 +456,7 @@ impl Inner {
         let signature = signer
             .sign(prepared.string_to_sign.as_bytes())
             .await
-            .map_err(|source| StorageError::Signing { key: name.to_owned(), source })?;
+            .map_err(|e| GcsError::Signing(e).at(Op::Sign, name))?;
         Ok(signing::finish(&prepared, &signature))
     }
 }

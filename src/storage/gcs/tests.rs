@@ -3,6 +3,7 @@
 //! against fake-gcs-server in tests/storage_backends.rs.
 
 use super::*;
+use crate::storage::{Download, ErrorKind};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -226,6 +227,11 @@ fn blob_key(data: &[u8]) -> ObjectKey {
     ObjectKey::blob(&crate::digest::Digest::of(data))
 }
 
+/// The client's own error behind a storage error.
+fn gcs_error(err: &StorageError) -> &GcsError {
+    std::error::Error::source(err).and_then(|e| e.downcast_ref()).expect("a GcsError as the source")
+}
+
 fn ranges(seen: &[Seen]) -> Vec<String> {
     seen.iter().filter_map(|s| s.content_range.clone()).collect()
 }
@@ -326,11 +332,9 @@ async fn a_failed_rewrite_leaves_nothing_and_deletes_the_staging_object() {
     let key = blob_key(b"layer");
     let staged = gcs.stage(Box::pin(futures::stream::iter([Ok(Bytes::from("layer"))]))).await.unwrap();
     let err = gcs.commit(staged, &key).await.unwrap_err();
-    match &err {
-        StorageError::Status { op: Op::Commit, key: k, status: 403, message } => {
-            assert_eq!(k, key.as_str());
-            assert_eq!(message, "scripted failure");
-        }
+    assert_eq!((err.op(), err.key(), err.kind()), (Op::Commit, key.as_str(), ErrorKind::Rejected));
+    match gcs_error(&err) {
+        GcsError::Status { status: 403, message } => assert_eq!(message, "scripted failure"),
         other => panic!("unexpected error {other:?}"),
     }
     assert!(err.to_string().contains(key.as_str()), "{err}");
@@ -346,14 +350,10 @@ async fn a_broken_stream_cancels_the_session_and_leaves_nothing() {
         Ok(Bytes::from(vec![2u8; 400_000])),
         Err(std::io::Error::other("archive writer failed")),
     ];
-    let err = gcs.stage(Box::pin(futures::stream::iter(pieces))).await.unwrap_err();
-    match &err {
-        StorageError::Io { key, source } => {
-            assert!(key.starts_with("staging/"), "{key}");
-            assert_eq!(source.to_string(), "archive writer failed");
-        }
-        other => panic!("unexpected error {other:?}"),
-    }
+    let err = gcs.stage(Box::pin(futures::stream::iter(pieces))).await.err().unwrap();
+    assert_eq!((err.op(), err.kind()), (Op::Upload, ErrorKind::Body));
+    assert!(err.key().starts_with("staging/"), "{}", err.key());
+    assert_eq!(std::error::Error::source(&err).unwrap().to_string(), "archive writer failed");
     assert!(mock.with(|s| s.sessions.is_empty()), "the session was not cancelled");
     assert!(mock.objects().is_empty());
     assert!(mock.seen().iter().any(|s| s.method == Method::DELETE && s.uri.starts_with("/session/")));
@@ -384,7 +384,8 @@ async fn busy_answers_are_retried_twice() {
     assert_eq!(gcs.size(&key).await.unwrap(), None);
     mock.with(|s| s.busy_stats = 3);
     let err = gcs.size(&key).await.unwrap_err();
-    assert!(matches!(err, StorageError::Status { op: Op::Stat, status: 503, .. }), "{err:?}");
+    assert_eq!((err.op(), err.kind()), (Op::Stat, ErrorKind::Unavailable));
+    assert!(matches!(gcs_error(&err), GcsError::Status { status: 503, .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -418,7 +419,10 @@ async fn downloads_redirect_to_public_urls_or_proxy() {
     config.emulator_host = Some(mock.base.clone());
     config.proxy_blobs = true;
     let proxied = Gcs::new(config).await.unwrap();
-    assert!(matches!(proxied.download(&key).await.unwrap(), Some(Download::Proxy { len: 4 })));
+    let Some(Download::Stream(stream)) = proxied.download(&key).await.unwrap() else { panic!("not streamed") };
+    assert_eq!(stream.len(), 4);
+    let bytes: Vec<Bytes> = stream.bytes(Some(1..3)).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(bytes.concat(), b"lo");
 }
 
 #[tokio::test]
@@ -444,23 +448,23 @@ async fn a_service_account_key_gives_bearer_tokens_and_signed_urls() {
 #[tokio::test]
 async fn setup_errors_are_typed() {
     let err = |c: GcsConfig| async { Gcs::new(c).await.err().expect("set-up should fail") };
-    assert!(matches!(err(GcsConfig::new(" ")).await, StorageError::Setup(SetupError::EmptyBucket)));
+    assert!(matches!(err(GcsConfig::new(" ")).await, SetupError::EmptyBucket));
     let mut c = GcsConfig::new("b");
     c.emulator_host = Some("ftp://x".into());
-    assert!(matches!(err(c).await, StorageError::Setup(SetupError::EmulatorHost(_))));
+    assert!(matches!(err(c).await.backend(), Some(GcsSetupError::EmulatorHost(_))));
     let mut c = GcsConfig::new("b");
     c.credentials_file = Some("/does/not/exist.json".into());
-    assert!(matches!(err(c).await, StorageError::Setup(SetupError::ReadCredentials { .. })));
+    assert!(matches!(err(c).await.backend(), Some(GcsSetupError::ReadCredentials { .. })));
     let mut c = GcsConfig::new("b");
     c.url_ttl = Duration::from_secs(8 * 86_400);
-    assert!(matches!(err(c).await, StorageError::Setup(SetupError::UrlTtl(_))));
+    assert!(matches!(err(c).await, SetupError::UrlTtl(_)));
     let dir = tempfile::tempdir().unwrap();
     let bad_key = dir.path().join("key.json");
     std::fs::write(&bad_key, r#"{"type":"service_account","client_email":"a@b","private_key_id":"x","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n","project_id":"p"}"#).unwrap();
     let mut c = GcsConfig::new("b");
     c.credentials_file = Some(bad_key);
     c.emulator_host = Some("127.0.0.1:1".into());
-    assert!(matches!(err(c).await, StorageError::Setup(SetupError::SigningKey { .. })));
+    assert!(matches!(err(c).await.backend(), Some(GcsSetupError::SigningKey { .. })));
 }
 
 #[test]

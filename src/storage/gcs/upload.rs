@@ -49,7 +49,7 @@ async fn fill(body: &mut ByteStream, buf: &mut BytesMut, target: usize, key: &st
     while buf.len() <= target {
         match body.next().await {
             Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
-            Some(Err(source)) => return Err(StorageError::Io { key: key.to_owned(), source }),
+            Some(Err(e)) => return Err(StorageError::body(key, e)),
             None => return Ok(true),
         }
     }
@@ -97,22 +97,14 @@ impl Inner {
         };
         let req = self.http.put(session).header(CONTENT_RANGE, range).header(CONTENT_LENGTH, len).body(data);
         let req = self.authorize(req, Op::Upload, name).await?;
-        let resp = req.send().await.map_err(|source| StorageError::Transport {
-            op: Op::Upload,
-            key: name.to_owned(),
-            source,
-        })?;
+        let resp = req.send().await.map_err(transport(Op::Upload, name))?;
         match resp.status().as_u16() {
             308 => match persisted_bytes(&resp) {
                 Some(persisted) => Ok(ChunkAnswer::Incomplete { persisted }),
                 None => Err(protocol(Op::Upload, name, "unreadable Range in a 308 answer")),
             },
             200 | 201 => {
-                let body = resp.bytes().await.map_err(|source| StorageError::Transport {
-                    op: Op::Upload,
-                    key: name.to_owned(),
-                    source,
-                })?;
+                let body = resp.bytes().await.map_err(transport(Op::Upload, name))?;
                 if let (Some(total), Ok(object)) = (total, serde_json::from_slice::<ObjectResource>(&body))
                     && object.size != total.to_string()
                 {
