@@ -163,10 +163,6 @@ impl Emulator {
         xml.matches("<Upload>").count()
     }
 
-    pub async fn storage(&self) -> Storage {
-        self.storage_with(|_| {}, |_| {}).await
-    }
-
     pub async fn storage_with(&self, gcs: impl FnOnce(&mut GcsConfig), s3: impl FnOnce(&mut S3Config)) -> Storage {
         match self.kind {
             Kind::Gcs | Kind::GcsOnDisk => {
