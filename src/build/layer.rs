@@ -27,7 +27,7 @@ pub fn content_key(contents: &LayerContents) -> Digest {
     };
     let mut text = format!("{FORMAT_VERSION}\n{kind}\n");
     for p in paths {
-        text.push_str(p);
+        text.push_str(p.as_str());
         text.push('\n');
     }
     Digest::of(text.as_bytes())
@@ -89,10 +89,11 @@ mod tests {
 
     #[test]
     fn content_keys_depend_on_kind_and_paths() {
-        let a = LayerContents::StorePaths(vec!["/nix/store/a".into()]);
-        let a2 = LayerContents::StorePaths(vec!["/nix/store/a".into()]);
-        let b = LayerContents::StorePaths(vec!["/nix/store/b".into()]);
-        let fa = LayerContents::Forest(vec!["/nix/store/a".into()]);
+        let path = |hash: &str| crate::nix::StorePath::parse(&format!("/nix/store/{}-x", hash.repeat(32))).unwrap();
+        let a = LayerContents::StorePaths(vec![path("a")]);
+        let a2 = LayerContents::StorePaths(vec![path("a")]);
+        let b = LayerContents::StorePaths(vec![path("b")]);
+        let fa = LayerContents::Forest(vec![path("a")]);
         assert_eq!(content_key(&a), content_key(&a2));
         assert_ne!(content_key(&a), content_key(&b));
         assert_ne!(content_key(&a), content_key(&fa));

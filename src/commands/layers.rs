@@ -4,7 +4,7 @@ use crate::config::BuildSettings;
 use crate::image::{ImageName, ImageSpec, NameError, Tag};
 use crate::layers::Layer;
 use crate::metrics::Metrics;
-use crate::nix::{Nix, NixError};
+use crate::nix::{Nix, NixError, StorePath};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +23,12 @@ pub enum LayersCommandError {
 #[derive(Debug, serde::Serialize)]
 pub struct Plan {
     pub layers: Vec<PlannedLayer>,
-    pub symlink_forest: Vec<String>,
+    pub symlink_forest: Vec<StorePath>,
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct PlannedLayer {
-    pub store_paths: Vec<String>,
+    pub store_paths: Vec<StorePath>,
     pub size: u64,
     pub popularity: u64,
     pub merge_rating: String,

@@ -11,9 +11,11 @@ pub mod derivation;
 mod exprs;
 mod graph;
 mod process;
+mod store_path;
 
-pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info, store_path_name};
+pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info};
 pub use process::ProcessError;
+pub use store_path::{STORE_DIR, StorePath, StorePathError};
 
 use crate::image::Arch;
 use crate::metrics::Metrics;
@@ -35,9 +37,9 @@ pub struct ResolvedPackage {
     pub name: String,
     /// The attribute path it resolved to, e.g. `bashInteractive`.
     pub attr: String,
-    pub drv_path: String,
+    pub drv_path: StorePath,
     /// The output paths that go into the image.
-    pub outputs: Vec<String>,
+    pub outputs: Vec<StorePath>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,8 +54,8 @@ struct LookupResult {
 #[serde(rename_all = "camelCase")]
 pub struct TopLevelDerivation {
     pub attr: String,
-    pub drv_path: String,
-    pub outputs: Vec<String>,
+    pub drv_path: StorePath,
+    pub outputs: Vec<StorePath>,
 }
 
 /// Why Nix could not produce an image's packages.
@@ -93,7 +95,7 @@ pub struct Realised {
 impl Realised {
     /// Output paths of the packages every image carries (`cacert`, `iana-etc`), which the
     /// layer grouping treats as the most popular.
-    pub fn always_included_outputs(&self) -> BTreeSet<String> {
+    pub fn always_included_outputs(&self) -> BTreeSet<StorePath> {
         self.packages
             .iter()
             .filter(|p| crate::image::ALWAYS_INCLUDED.contains(&p.name.as_str()))
@@ -157,12 +159,12 @@ impl Nix {
             return Err(NixError::UnknownPackages { missing: lookup.missing, unusable: lookup.unusable });
         }
 
-        let drvs: BTreeSet<&str> = lookup.packages.iter().map(|p| p.drv_path.as_str()).collect();
+        let drvs: BTreeSet<&StorePath> = lookup.packages.iter().map(|p| &p.drv_path).collect();
         let mut build = Command::new("nix-store");
         build.arg("--realise").args(&drvs);
         self.run("realise", build, deadline).await.map_err(NixError::Build)?;
 
-        let roots: BTreeSet<String> = lookup.packages.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
+        let roots: BTreeSet<StorePath> = lookup.packages.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
         let out = self.path_info(&roots, true, deadline).await?;
         let graph = RuntimeGraph::from_path_info(&out, roots)?;
         Ok(Realised { packages: lookup.packages, graph })
@@ -187,13 +189,16 @@ impl Nix {
     }
 
     /// The runtime references of those `paths` that are valid in the local store.
-    pub async fn local_references(&self, paths: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<String>>, NixError> {
+    pub async fn local_references(
+        &self,
+        paths: &BTreeSet<StorePath>,
+    ) -> Result<BTreeMap<StorePath, Vec<StorePath>>, NixError> {
         let deadline = self.deadline();
         let mut check = Command::new("nix-store");
         check.args(["--check-validity", "--print-invalid"]).args(paths);
         let invalid = self.run("check validity", check, deadline).await.map_err(NixError::Query)?;
         let invalid: BTreeSet<&str> = std::str::from_utf8(&invalid).unwrap_or("").lines().collect();
-        let valid: BTreeSet<String> = paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect();
+        let valid: BTreeSet<StorePath> = paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect();
         if valid.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -203,7 +208,7 @@ impl Nix {
 
     async fn path_info(
         &self,
-        paths: &BTreeSet<String>,
+        paths: &BTreeSet<StorePath>,
         recursive: bool,
         deadline: Deadline,
     ) -> Result<Vec<u8>, NixError> {
