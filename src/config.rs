@@ -5,7 +5,7 @@
 //! a bad one stops the server with a message naming the variable.
 
 use crate::layers::Grouping;
-use crate::pkgsource::PkgSource;
+use crate::pkgsource::{Channel, PkgSource};
 use crate::storage::{GcsConfig, S3Config};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, ValueEnum};
@@ -312,11 +312,8 @@ impl SourceArgs {
         } else if let Some(repo) = self.pkgs_repo {
             PkgSource::Git(repo)
         } else {
-            let channel = self.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
-            if channel.trim().is_empty() {
-                return Err(ConfigError::EmptyChannel);
-            }
-            PkgSource::Channel(channel)
+            let channel = self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL);
+            PkgSource::Channel(Channel::parse(channel).ok_or(ConfigError::EmptyChannel)?)
         })
     }
 }
@@ -418,7 +415,7 @@ mod tests {
     fn defaults_match_nixery() {
         // No source configured: the nixos-unstable channel.
         let c = parse(&[]).unwrap();
-        assert_eq!(c.build.source, PkgSource::Channel("nixos-unstable".into()));
+        assert_eq!(c.build.source, PkgSource::Channel(Channel::Branch("nixos-unstable".into())));
         assert_eq!(c.build.layer_budget, 94);
         assert_eq!(c.build.nix_timeout, Duration::from_secs(60));
         assert_eq!(c.port, 8080);

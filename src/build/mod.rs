@@ -106,7 +106,7 @@ impl Builder {
     ) -> Result<Document, Arc<BuildError>> {
         let inner = &self.inner;
         let source = inner.source.revision(tag);
-        let cache_key = source.pinned.then(|| manifest_cache_key(&source, spec, format));
+        let cache_key = source.pinned_identity().map(|pin| manifest_cache_key(pin, spec, format));
         if let Some(key) = &cache_key {
             let cached = inner.storage.get(&ObjectKey::manifest_cache(key)).await.map_err(|e| Arc::new(e.into()))?;
             if let Some(bytes) = cached {
@@ -175,11 +175,13 @@ impl Inner {
     }
 }
 
-/// What a cached manifest depends on: source revision, architecture, packages, format.
-fn manifest_cache_key(source: &SourceRevision, spec: &ImageSpec, format: ManifestFormat) -> Digest {
+/// What a cached manifest depends on: the pinned source revision, architecture, packages,
+/// format. Version 2: the source is [`SourceRevision::pinned_identity`] (version 1 held the
+/// arguments rendered for Nix).
+fn manifest_cache_key(pinned_source: serde_json::Value, spec: &ImageSpec, format: ManifestFormat) -> Digest {
     let text = serde_json::json!({
-        "version": 1,
-        "source": [source.kind, source.args],
+        "version": 2,
+        "source": pinned_source,
         "arch": spec.arch.oci_name(),
         "packages": spec.packages,
         "format": format.media_type(),

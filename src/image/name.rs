@@ -106,16 +106,6 @@ impl Tag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// Whether the tag is a full 40-digit git commit hash (a pinned, cacheable revision).
-    pub fn is_commit(&self) -> bool {
-        is_commit_hash(&self.0)
-    }
-}
-
-/// Whether `s` is a full git commit hash.
-pub fn is_commit_hash(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The `<reference>` of a manifest request: a tag or a digest.
@@ -209,8 +199,6 @@ mod tests {
         for bad in ["", ".x", "-x", "a/b", "a:b", &"a".repeat(129)] {
             assert!(Tag::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(Tag::parse("0123456789abcdef0123456789abcdef01234567").unwrap().is_commit());
-        assert!(!Tag::parse("0123456789abcdef").unwrap().is_commit());
     }
 
     #[test]

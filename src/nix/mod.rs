@@ -11,6 +11,7 @@ pub mod derivation;
 mod exprs;
 mod graph;
 mod process;
+mod source;
 mod store_path;
 
 pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info};
@@ -131,11 +132,12 @@ impl Nix {
 
     /// `nix-instantiate --eval --strict --json` of `expr` with string arguments.
     fn eval(&self, expr: &str, source: &SourceRevision, system: &str, args: &[(&str, &str)]) -> Command {
+        let (src_type, src_args) = source::nix_args(source);
         let mut c = Command::new("nix-instantiate");
         c.args(["--eval", "--strict", "--json", "--read-write-mode"])
             .arg(self.exprs.path(expr))
-            .args(["--argstr", "srcType", source.kind])
-            .args(["--argstr", "srcArgs", &source.args])
+            .args(["--argstr", "srcType", src_type])
+            .args(["--argstr", "srcArgs", &src_args])
             .args(["--argstr", "system", system]);
         for (k, v) in args {
             c.args(["--argstr", k, v]);
