@@ -57,7 +57,7 @@ pub async fn build_layer(
     });
     let body: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok))));
     let staged = storage.stage(body).await;
-    let written = writer.await.map_err(|e| BuildError::Task(e.to_string()))?;
+    let written = writer.await.map_err(BuildError::Task)?;
     // A storage failure explains a writer's broken pipe, so it is reported first.
     let staged = staged?;
     let blob = written.map_err(BuildError::Archive)?;

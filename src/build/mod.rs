@@ -37,7 +37,7 @@ pub enum BuildError {
     #[error("writing a layer archive failed: {0}")]
     Archive(#[source] std::io::Error),
     #[error("a build task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// A built image, independent of manifest format.

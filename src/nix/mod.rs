@@ -18,7 +18,7 @@ pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info};
 pub use process::ProcessError;
 pub use store_path::{STORE_DIR, StorePath, StorePathError};
 
-use crate::image::Arch;
+use crate::image::{Arch, PackageName};
 use crate::metrics::Metrics;
 use crate::pkgsource::SourceRevision;
 use exprs::Expressions;
@@ -35,7 +35,7 @@ use tokio::time::Instant;
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedPackage {
     /// The name as requested.
-    pub name: String,
+    pub name: PackageName,
     /// The attribute path it resolved to, e.g. `bashInteractive`.
     pub attr: String,
     pub drv_path: StorePath,
@@ -45,8 +45,8 @@ pub struct ResolvedPackage {
 
 #[derive(Debug, Deserialize)]
 struct LookupResult {
-    missing: Vec<String>,
-    unusable: Vec<String>,
+    missing: Vec<PackageName>,
+    unusable: Vec<PackageName>,
     packages: Vec<ResolvedPackage>,
 }
 
@@ -63,15 +63,15 @@ pub struct TopLevelDerivation {
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     #[error("packages not found: {}", .missing.join(", "))]
-    UnknownPackages { missing: Vec<String>, unusable: Vec<String> },
+    UnknownPackages { missing: Vec<PackageName>, unusable: Vec<PackageName> },
     #[error("evaluating the package set failed")]
     Evaluation(#[source] ProcessError),
     #[error("building the packages failed")]
     Build(#[source] ProcessError),
     #[error("querying the store failed")]
     Query(#[source] ProcessError),
-    #[error("unexpected output from nix: {0}")]
-    Output(String),
+    #[error("unexpected output from nix: {step}: {source}")]
+    Output { step: &'static str, source: serde_json::Error },
     #[error(transparent)]
     Graph(#[from] GraphError),
 }
@@ -150,10 +150,10 @@ impl Nix {
         &self,
         source: &SourceRevision,
         arch: Arch,
-        packages: &BTreeSet<String>,
+        packages: &BTreeSet<PackageName>,
     ) -> Result<Realised, NixError> {
         let deadline = self.deadline();
-        let names = serde_json::to_string(packages).expect("strings serialise");
+        let names = serde_json::to_string(packages).expect("names serialise");
         let eval = self.eval("lookup.nix", source, arch.nix_system(), &[("packages", &names)]);
         let lookup: LookupResult =
             self.json("evaluate", eval, deadline).await.map_err(|e| e.or(NixError::Evaluation))?;
@@ -225,12 +225,12 @@ impl Nix {
 
     async fn json<T: DeserializeOwned>(
         &self,
-        step: &str,
+        step: &'static str,
         command: Command,
         deadline: Deadline,
     ) -> Result<T, JsonStepError> {
         let out = self.run(step, command, deadline).await.map_err(JsonStepError::Process)?;
-        serde_json::from_slice(&out).map_err(|e| JsonStepError::Output(NixError::Output(format!("{step}: {e}"))))
+        serde_json::from_slice(&out).map_err(|source| JsonStepError::Output(NixError::Output { step, source }))
     }
 
     async fn run(&self, step: &str, command: Command, deadline: Deadline) -> Result<Vec<u8>, ProcessError> {
@@ -252,5 +252,24 @@ impl JsonStepError {
             JsonStepError::Process(p) => wrap(p),
             JsonStepError::Output(e) => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_that_is_not_json_names_the_step_and_keeps_the_parse_error() {
+        let nix = Nix::new(Duration::from_secs(10), Arc::new(Metrics::default())).unwrap();
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", "echo '{\"missing\": oops}'"]);
+        let result = nix.json::<LookupResult>("evaluate", command, nix.deadline()).await;
+        let err = match result {
+            Ok(_) => panic!("garbage parsed"),
+            Err(e) => e.or(NixError::Evaluation),
+        };
+        assert!(matches!(&err, NixError::Output { step: "evaluate", source } if source.is_syntax()), "{err:?}");
+        assert!(err.to_string().starts_with("unexpected output from nix: evaluate: expected value at line 1"), "{err}");
     }
 }
