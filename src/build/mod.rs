@@ -12,10 +12,9 @@ mod flight;
 mod layer;
 
 use crate::archive::{LayerBlob, LayerContents};
-use crate::config::BuildSettings;
 use crate::digest::Digest;
 use crate::image::{ImageSpec, Tag};
-use crate::layers::Grouping;
+use crate::layers::LayerPolicy;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError};
@@ -25,7 +24,18 @@ use crate::storage::{ObjectKey, Storage, StorageError};
 use flight::SingleFlight;
 use futures::FutureExt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
+
+/// How images are built, in the domain's terms (the configuration maps its settings into
+/// this at start-up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildPolicy {
+    pub source: PkgSource,
+    /// How long one image's Nix work (evaluate, build, query) may take.
+    pub nix_timeout: Duration,
+    pub layers: LayerPolicy,
+}
 
 /// Why an image could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +76,7 @@ struct Inner {
     source: PkgSource,
     nix: Nix,
     popularity: Popularity,
-    budget: usize,
-    grouping: Grouping,
+    layers: LayerPolicy,
     storage: Arc<Storage>,
     metrics: Arc<Metrics>,
     layer_slots: Semaphore,
@@ -76,7 +85,7 @@ struct Inner {
 
 impl Builder {
     pub fn new(
-        settings: &BuildSettings,
+        policy: &BuildPolicy,
         storage: Arc<Storage>,
         popularity: Popularity,
         metrics: Arc<Metrics>,
@@ -84,11 +93,10 @@ impl Builder {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Ok(Builder {
             inner: Arc::new(Inner {
-                source: settings.source.clone(),
-                nix: Nix::new(settings.nix_timeout, metrics.clone())?,
+                source: policy.source.clone(),
+                nix: Nix::new(policy.nix_timeout, metrics.clone())?,
                 popularity,
-                budget: settings.layer_budget,
-                grouping: settings.grouping,
+                layers: policy.layers,
                 storage,
                 metrics,
                 layer_slots: Semaphore::new(cores),
@@ -149,7 +157,7 @@ impl Inner {
         let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
 
         let very_popular = realised.always_included_outputs();
-        let groups = self.grouping.group(&realised.graph, &self.popularity, &very_popular, self.budget);
+        let groups = self.layers.group(&realised.graph, &self.popularity, &very_popular);
 
         let mut contents: Vec<LayerContents> =
             groups.into_iter().map(|l| LayerContents::StorePaths(l.contents)).collect();

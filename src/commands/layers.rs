@@ -39,10 +39,11 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
     let tag = Tag::parse(tag)?;
     let spec = ImageSpec::from_name(&name);
     let popularity = crate::commands::serve::load_popularity(settings.popularity_url.as_deref()).await?;
-    let nix = Nix::new(settings.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
-    let realised = nix.realise(&settings.source.revision(&tag), spec.arch, &spec.packages).await?;
+    let policy = &settings.policy;
+    let nix = Nix::new(policy.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
+    let realised = nix.realise(&policy.source.revision(&tag), spec.arch, &spec.packages).await?;
     let very_popular = realised.always_included_outputs();
-    let layers = settings.grouping.group(&realised.graph, &popularity, &very_popular, settings.layer_budget);
+    let layers = policy.layers.group(&realised.graph, &popularity, &very_popular);
     Ok(Plan {
         layers: layers
             .into_iter()

@@ -95,8 +95,8 @@ fn path_popularity(path: &StorePath, popularity: &Popularity, very_popular: &BTr
     if very_popular.contains(path) { very_popular_value(popularity) } else { popularity.of_name(path.name()) }
 }
 
-/// Which grouping the server uses (`NIXERY_LAYER_GROUPING`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// Which grouping the server uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Grouping {
     /// [`group`]: units that recur whole, heaviest kept apart (the default; docs/reuse.md).
     #[default]
@@ -105,18 +105,25 @@ pub enum Grouping {
     Nixery,
 }
 
-impl Grouping {
-    /// Groups `graph` with this algorithm; the arguments are those of [`group`].
+/// How an image's store paths become layers: the grouping, and at most how many store-path
+/// layers an image gets (the symlink forest comes on top).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerPolicy {
+    pub grouping: Grouping,
+    pub budget: usize,
+}
+
+impl LayerPolicy {
+    /// Groups `graph` by this policy, in manifest order; `very_popular` as for [`group`].
     pub fn group(
-        self,
+        &self,
         graph: &RuntimeGraph,
         popularity: &Popularity,
         very_popular: &BTreeSet<StorePath>,
-        budget: usize,
     ) -> Vec<Layer> {
-        match self {
-            Grouping::Stable => group(graph, popularity, very_popular, budget),
-            Grouping::Nixery => group_nixery(graph, popularity, very_popular, budget),
+        match self.grouping {
+            Grouping::Stable => group(graph, popularity, very_popular, self.budget),
+            Grouping::Nixery => group_nixery(graph, popularity, very_popular, self.budget),
         }
     }
 }

@@ -14,7 +14,7 @@ async fn state(dir: &std::path::Path) -> AppState {
     let config = Config::parse_from(["nixery", "--pkgs-path", "/"]).unwrap();
     let storage = Arc::new(Storage::Filesystem(Filesystem::open(dir).await.unwrap()));
     let metrics = Arc::new(Metrics::default());
-    let builder = Builder::new(&config.build, storage.clone(), Default::default(), metrics.clone()).unwrap();
+    let builder = Builder::new(&config.build.policy, storage.clone(), Default::default(), metrics.clone()).unwrap();
     AppState { builder, storage, metrics }
 }
 
