@@ -16,7 +16,7 @@ mod store_path;
 
 pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info};
 pub use process::ProcessError;
-pub use store_path::{STORE_DIR, StorePath, StorePathError};
+pub use store_path::{StorePath, StorePathError};
 
 use crate::image::{Arch, PackageName};
 use crate::metrics::Metrics;
