@@ -19,7 +19,7 @@
 //! Sequences are drawn with a fixed-seed splitmix64, so every run replays the same pulls.
 
 use nixery::layers::{self, Layer};
-use nixery::nix::{PathInfo, RuntimeGraph, store_path_name};
+use nixery::nix::{PathInfo, RuntimeGraph, StorePath};
 use nixery::popularity::Popularity;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -57,7 +57,7 @@ impl SplitMix {
 struct Image {
     label: String,
     graph: RuntimeGraph,
-    very_popular: BTreeSet<String>,
+    very_popular: BTreeSet<StorePath>,
 }
 
 struct Scenario {
@@ -68,9 +68,9 @@ struct Scenario {
 }
 
 /// The closure of `roots` in `universe` as an image graph.
-fn image_graph(universe: &BTreeMap<String, PathInfo>, roots: &[String]) -> RuntimeGraph {
+fn image_graph(universe: &BTreeMap<StorePath, PathInfo>, roots: &[StorePath]) -> RuntimeGraph {
     let mut paths = BTreeMap::new();
-    let mut stack: Vec<&String> = roots.iter().collect();
+    let mut stack: Vec<&StorePath> = roots.iter().collect();
     while let Some(p) = stack.pop() {
         if paths.contains_key(p) {
             continue;
@@ -86,11 +86,11 @@ fn image_graph(universe: &BTreeMap<String, PathInfo>, roots: &[String]) -> Runti
 }
 
 /// Direct referrer counts by store path name: Nixery's popularity data, for this universe.
-fn referrer_counts(universe: &BTreeMap<String, PathInfo>) -> Popularity {
+fn referrer_counts(universe: &BTreeMap<StorePath, PathInfo>) -> Popularity {
     let mut counts: HashMap<String, u64> = HashMap::new();
     for info in universe.values() {
         for r in &info.references {
-            *counts.entry(store_path_name(r).to_owned()).or_default() += 1;
+            *counts.entry(r.name().to_owned()).or_default() += 1;
         }
     }
     Popularity::from_counts(counts)
@@ -117,7 +117,7 @@ fn snapshot_path() -> PathBuf {
 }
 
 /// Attribute → out path, and `nix path-info` JSON of their closure, from real Nix.
-fn test_set_from_nix() -> Result<(BTreeMap<String, String>, Vec<u8>), String> {
+fn test_set_from_nix() -> Result<(BTreeMap<String, StorePath>, Vec<u8>), String> {
     let root = env!("CARGO_MANIFEST_DIR");
     let attrs: Vec<&str> = TEST_PACKAGES.iter().chain(ALWAYS.iter()).copied().collect();
     let mut build = Command::new("nix-build");
@@ -129,7 +129,11 @@ fn test_set_from_nix() -> Result<(BTreeMap<String, String>, Vec<u8>), String> {
     if !out.status.success() {
         return Err(format!("nix-build failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    let outs: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let outs: Vec<StorePath> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(StorePath::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("nix-build: {e}"))?;
     if outs.len() != attrs.len() {
         return Err(format!("nix-build printed {} paths", outs.len()));
     }
@@ -170,14 +174,15 @@ fn test_set_scenario() -> Scenario {
         Err(why) => {
             let text = std::fs::read(snapshot_path()).expect("benches/data/test-pkgs.json");
             let doc: serde_json::Value = serde_json::from_slice(&text).expect("snapshot JSON");
-            let attrs: BTreeMap<String, String> = serde_json::from_value(doc["attrs"].clone()).expect("snapshot attrs");
+            let attrs: BTreeMap<String, StorePath> =
+                serde_json::from_value(doc["attrs"].clone()).expect("snapshot attrs");
             let raw = serde_json::to_vec(&doc["pathInfo"]).unwrap();
             let graph = RuntimeGraph::from_path_info(&raw, attrs.values().cloned()).expect("snapshot pathInfo");
             (attrs, graph.paths, format!("snapshot benches/data/test-pkgs.json ({why})"))
         }
     };
     let popularity = referrer_counts(&universe);
-    let very_popular: BTreeSet<String> = ALWAYS.iter().map(|a| attrs[*a].clone()).collect();
+    let very_popular: BTreeSet<StorePath> = ALWAYS.iter().map(|a| attrs[*a].clone()).collect();
 
     let mut rng = SplitMix(SEED);
     let images = (0..TEST_IMAGES)
@@ -188,7 +193,7 @@ fn test_set_scenario() -> Scenario {
                 chosen.insert(TEST_PACKAGES[rng.below(TEST_PACKAGES.len())]);
             }
             let label = chosen.iter().copied().collect::<Vec<_>>().join("/");
-            let roots: Vec<String> = chosen.iter().chain(ALWAYS.iter()).map(|a| attrs[*a].clone()).collect();
+            let roots: Vec<StorePath> = chosen.iter().chain(ALWAYS.iter()).map(|a| attrs[*a].clone()).collect();
             Image { label, graph: image_graph(&universe, &roots), very_popular: very_popular.clone() }
         })
         .collect();
@@ -304,7 +309,7 @@ fn parse_dumpavail(text: &str) -> Debian {
 }
 
 /// `/nix/store/<32 chars>-<name>` with a hash that depends only on the name.
-fn fake_store_path(name: &str) -> String {
+fn fake_store_path(name: &str) -> StorePath {
     const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
@@ -322,7 +327,7 @@ fn fake_store_path(name: &str) -> String {
             word >>= 5;
         }
     }
-    format!("/nix/store/{hash}-{name}")
+    StorePath::parse(&format!("/nix/store/{hash}-{name}")).expect("Debian package names are store path names")
 }
 
 fn debian_scenario() -> Option<Scenario> {
@@ -356,7 +361,7 @@ fn debian_scenario() -> Option<Scenario> {
             stack.extend(deb.deps[i].iter().map(|&j| j as usize));
         }
     }
-    let path_of: HashMap<usize, String> = needed.iter().map(|&i| (i, fake_store_path(&deb.names[i]))).collect();
+    let path_of: HashMap<usize, StorePath> = needed.iter().map(|&i| (i, fake_store_path(&deb.names[i]))).collect();
     let mut universe = BTreeMap::new();
     let mut seen = vec![u32::MAX; n];
     for (stamp, &i) in needed.iter().enumerate() {
@@ -369,7 +374,7 @@ fn debian_scenario() -> Option<Scenario> {
                 stack.extend(deb.deps[j].iter().map(|&k| k as usize));
             }
         }
-        let mut references: Vec<String> = deb.deps[i].iter().map(|&j| path_of[&(j as usize)].clone()).collect();
+        let mut references: Vec<StorePath> = deb.deps[i].iter().map(|&j| path_of[&(j as usize)].clone()).collect();
         references.sort();
         universe.insert(path_of[&i].clone(), PathInfo { nar_size: deb.size[i], closure_size, references });
     }
@@ -379,7 +384,7 @@ fn debian_scenario() -> Option<Scenario> {
     let images = picks
         .iter()
         .map(|pick| {
-            let roots: Vec<String> = pick.iter().map(|i| path_of[i].clone()).collect();
+            let roots: Vec<StorePath> = pick.iter().map(|i| path_of[i].clone()).collect();
             Image {
                 label: pick.iter().map(|&i| deb.names[i].as_str()).collect::<Vec<_>>().join("/"),
                 graph: image_graph(&universe, &roots),
@@ -424,7 +429,7 @@ impl Strategy {
     }
 
     /// The image's layers in manifest order (bottom first), each as sorted contents.
-    fn layers(self, image: &Image, popularity: &Popularity, budget: usize) -> Vec<Vec<String>> {
+    fn layers(self, image: &Image, popularity: &Popularity, budget: usize) -> Vec<Vec<StorePath>> {
         let contents = |ls: Vec<Layer>| ls.into_iter().map(|l| l.contents).collect();
         let g = &image.graph;
         match self {
@@ -433,8 +438,8 @@ impl Strategy {
             Strategy::Contest => contents(layers::group_popularity_contest(g, budget)),
             Strategy::PerPath => {
                 // Bottom-most the paths most packages use, so ChainIDs have a chance.
-                let mut paths: Vec<&String> = g.paths.keys().collect();
-                paths.sort_by_key(|p| (std::cmp::Reverse(popularity.of_name(store_path_name(p))), *p));
+                let mut paths: Vec<&StorePath> = g.paths.keys().collect();
+                paths.sort_by_key(|p| (std::cmp::Reverse(popularity.of_name(p.name())), *p));
                 paths.into_iter().map(|p| vec![p.clone()]).collect()
             }
             Strategy::Single => vec![g.paths.keys().cloned().collect()],
@@ -450,7 +455,7 @@ struct Outcome {
 }
 
 fn replay(scenario: &Scenario, strategy: Strategy, budget: usize) -> Outcome {
-    let mut ids: HashMap<Vec<String>, u32> = HashMap::new();
+    let mut ids: HashMap<Vec<StorePath>, u32> = HashMap::new();
     let mut chains: HashSet<[u8; 32]> = HashSet::new();
     let mut out = Outcome { bytes: 0, chain_bytes: 0, layers: 0, time: Duration::ZERO };
     for image in &scenario.images {
@@ -484,11 +489,11 @@ fn replay(scenario: &Scenario, strategy: Strategy, budget: usize) -> Outcome {
 }
 
 /// Every strategy must stay within the budget and place every path exactly once.
-fn check(image: &Image, layers: &[Vec<String>], strategy: Strategy, budget: usize) {
+fn check(image: &Image, layers: &[Vec<StorePath>], strategy: Strategy, budget: usize) {
     if !matches!(strategy, Strategy::PerPath) {
         assert!(layers.len() <= budget, "{} over budget", strategy.name());
     }
-    let mut all: Vec<&String> = layers.iter().flatten().collect();
+    let mut all: Vec<&StorePath> = layers.iter().flatten().collect();
     all.sort();
     let len = all.len();
     all.dedup();
@@ -503,7 +508,7 @@ fn mib(bytes: u64) -> String {
 fn report(scenario: &Scenario) {
     let images = scenario.images.len();
     let pulled: u64 = scenario.images.iter().map(|i| i.graph.paths.values().map(|p| p.nar_size).sum::<u64>()).sum();
-    let distinct: BTreeSet<&String> = scenario.images.iter().flat_map(|i| i.graph.paths.keys()).collect();
+    let distinct: BTreeSet<&StorePath> = scenario.images.iter().flat_map(|i| i.graph.paths.keys()).collect();
     let paths: usize = scenario.images.iter().map(|i| i.graph.paths.len()).sum();
     println!("\n## {}\n", scenario.name);
     println!(

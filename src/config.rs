@@ -1,14 +1,42 @@
-//! The server's configuration: the only place the environment is read.
+//! The server's configuration: the only place that knows the command line and the
+//! environment.
 //!
 //! Every setting is a `--flag` and an environment variable with Nixery's name, so an existing
 //! Nixery deployment's environment works unchanged. Values are checked here, at start-up, and
-//! a bad one stops the server with a message naming the variable.
+//! mapped into the domain's types ([`BuildPolicy`], [`LayerPolicy`], [`PkgSource`],
+//! [`StorageConfig`]), which know nothing of flags or variables. A bad value stops the server
+//! with a message naming the variable and the flag.
+//!
+//! # Reading the environment
+//!
+//! [`Command::parse`] takes the environment as an argument, so what it returns depends only
+//! on its inputs: the tests give it a map and never see the developer's `PORT` or
+//! `NIXERY_*`; [`Command::from_env`] gives it the process's. clap's `env = "..."` annotations
+//! stay on the arguments, for `--help` (which lists every variable) and as the one list of
+//! which variable sets which flag, but parsing uses a copy of the command without them:
+//! a variable that is set (and not empty: empty counts as unset, as in Nixery) and whose flag
+//! the command line does not give becomes that flag, `--flag=value`, placed after the command
+//! line's own flags of the same (sub)command, as clap reads variables after the command line.
+//! So clap checks a variable's value exactly as it checks the flag's, the command line still
+//! wins, and its mistakes are still reported first. (One difference in order: clap reads the
+//! top-level variables after a subcommand's arguments, here they come before the
+//! subcommand's name, so `PORT=eighty nixery layers` reports `PORT` before the missing
+//! image.)
+//!
+//! A bad value becomes [`ConfigError::InvalidValue`], built from clap's structured error (the
+//! argument, the value, the value parser's own error), never from its rendered text.
+//! `--help`, `--version` and malformed command lines come back as clap's answers for `main`
+//! to print: nothing in here prints or exits.
 
-use crate::layers::Grouping;
-use crate::pkgsource::PkgSource;
+use crate::build::BuildPolicy;
+use crate::layers::{Grouping, LayerPolicy};
+use crate::pkgsource::{Channel, PkgSource};
 use crate::storage::{GcsConfig, S3Config};
+use clap::builder::{BoolValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,11 +44,30 @@ use std::time::Duration;
 /// Nixery's default package source when none is configured.
 pub const DEFAULT_CHANNEL: &str = "nixos-unstable";
 
+/// `NIXERY_STORAGE_BACKEND`'s values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StorageBackend {
     Filesystem,
     Gcs,
     S3,
+}
+
+/// `NIXERY_LAYER_GROUPING`'s values, mapped to the domain's [`Grouping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GroupingArg {
+    /// Units that recur whole, heaviest kept apart (the default; docs/reuse.md).
+    Stable,
+    /// Nixery's dominator-tree grouping, for drop-in compatibility.
+    Nixery,
+}
+
+impl From<GroupingArg> for Grouping {
+    fn from(arg: GroupingArg) -> Grouping {
+        match arg {
+            GroupingArg::Stable => Grouping::Stable,
+            GroupingArg::Nixery => Grouping::Nixery,
+        }
+    }
 }
 
 /// A container registry that builds images from Nix packages on demand.
@@ -79,7 +126,7 @@ pub struct BuildArgs {
     /// How store paths are grouped into layers: `stable` (measured to reuse more, see
     /// docs/reuse.md) or `nixery` (Nixery's dominator-tree grouping).
     #[arg(long, env = "NIXERY_LAYER_GROUPING", value_enum, default_value = "stable")]
-    pub layer_grouping: Grouping,
+    pub layer_grouping: GroupingArg,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -212,14 +259,12 @@ pub struct LayersArgs {
     pub build: BuildArgs,
 }
 
-/// Checked settings shared by everything that builds images.
+/// Checked settings shared by everything that builds images: the domain's policy, and where
+/// popularity data is loaded from.
 #[derive(Clone, Debug)]
 pub struct BuildSettings {
-    pub source: PkgSource,
-    pub nix_timeout: Duration,
+    pub policy: BuildPolicy,
     pub popularity_url: Option<String>,
-    pub layer_budget: usize,
-    pub grouping: Grouping,
 }
 
 /// Where the server keeps blobs, manifests and build records.
@@ -247,11 +292,26 @@ pub enum Command {
     Layers { image: String, tag: String, json: bool, build: BuildSettings },
 }
 
-/// A configuration the server cannot start with.
+/// A configuration the server cannot start with, or clap's answer to the command line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("set at most one package source, got {0}")]
-    SeveralSources(String),
+    /// `--help` or `--version`: what was asked for, for `main` to print (not a failure).
+    #[error(transparent)]
+    Help(clap::Error),
+    /// A malformed command line (an unknown flag, a missing argument, a bad value for a flag
+    /// without a variable): clap's message with the usage.
+    #[error(transparent)]
+    Usage(clap::Error),
+    #[error("invalid value '{value}' for {variable} ({flag}): {}", reason(.source))]
+    InvalidValue {
+        variable: String,
+        flag: String,
+        /// The value, or `***` for a secret's.
+        value: String,
+        source: clap::Error,
+    },
+    #[error("set at most one package source, got {}", .0.join(" and "))]
+    SeveralSources(Vec<&'static str>),
     #[error("NIXERY_PKGS_PATH {}: {source}", .path.display())]
     PkgsPath { path: PathBuf, source: std::io::Error },
     #[error("NIXERY_STORAGE_BACKEND={backend} needs {variable}")]
@@ -260,25 +320,36 @@ pub enum ConfigError {
     EmptyChannel,
 }
 
+/// Looks up an environment variable (`std::env::var_os` in production, a map in tests).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
 impl Command {
-    /// Parses the command line and environment, exiting with a message naming the variable on
-    /// a malformed value. A variable set to the empty string counts as unset, as in Nixery.
+    /// The command line and environment of this process.
     ///
-    /// Must be called before the process starts any thread (it edits the environment).
+    /// Must be called before the process starts any thread: variables of this configuration
+    /// that are set to the empty string are removed from the process environment, so that
+    /// libraries reading the same variables themselves (google-cloud-auth's Application
+    /// Default Credentials read `GOOGLE_APPLICATION_CREDENTIALS`) treat them as unset too.
     pub fn from_env() -> Result<Command, ConfigError> {
-        for var in Args::command().get_arguments().filter_map(|a| a.get_env()) {
-            if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+        for var in variables(&Args::command()) {
+            if std::env::var_os(&var).is_some_and(|v| v.is_empty()) {
                 // SAFETY: documented precondition: no other thread exists yet.
-                unsafe { std::env::remove_var(var) };
+                unsafe { std::env::remove_var(&var) };
             }
         }
-        let args = Args::try_parse().unwrap_or_else(|e| exit_naming_variable(e));
-        Command::from_args(args)
+        Command::parse(std::env::args_os(), &|var| std::env::var_os(var))
     }
 
-    pub fn from_args(args: Args) -> Result<Command, ConfigError> {
+    /// Parses `argv` (the program name first), taking settings from `env` where the command
+    /// line does not give them. Reads nothing else: not the process environment.
+    pub fn parse(argv: impl IntoIterator<Item = impl Into<OsString>>, env: Env) -> Result<Command, ConfigError> {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        Command::from_args(parse_args(&argv, env)?, env)
+    }
+
+    fn from_args(args: Args, env: Env) -> Result<Command, ConfigError> {
         Ok(match args.command {
-            None => Command::Serve(Box::new(Config::from_args(args.serve)?)),
+            None => Command::Serve(Box::new(Config::from_args(args.serve, env)?)),
             Some(Subcommand::Popcount(p)) => Command::Popcount {
                 source: p.source.resolve()?,
                 output: p.output,
@@ -294,8 +365,8 @@ impl Command {
 
 impl SourceArgs {
     /// The one configured package source (nixos-unstable when none is given).
-    pub fn resolve(self) -> Result<PkgSource, ConfigError> {
-        let given: Vec<&str> = [
+    fn resolve(self) -> Result<PkgSource, ConfigError> {
+        let given: Vec<&'static str> = [
             self.channel.as_ref().map(|_| "NIXERY_CHANNEL"),
             self.pkgs_repo.as_ref().map(|_| "NIXERY_PKGS_REPO"),
             self.pkgs_path.as_ref().map(|_| "NIXERY_PKGS_PATH"),
@@ -304,7 +375,7 @@ impl SourceArgs {
         .flatten()
         .collect();
         if given.len() > 1 {
-            return Err(ConfigError::SeveralSources(given.join(" and ")));
+            return Err(ConfigError::SeveralSources(given));
         }
         Ok(if let Some(path) = self.pkgs_path {
             let path = std::fs::canonicalize(&path).map_err(|source| ConfigError::PkgsPath { path, source })?;
@@ -312,29 +383,25 @@ impl SourceArgs {
         } else if let Some(repo) = self.pkgs_repo {
             PkgSource::Git(repo)
         } else {
-            let channel = self.channel.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
-            if channel.trim().is_empty() {
-                return Err(ConfigError::EmptyChannel);
-            }
-            PkgSource::Channel(channel)
+            let channel = self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL);
+            PkgSource::Channel(Channel::parse(channel).ok_or(ConfigError::EmptyChannel)?)
         })
     }
 }
 
 impl BuildArgs {
     fn check(self, source: SourceArgs) -> Result<BuildSettings, ConfigError> {
-        Ok(BuildSettings {
+        let policy = BuildPolicy {
             source: source.resolve()?,
             nix_timeout: Duration::from_secs(self.nix_timeout),
-            popularity_url: self.popularity_url,
-            layer_budget: self.layer_budget as usize,
-            grouping: self.layer_grouping,
-        })
+            layers: LayerPolicy { grouping: self.layer_grouping.into(), budget: self.layer_budget.into() },
+        };
+        Ok(BuildSettings { policy, popularity_url: self.popularity_url })
     }
 }
 
 impl Config {
-    pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
+    fn from_args(args: ServeArgs, env: Env) -> Result<Config, ConfigError> {
         let url_ttl = Duration::from_secs(args.signed_url_ttl);
         let storage = match args.storage_backend {
             StorageBackend::Filesystem => StorageConfig::Filesystem(args.storage_path),
@@ -355,8 +422,9 @@ impl Config {
                     .ok_or(ConfigError::MissingBucket { backend: "s3", variable: "NIXERY_S3_BUCKET" })?;
                 let mut s3 = S3Config::new(bucket);
                 // The AWS SDKs' fallbacks: the generic variables after the specific ones.
-                s3.region = s3_args.aws_region.or_else(|| non_empty_env("AWS_DEFAULT_REGION"));
-                s3.endpoint = s3_args.aws_endpoint_url_s3.or_else(|| non_empty_env("AWS_ENDPOINT_URL"));
+                let fallback = |var: &str| set(env, var).map(|v| v.to_string_lossy().into_owned());
+                s3.region = s3_args.aws_region.or_else(|| fallback("AWS_DEFAULT_REGION"));
+                s3.endpoint = s3_args.aws_endpoint_url_s3.or_else(|| fallback("AWS_ENDPOINT_URL"));
                 s3.access_key_id = s3_args.aws_access_key_id;
                 s3.secret_access_key = s3_args.aws_secret_access_key;
                 s3.session_token = s3_args.aws_session_token;
@@ -372,62 +440,218 @@ impl Config {
         Ok(Config { host: args.host, port: args.port, build: args.build.check(args.source)?, storage })
     }
 
-    /// The serve configuration from an argument list (for tests and embedding).
+    /// The serve configuration from an argument list alone, with no environment (for tests
+    /// and embedding).
     pub fn parse_from<I: IntoIterator<Item = &'static str>>(argv: I) -> Result<Config, ConfigError> {
-        Config::from_args(Args::try_parse_from(argv).expect("arguments parse").serve)
+        let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
+        Config::from_args(parse_args(&argv, &|_| None)?.serve, &|_| None)
     }
 }
 
-/// A variable that is set and not empty (the fallbacks clap's `env` cannot express).
-fn non_empty_env(var: &str) -> Option<String> {
-    std::env::var(var).ok().filter(|v| !v.is_empty())
+/// A variable that is set and not empty.
+fn set(env: Env, var: &str) -> Option<OsString> {
+    env(var).filter(|v| !v.is_empty())
 }
 
-/// Clap names the flag of a bad value; operators set variables, so name that too, then exit.
-fn exit_naming_variable(err: clap::Error) -> ! {
-    let bad_value = matches!(err.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation);
-    let flag = match err.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) if bad_value => arg.clone(),
-        _ => err.exit(),
+/// Every variable the command and its subcommands read.
+fn variables(cmd: &clap::Command) -> Vec<OsString> {
+    let mut vars: Vec<OsString> = std::iter::once(cmd)
+        .chain(cmd.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .filter_map(|a| a.get_env().map(ToOwned::to_owned))
+        .collect();
+    vars.sort();
+    vars.dedup();
+    vars
+}
+
+/// The arguments of `argv` and `env`, as described in the module docs.
+fn parse_args(argv: &[OsString], env: Env) -> Result<Args, ConfigError> {
+    let mut annotated = Args::command();
+    annotated.build();
+    let parser = annotated.clone().mut_args(|a| a.env(None)).mut_subcommands(|c| c.mut_args(|a| a.env(None)));
+    let no_name = [OsString::from("nixery")];
+    let argv = if argv.is_empty() { &no_name[..] } else { argv };
+
+    // What the command line gives by itself: the subcommand, and which flags. Its mistakes
+    // are reported by the full parse below.
+    let given = match parser.clone().ignore_errors(true).try_get_matches_from(argv) {
+        Ok(given) => given,
+        // Help as clap renders it with the variables (and their values in this process).
+        Err(e) if is_help(&e) => {
+            return Err(annotated.try_get_matches_from(argv).map_or_else(ConfigError::Help, |_| ConfigError::Help(e)));
+        }
+        Err(e) => return Err(config_error(e, &annotated)),
     };
-    let env = Args::command()
-        .get_arguments()
-        .find(|a| a.get_long().is_some_and(|l| flag.starts_with(&format!("--{l} "))))
-        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
-    let Some(env) = env else { err.exit() };
-    let value = match err.get(ContextKind::InvalidValue) {
+
+    // Each command's variables go after its own flags, as clap reads them after the command
+    // line: a mistake on the command line is reported first.
+    let subcommand = given.subcommand().zip(subcommand_position(&annotated, argv));
+    let top_end = subcommand.map_or_else(|| end_of_options(argv, 1), |(_, at)| at);
+    let mut full = argv[..top_end].to_vec();
+    full.extend(env_flags(&annotated, &given, env)?);
+    let mut rest = top_end;
+    if let Some(((name, sub_given), at)) = subcommand {
+        let sub = annotated.find_subcommand(name).expect("clap matched this subcommand");
+        let sub_end = end_of_options(argv, at + 1);
+        full.extend_from_slice(&argv[at..sub_end]);
+        full.extend(env_flags(sub, sub_given, env)?);
+        rest = sub_end;
+    }
+    full.extend_from_slice(&argv[rest..]);
+    let matches = parser.try_get_matches_from(full).map_err(|e| config_error(e, &annotated))?;
+    Args::from_arg_matches(&matches).map_err(ConfigError::Usage)
+}
+
+/// Where a command's options end when they start at `from`: at `--` (after which everything
+/// is positional), else at the end.
+fn end_of_options(argv: &[OsString], from: usize) -> usize {
+    argv.iter().skip(from).position(|t| t == "--").map_or(argv.len(), |i| from + i)
+}
+
+/// The flags that stand for the variables of `cmd` (one command, not its subcommands) that
+/// are set in `env` and whose flags the command line does not give.
+fn env_flags(cmd: &clap::Command, given: &ArgMatches, env: Env) -> Result<Vec<OsString>, ConfigError> {
+    let mut flags = Vec::new();
+    for arg in cmd.get_arguments() {
+        let (Some(var), Some(long)) = (arg.get_env(), arg.get_long()) else { continue };
+        let Some(value) = var.to_str().and_then(|var| set(env, var)) else { continue };
+        if given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+            continue;
+        }
+        if arg.get_action().takes_values() {
+            let mut flag = OsString::from(format!("--{long}="));
+            flag.push(value);
+            flags.push(flag);
+        } else {
+            // A switch: clap reads its variable as `true` or `false`.
+            let on = BoolValueParser::new().parse_ref(cmd, Some(arg), &value).map_err(|e| config_error(e, cmd))?;
+            if on {
+                flags.push(format!("--{long}").into());
+            }
+        }
+    }
+    Ok(flags)
+}
+
+/// Where the subcommand stands in `argv`: the top-level command has only long options and
+/// no positionals, so it is the first token after the program name that is neither an
+/// option nor an option's value.
+fn subcommand_position(top: &clap::Command, argv: &[OsString]) -> Option<usize> {
+    let mut tokens = argv.iter().enumerate().skip(1);
+    while let Some((i, token)) = tokens.next() {
+        let token = token.to_string_lossy();
+        match token.strip_prefix("--") {
+            Some("") => return None,
+            Some(long) => {
+                let takes_value = |a: &clap::Arg| a.get_long() == Some(long) && a.get_action().takes_values();
+                if top.get_arguments().any(takes_value) {
+                    tokens.next();
+                }
+            }
+            None if token.starts_with('-') => {}
+            None => return Some(i),
+        }
+    }
+    None
+}
+
+fn is_help(e: &clap::Error) -> bool {
+    matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+}
+
+/// A bad value for an argument that has a variable names both; anything else is clap's.
+fn config_error(e: clap::Error, annotated: &clap::Command) -> ConfigError {
+    if is_help(&e) {
+        return ConfigError::Help(e);
+    }
+    let bad_value = matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation);
+    let Some(ContextValue::String(rendered)) = e.get(ContextKind::InvalidArg).filter(|_| bad_value) else {
+        return ConfigError::Usage(e);
+    };
+    // clap names the argument as the argument displays itself.
+    let arg = std::iter::once(annotated)
+        .chain(annotated.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.to_string() == *rendered);
+    let Some((arg, variable, long)) = arg.and_then(|a| Some((a, a.get_env()?, a.get_long()?))) else {
+        return ConfigError::Usage(e);
+    };
+    let value = match e.get(ContextKind::InvalidValue) {
+        _ if arg.is_hide_env_values_set() => "***".to_owned(),
         Some(ContextValue::String(v)) => v.clone(),
         _ => String::new(),
     };
-    // Clap's first line ends with the reason, e.g. "invalid digit found in string".
-    let rendered = err.to_string();
-    let reason = rendered.lines().next().and_then(|l| l.rsplit_once(": ")).map(|(_, r)| r).unwrap_or("invalid value");
-    eprintln!("error: invalid value '{value}' for {env} ({flag}): {reason}");
-    std::process::exit(2);
+    ConfigError::InvalidValue {
+        variable: variable.to_string_lossy().into_owned(),
+        flag: format!("--{long}"),
+        value,
+        source: e,
+    }
+}
+
+/// Why clap refused a value: the value parser's own error, or the values it accepts.
+fn reason(e: &clap::Error) -> String {
+    if let Some(source) = std::error::Error::source(e) {
+        return source.to_string();
+    }
+    match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(valid)) => format!("expected one of {}", valid.join(", ")),
+        _ => "invalid value".to_owned(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    /// An environment of exactly `vars`.
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let vars: HashMap<String, OsString> = vars.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+        move |var| vars.get(var).cloned()
+    }
+
+    fn command(args: &[&str], vars: &[(&str, &str)]) -> Result<Command, ConfigError> {
+        Command::parse(std::iter::once("nixery").chain(args.iter().copied()), &env(vars))
+    }
+
+    fn serve(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        match command(args, vars)? {
+            Command::Serve(config) => Ok(*config),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
 
     fn parse(args: &[&'static str]) -> Result<Config, ConfigError> {
         Config::parse_from(std::iter::once("nixery").chain(args.iter().copied()))
+    }
+
+    /// The variable and flag a bad value was reported for.
+    fn invalid(err: ConfigError) -> (String, String, String) {
+        match err {
+            ConfigError::InvalidValue { variable, flag, value, .. } => (variable, flag, value),
+            other => panic!("not an invalid value: {other}"),
+        }
     }
 
     #[test]
     fn defaults_match_nixery() {
         // No source configured: the nixos-unstable channel.
         let c = parse(&[]).unwrap();
-        assert_eq!(c.build.source, PkgSource::Channel("nixos-unstable".into()));
-        assert_eq!(c.build.layer_budget, 94);
-        assert_eq!(c.build.nix_timeout, Duration::from_secs(60));
+        assert_eq!(c.build.policy.source, PkgSource::Channel(Channel::Branch("nixos-unstable".into())));
+        assert_eq!(c.build.policy.layers, LayerPolicy { grouping: Grouping::Stable, budget: 94 });
+        assert_eq!(c.build.policy.nix_timeout, Duration::from_secs(60));
         assert_eq!(c.port, 8080);
+        assert_eq!(serve(&[], &[]).unwrap().port, 8080);
     }
 
     #[test]
     fn at_most_one_source() {
         let err = parse(&["--channel", "nixos-23.05", "--pkgs-repo", "https://x"]).unwrap_err();
         assert!(err.to_string().contains("NIXERY_CHANNEL and NIXERY_PKGS_REPO"), "{err}");
+        let err = serve(&["--pkgs-path", "/"], &[("NIXERY_PKGS_REPO", "https://x")]).unwrap_err();
+        assert!(matches!(&err, ConfigError::SeveralSources(v) if v == &["NIXERY_PKGS_REPO", "NIXERY_PKGS_PATH"]));
     }
 
     #[test]
@@ -438,10 +662,14 @@ mod tests {
 
     #[test]
     fn budget_and_timeout_are_range_checked() {
-        assert!(Args::try_parse_from(["nixery", "--layer-budget", "0"]).is_err());
-        assert!(Args::try_parse_from(["nixery", "--layer-budget", "125"]).is_err());
-        assert!(Args::try_parse_from(["nixery", "--nix-timeout", "0"]).is_err());
-        assert!(Args::try_parse_from(["nixery", "--layer-budget", "124"]).is_ok());
+        let budget = ("NIXERY_LAYER_BUDGET".to_owned(), "--layer-budget".to_owned());
+        let (var, flag, value) = invalid(serve(&["--layer-budget", "0"], &[]).unwrap_err());
+        assert_eq!(((var, flag), value.as_str()), (budget.clone(), "0"));
+        let (var, flag, _) = invalid(serve(&["--layer-budget", "125"], &[]).unwrap_err());
+        assert_eq!((var, flag), budget);
+        let (var, _, _) = invalid(serve(&["--nix-timeout", "0"], &[]).unwrap_err());
+        assert_eq!(var, "NIX_TIMEOUT");
+        assert_eq!(serve(&["--layer-budget", "124"], &[]).unwrap().build.policy.layers.budget, 124);
     }
 
     #[test]
@@ -465,14 +693,147 @@ mod tests {
 
     #[test]
     fn subcommands_take_their_own_arguments() {
-        let args = Args::try_parse_from(["nixery", "layers", "shell/git", "--pkgs-path", "/", "--layer-budget", "10"])
-            .unwrap();
-        let Command::Layers { image, tag, build, .. } = Command::from_args(args).unwrap() else { panic!("not layers") };
+        let layers = command(&["layers", "shell/git", "--pkgs-path", "/", "--layer-budget", "10"], &[]).unwrap();
+        let Command::Layers { image, tag, build, .. } = layers else { panic!("not layers") };
         assert_eq!(image, "shell/git");
         assert_eq!(tag, "latest");
-        assert_eq!(build.layer_budget, 10);
-        let args = Args::try_parse_from(["nixery", "popcount", "--pkgs-path", "/", "-o", "/tmp/p.json"]).unwrap();
-        let Command::Popcount { output, .. } = Command::from_args(args).unwrap() else { panic!("not popcount") };
+        assert_eq!(build.policy.layers.budget, 10);
+        let popcount = command(&["popcount", "--pkgs-path", "/", "-o", "/tmp/p.json"], &[]).unwrap();
+        let Command::Popcount { output, .. } = popcount else { panic!("not popcount") };
         assert_eq!(output, PathBuf::from("/tmp/p.json"));
+    }
+
+    #[test]
+    fn variables_set_what_the_command_line_does_not() {
+        let vars = [
+            ("PORT", "9000"),
+            ("NIXERY_PKGS_PATH", "/"),
+            ("NIXERY_LAYER_BUDGET", "10"),
+            ("NIXERY_LAYER_GROUPING", "nixery"),
+            ("NIX_TIMEOUT", "30"),
+            // Empty counts as unset: not a second package source.
+            ("NIXERY_CHANNEL", ""),
+        ];
+        let c = serve(&[], &vars).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.build.policy.source, PkgSource::Path("/".into()));
+        assert_eq!(c.build.policy.layers, LayerPolicy { grouping: Grouping::Nixery, budget: 10 });
+        assert_eq!(c.build.policy.nix_timeout, Duration::from_secs(30));
+        // The command line wins, and a variable it overrides is not even checked.
+        let c =
+            serve(&["--port", "9001", "--layer-budget", "11"], &[("PORT", "eighty"), ("NIXERY_LAYER_BUDGET", "10")])
+                .unwrap();
+        assert_eq!((c.port, c.build.policy.layers.budget), (9001, 11));
+    }
+
+    #[test]
+    fn subcommands_read_their_variables_after_their_name() {
+        let vars = [("NIX_TIMEOUT", "30"), ("NIXERY_PKGS_PATH", "/")];
+        let Command::Layers { image, build, .. } = command(&["layers", "--", "shell/git"], &vars).unwrap() else {
+            panic!("not layers")
+        };
+        assert_eq!(image, "shell/git");
+        assert_eq!(build.policy.nix_timeout, Duration::from_secs(30));
+        assert_eq!(build.policy.source, PkgSource::Path("/".into()));
+        let Command::Popcount { nix_timeout, .. } =
+            command(&["--port", "1", "popcount", "--nix-timeout", "5"], &vars).unwrap()
+        else {
+            panic!("not popcount")
+        };
+        assert_eq!(nix_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn switches_take_true_or_false_from_their_variables() {
+        let gcs = [("NIXERY_STORAGE_BACKEND", "gcs"), ("GCS_BUCKET", "b")];
+        let proxied = |value: &str| {
+            let vars = [gcs[0], gcs[1], ("NIXERY_PROXY_BLOBS", value)];
+            serve(&[], &vars).map(|c| matches!(c.storage, StorageConfig::Gcs(g) if g.proxy_blobs))
+        };
+        assert!(proxied("true").unwrap());
+        assert!(!proxied("false").unwrap());
+        let (var, flag, value) = invalid(proxied("yes").unwrap_err());
+        assert_eq!((var.as_str(), flag.as_str(), value.as_str()), ("NIXERY_PROXY_BLOBS", "--proxy-blobs", "yes"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_the_flag_and_the_reason() {
+        let err = serve(&[], &[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value 'eighty' for PORT (--port): invalid digit found in string",
+            "the value parser's own error is the reason"
+        );
+        let err = serve(&["--storage-backend", "floppy"], &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value 'floppy' for NIXERY_STORAGE_BACKEND (--storage-backend): expected one of filesystem, gcs, s3"
+        );
+        let err = serve(&[], &[("NIXERY_LAYER_BUDGET", "500")]).unwrap_err();
+        assert!(err.to_string().ends_with("500 is not in 1..=124"), "{err}");
+        let err = command(&["popcount", "--batch", "0"], &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Usage(_)), "--batch has no variable: {err}");
+    }
+
+    #[test]
+    fn help_and_version_are_answers_for_main_to_print() {
+        let ConfigError::Help(help) = command(&["--help"], &[]).unwrap_err() else { panic!("--help is not help") };
+        assert!(help.to_string().contains("[env: NIXERY_LAYER_GROUPING="), "{help}");
+        assert!(matches!(command(&["layers", "--help"], &[]), Err(ConfigError::Help(_))));
+        assert!(matches!(command(&["--version"], &[]), Err(ConfigError::Help(_))));
+        assert!(matches!(command(&["--bogus"], &[]), Err(ConfigError::Usage(_))));
+        assert!(matches!(command(&["layers"], &[]), Err(ConfigError::Usage(_))), "the image is required");
+    }
+
+    #[test]
+    fn s3_falls_back_to_the_generic_aws_variables() {
+        let s3 = |vars: &[(&str, &str)]| {
+            let mut all = vec![("NIXERY_STORAGE_BACKEND", "s3"), ("NIXERY_S3_BUCKET", "b")];
+            all.extend_from_slice(vars);
+            let StorageConfig::S3(s3) = serve(&[], &all).unwrap().storage else { panic!("not s3") };
+            s3
+        };
+        let fallback = s3(&[("AWS_DEFAULT_REGION", "eu-west-1"), ("AWS_ENDPOINT_URL", "http://generic")]);
+        assert_eq!(fallback.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(fallback.endpoint.as_deref(), Some("http://generic"));
+        let specific = s3(&[
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_REGION", "us-west-2"),
+            ("AWS_ENDPOINT_URL", "http://generic"),
+            ("AWS_ENDPOINT_URL_S3", "http://s3"),
+        ]);
+        assert_eq!(specific.region.as_deref(), Some("us-west-2"));
+        assert_eq!(specific.endpoint.as_deref(), Some("http://s3"));
+        assert_eq!(s3(&[("AWS_DEFAULT_REGION", "")]).region, None, "empty counts as unset");
+    }
+
+    /// Runs in a child process of this test binary whose environment sets the variables to
+    /// values that would fail or change the result if anything read them.
+    #[test]
+    fn the_process_environment_is_not_consulted() {
+        const CHILD: &str = "NIXERY_CONFIG_TEST_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let name = "config::tests::the_process_environment_is_not_consulted";
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--nocapture"])
+                .env(CHILD, "1")
+                .envs([("PORT", "eighty"), ("NIXERY_LAYER_BUDGET", "500"), ("NIXERY_PKGS_REPO", "https://x")])
+                .envs([("NIXERY_STORAGE_BACKEND", "s3"), ("AWS_DEFAULT_REGION", "process")])
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && log.contains("1 passed"), "{log}");
+            return;
+        }
+        assert_eq!(std::env::var("PORT").as_deref(), Ok("eighty"), "the child sees the garbage");
+        let c = serve(&[], &[("PORT", "9000")]).unwrap();
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.build.policy.layers.budget, 94);
+        assert!(matches!(c.build.policy.source, PkgSource::Channel(_)));
+        assert!(matches!(c.storage, StorageConfig::Filesystem(_)));
+        let s3 = serve(&[], &[("NIXERY_STORAGE_BACKEND", "s3"), ("NIXERY_S3_BUCKET", "b")]).unwrap();
+        let StorageConfig::S3(s3) = s3.storage else { panic!("not s3") };
+        assert_eq!(s3.region, None);
+        assert_eq!(parse(&[]).unwrap().port, 8080);
     }
 }

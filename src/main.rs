@@ -1,14 +1,25 @@
 //! The `nixery` binary: read the configuration (before any thread starts), then serve the
-//! registry or run a subcommand.
+//! registry or run a subcommand. Exit codes are decided here: 0 for success and for what
+//! `--help` and `--version` were asked to print, 2 for a bad configuration or a failure.
 
 use nixery::commands;
-use nixery::config::Command;
+use nixery::config::{Command, ConfigError};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let command = match Command::from_env() {
         Ok(c) => c,
+        Err(ConfigError::Help(answer)) => {
+            // Help on stdout, styled on a terminal, as clap prints it.
+            let _ = answer.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(ConfigError::Usage(usage)) => {
+            // clap's message and the usage, on stderr.
+            let _ = usage.print();
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);

@@ -11,7 +11,7 @@
 //! whole set is never evaluated into one huge string and progress can be shown.
 
 use crate::nix::derivation::{input_derivations, output_name};
-use crate::nix::{Nix, NixError, store_path_name};
+use crate::nix::{Nix, NixError, StorePath};
 use crate::pkgsource::SourceRevision;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,9 +21,9 @@ pub enum PopcountError {
     #[error(transparent)]
     Nix(#[from] NixError),
     #[error("reading derivation {path}: {source}")]
-    ReadDrv { path: String, source: std::io::Error },
+    ReadDrv { path: StorePath, source: std::io::Error },
     #[error("derivation {path}: {source}")]
-    ParseDrv { path: String, source: crate::nix::derivation::DrvParseError },
+    ParseDrv { path: StorePath, source: crate::nix::derivation::DrvParseError },
 }
 
 /// How far the count has come.
@@ -46,16 +46,16 @@ pub async fn popcount(
     let mut state = Progress { attributes_done: 0, attributes_total: names.len(), derivations: 0 };
     for chunk in names.chunks(batch.max(1)) {
         let drvs = nix.derivations(source, chunk).await?;
-        let outputs: BTreeSet<String> = drvs.iter().flat_map(|d| d.outputs.iter().cloned()).collect();
+        let outputs: BTreeSet<StorePath> = drvs.iter().flat_map(|d| d.outputs.iter().cloned()).collect();
         let runtime = if outputs.is_empty() { BTreeMap::new() } else { nix.local_references(&outputs).await? };
         for drv in &drvs {
-            let own: BTreeSet<&str> = drv.outputs.iter().map(String::as_str).collect();
+            let own: BTreeSet<&StorePath> = drv.outputs.iter().collect();
             let referenced: BTreeSet<String> = if drv.outputs.iter().all(|o| runtime.contains_key(o)) {
                 drv.outputs
                     .iter()
                     .flat_map(|o| &runtime[o])
-                    .filter(|r| !own.contains(r.as_str()))
-                    .map(|r| store_path_name(r).to_owned())
+                    .filter(|r| !own.contains(r))
+                    .map(|r| r.name().to_owned())
                     .collect()
             } else {
                 build_references(&drv.drv_path).await?
@@ -72,11 +72,11 @@ pub async fn popcount(
 }
 
 /// The output names of a derivation's input derivations.
-async fn build_references(drv_path: &str) -> Result<BTreeSet<String>, PopcountError> {
+async fn build_references(drv_path: &StorePath) -> Result<BTreeSet<String>, PopcountError> {
     let text = tokio::fs::read_to_string(drv_path)
         .await
-        .map_err(|source| PopcountError::ReadDrv { path: drv_path.to_owned(), source })?;
+        .map_err(|source| PopcountError::ReadDrv { path: drv_path.clone(), source })?;
     let inputs =
-        input_derivations(&text).map_err(|source| PopcountError::ParseDrv { path: drv_path.to_owned(), source })?;
+        input_derivations(&text).map_err(|source| PopcountError::ParseDrv { path: drv_path.clone(), source })?;
     Ok(inputs.iter().flat_map(|(drv, outs)| outs.iter().map(move |o| output_name(drv, o))).collect())
 }

@@ -9,6 +9,7 @@
 //! `/usr/bin/env` when the image has a `/bin/env` to point at (scripts' `#!/usr/bin/env`).
 
 use super::tar_writer::TarWriter;
+use crate::nix::StorePath;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
@@ -31,13 +32,14 @@ pub struct Forest {
 }
 
 impl Forest {
-    /// Merges the trees of `packages` (store paths, in the order given).
-    pub fn link(packages: &[String]) -> io::Result<Forest> {
+    /// Merges the trees of `packages` (in the order given), read from the store below `root`
+    /// (`/` but in tests); links point into `/nix/store` all the same.
+    pub fn link(root: &Path, packages: &[StorePath]) -> io::Result<Forest> {
         let mut forest = Forest::default();
         for p in packages {
-            let root = Path::new(p);
-            if fs::symlink_metadata(root)?.is_dir() {
-                forest.merge(root, &[])?;
+            let disk = super::on_disk(root, p);
+            if fs::symlink_metadata(&disk)?.is_dir() {
+                forest.merge(&disk, p.as_path(), &[])?;
             }
         }
         forest.nodes.insert(vec!["tmp".into()], Node::Dir(TMP_MODE));
@@ -57,7 +59,8 @@ impl Forest {
         Ok(forest)
     }
 
-    fn merge(&mut self, dir: &Path, rel: &[OsString]) -> io::Result<()> {
+    /// Merges the directory at `dir` on disk, which is `target` in the store, at `rel`.
+    fn merge(&mut self, dir: &Path, target: &Path, rel: &[OsString]) -> io::Result<()> {
         let mut names: Vec<OsString> =
             fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
         names.sort();
@@ -65,21 +68,21 @@ impl Forest {
             if rel.is_empty() && name == "nix-support" {
                 continue;
             }
-            let src = dir.join(&name);
+            let (src, link) = (dir.join(&name), target.join(&name));
             let mut key = rel.to_vec();
             key.push(name);
             let is_dir = fs::symlink_metadata(&src)?.is_dir();
             match (self.nodes.get(&key), is_dir) {
                 (None, true) => {
                     self.nodes.insert(key.clone(), Node::Dir(DIR_MODE));
-                    self.merge(&src, &key)?;
+                    self.merge(&src, &link, &key)?;
                 }
-                (Some(Node::Dir(_)), true) => self.merge(&src, &key)?,
+                (Some(Node::Dir(_)), true) => self.merge(&src, &link, &key)?,
                 (None, false) => {
-                    self.nodes.insert(key, Node::Link(src));
+                    self.nodes.insert(key, Node::Link(link));
                 }
                 (Some(_), _) => {
-                    tracing::debug!(path = %src.display(), "symlink forest: path already provided by another package");
+                    tracing::debug!(path = %link.display(), "symlink forest: path already provided by another package");
                 }
             }
         }

@@ -10,6 +10,12 @@
 //! group names, every mtime is 1 (as in the Nix store), modes and symlinks are kept, hard links
 //! are written as plain files (so store optimisation cannot change a layer), and gzip's header
 //! carries no timestamp or file name.
+//!
+//! Contents are [`StorePath`]s, read from the store of this machine. [`write_layer_from`]
+//! reads them from below another root, as a chroot store keeps them (`nix --store <root>`
+//! puts `/nix/store/…` at `<root>/nix/store/…`): the archive is the same, entries and symlink
+//! targets still name `/nix/store/…`, which is also how the tests build layers of store
+//! paths without writing into the real store.
 
 mod forest;
 mod stream;
@@ -19,9 +25,10 @@ pub use forest::Forest;
 pub use stream::ChannelWriter;
 
 use crate::digest::{Digest, HashingWriter};
+use crate::nix::StorePath;
 use flate2::{Compression, GzBuilder};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tar_writer::TarWriter;
 
 /// gzip level: 6 is zlib's default and the speed/size balance most registries use.
@@ -42,13 +49,18 @@ pub struct LayerBlob {
 #[derive(Clone, Debug)]
 pub enum LayerContents {
     /// Whole store paths (sorted), under `nix/store/`.
-    StorePaths(Vec<String>),
+    StorePaths(Vec<StorePath>),
     /// The symlink forest of these top-level store paths (first wins on conflicts).
-    Forest(Vec<String>),
+    Forest(Vec<StorePath>),
 }
 
 /// Writes the gzipped tar of `contents` into `out` and returns `out` with the blob's identity.
 pub fn write_layer<W: Write>(contents: &LayerContents, out: W) -> io::Result<(W, LayerBlob)> {
+    write_layer_from(Path::new("/"), contents, out)
+}
+
+/// [`write_layer`] with the store read from below `root` (see the module docs).
+pub fn write_layer_from<W: Write>(root: &Path, contents: &LayerContents, out: W) -> io::Result<(W, LayerBlob)> {
     let compressed = HashingWriter::new(out);
     let gzip = GzBuilder::new().write(compressed, Compression::new(GZIP_LEVEL));
     let mut tar = TarWriter::new(HashingWriter::new(gzip));
@@ -57,14 +69,24 @@ pub fn write_layer<W: Write>(contents: &LayerContents, out: W) -> io::Result<(W,
             tar.dir(Path::new("nix"), 0o755)?;
             tar.dir(Path::new("nix/store"), 0o755)?;
             for p in paths {
-                tar.tree(Path::new(p))?;
+                tar.tree(&on_disk(root, p), relative(p))?;
             }
         }
-        LayerContents::Forest(packages) => Forest::link(packages)?.write(&mut tar)?,
+        LayerContents::Forest(packages) => Forest::link(root, packages)?.write(&mut tar)?,
     }
     let (gzip, diff_id, _) = tar.finish()?.finish();
     let (out, digest, size) = gzip.finish()?.finish();
     Ok((out, LayerBlob { digest, diff_id, size }))
+}
+
+/// Where `path` is on disk when the store is below `root`.
+fn on_disk(root: &Path, path: &StorePath) -> PathBuf {
+    root.join(relative(path))
+}
+
+/// `path` without its leading `/`, as tar entries name it.
+fn relative(path: &StorePath) -> &Path {
+    path.as_path().strip_prefix("/").expect("store paths are absolute")
 }
 
 #[cfg(test)]

@@ -47,33 +47,32 @@ impl<W: Write> TarWriter<W> {
         self.builder.append_data(&mut h, path, data)
     }
 
-    /// An absolute path on disk and everything below it, stored under its own path without
-    /// the leading `/`, children in byte order.
-    pub fn tree(&mut self, abs: &Path) -> io::Result<()> {
-        let rel = abs.strip_prefix("/").unwrap_or(abs);
-        let meta = fs::symlink_metadata(abs)?;
+    /// The file tree at `disk` and everything below it, stored as `rel` (relative, no
+    /// leading `/`), children in byte order.
+    pub fn tree(&mut self, disk: &Path, rel: &Path) -> io::Result<()> {
+        let meta = fs::symlink_metadata(disk)?;
         let mode = meta.permissions().mode();
         let kind = meta.file_type();
         if kind.is_symlink() {
-            self.symlink(rel, &fs::read_link(abs)?)
+            self.symlink(rel, &fs::read_link(disk)?)
         } else if kind.is_dir() {
             self.dir(rel, mode)?;
             let mut children: Vec<_> =
-                fs::read_dir(abs)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+                fs::read_dir(disk)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
             children.sort();
             for name in children {
-                self.tree(&abs.join(name))?;
+                self.tree(&disk.join(&name), &rel.join(&name))?;
             }
             Ok(())
         } else if kind.is_file() {
-            let file = fs::File::open(abs)?;
+            let file = fs::File::open(disk)?;
             // Read exactly the size recorded in the header, even if the file changes.
             let size = meta.len();
             self.file(rel, mode, size, io::Read::take(file, size))
         } else {
             Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} is not a file, directory or symlink", abs.display()),
+                format!("{} is not a file, directory or symlink", disk.display()),
             ))
         }
     }

@@ -7,15 +7,17 @@ use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use tempfile::TempDir;
 
-/// A fake store path with a file, an executable, a subdirectory and a relative symlink.
-fn package(root: &Path, name: &str, files: &[(&str, &str)]) -> String {
-    let dir = root.join(name);
+/// A store path `/nix/store/<hash>-<name>` (the hash is `hash` 32 times) with `files`, in the
+/// fake store below `root`.
+fn package(root: &Path, hash: char, name: &str, files: &[(&str, &str)]) -> StorePath {
+    let path = StorePath::parse(&format!("/nix/store/{}-{name}", hash.to_string().repeat(32))).unwrap();
+    let dir = on_disk(root, &path);
     for (rel, content) in files {
         let p = dir.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, content).unwrap();
     }
-    dir.to_string_lossy().into_owned()
+    path
 }
 
 /// One tar entry as read back.
@@ -52,23 +54,24 @@ fn entries(blob: &[u8]) -> Vec<Entry> {
         .collect()
 }
 
-fn build(contents: &LayerContents) -> (Vec<u8>, LayerBlob) {
-    write_layer(contents, Vec::new()).unwrap()
+fn build(root: &Path, contents: &LayerContents) -> (Vec<u8>, LayerBlob) {
+    write_layer_from(root, contents, Vec::new()).unwrap()
 }
 
 #[test]
 fn store_path_layers_are_deterministic_and_self_describing() {
     let tmp = TempDir::new().unwrap();
     let a =
-        package(tmp.path(), "aaaa-pkg", &[("bin/tool", "#!/bin/sh\n"), ("share/doc/README", "docs"), ("z", "last")]);
-    fs::set_permissions(format!("{a}/bin/tool"), fs::Permissions::from_mode(0o555)).unwrap();
-    symlink("tool", format!("{a}/bin/alias")).unwrap();
+        package(tmp.path(), 'a', "pkg", &[("bin/tool", "#!/bin/sh\n"), ("share/doc/README", "docs"), ("z", "last")]);
+    let disk = on_disk(tmp.path(), &a);
+    fs::set_permissions(disk.join("bin/tool"), fs::Permissions::from_mode(0o555)).unwrap();
+    symlink("tool", disk.join("bin/alias")).unwrap();
     let contents = LayerContents::StorePaths(vec![a.clone()]);
 
-    let (bytes1, blob1) = build(&contents);
+    let (bytes1, blob1) = build(tmp.path(), &contents);
     // Touch the files: a different mtime must not change the layer.
-    fs::write(format!("{a}/z"), "last").unwrap();
-    let (bytes2, blob2) = build(&contents);
+    fs::write(disk.join("z"), "last").unwrap();
+    let (bytes2, blob2) = build(tmp.path(), &contents);
     assert_eq!(bytes1, bytes2);
     assert_eq!(blob1, blob2);
     assert_eq!(blob1.digest, crate::digest::Digest::of(&bytes1));
@@ -78,7 +81,7 @@ fn store_path_layers_are_deterministic_and_self_describing() {
     assert_eq!(blob1.diff_id, crate::digest::Digest::of(&tar));
 
     let e = entries(&bytes1);
-    let rel = a.trim_start_matches('/');
+    let rel = a.as_str().trim_start_matches('/');
     let names: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
     let expected = [
         "nix".to_string(),
@@ -109,10 +112,10 @@ fn store_path_layers_are_deterministic_and_self_describing() {
 fn long_paths_and_link_targets_survive() {
     let tmp = TempDir::new().unwrap();
     let deep = format!("{}/file", "d".repeat(120));
-    let a = package(tmp.path(), "pkg", &[(&deep, "x")]);
+    let a = package(tmp.path(), 'b', "pkg", &[(&deep, "x")]);
     let target = format!("/{}", "t".repeat(200));
-    symlink(&target, format!("{a}/long-link")).unwrap();
-    let (bytes, _) = build(&LayerContents::StorePaths(vec![a.clone()]));
+    symlink(&target, on_disk(tmp.path(), &a).join("long-link")).unwrap();
+    let (bytes, _) = build(tmp.path(), &LayerContents::StorePaths(vec![a.clone()]));
     let e = entries(&bytes);
     assert!(e.iter().any(|e| e.path.ends_with(&deep) && e.data == b"x"));
     assert!(e.iter().any(|e| e.path.ends_with("long-link") && e.link.as_deref() == Some(target.as_str())));
@@ -121,10 +124,11 @@ fn long_paths_and_link_targets_survive() {
 #[test]
 fn the_forest_merges_packages_and_adds_tmp_and_env() {
     let tmp = TempDir::new().unwrap();
-    let core = package(tmp.path(), "1-coreutils", &[("bin/env", "env"), ("bin/ls", "ls"), ("nix-support/x", "meta")]);
-    let git = package(tmp.path(), "2-git", &[("bin/git", "git"), ("bin/ls", "other ls"), ("share/git/x", "x")]);
-    let forest = Forest::link(&[core.clone(), git.clone()]).unwrap();
-    let (bytes, _) = build(&LayerContents::Forest(vec![core.clone(), git.clone()]));
+    let core =
+        package(tmp.path(), '1', "coreutils", &[("bin/env", "env"), ("bin/ls", "ls"), ("nix-support/x", "meta")]);
+    let git = package(tmp.path(), '2', "git", &[("bin/git", "git"), ("bin/ls", "other ls"), ("share/git/x", "x")]);
+    let forest = Forest::link(tmp.path(), &[core.clone(), git.clone()]).unwrap();
+    let (bytes, _) = build(tmp.path(), &LayerContents::Forest(vec![core.clone(), git.clone()]));
     let e = entries(&bytes);
     let get = |p: &str| {
         e.iter()
@@ -146,8 +150,8 @@ fn the_forest_merges_packages_and_adds_tmp_and_env() {
 #[test]
 fn no_usr_bin_env_without_an_env() {
     let tmp = TempDir::new().unwrap();
-    let hello = package(tmp.path(), "hello", &[("bin/hello", "hi")]);
-    let (bytes, _) = build(&LayerContents::Forest(vec![hello]));
+    let hello = package(tmp.path(), 'h', "hello", &[("bin/hello", "hi")]);
+    let (bytes, _) = build(tmp.path(), &LayerContents::Forest(vec![hello]));
     let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.path).collect();
     assert!(!names.iter().any(|n| n.starts_with("usr")), "{names:?}");
     assert!(names.contains(&"tmp".to_string()), "{names:?}");

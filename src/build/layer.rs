@@ -6,12 +6,13 @@
 //! restart or on another replica sharing the storage.
 
 use super::BuildError;
-use crate::archive::{ChannelWriter, LayerBlob, LayerContents, write_layer};
+use crate::archive::{ChannelWriter, LayerBlob, LayerContents, write_layer_from};
 use crate::digest::Digest;
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, ObjectKey, Storage};
 use bytes::Bytes;
 use std::io::Write;
+use std::path::Path;
 use tokio::sync::{Semaphore, mpsc};
 
 /// Chunks in flight between the archive writer and the upload.
@@ -27,18 +28,20 @@ pub fn content_key(contents: &LayerContents) -> Digest {
     };
     let mut text = format!("{FORMAT_VERSION}\n{kind}\n");
     for p in paths {
-        text.push_str(p);
+        text.push_str(p.as_str());
         text.push('\n');
     }
     Digest::of(text.as_bytes())
 }
 
 /// Returns the blob of `contents`, from the build cache or by archiving it now (at most as
-/// many archives at once as `slots` allows).
+/// many archives at once as `slots` allows). Store paths are read from below `store_root`
+/// (`/` in production; see [`crate::archive`]).
 pub async fn build_layer(
     storage: &Storage,
     metrics: &Metrics,
     slots: &Semaphore,
+    store_root: &Path,
     contents: LayerContents,
 ) -> Result<LayerBlob, BuildError> {
     let key = content_key(&contents);
@@ -50,8 +53,9 @@ pub async fn build_layer(
 
     let _slot = slots.acquire().await.expect("layer slots are never closed");
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let store_root = store_root.to_owned();
     let writer = tokio::task::spawn_blocking(move || {
-        let (mut sink, blob) = write_layer(&contents, ChannelWriter::new(tx))?;
+        let (mut sink, blob) = write_layer_from(&store_root, &contents, ChannelWriter::new(tx))?;
         sink.flush()?;
         Ok::<_, std::io::Error>(blob)
     });
@@ -59,7 +63,7 @@ pub async fn build_layer(
     // The blob's key is its digest, known when the writer is done; a storage failure is
     // reported before the writer's (it explains a broken pipe).
     let written = async {
-        let blob = writer.await.map_err(|e| BuildError::Task(e.to_string()))?.map_err(BuildError::Archive)?;
+        let blob = writer.await.map_err(BuildError::Task)?.map_err(BuildError::Archive)?;
         Ok::<_, BuildError>((ObjectKey::blob(&blob.digest), blob))
     };
     let blob = storage.upload(body, written).await?;
@@ -86,17 +90,20 @@ async fn cached(storage: &Storage, record: &ObjectKey) -> Result<Option<LayerBlo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nix::StorePath;
     use crate::storage::Memory;
     use flate2::read::GzDecoder;
     use std::io::Read;
 
-    /// A directory standing in for a store path, with a file and an executable.
-    fn store_path(root: &std::path::Path, name: &str) -> String {
-        let dir = root.join(name);
+    /// A store path `/nix/store/<hash>-name` kept below `root`, with a file and an
+    /// executable; `hash` is repeated to Nix's 32 characters.
+    fn store_path(root: &Path, hash: &str, name: &str) -> StorePath {
+        let path = StorePath::parse(&format!("/nix/store/{}-{name}", hash.repeat(32))).unwrap();
+        let dir = root.join(path.as_str().trim_start_matches('/'));
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::write(dir.join("README"), format!("{name}\n")).unwrap();
         std::fs::write(dir.join("bin/run"), "#!/bin/sh\necho hi\n").unwrap();
-        dir.to_string_lossy().into_owned()
+        path
     }
 
     struct Fixture {
@@ -104,17 +111,19 @@ mod tests {
         storage: Storage,
         metrics: Metrics,
         slots: Semaphore,
+        store_root: std::path::PathBuf,
     }
 
     impl Fixture {
-        fn new() -> Self {
+        fn new(store_root: &Path) -> Self {
             let memory = Memory::new();
             let storage = Storage::Memory(memory.clone());
-            Fixture { memory, storage, metrics: Metrics::default(), slots: Semaphore::new(2) }
+            let store_root = store_root.to_owned();
+            Fixture { memory, storage, metrics: Metrics::default(), slots: Semaphore::new(2), store_root }
         }
 
         async fn build(&self, contents: &LayerContents) -> Result<LayerBlob, BuildError> {
-            build_layer(&self.storage, &self.metrics, &self.slots, contents.clone()).await
+            build_layer(&self.storage, &self.metrics, &self.slots, &self.store_root, contents.clone()).await
         }
 
         fn built_and_hits(&self) -> (u64, u64) {
@@ -125,8 +134,8 @@ mod tests {
     #[tokio::test]
     async fn a_layer_is_stored_with_its_record_then_found_in_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "aaaa-hello")]);
-        let f = Fixture::new();
+        let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "a", "hello")]);
+        let f = Fixture::new(dir.path());
         let blob = f.build(&contents).await.unwrap();
 
         let stored = f.storage.get(&ObjectKey::blob(&blob.digest)).await.unwrap().expect("the blob is stored");
@@ -148,8 +157,8 @@ mod tests {
     #[tokio::test]
     async fn a_record_whose_blob_is_gone_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
-        let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "bbbb-lib")]);
-        let f = Fixture::new();
+        let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "b", "lib")]);
+        let f = Fixture::new(dir.path());
         let phantom = LayerBlob { digest: Digest::of(b"gone"), diff_id: Digest::of(b"gone"), size: 4 };
         let record = ObjectKey::build(&content_key(&contents));
         f.storage.put(&record, serde_json::to_vec(&phantom).unwrap().into()).await.unwrap();
@@ -163,9 +172,9 @@ mod tests {
     #[tokio::test]
     async fn a_failing_archive_stores_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let good = store_path(dir.path(), "cccc-ok");
-        let missing = dir.path().join("dddd-missing").to_string_lossy().into_owned();
-        let f = Fixture::new();
+        let good = store_path(dir.path(), "c", "ok");
+        let missing = StorePath::parse(&format!("/nix/store/{}-missing", "d".repeat(32))).unwrap();
+        let f = Fixture::new(dir.path());
         let err = f.build(&LayerContents::StorePaths(vec![good, missing])).await.unwrap_err();
         assert!(matches!(err, BuildError::Archive(_)), "{err:?}");
         assert!(f.memory.keys("").is_empty(), "left behind: {:?}", f.memory.keys(""));
@@ -174,10 +183,11 @@ mod tests {
 
     #[test]
     fn content_keys_depend_on_kind_and_paths() {
-        let a = LayerContents::StorePaths(vec!["/nix/store/a".into()]);
-        let a2 = LayerContents::StorePaths(vec!["/nix/store/a".into()]);
-        let b = LayerContents::StorePaths(vec!["/nix/store/b".into()]);
-        let fa = LayerContents::Forest(vec!["/nix/store/a".into()]);
+        let path = |hash: &str| StorePath::parse(&format!("/nix/store/{}-x", hash.repeat(32))).unwrap();
+        let a = LayerContents::StorePaths(vec![path("a")]);
+        let a2 = LayerContents::StorePaths(vec![path("a")]);
+        let b = LayerContents::StorePaths(vec![path("b")]);
+        let fa = LayerContents::Forest(vec![path("a")]);
         assert_eq!(content_key(&a), content_key(&a2));
         assert_ne!(content_key(&a), content_key(&b));
         assert_ne!(content_key(&a), content_key(&fa));

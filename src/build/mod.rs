@@ -12,10 +12,9 @@ mod flight;
 mod layer;
 
 use crate::archive::{LayerBlob, LayerContents};
-use crate::config::BuildSettings;
 use crate::digest::Digest;
 use crate::image::{ImageSpec, Tag};
-use crate::layers::Grouping;
+use crate::layers::LayerPolicy;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError};
@@ -25,7 +24,18 @@ use crate::storage::{ObjectKey, Storage, StorageError};
 use flight::SingleFlight;
 use futures::FutureExt;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
+
+/// How images are built, in the domain's terms (the configuration maps its settings into
+/// this at start-up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildPolicy {
+    pub source: PkgSource,
+    /// How long one image's Nix work (evaluate, build, query) may take.
+    pub nix_timeout: Duration,
+    pub layers: LayerPolicy,
+}
 
 /// Why an image could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +47,7 @@ pub enum BuildError {
     #[error("writing a layer archive failed: {0}")]
     Archive(#[source] std::io::Error),
     #[error("a build task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// A built image, independent of manifest format.
@@ -66,8 +76,7 @@ struct Inner {
     source: PkgSource,
     nix: Nix,
     popularity: Popularity,
-    budget: usize,
-    grouping: Grouping,
+    layers: LayerPolicy,
     storage: Arc<Storage>,
     metrics: Arc<Metrics>,
     layer_slots: Semaphore,
@@ -76,7 +85,7 @@ struct Inner {
 
 impl Builder {
     pub fn new(
-        settings: &BuildSettings,
+        policy: &BuildPolicy,
         storage: Arc<Storage>,
         popularity: Popularity,
         metrics: Arc<Metrics>,
@@ -84,11 +93,10 @@ impl Builder {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Ok(Builder {
             inner: Arc::new(Inner {
-                source: settings.source.clone(),
-                nix: Nix::new(settings.nix_timeout, metrics.clone())?,
+                source: policy.source.clone(),
+                nix: Nix::new(policy.nix_timeout, metrics.clone())?,
                 popularity,
-                budget: settings.layer_budget,
-                grouping: settings.grouping,
+                layers: policy.layers,
                 storage,
                 metrics,
                 layer_slots: Semaphore::new(cores),
@@ -106,7 +114,7 @@ impl Builder {
     ) -> Result<Document, Arc<BuildError>> {
         let inner = &self.inner;
         let source = inner.source.revision(tag);
-        let cache_key = source.pinned.then(|| manifest_cache_key(&source, spec, format));
+        let cache_key = source.pinned_identity().map(|pin| manifest_cache_key(pin, spec, format));
         if let Some(key) = &cache_key {
             let cached = inner.storage.get(&ObjectKey::manifest_cache(key)).await.map_err(|e| Arc::new(e.into()))?;
             if let Some(bytes) = cached {
@@ -149,13 +157,14 @@ impl Inner {
         let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
 
         let very_popular = realised.always_included_outputs();
-        let groups = self.grouping.group(&realised.graph, &self.popularity, &very_popular, self.budget);
+        let groups = self.layers.group(&realised.graph, &self.popularity, &very_popular);
 
         let mut contents: Vec<LayerContents> =
             groups.into_iter().map(|l| LayerContents::StorePaths(l.contents)).collect();
         contents.push(LayerContents::Forest(realised.graph.roots.clone()));
-        let builds =
-            contents.into_iter().map(|c| layer::build_layer(&self.storage, &self.metrics, &self.layer_slots, c));
+        let builds = contents
+            .into_iter()
+            .map(|c| layer::build_layer(&self.storage, &self.metrics, &self.layer_slots, std::path::Path::new("/"), c));
         let blobs = futures::future::try_join_all(builds).await?;
 
         let has_bash = realised.packages.iter().any(|p| p.attr == "bashInteractive");
@@ -175,11 +184,13 @@ impl Inner {
     }
 }
 
-/// What a cached manifest depends on: source revision, architecture, packages, format.
-fn manifest_cache_key(source: &SourceRevision, spec: &ImageSpec, format: ManifestFormat) -> Digest {
+/// What a cached manifest depends on: the pinned source revision, architecture, packages,
+/// format. Version 2: the source is [`SourceRevision::pinned_identity`] (version 1 held the
+/// arguments rendered for Nix).
+fn manifest_cache_key(pinned_source: serde_json::Value, spec: &ImageSpec, format: ManifestFormat) -> Digest {
     let text = serde_json::json!({
-        "version": 1,
-        "source": [source.kind, source.args],
+        "version": 2,
+        "source": pinned_source,
         "arch": spec.arch.oci_name(),
         "packages": spec.packages,
         "format": format.media_type(),

@@ -4,7 +4,7 @@ use crate::config::BuildSettings;
 use crate::image::{ImageName, ImageSpec, NameError, Tag};
 use crate::layers::Layer;
 use crate::metrics::Metrics;
-use crate::nix::{Nix, NixError};
+use crate::nix::{Nix, NixError, StorePath};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +23,12 @@ pub enum LayersCommandError {
 #[derive(Debug, serde::Serialize)]
 pub struct Plan {
     pub layers: Vec<PlannedLayer>,
-    pub symlink_forest: Vec<String>,
+    pub symlink_forest: Vec<StorePath>,
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct PlannedLayer {
-    pub store_paths: Vec<String>,
+    pub store_paths: Vec<StorePath>,
     pub size: u64,
     pub popularity: u64,
     pub merge_rating: String,
@@ -39,10 +39,11 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
     let tag = Tag::parse(tag)?;
     let spec = ImageSpec::from_name(&name);
     let popularity = crate::commands::serve::load_popularity(settings.popularity_url.as_deref()).await?;
-    let nix = Nix::new(settings.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
-    let realised = nix.realise(&settings.source.revision(&tag), spec.arch, &spec.packages).await?;
+    let policy = &settings.policy;
+    let nix = Nix::new(policy.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
+    let realised = nix.realise(&policy.source.revision(&tag), spec.arch, &spec.packages).await?;
     let very_popular = realised.always_included_outputs();
-    let layers = settings.grouping.group(&realised.graph, &popularity, &very_popular, settings.layer_budget);
+    let layers = policy.layers.group(&realised.graph, &popularity, &very_popular);
     Ok(Plan {
         layers: layers
             .into_iter()

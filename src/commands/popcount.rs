@@ -6,7 +6,7 @@ use crate::nix::Nix;
 use crate::pkgsource::PkgSource;
 use crate::popcount::{PopcountError, Progress, popcount};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ pub enum PopcountCommandError {
     Count(#[from] PopcountError),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
     Expressions(std::io::Error),
-    #[error("writing {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    #[error("writing {}: {source}", .path.display())]
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 pub async fn run(
@@ -43,7 +43,7 @@ pub async fn run(
         eprintln!();
     }
     let json = serde_json::to_vec(&counts).expect("counts serialise");
-    let write = |source| PopcountCommandError::Write { path: output.display().to_string(), source };
+    let write = |source| PopcountCommandError::Write { path: output.to_owned(), source };
     let staging = output.with_extension("json.partial");
     tokio::fs::write(&staging, json).await.map_err(write)?;
     tokio::fs::rename(&staging, output).await.map_err(write)?;

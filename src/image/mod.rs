@@ -8,5 +8,5 @@
 mod name;
 mod spec;
 
-pub use name::{ImageName, NameError, PackageName, Reference, Tag, is_commit_hash as name_is_commit};
+pub use name::{ImageName, NameError, PackageName, Reference, Tag};
 pub use spec::{ALWAYS_INCLUDED, Arch, ImageSpec, SHELL_PACKAGES};

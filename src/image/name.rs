@@ -6,6 +6,8 @@
 //! reach Nix; package names are handed to Nix as JSON data in any case, never as code.
 
 use crate::digest::{Digest, DigestError};
+use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::fmt;
 
 /// Longest name accepted (the spec bounds hostname + name by 255 characters).
@@ -29,13 +31,23 @@ pub enum NameError {
 }
 
 /// One path component of an image name: a package attribute (possibly dotted) or a
-/// meta-package.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// meta-package; after [`super::ImageSpec`] has expanded the meta-packages, a package name
+/// as it is handed to Nix (and echoed back by it, checked again on the way in).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct PackageName(String);
 
 impl PackageName {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if valid_component(s) { Ok(PackageName(s.to_owned())) } else { Err(NameError::BadComponent(s.to_owned())) }
+    }
+
+    /// A name the registry itself adds (meta-package contents, always-included packages).
+    ///
+    /// # Panics
+    /// If `s` is not a valid name: a mistake in a constant, which the tests catch.
+    pub(crate) fn from_static(s: &'static str) -> Self {
+        Self::parse(s).unwrap_or_else(|e| panic!("built-in package name: {e}"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -46,6 +58,34 @@ impl PackageName {
 impl fmt::Display for PackageName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// As the text (logs show sets of names as they showed sets of strings).
+impl fmt::Debug for PackageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl TryFrom<String> for PackageName {
+    type Error = NameError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<PackageName> for String {
+    fn from(name: PackageName) -> String {
+        name.0
+    }
+}
+
+/// Lets sets of names be searched and joined as text (`Ord` and `Hash` agree with `str`'s).
+impl Borrow<str> for PackageName {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -106,16 +146,6 @@ impl Tag {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// Whether the tag is a full 40-digit git commit hash (a pinned, cacheable revision).
-    pub fn is_commit(&self) -> bool {
-        is_commit_hash(&self.0)
-    }
-}
-
-/// Whether `s` is a full git commit hash.
-pub fn is_commit_hash(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The `<reference>` of a manifest request: a tag or a digest.
@@ -209,8 +239,6 @@ mod tests {
         for bad in ["", ".x", "-x", "a/b", "a:b", &"a".repeat(129)] {
             assert!(Tag::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(Tag::parse("0123456789abcdef0123456789abcdef01234567").unwrap().is_commit());
-        assert!(!Tag::parse("0123456789abcdef").unwrap().is_commit());
     }
 
     #[test]

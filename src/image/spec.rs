@@ -42,7 +42,7 @@ impl Arch {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageSpec {
     pub arch: Arch,
-    pub packages: BTreeSet<String>,
+    pub packages: BTreeSet<PackageName>,
 }
 
 impl ImageSpec {
@@ -55,14 +55,14 @@ impl ImageSpec {
         let mut packages = BTreeSet::new();
         for c in components {
             match c.as_str() {
-                "shell" => packages.extend(SHELL_PACKAGES.iter().map(|p| p.to_string())),
+                "shell" => packages.extend(SHELL_PACKAGES.map(PackageName::from_static)),
                 "arm64" => arch = Arch::Arm64,
-                other => {
-                    packages.insert(other.to_owned());
+                _ => {
+                    packages.insert(c.clone());
                 }
             }
         }
-        packages.extend(ALWAYS_INCLUDED.iter().map(|p| p.to_string()));
+        packages.extend(ALWAYS_INCLUDED.map(PackageName::from_static));
         ImageSpec { arch, packages }
     }
 }
@@ -84,10 +84,10 @@ mod tests {
     #[test]
     fn shell_expands_and_base_packages_are_added() {
         let s = spec("shell/git");
-        let expected: BTreeSet<String> =
+        let expected: BTreeSet<PackageName> =
             ["bashInteractive", "cacert", "coreutils", "git", "iana-etc", "moreutils", "nano"]
                 .iter()
-                .map(|s| s.to_string())
+                .map(|s| PackageName::parse(s).unwrap())
                 .collect();
         assert_eq!(s.packages, expected);
         assert_eq!(s.arch, Arch::Amd64);
@@ -105,5 +105,12 @@ mod tests {
     #[test]
     fn an_image_of_nothing_still_has_the_base_packages() {
         assert_eq!(spec("cacert").packages.len(), 2);
+    }
+
+    #[test]
+    fn built_in_names_are_valid_package_names() {
+        for name in SHELL_PACKAGES.iter().chain(&ALWAYS_INCLUDED) {
+            assert_eq!(PackageName::from_static(name).as_str(), *name);
+        }
     }
 }

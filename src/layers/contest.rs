@@ -22,13 +22,13 @@
 //! then broken by name like any other tie.
 
 use super::Layer;
-use crate::nix::{RuntimeGraph, store_path_name};
+use crate::nix::{RuntimeGraph, StorePath};
 use std::collections::BTreeMap;
 
 /// The image's paths in popularity-contest order: most popular first, equal popularity by
 /// name (the store path name without hash, then the full path), with each popularity.
-pub fn popularity_contest_order(graph: &RuntimeGraph) -> Vec<(String, u128)> {
-    let paths: Vec<&String> = graph.paths.keys().collect();
+pub fn popularity_contest_order(graph: &RuntimeGraph) -> Vec<(StorePath, u128)> {
+    let paths: Vec<&StorePath> = graph.paths.keys().collect();
     let n = paths.len();
     let index: BTreeMap<&str, usize> = paths.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
     // Node n is the synthetic root referencing the requested packages.
@@ -94,7 +94,7 @@ pub fn popularity_contest_order(graph: &RuntimeGraph) -> Vec<(String, u128)> {
         }
     }
 
-    let mut scored: Vec<(String, u128)> = (0..n)
+    let mut scored: Vec<(StorePath, u128)> = (0..n)
         .map(|v| {
             let mut score = routes[v];
             for w in 0..words {
@@ -108,9 +108,7 @@ pub fn popularity_contest_order(graph: &RuntimeGraph) -> Vec<(String, u128)> {
             (paths[v].clone(), score)
         })
         .collect();
-    scored.sort_by(|(a, sa), (b, sb)| {
-        sb.cmp(sa).then_with(|| store_path_name(a).cmp(store_path_name(b))).then_with(|| a.cmp(b))
-    });
+    scored.sort_by(|(a, sa), (b, sb)| sb.cmp(sa).then_with(|| a.name().cmp(b.name())).then_with(|| a.cmp(b)));
     scored
 }
 
@@ -120,8 +118,8 @@ pub fn group_popularity_contest(graph: &RuntimeGraph, budget: usize) -> Vec<Laye
     let budget = budget.max(1);
     let order = popularity_contest_order(graph);
     let singles = if order.len() <= budget { order.len() } else { budget - 1 };
-    let layer = |items: &[(String, u128)]| {
-        let mut contents: Vec<String> = items.iter().map(|(p, _)| p.clone()).collect();
+    let layer = |items: &[(StorePath, u128)]| {
+        let mut contents: Vec<StorePath> = items.iter().map(|(p, _)| p.clone()).collect();
         contents.sort();
         let size = contents.iter().map(|p| graph.paths[p].nar_size).sum();
         let score = items.iter().map(|(_, s)| *s).max().unwrap_or(0);

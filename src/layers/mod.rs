@@ -72,7 +72,7 @@ mod nixery;
 pub use contest::{group_popularity_contest, popularity_contest_order};
 pub use nixery::group_nixery;
 
-use crate::nix::{RuntimeGraph, store_path_name};
+use crate::nix::{RuntimeGraph, StorePath};
 use crate::popularity::Popularity;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -91,12 +91,12 @@ fn very_popular_value(popularity: &Popularity) -> u64 {
 
 /// A store path's popularity: from the data by name, or [`very_popular_value`] for the
 /// always-included paths.
-fn path_popularity(path: &str, popularity: &Popularity, very_popular: &BTreeSet<String>) -> u64 {
-    if very_popular.contains(path) { very_popular_value(popularity) } else { popularity.of_name(store_path_name(path)) }
+fn path_popularity(path: &StorePath, popularity: &Popularity, very_popular: &BTreeSet<StorePath>) -> u64 {
+    if very_popular.contains(path) { very_popular_value(popularity) } else { popularity.of_name(path.name()) }
 }
 
-/// Which grouping the server uses (`NIXERY_LAYER_GROUPING`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// Which grouping the server uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Grouping {
     /// [`group`]: units that recur whole, heaviest kept apart (the default; docs/reuse.md).
     #[default]
@@ -105,18 +105,25 @@ pub enum Grouping {
     Nixery,
 }
 
-impl Grouping {
-    /// Groups `graph` with this algorithm; the arguments are those of [`group`].
+/// How an image's store paths become layers: the grouping, and at most how many store-path
+/// layers an image gets (the symlink forest comes on top).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerPolicy {
+    pub grouping: Grouping,
+    pub budget: usize,
+}
+
+impl LayerPolicy {
+    /// Groups `graph` by this policy, in manifest order; `very_popular` as for [`group`].
     pub fn group(
-        self,
+        &self,
         graph: &RuntimeGraph,
         popularity: &Popularity,
-        very_popular: &BTreeSet<String>,
-        budget: usize,
+        very_popular: &BTreeSet<StorePath>,
     ) -> Vec<Layer> {
-        match self {
-            Grouping::Stable => group(graph, popularity, very_popular, budget),
-            Grouping::Nixery => group_nixery(graph, popularity, very_popular, budget),
+        match self.grouping {
+            Grouping::Stable => group(graph, popularity, very_popular, self.budget),
+            Grouping::Nixery => group_nixery(graph, popularity, very_popular, self.budget),
         }
     }
 }
@@ -128,7 +135,7 @@ pub struct Layer {
     /// first.
     pub merge_rating: u128,
     /// Sorted store paths.
-    pub contents: Vec<String>,
+    pub contents: Vec<StorePath>,
     /// Sum of the paths' NAR sizes.
     pub size: u64,
     /// Popularity of the layer's most popular unit (the highest of merged layers).
@@ -166,11 +173,11 @@ impl Layer {
 pub fn group(
     graph: &RuntimeGraph,
     popularity: &Popularity,
-    very_popular: &BTreeSet<String>,
+    very_popular: &BTreeSet<StorePath>,
     budget: usize,
 ) -> Vec<Layer> {
     let budget = budget.max(1);
-    let paths: Vec<&String> = graph.paths.keys().collect();
+    let paths: Vec<&StorePath> = graph.paths.keys().collect();
     let n = paths.len();
     let top = very_popular_value(popularity);
     let pop: Vec<u64> = paths.iter().map(|p| path_popularity(p, popularity, very_popular)).collect();
@@ -185,7 +192,7 @@ pub fn group(
         x
     }
     if popularity.max() > 1 {
-        let index = |path: &str| paths.binary_search_by(|p| p.as_str().cmp(path)).expect("graph is closed");
+        let index = |path: &StorePath| paths.binary_search(&path).expect("graph is closed");
         // Referrers within the image: how many, and one of them.
         let mut referrers: Vec<(usize, usize)> = vec![(0, 0); n];
         for (i, info) in graph.paths.values().enumerate() {
@@ -235,7 +242,7 @@ pub fn group(
         let shared = units.split_off(budget - 1);
         let size = shared.iter().map(|l| l.size).sum();
         let popularity = shared.iter().map(|l| l.popularity).max().unwrap_or(1);
-        let mut contents: Vec<String> = shared.into_iter().flat_map(|l| l.contents).collect();
+        let mut contents: Vec<StorePath> = shared.into_iter().flat_map(|l| l.contents).collect();
         contents.sort();
         rest = Some(Layer { merge_rating: 0, contents, size, popularity });
     }

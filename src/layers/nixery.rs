@@ -19,7 +19,7 @@
 //! starts with the same layers.
 
 use super::{BIG_CLOSURE, Layer, POPULAR, path_popularity};
-use crate::nix::RuntimeGraph;
+use crate::nix::{RuntimeGraph, StorePath};
 use crate::popularity::Popularity;
 use petgraph::algo::dominators;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -31,12 +31,12 @@ use std::collections::{BTreeSet, BinaryHeap};
 pub fn group_nixery(
     graph: &RuntimeGraph,
     popularity: &Popularity,
-    very_popular: &BTreeSet<String>,
+    very_popular: &BTreeSet<StorePath>,
     budget: usize,
 ) -> Vec<Layer> {
     let budget = budget.max(1);
-    let paths: Vec<&String> = graph.paths.keys().collect();
-    let pop_of = |path: &str| path_popularity(path, popularity, very_popular);
+    let paths: Vec<&StorePath> = graph.paths.keys().collect();
+    let pop_of = |path: &StorePath| path_popularity(path, popularity, very_popular);
 
     // Node 0 is the root; node i+1 is paths[i] (sorted, so indices are deterministic).
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(paths.len() + 1, paths.len() * 2);
@@ -44,9 +44,8 @@ pub fn group_nixery(
     for _ in &paths {
         g.add_node(());
     }
-    let index = |path: &str| -> NodeIndex {
-        NodeIndex::new(paths.binary_search_by(|p| p.as_str().cmp(path)).expect("graph is closed") + 1)
-    };
+    let index =
+        |path: &StorePath| -> NodeIndex { NodeIndex::new(paths.binary_search(&path).expect("graph is closed") + 1) };
     for r in &graph.roots {
         g.update_edge(root, index(r), ());
     }

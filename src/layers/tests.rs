@@ -5,8 +5,19 @@ use super::*;
 use crate::nix::PathInfo;
 use std::collections::{BTreeMap, HashMap};
 
-fn p(name: &str) -> String {
-    format!("/nix/store/{}-{name}", name.repeat(32).chars().take(32).collect::<String>())
+/// The store path of test package `name`. Its hash part is the name repeated to 20 bytes,
+/// written in Nix's base-32 alphabet (which is in ascending order), so the paths sort as the
+/// repeated names do: the order the expected tie-breaks below were written against.
+fn p(name: &str) -> StorePath {
+    const NIX_BASE32: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    let bytes: Vec<u8> = name.bytes().cycle().take(20).collect();
+    let hash: String = (0..32)
+        .map(|digit| {
+            let value = (digit * 5..digit * 5 + 5).fold(0, |v, bit| v << 1 | (bytes[bit / 8] >> (7 - bit % 8)) & 1);
+            NIX_BASE32[value as usize] as char
+        })
+        .collect();
+    StorePath::parse(&format!("/nix/store/{hash}-{name}")).unwrap()
 }
 
 /// Builds a graph from (name, nar size, references); `closure_size` is computed.
@@ -16,7 +27,7 @@ fn graph(roots: &[&str], nodes: &[(&str, u64, &[&str])]) -> RuntimeGraph {
         let references = refs.iter().map(|r| p(r)).collect();
         paths.insert(p(name), PathInfo { nar_size: *size, closure_size: 0, references });
     }
-    let keys: Vec<String> = paths.keys().cloned().collect();
+    let keys: Vec<StorePath> = paths.keys().cloned().collect();
     for k in keys {
         let mut seen = BTreeSet::new();
         let mut stack = vec![k.clone()];
@@ -35,7 +46,7 @@ fn names(layers: &[Layer]) -> Vec<Vec<String>> {
     layers
         .iter()
         .map(|l| {
-            let mut n: Vec<String> = l.contents.iter().map(|c| store_path_name(c).to_owned()).collect();
+            let mut n: Vec<String> = l.contents.iter().map(|c| c.name().to_owned()).collect();
             n.sort();
             n
         })
@@ -99,7 +110,7 @@ fn layers_are_in_descending_merge_rating_and_cover_every_path_once() {
         let layers = group_nixery(&g, &pop, &BTreeSet::new(), budget);
         assert!(layers.len() <= budget);
         assert!(layers.windows(2).all(|w| w[0].merge_rating >= w[1].merge_rating));
-        let mut all: Vec<&String> = layers.iter().flat_map(|l| &l.contents).collect();
+        let mut all: Vec<&StorePath> = layers.iter().flat_map(|l| &l.contents).collect();
         all.sort();
         let before = all.len();
         all.dedup();
@@ -145,7 +156,7 @@ fn always_included_packages_come_first_and_alone() {
         &["cacert", "app", "iana"],
         &[("cacert", 1000, &[]), ("iana", 900, &[]), ("app", 1_000_000, &["lib"]), ("lib", 1_000_000, &[])],
     );
-    let very: BTreeSet<String> = [p("cacert"), p("iana")].into();
+    let very: BTreeSet<StorePath> = [p("cacert"), p("iana")].into();
     // Without data, cacert and iana-etc (1 kB each) still outrank a 2 MB package.
     let layers = group_nixery(&g, &Popularity::default(), &very, 94);
     assert_eq!(names(&layers[..2]), vec![vec!["cacert".to_string()], vec!["iana".to_string()]]);
@@ -191,7 +202,7 @@ fn pop(counts: &[(&str, u64)]) -> Popularity {
 /// Every path exactly once, sizes add up, within the budget, in manifest order.
 fn assert_valid(g: &RuntimeGraph, layers: &[Layer], budget: usize) {
     assert!(!layers.is_empty() && layers.len() <= budget.max(1), "{} layers for budget {budget}", layers.len());
-    let mut all: Vec<&String> = layers.iter().flat_map(|l| &l.contents).collect();
+    let mut all: Vec<&StorePath> = layers.iter().flat_map(|l| &l.contents).collect();
     all.sort();
     let before = all.len();
     all.dedup();
@@ -225,7 +236,7 @@ fn app_set() -> (Nodes, Popularity) {
 fn subgraph(roots: &[&str], nodes: &[(&'static str, u64, &'static [&'static str])]) -> RuntimeGraph {
     let full = graph(roots, nodes);
     let mut keep = BTreeSet::new();
-    let mut stack: Vec<String> = full.roots.clone();
+    let mut stack: Vec<StorePath> = full.roots.clone();
     while let Some(n) = stack.pop() {
         if keep.insert(n.clone()) {
             stack.extend(full.paths[&n].references.iter().cloned());
@@ -308,7 +319,7 @@ fn always_included_units_are_kept_and_come_first_even_when_small() {
         &["cacert", "iana", "a", "b", "c"],
         &[("cacert", 2, &[]), ("iana", 1, &[]), ("a", 1000, &[]), ("b", 2000, &[]), ("c", 3000, &[])],
     );
-    let very: BTreeSet<String> = [p("cacert"), p("iana")].into();
+    let very: BTreeSet<StorePath> = [p("cacert"), p("iana")].into();
     let data = pop(&[("zzz", 7)]);
     let layers = group(&g, &data, &very, 3);
     assert_valid(&g, &layers, 3);
@@ -390,7 +401,7 @@ fn popularity_contest_follows_the_documented_example() {
     // Documented popularities: F 9, E 5, D 4, C 3, B 2, G 2, A 1 (here one more each: the
     // synthetic root above A adds 1 to everything).
     let order = popularity_contest_order(&contest_example());
-    let got: Vec<(&str, u128)> = order.iter().map(|(p, s)| (store_path_name(p), *s)).collect();
+    let got: Vec<(&str, u128)> = order.iter().map(|(p, s)| (p.name(), *s)).collect();
     assert_eq!(got, vec![("f", 10), ("e", 6), ("d", 5), ("c", 4), ("b", 3), ("g", 3), ("a", 2)]);
 }
 

@@ -4,10 +4,16 @@
 //!
 //! `Derive([outputs],[(drvPath,[outputNames])...],[inputSrcs],system,builder,[args],[env])`
 
+use super::{StorePath, StorePathError};
+
 /// Why a derivation could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("malformed derivation at byte {0}")]
-pub struct DrvParseError(usize);
+pub enum DrvParseError {
+    #[error("malformed derivation at byte {0}")]
+    Syntax(usize),
+    #[error("input derivation: {0}")]
+    InputPath(#[from] StorePathError),
+}
 
 enum Term {
     Str(String),
@@ -25,7 +31,7 @@ impl Parser<'_> {
             self.i += 1;
             Ok(())
         } else {
-            Err(DrvParseError(self.i))
+            Err(DrvParseError::Syntax(self.i))
         }
     }
 
@@ -39,7 +45,7 @@ impl Parser<'_> {
                     match self.s.get(self.i) {
                         Some(b'"') => break,
                         Some(b'\\') => {
-                            let c = *self.s.get(self.i + 1).ok_or(DrvParseError(self.i))?;
+                            let c = *self.s.get(self.i + 1).ok_or(DrvParseError::Syntax(self.i))?;
                             out.push(match c {
                                 b'n' => b'\n',
                                 b't' => b'\t',
@@ -52,7 +58,7 @@ impl Parser<'_> {
                             out.push(c);
                             self.i += 1;
                         }
-                        None => return Err(DrvParseError(self.i)),
+                        None => return Err(DrvParseError::Syntax(self.i)),
                     }
                 }
                 self.i += 1;
@@ -74,23 +80,23 @@ impl Parser<'_> {
                             self.i += 1;
                             return Ok(Term::List(items));
                         }
-                        _ => return Err(DrvParseError(self.i)),
+                        _ => return Err(DrvParseError::Syntax(self.i)),
                     }
                 }
             }
-            _ => Err(DrvParseError(self.i)),
+            _ => Err(DrvParseError::Syntax(self.i)),
         }
     }
 }
 
 /// The input derivations of a derivation file's text: (drv path, output names).
-pub fn input_derivations(drv: &str) -> Result<Vec<(String, Vec<String>)>, DrvParseError> {
+pub fn input_derivations(drv: &str) -> Result<Vec<(StorePath, Vec<String>)>, DrvParseError> {
     let mut p = Parser { s: drv.as_bytes(), i: 0 };
     for &c in b"Derive" {
         p.expect(c)?;
     }
-    let Term::List(fields) = p.term()? else { return Err(DrvParseError(0)) };
-    let Some(Term::List(inputs)) = fields.get(1) else { return Err(DrvParseError(p.i)) };
+    let Term::List(fields) = p.term()? else { return Err(DrvParseError::Syntax(0)) };
+    let Some(Term::List(inputs)) = fields.get(1) else { return Err(DrvParseError::Syntax(p.i)) };
     inputs
         .iter()
         .map(|input| match input {
@@ -103,19 +109,19 @@ pub fn input_derivations(drv: &str) -> Result<Vec<(String, Vec<String>)>, DrvPar
                             Term::List(_) => None,
                         })
                         .collect();
-                    Ok((path.clone(), outs))
+                    Ok((StorePath::parse(path)?, outs))
                 }
-                _ => Err(DrvParseError(p.i)),
+                _ => Err(DrvParseError::Syntax(p.i)),
             },
-            Term::Str(_) => Err(DrvParseError(p.i)),
+            Term::Str(_) => Err(DrvParseError::Syntax(p.i)),
         })
         .collect()
 }
 
 /// The store path name of output `output` of the derivation at `drv_path`:
 /// `/nix/store/<hash>-foo-1.0.drv` + `out` → `foo-1.0`, + `dev` → `foo-1.0-dev`.
-pub fn output_name(drv_path: &str, output: &str) -> String {
-    let name = super::store_path_name(drv_path);
+pub fn output_name(drv_path: &StorePath, output: &str) -> String {
+    let name = drv_path.name();
     let name = name.strip_suffix(".drv").unwrap_or(name);
     if output == "out" { name.to_owned() } else { format!("{name}-{output}") }
 }
@@ -130,7 +136,7 @@ mod tests {
     fn reads_input_derivations() {
         let inputs = input_derivations(DRV).unwrap();
         assert_eq!(inputs.len(), 2);
-        assert_eq!(inputs[0].0, "/nix/store/fjaipyaqjdk09bqfskr9ahbm70n6m082-greeting-1.0.drv");
+        assert_eq!(inputs[0].0.as_str(), "/nix/store/fjaipyaqjdk09bqfskr9ahbm70n6m082-greeting-1.0.drv");
         assert_eq!(inputs[1].1, vec!["bin".to_string(), "out".to_string()]);
     }
 
@@ -139,12 +145,14 @@ mod tests {
         assert!(input_derivations("Derive(").is_err());
         assert!(input_derivations("{\"json\": true}").is_err());
         assert!(input_derivations(&DRV[..DRV.len() - 1]).is_err());
+        let outside = DRV.replace("/nix/store/fjaipyaqjdk09bqfskr9ahbm70n6m082-greeting-1.0.drv", "/tmp/x.drv");
+        assert!(matches!(input_derivations(&outside), Err(DrvParseError::InputPath(_))));
     }
 
     #[test]
     fn names_outputs_like_nix() {
-        let drv = "/nix/store/vnpqqkk4kkw2xrwcww7di1gc4vf9wsrd-busybox-1.35.0.drv";
-        assert_eq!(output_name(drv, "out"), "busybox-1.35.0");
-        assert_eq!(output_name(drv, "bin"), "busybox-1.35.0-bin");
+        let drv = StorePath::parse("/nix/store/vnpqqkk4kkw2xrwcww7di1gc4vf9wsrd-busybox-1.35.0.drv").unwrap();
+        assert_eq!(output_name(&drv, "out"), "busybox-1.35.0");
+        assert_eq!(output_name(&drv, "bin"), "busybox-1.35.0-bin");
     }
 }

@@ -2,6 +2,7 @@
 //! packages, with its size and references, as `nix path-info --json --recursive
 //! --closure-size` reports it.
 
+use super::StorePath;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -13,16 +14,16 @@ pub struct PathInfo {
     /// Size of the path and everything it references.
     pub closure_size: u64,
     /// Store paths this one references at run time (never itself).
-    pub references: Vec<String>,
+    pub references: Vec<StorePath>,
 }
 
 /// The closure of an image's top-level packages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeGraph {
     /// Store paths of the requested packages, sorted.
-    pub roots: Vec<String>,
+    pub roots: Vec<StorePath>,
     /// Every path of the closure, keyed (and so sorted) by store path.
-    pub paths: BTreeMap<String, PathInfo>,
+    pub paths: BTreeMap<StorePath, PathInfo>,
 }
 
 /// One entry of `nix path-info --json`, without the path (where it is kept depends on the
@@ -34,13 +35,13 @@ struct RawPathInfo {
     #[serde(default)]
     closure_size: Option<u64>,
     #[serde(default)]
-    references: Vec<String>,
+    references: Vec<StorePath>,
 }
 
 /// A list entry of Nix before 2.19: the path is a field.
 #[derive(Deserialize)]
 struct ListedPathInfo {
-    path: String,
+    path: StorePath,
     #[serde(flatten)]
     info: RawPathInfo,
 }
@@ -52,7 +53,7 @@ struct ListedPathInfo {
 #[serde(untagged)]
 enum PathInfoOutput {
     Listed(Vec<ListedPathInfo>),
-    Keyed(BTreeMap<String, Option<RawPathInfo>>),
+    Keyed(BTreeMap<StorePath, Option<RawPathInfo>>),
 }
 
 /// Why Nix's answer could not be read as a runtime graph.
@@ -61,17 +62,17 @@ pub enum GraphError {
     #[error("nix path-info output is not the expected JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("store path {0} is referenced but missing from the closure")]
-    Dangling(String),
+    Dangling(StorePath),
     #[error("store path {0} is not valid in the store")]
-    Invalid(String),
+    Invalid(StorePath),
 }
 
 impl RuntimeGraph {
     /// Reads `nix path-info --json -r -S` output for the given top-level paths; the result
     /// must be a closed graph.
-    pub fn from_path_info(json: &[u8], roots: impl IntoIterator<Item = String>) -> Result<Self, GraphError> {
+    pub fn from_path_info(json: &[u8], roots: impl IntoIterator<Item = StorePath>) -> Result<Self, GraphError> {
         let paths = parse_path_info(json)?;
-        let mut roots: Vec<String> = roots.into_iter().collect();
+        let mut roots: Vec<StorePath> = roots.into_iter().collect();
         roots.sort();
         roots.dedup();
         for r in roots.iter().chain(paths.values().flat_map(|p| p.references.iter())) {
@@ -84,8 +85,8 @@ impl RuntimeGraph {
 }
 
 /// Reads `nix path-info --json` output (recursive or not): each path's sizes and references.
-pub fn parse_path_info(json: &[u8]) -> Result<BTreeMap<String, PathInfo>, GraphError> {
-    let entries: Vec<(String, RawPathInfo)> = match serde_json::from_slice(json)? {
+pub fn parse_path_info(json: &[u8]) -> Result<BTreeMap<StorePath, PathInfo>, GraphError> {
+    let entries: Vec<(StorePath, RawPathInfo)> = match serde_json::from_slice(json)? {
         PathInfoOutput::Listed(list) => list.into_iter().map(|l| (l.path, l.info)).collect(),
         PathInfoOutput::Keyed(map) => map
             .into_iter()
@@ -94,23 +95,13 @@ pub fn parse_path_info(json: &[u8]) -> Result<BTreeMap<String, PathInfo>, GraphE
     };
     let mut paths = BTreeMap::new();
     for (path, p) in entries {
-        let mut references: Vec<String> = p.references.into_iter().filter(|r| *r != path).collect();
+        let mut references: Vec<StorePath> = p.references.into_iter().filter(|r| *r != path).collect();
         references.sort();
         references.dedup();
         let closure_size = p.closure_size.unwrap_or(p.nar_size);
         paths.insert(path, PathInfo { nar_size: p.nar_size, closure_size, references });
     }
     Ok(paths)
-}
-
-/// The name of a store path without its hash: `/nix/store/<hash>-bash-5.2` → `bash-5.2`,
-/// the key of popularity data.
-pub fn store_path_name(path: &str) -> &str {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    match base.split_once('-') {
-        Some((hash, name)) if hash.len() == 32 => name,
-        _ => base,
-    }
 }
 
 #[cfg(test)]
@@ -120,15 +111,19 @@ mod tests {
     const A: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a-1.0";
     const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
 
+    fn sp(s: &str) -> StorePath {
+        StorePath::parse(s).unwrap()
+    }
+
     #[test]
     fn reads_path_info_and_drops_self_references() {
         let json = format!(
             r#"[{{"path":"{A}","narSize":10,"closureSize":30,"references":["{A}","{B}"]}},
                 {{"path":"{B}","narSize":20,"closureSize":20,"references":[]}}]"#
         );
-        let g = RuntimeGraph::from_path_info(json.as_bytes(), [A.to_string()]).unwrap();
-        assert_eq!(g.roots, vec![A.to_string()]);
-        assert_eq!(g.paths[A].references, vec![B.to_string()]);
+        let g = RuntimeGraph::from_path_info(json.as_bytes(), [sp(A)]).unwrap();
+        assert_eq!(g.roots, vec![sp(A)]);
+        assert_eq!(g.paths[A].references, vec![sp(B)]);
         assert_eq!(g.paths[A].closure_size, 30);
         assert_eq!(g.paths[B].nar_size, 20);
     }
@@ -139,26 +134,38 @@ mod tests {
             r#"{{"{A}":{{"ca":null,"narSize":10,"closureSize":30,"references":["{A}","{B}"],"signatures":[]}},
                 "{B}":{{"narSize":20,"closureSize":20,"references":[]}}}}"#
         );
-        let g = RuntimeGraph::from_path_info(json.as_bytes(), [A.to_string()]).unwrap();
-        assert_eq!(g.paths[A].references, vec![B.to_string()]);
+        let g = RuntimeGraph::from_path_info(json.as_bytes(), [sp(A)]).unwrap();
+        assert_eq!(g.paths[A].references, vec![sp(B)]);
         assert_eq!(g.paths[A].closure_size, 30);
         assert_eq!(g.paths[B].nar_size, 20);
         let invalid = format!(r#"{{"{A}":null}}"#);
-        assert!(matches!(parse_path_info(invalid.as_bytes()), Err(GraphError::Invalid(p)) if p == A));
+        assert!(matches!(parse_path_info(invalid.as_bytes()), Err(GraphError::Invalid(p)) if p == sp(A)));
     }
 
     #[test]
     fn rejects_a_closure_with_holes() {
         let json = format!(r#"[{{"path":"{A}","narSize":10,"references":["{B}"]}}]"#);
         assert!(matches!(
-            RuntimeGraph::from_path_info(json.as_bytes(), [A.to_string()]),
-            Err(GraphError::Dangling(p)) if p == B
+            RuntimeGraph::from_path_info(json.as_bytes(), [sp(A)]),
+            Err(GraphError::Dangling(p)) if p == sp(B)
         ));
     }
 
     #[test]
+    fn rejects_paths_that_are_not_store_paths() {
+        for json in [
+            r#"[{"path":"/nix/store/short-x","narSize":10,"references":[]}]"#.to_owned(),
+            format!(r#"[{{"path":"{A}","narSize":10,"references":["/etc/passwd"]}}]"#),
+            format!(r#"{{"{A}/bin/sh":{{"narSize":10,"references":[]}}}}"#),
+        ] {
+            assert!(matches!(parse_path_info(json.as_bytes()), Err(GraphError::Json(_))), "{json}");
+        }
+    }
+
+    #[test]
     fn names_drop_the_hash() {
-        assert_eq!(store_path_name(A), "a-1.0");
-        assert_eq!(store_path_name("/nix/store/short-x"), "short-x");
+        assert_eq!(sp(A).name(), "a-1.0");
+        // A path without a full hash is not a store path, so it has no name to get wrong.
+        assert!(StorePath::parse("/nix/store/short-x").is_err());
     }
 }

@@ -11,11 +11,14 @@ pub mod derivation;
 mod exprs;
 mod graph;
 mod process;
+mod source;
+mod store_path;
 
-pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info, store_path_name};
+pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info};
 pub use process::ProcessError;
+pub use store_path::{StorePath, StorePathError};
 
-use crate::image::Arch;
+use crate::image::{Arch, PackageName};
 use crate::metrics::Metrics;
 use crate::pkgsource::SourceRevision;
 use exprs::Expressions;
@@ -32,18 +35,18 @@ use tokio::time::Instant;
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedPackage {
     /// The name as requested.
-    pub name: String,
+    pub name: PackageName,
     /// The attribute path it resolved to, e.g. `bashInteractive`.
     pub attr: String,
-    pub drv_path: String,
+    pub drv_path: StorePath,
     /// The output paths that go into the image.
-    pub outputs: Vec<String>,
+    pub outputs: Vec<StorePath>,
 }
 
 #[derive(Debug, Deserialize)]
 struct LookupResult {
-    missing: Vec<String>,
-    unusable: Vec<String>,
+    missing: Vec<PackageName>,
+    unusable: Vec<PackageName>,
     packages: Vec<ResolvedPackage>,
 }
 
@@ -52,23 +55,23 @@ struct LookupResult {
 #[serde(rename_all = "camelCase")]
 pub struct TopLevelDerivation {
     pub attr: String,
-    pub drv_path: String,
-    pub outputs: Vec<String>,
+    pub drv_path: StorePath,
+    pub outputs: Vec<StorePath>,
 }
 
 /// Why Nix could not produce an image's packages.
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     #[error("packages not found: {}", .missing.join(", "))]
-    UnknownPackages { missing: Vec<String>, unusable: Vec<String> },
+    UnknownPackages { missing: Vec<PackageName>, unusable: Vec<PackageName> },
     #[error("evaluating the package set failed")]
     Evaluation(#[source] ProcessError),
     #[error("building the packages failed")]
     Build(#[source] ProcessError),
     #[error("querying the store failed")]
     Query(#[source] ProcessError),
-    #[error("unexpected output from nix: {0}")]
-    Output(String),
+    #[error("unexpected output from nix: {step}: {source}")]
+    Output { step: &'static str, source: serde_json::Error },
     #[error(transparent)]
     Graph(#[from] GraphError),
 }
@@ -93,7 +96,7 @@ pub struct Realised {
 impl Realised {
     /// Output paths of the packages every image carries (`cacert`, `iana-etc`), which the
     /// layer grouping treats as the most popular.
-    pub fn always_included_outputs(&self) -> BTreeSet<String> {
+    pub fn always_included_outputs(&self) -> BTreeSet<StorePath> {
         self.packages
             .iter()
             .filter(|p| crate::image::ALWAYS_INCLUDED.contains(&p.name.as_str()))
@@ -129,11 +132,12 @@ impl Nix {
 
     /// `nix-instantiate --eval --strict --json` of `expr` with string arguments.
     fn eval(&self, expr: &str, source: &SourceRevision, system: &str, args: &[(&str, &str)]) -> Command {
+        let (src_type, src_args) = source::nix_args(source);
         let mut c = Command::new("nix-instantiate");
         c.args(["--eval", "--strict", "--json", "--read-write-mode"])
             .arg(self.exprs.path(expr))
-            .args(["--argstr", "srcType", source.kind])
-            .args(["--argstr", "srcArgs", &source.args])
+            .args(["--argstr", "srcType", src_type])
+            .args(["--argstr", "srcArgs", &src_args])
             .args(["--argstr", "system", system]);
         for (k, v) in args {
             c.args(["--argstr", k, v]);
@@ -146,10 +150,10 @@ impl Nix {
         &self,
         source: &SourceRevision,
         arch: Arch,
-        packages: &BTreeSet<String>,
+        packages: &BTreeSet<PackageName>,
     ) -> Result<Realised, NixError> {
         let deadline = self.deadline();
-        let names = serde_json::to_string(packages).expect("strings serialise");
+        let names = serde_json::to_string(packages).expect("names serialise");
         let eval = self.eval("lookup.nix", source, arch.nix_system(), &[("packages", &names)]);
         let lookup: LookupResult =
             self.json("evaluate", eval, deadline).await.map_err(|e| e.or(NixError::Evaluation))?;
@@ -157,12 +161,12 @@ impl Nix {
             return Err(NixError::UnknownPackages { missing: lookup.missing, unusable: lookup.unusable });
         }
 
-        let drvs: BTreeSet<&str> = lookup.packages.iter().map(|p| p.drv_path.as_str()).collect();
+        let drvs: BTreeSet<&StorePath> = lookup.packages.iter().map(|p| &p.drv_path).collect();
         let mut build = Command::new("nix-store");
         build.arg("--realise").args(&drvs);
         self.run("realise", build, deadline).await.map_err(NixError::Build)?;
 
-        let roots: BTreeSet<String> = lookup.packages.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
+        let roots: BTreeSet<StorePath> = lookup.packages.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
         let out = self.path_info(&roots, true, deadline).await?;
         let graph = RuntimeGraph::from_path_info(&out, roots)?;
         Ok(Realised { packages: lookup.packages, graph })
@@ -187,13 +191,16 @@ impl Nix {
     }
 
     /// The runtime references of those `paths` that are valid in the local store.
-    pub async fn local_references(&self, paths: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<String>>, NixError> {
+    pub async fn local_references(
+        &self,
+        paths: &BTreeSet<StorePath>,
+    ) -> Result<BTreeMap<StorePath, Vec<StorePath>>, NixError> {
         let deadline = self.deadline();
         let mut check = Command::new("nix-store");
         check.args(["--check-validity", "--print-invalid"]).args(paths);
         let invalid = self.run("check validity", check, deadline).await.map_err(NixError::Query)?;
         let invalid: BTreeSet<&str> = std::str::from_utf8(&invalid).unwrap_or("").lines().collect();
-        let valid: BTreeSet<String> = paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect();
+        let valid: BTreeSet<StorePath> = paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect();
         if valid.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -203,7 +210,7 @@ impl Nix {
 
     async fn path_info(
         &self,
-        paths: &BTreeSet<String>,
+        paths: &BTreeSet<StorePath>,
         recursive: bool,
         deadline: Deadline,
     ) -> Result<Vec<u8>, NixError> {
@@ -218,12 +225,12 @@ impl Nix {
 
     async fn json<T: DeserializeOwned>(
         &self,
-        step: &str,
+        step: &'static str,
         command: Command,
         deadline: Deadline,
     ) -> Result<T, JsonStepError> {
         let out = self.run(step, command, deadline).await.map_err(JsonStepError::Process)?;
-        serde_json::from_slice(&out).map_err(|e| JsonStepError::Output(NixError::Output(format!("{step}: {e}"))))
+        serde_json::from_slice(&out).map_err(|source| JsonStepError::Output(NixError::Output { step, source }))
     }
 
     async fn run(&self, step: &str, command: Command, deadline: Deadline) -> Result<Vec<u8>, ProcessError> {
@@ -245,5 +252,24 @@ impl JsonStepError {
             JsonStepError::Process(p) => wrap(p),
             JsonStepError::Output(e) => e,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_that_is_not_json_names_the_step_and_keeps_the_parse_error() {
+        let nix = Nix::new(Duration::from_secs(10), Arc::new(Metrics::default())).unwrap();
+        let mut command = Command::new("/bin/sh");
+        command.args(["-c", "echo '{\"missing\": oops}'"]);
+        let result = nix.json::<LookupResult>("evaluate", command, nix.deadline()).await;
+        let err = match result {
+            Ok(_) => panic!("garbage parsed"),
+            Err(e) => e.or(NixError::Evaluation),
+        };
+        assert!(matches!(&err, NixError::Output { step: "evaluate", source } if source.is_syntax()), "{err:?}");
+        assert!(err.to_string().starts_with("unexpected output from nix: evaluate: expected value at line 1"), "{err}");
     }
 }
