@@ -16,7 +16,7 @@ mod gzip;
 mod workers;
 mod zstd;
 
-pub use self::zstd::ParallelZstd;
+pub use self::zstd::{ParallelZstd, ZstdParams};
 pub use gzip::{GzipParams, ParallelGzip};
 pub use workers::Workers;
 
@@ -75,7 +75,7 @@ impl Compression {
     pub fn encoder<W: Write>(self, out: W, workers: Arc<Workers>) -> io::Result<Encoder<W>> {
         Ok(match self {
             Compression::Gzip => Encoder::Gzip(ParallelGzip::new(out, workers, GzipParams::default())),
-            Compression::Zstd => Encoder::Zstd(ParallelZstd::new(out, ParallelZstd::<W>::LEVEL, workers.count())?),
+            Compression::Zstd => Encoder::Zstd(ParallelZstd::new(out, ZstdParams::default(), workers.count())?),
         })
     }
 }
