@@ -25,6 +25,7 @@
 //! `NIXERY_COMPRESS_BENCH_ZSTD_JOBS`: comma-separated extra gzip block sizes and zstd job
 //! sizes in KiB to compare at 2 workers (none); `NIXERY_COMPRESS_BENCH_GZIP_LEVELS` other
 //! gzip levels to compare at 2 workers (none; 1 and 0 show what a faster gzip would give).
+//! The row "noise stored" is the parallel gzip with `GzipParams::store_noise`.
 
 use flate2::write::GzEncoder;
 use nixery::compression::{GzipParams, ParallelGzip, ParallelZstd, Workers, ZstdParams};
@@ -45,8 +46,7 @@ enum Method {
     GzipOneThread,
     ParallelGzip {
         workers: usize,
-        block_kib: usize,
-        level: u32,
+        params: GzipParams,
     },
     ParallelZstd {
         workers: usize,
@@ -62,8 +62,10 @@ impl Method {
     fn label(&self) -> String {
         match self {
             Method::GzipOneThread => "gzip -6, GzEncoder (today)".into(),
-            Method::ParallelGzip { workers, block_kib, level } => {
-                format!("gzip -{level}, parallel, {workers} worker(s), {block_kib} KiB blocks")
+            Method::ParallelGzip { workers, params } => {
+                let noise = if params.store_noise { ", noise stored" } else { "" };
+                let (level, block_kib) = (params.level, params.block_size / 1024);
+                format!("gzip -{level}, parallel, {workers} worker(s), {block_kib} KiB blocks{noise}")
             }
             Method::ParallelZstd { workers, job_kib } => {
                 format!("zstd -3, parallel, {workers} worker(s), {job_kib} KiB jobs")
@@ -76,7 +78,9 @@ impl Method {
     fn encode(&self) -> String {
         match self {
             Method::GzipOneThread => "gzip1".into(),
-            Method::ParallelGzip { workers, block_kib, level } => format!("pgzip:{workers}:{block_kib}:{level}"),
+            Method::ParallelGzip { workers, params } => {
+                format!("pgzip:{workers}:{}:{}:{}", params.block_size, params.level, params.store_noise)
+            }
             Method::ParallelZstd { workers, job_kib } => format!("pzstd:{workers}:{job_kib}"),
             Method::Command { program, .. } => format!("cmd:{program}"),
         }
@@ -87,7 +91,10 @@ impl Method {
         let n = |i: usize| parts[i].parse::<usize>().unwrap();
         match parts[0] {
             "gzip1" => Method::GzipOneThread,
-            "pgzip" => Method::ParallelGzip { workers: n(1), block_kib: n(2), level: n(3) as u32 },
+            "pgzip" => Method::ParallelGzip {
+                workers: n(1),
+                params: GzipParams { block_size: n(2), level: n(3) as u32, store_noise: parts[4] == "true" },
+            },
             "pzstd" => Method::ParallelZstd { workers: n(1), job_kib: n(2) },
             "cmd" => commands().into_iter().find(|m| m.encode() == s).expect("a known command"),
             other => panic!("unknown method {other}"),
@@ -128,16 +135,16 @@ fn main() {
     let jobs = sizes_kib("NIXERY_COMPRESS_BENCH_ZSTD_JOBS");
     let levels: Vec<u32> = sizes_kib("NIXERY_COMPRESS_BENCH_GZIP_LEVELS").into_iter().map(|l| l as u32).collect();
 
-    let default_block = GzipParams::BLOCK_SIZE / 1024;
+    let layers = GzipParams::default();
     let mut methods = vec![
         Method::GzipOneThread,
-        Method::ParallelGzip { workers: 1, block_kib: default_block, level: GzipParams::LEVEL },
-        Method::ParallelGzip { workers: 2, block_kib: default_block, level: GzipParams::LEVEL },
+        Method::ParallelGzip { workers: 1, params: layers },
+        Method::ParallelGzip { workers: 2, params: layers },
+        Method::ParallelGzip { workers: 2, params: GzipParams { store_noise: true, ..layers } },
     ];
-    let level = GzipParams::LEVEL;
-    methods.extend(blocks.iter().map(|&block_kib| Method::ParallelGzip { workers: 2, block_kib, level }));
-    let block_kib = default_block;
-    methods.extend(levels.iter().map(|&level| Method::ParallelGzip { workers: 2, block_kib, level }));
+    let gzip = |params| Method::ParallelGzip { workers: 2, params };
+    methods.extend(blocks.iter().map(|kib| gzip(GzipParams { block_size: kib * 1024, ..layers })));
+    methods.extend(levels.iter().map(|&level| gzip(GzipParams { level, ..layers })));
     methods.push(commands()[0].clone());
     let default_job = ZstdParams::JOB_SIZE as usize / 1024;
     methods.push(Method::ParallelZstd { workers: 1, job_kib: default_job });
@@ -237,10 +244,9 @@ fn measure(method: &Method, input: &Path) -> io::Result<Run> {
                     let level = flate2::Compression::new(GzipParams::LEVEL);
                     feed(input, GzEncoder::new(compressed, level), GzEncoder::finish)?
                 }
-                Method::ParallelGzip { workers, block_kib, level } => {
+                Method::ParallelGzip { workers, params } => {
                     let workers = Workers::new(NonZeroUsize::new(*workers).unwrap())?;
-                    let params = GzipParams { level: *level, block_size: block_kib * 1024 };
-                    feed(input, ParallelGzip::new(compressed, workers, params), ParallelGzip::finish)?
+                    feed(input, ParallelGzip::new(compressed, workers, *params), ParallelGzip::finish)?
                 }
                 Method::ParallelZstd { workers, job_kib } => {
                     let n = NonZeroUsize::new(*workers).unwrap();

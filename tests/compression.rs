@@ -145,9 +145,26 @@ fn gzip_blocks_are_primed_with_the_input_before_them() {
 }
 
 #[test]
+fn gzip_with_noise_stored_is_as_reproducible_and_changes_only_noise() {
+    let noise: Vec<u8> = (0..(3 * MIB / 32) as u32).flat_map(|i| Sha256::digest(i.to_le_bytes())).collect();
+    let params = GzipParams { store_noise: true, ..GzipParams::default() };
+    let stored = gzip_with(&noise, workers(1), params, 10_000);
+    assert_eq!(gunzip(&stored), noise);
+    assert_eq!(gzip_with(&noise, workers(8), params, 4093), stored, "8 workers");
+    // Stored: the input, 5 bytes per stored block (zlib's are at most 32 KiB at level 0),
+    // a sync marker per 128 KiB block, header and trailer; level 6 gives no less here.
+    let blocks = noise.len() / BLOCK;
+    assert!(stored.len() <= noise.len() + noise.len() / (32 * 1024) * 5 + blocks * 5 + 18, "{} bytes", stored.len());
+    assert!(stored.len() <= gzip(&noise, &workers(2)).len());
+    // Text and mixed blocks are deflated as before: the same bytes as without the option.
+    let data = mixed(3 * MIB, 12);
+    assert_eq!(gzip_with(&data, workers(2), params, 64 * 1024), gzip(&data, &workers(2)));
+}
+
+#[test]
 fn gzip_block_size_and_level_are_honoured() {
     let data = mixed(2 * MIB, 3);
-    let params = GzipParams { level: 1, block_size: 32 * 1024 };
+    let params = GzipParams { level: 1, block_size: 32 * 1024, ..GzipParams::default() };
     let a = gzip_with(&data, workers(1), params, 10_000);
     let b = gzip_with(&data, workers(8), params, 777);
     assert_eq!(a, b);
@@ -250,22 +267,29 @@ impl Write for Failing {
     }
 }
 
+/// Writes 8 MiB at a time into `encoder` until it fails (an upload that stopped after
+/// 100 kB cannot take 512 MiB) and returns the error.
+fn write_until_it_fails(encoder: &mut impl Write, seed: u64) -> io::Error {
+    let data = mixed(8 * MIB, seed);
+    for _ in 0..64 {
+        if let Err(err) = encoder.write_all(&data) {
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
+            return err;
+        }
+    }
+    panic!("512 MiB went into a sink that takes 100 kB");
+}
+
+fn failing() -> Failing {
+    Failing { limit: 100_000, written: 0 }
+}
+
 #[test]
 fn a_failing_sink_stops_gzip_without_hanging_or_leaking_threads() {
     within(60, "gzip into a failing sink", || {
         let pool = workers(2);
-        let data = mixed(8 * MIB, 5);
-        let mut gz =
-            ParallelGzip::new(Failing { limit: 100_000, written: 0 }, Arc::clone(&pool), GzipParams::default());
-        let mut result = Ok(());
-        for _ in 0..64 {
-            result = gz.write_all(&data);
-            if result.is_err() {
-                break;
-            }
-        }
-        let err = result.expect_err("writing 512 MiB into a sink that takes 100 kB fails");
-        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
+        let mut gz = ParallelGzip::new(failing(), Arc::clone(&pool), GzipParams::default());
+        write_until_it_fails(&mut gz, 5);
         // Broken for good: no later write or finish pretends to succeed.
         assert!(gz.write_all(b"more").is_err());
         assert!(gz.finish().is_err());
@@ -279,24 +303,10 @@ fn a_failing_sink_stops_gzip_without_hanging_or_leaking_threads() {
 #[test]
 fn a_failing_sink_stops_zstd_without_hanging() {
     within(60, "zstd into a failing sink", || {
-        let data = mixed(8 * MIB, 6);
-        let mut zs = ParallelZstd::new(
-            Failing { limit: 100_000, written: 0 },
-            ZstdParams::default(),
-            NonZeroUsize::new(2).unwrap(),
-        )
-        .unwrap();
-        let mut result = Ok(());
-        for _ in 0..64 {
-            result = zs.write_all(&data);
-            if result.is_err() {
-                break;
-            }
-        }
-        let err = result.expect_err("writing 512 MiB into a sink that takes 100 kB fails");
-        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
-        // Dropping the encoder stops and joins libzstd's threads.
-        drop(zs);
+        let mut zs = ParallelZstd::new(failing(), ZstdParams::default(), NonZeroUsize::new(2).unwrap()).unwrap();
+        write_until_it_fails(&mut zs, 6);
+        // Finishing fails too, and dropping the encoder stops and joins libzstd's threads.
+        assert!(zs.finish().is_err());
     });
 }
 

@@ -17,7 +17,7 @@ mod workers;
 mod zstd;
 
 pub use self::zstd::{ParallelZstd, ZstdParams};
-pub use gzip::{GzipParams, ParallelGzip};
+pub use gzip::{GzipParams, ParallelGzip, looks_like_noise};
 pub use workers::Workers;
 
 use oci_spec::image::MediaType;
