@@ -10,7 +10,7 @@
 //! multiplications per block, against re-reading every byte) into the trailer.
 //!
 //! A block's bytes are a function of the block, the 32 KiB before it, whether it is the last
-//! and the level: nothing else. The worker count, which worker ran a block and when, and how
+//! and the [`GzipParams`]: nothing else. The worker count, which worker ran a block and when, and how
 //! the input arrived in `write` calls change no byte, so two servers (or one with more cores)
 //! produce the same digest.
 //!

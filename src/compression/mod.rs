@@ -3,11 +3,11 @@
 //!
 //! A cold image is as fast as its largest layer, and one layer usually holds most of an
 //! image, so one layer's compression must use every core. Both encoders do, and both write
-//! bytes that depend only on the input and the level, never on the number of threads or on
-//! timing: the digest of a layer is the same on every server, which is what lets replicas and
-//! restarts share layer records. [`gzip`] cuts the stream into blocks compressed in parallel
-//! as pigz does; [`zstd`] uses libzstd's multi-threaded mode. Both keep a fixed number of
-//! blocks in memory, whatever the layer's size.
+//! bytes that depend only on the input and their parameters, never on the number of threads
+//! or on timing: the digest of a layer is the same on every server, which is what lets
+//! replicas and restarts share layer records. [`ParallelGzip`] cuts the stream into blocks
+//! compressed in parallel as pigz does; [`ParallelZstd`] uses libzstd's multi-threaded mode.
+//! Both keep a fixed number of blocks in memory, whatever the layer's size.
 //!
 //! [`Compression`] is the operator's choice. Its [`id`](Compression::id) belongs in the key
 //! of a layer record: the same store paths give different blobs under each setting.

@@ -11,12 +11,12 @@
 //! frame whose input fills its last job exactly depends on timing, unless it is flushed
 //! first.
 //!
-//! The threads are libzstd's, one set per stream (it has no public way to share a pool), so
-//! a zstd layer does not use the shared [`Workers`](super::Workers); their count is the same.
-//! The frame carries a content checksum (as the `zstd` command writes by default), so a
-//! client detects a damaged blob. `flush` passes on what is already compressed but never
-//! flushes the compressor: a flush there would cut a block and make the bytes depend on when
-//! the caller flushed.
+//! The threads are libzstd's, one set per stream (libzstd shares a pool between streams only
+//! in its experimental API), so a zstd layer does not use the shared
+//! [`Workers`](super::Workers); their count is the same. The frame carries a content
+//! checksum (as the `zstd` command writes by default), so a client detects a damaged blob.
+//! `flush` flushes the inner writer, never the compressor: a flush there would cut a block
+//! and make the bytes depend on when the caller flushed.
 
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
