@@ -3,12 +3,13 @@
 //! `docker pull registry.example/shell/git` answers with an image holding bash, coreutils
 //! and git, built when first asked for. The modules follow the pipeline:
 //! [`image`] (names → specs) → [`nix`] (realise, runtime graph) → [`layers`] (grouping) →
-//! [`archive`] (deterministic tar.gz) → [`storage`] → [`manifest`], orchestrated by
+//! [`archive`] (deterministic tar, [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by
 //! [`build`] and served by [`registry`].
 
 pub mod archive;
 pub mod build;
 pub mod commands;
+pub mod compression;
 pub mod config;
 pub mod digest;
 pub mod image;
