@@ -7,8 +7,9 @@
 //!   headers and body, for plain `#[test]`s and `#[tokio::test]`s alike.
 //! * [`server`]: the real `nixery` binary on a free port with fresh storage ([`Server`]),
 //!   whose every failure shows the server log's tail.
-//! * [`containerd`], [`podman`], [`skopeo_umoci`]: the registry clients, each set up the way
-//!   it works on these machines (shared/CLIENTS.md).
+//! * [`containerd`], [`podman`], [`skopeo_umoci`], [`docker`]: the registry clients, each set
+//!   up the way it works on these machines (shared/CLIENTS.md); [`docker`] runs a private
+//!   Docker engine.
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
 //!
 //! Rules every part keeps: nothing uses a fixed port or path (cargo-nextest runs every test
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod containerd;
+pub mod docker;
 pub mod emulators;
 pub mod http;
 pub mod podman;
@@ -41,6 +43,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 pub use containerd::Containerd;
+pub use docker::Docker;
 pub use podman::Podman;
 pub use process::{require_tool, run};
 pub use server::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server};
