@@ -8,6 +8,7 @@
 mod harness;
 
 mod api;
+mod binary_cache;
 mod clients;
 mod object_storage;
 mod popularity;

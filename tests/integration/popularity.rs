@@ -2,12 +2,11 @@
 //! own view of the derivations), loading the result from a file and over HTTP, and
 //! `nixery layers` plans that follow it.
 
-use crate::harness::process::{Daemon, read_log};
-use crate::harness::{Server, free_port, http, run, temp_dir};
+use crate::harness::nginx::Nginx;
+use crate::harness::{Server, run, temp_dir};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 const PKGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/default.nix");
 
@@ -63,29 +62,6 @@ fn popcount_counts_references_of_the_test_set() {
     let again = dir.path().join("again.json");
     popcount(&again);
     assert_eq!(std::fs::read(dir.path().join("popularity.json")).unwrap(), std::fs::read(&again).unwrap());
-}
-
-/// A plain HTTP file server (Python's) serving `dir` on a free port, stopped on drop.
-/// Its log is `dir/http.log`.
-struct FileServer {
-    _daemon: Daemon,
-    port: u16,
-}
-
-impl FileServer {
-    fn start(dir: &Path) -> FileServer {
-        let port = free_port();
-        let log = dir.join("http.log");
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()]).current_dir(dir);
-        let mut daemon = Daemon::spawn(&mut cmd, &log).unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("http://127.0.0.1:{port}/");
-        let answers = || http::send("GET", &url, &[], Duration::from_secs(1)).map(drop);
-        if let Err(e) = daemon.wait_ready(Duration::from_secs(10), answers) {
-            panic!("the HTTP file server {e}:\n{}", read_log(&log));
-        }
-        FileServer { _daemon: daemon, port }
-    }
 }
 
 fn plan(image: &str, extra: &[&str]) -> serde_json::Value {
@@ -145,8 +121,8 @@ fn layer_plans_cover_the_closure_follow_popularity_and_fit_the_budget() {
     // travels with hello-lib; a popular busybox is alone and ahead of unpopular coreutils.
     let dir = temp_dir("popularity-http");
     std::fs::write(dir.path().join("pop.json"), r#"{"greeting-1.0": 1, "busybox-1.35.0": 250000}"#).unwrap();
-    let files = FileServer::start(dir.path());
-    let url = format!("http://127.0.0.1:{}/pop.json", files.port);
+    let files = Nginx::serve(dir.path());
+    let url = files.url("/pop.json");
     let with_data = plan(image, &["--popularity-url", &url]);
     let (_, private) = layer_of(&with_data, "-greeting-1.0");
     let private: Vec<&str> = private["store_paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
