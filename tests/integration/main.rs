@@ -11,5 +11,6 @@ mod api;
 mod binary_cache;
 mod clients;
 mod object_storage;
+mod popcount;
 mod popularity;
 mod storage_backends;

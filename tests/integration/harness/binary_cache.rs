@@ -121,6 +121,7 @@ impl BinaryCache {
     /// serves the cache. Panics with the failing command's output.
     pub fn start(attrs: &[&str]) -> BinaryCache {
         require_tool(&["nix", "nix-build", "nix-store", "nix-instantiate", "nginx"]);
+        let started = std::time::Instant::now();
         let salt = format!("cache-{}", nonce());
         let dir = temp_dir("binary-cache");
         let mut attrs: Vec<String> = attrs.iter().chain(&ALWAYS_INCLUDED).map(|a| a.to_string()).collect();
@@ -160,6 +161,13 @@ impl BinaryCache {
         let cache =
             BinaryCache { web, dir, salt, key_name, public_key, other_public_key, outputs, references, derivations };
         cache.evict().unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "harness: binary cache of {} paths (salt {}) at {} after {:?}",
+            cache.references.len(),
+            cache.salt,
+            cache.web.url("/"),
+            started.elapsed()
+        );
         cache
     }
 
@@ -168,7 +176,8 @@ impl BinaryCache {
         const EXPR: &str = r#"{ pkgs, attrs }:
           let
             set = import pkgs { };
-            get = attr: builtins.foldl' (s: n: s.${n}) set (builtins.filter builtins.isString (builtins.split "\\." attr));
+            path = attr: builtins.filter builtins.isString (builtins.split "\\." attr);
+            get = attr: builtins.foldl' (s: n: s.${n}) set (path attr);
             outputs = drv: map (o: drv.${o}.outPath) (drv.outputs or [ "out" ]);
           in builtins.listToAttrs (map (a: { name = a; value = outputs (get a); }) (builtins.fromJSON attrs))"#;
         let out = run(nix_command("nix-instantiate", salt)
@@ -244,6 +253,22 @@ impl BinaryCache {
             ("NIX_CONFIG", self.nix_config(endpoint)),
             ("RUST_LOG", "info,nixery::nix::log=debug".to_owned()),
         ]
+    }
+
+    /// The salt the packages were built with (`NIXERY_TEST_SALT`).
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+
+    /// The attributes the cache was built from and their outputs.
+    pub fn all_outputs(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.outputs
+    }
+
+    /// Every path in the cache and its references (`nix-store --query --references`,
+    /// recorded before the paths were deleted).
+    pub fn references(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.references
     }
 
     /// The output paths of `attr`, one of the attributes the cache was built from.

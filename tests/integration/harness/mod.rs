@@ -52,7 +52,7 @@ pub use containerd::Containerd;
 pub use docker::Docker;
 pub use podman::Podman;
 pub use process::{require_tool, run};
-pub use server::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server};
+pub use server::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nixery_cli};
 pub use skopeo_umoci::pull_and_unpack;
 
 /// The test package set (tests/pkgs/default.nix), as servers and Nix commands are given it.

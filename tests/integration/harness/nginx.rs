@@ -44,8 +44,9 @@ pub struct Request {
     pub status: u16,
 }
 
-/// nginx's configuration for an instance living in `dir`, serving `root` on `port`.
-fn config(dir: &Path, root: &Path, port: u16) -> String {
+/// nginx's configuration for an instance living in `dir`, serving `root` on `port`, with
+/// `locations` (nginx `location` blocks) in its `server` block.
+fn config(dir: &Path, root: &Path, port: u16, locations: &str) -> String {
     let d = dir.display();
     format!(
         r#"daemon off;
@@ -70,6 +71,7 @@ http {{
     listen 127.0.0.1:{port};
     root "{root}";
     autoindex off;
+    {locations}
   }}
 }}
 "#,
@@ -81,6 +83,12 @@ impl Nginx {
     /// Serves the files under `root` at `http://127.0.0.1:PORT/` (symlinks are followed).
     /// `root` must outlive the server. Panics with the error log if nginx does not start.
     pub fn serve(root: &Path) -> Nginx {
+        Self::serve_with(root, "")
+    }
+
+    /// [`Nginx::serve`] with nginx `location` blocks of the test's own, e.g.
+    /// `location /down/ { return 503; }` for a server that fails.
+    pub fn serve_with(root: &Path, locations: &str) -> Nginx {
         require_tool(&["nginx"]);
         let dir = temp_dir("nginx");
         fs::create_dir_all(dir.path().join("tmp")).expect("create nginx temp dir");
@@ -88,7 +96,7 @@ impl Nginx {
         let mut last = String::new();
         for attempt in 1..=START_ATTEMPTS {
             nginx.port = free_port();
-            match nginx.spawn(root) {
+            match nginx.spawn(root, locations) {
                 Ok(daemon) => {
                     nginx.daemon = Some(daemon);
                     return nginx;
@@ -106,9 +114,9 @@ impl Nginx {
     }
 
     /// Starts nginx on `self.port`; `Err((why, whether another port may help))`.
-    fn spawn(&self, root: &Path) -> Result<Daemon, (String, bool)> {
+    fn spawn(&self, root: &Path, locations: &str) -> Result<Daemon, (String, bool)> {
         let conf = self.dir.path().join("nginx.conf");
-        fs::write(&conf, config(self.dir.path(), root, self.port)).expect("write nginx.conf");
+        fs::write(&conf, config(self.dir.path(), root, self.port, locations)).expect("write nginx.conf");
         // `which`, because nginx lives in /usr/sbin, which is not on every PATH.
         let mut cmd = Command::new(which("nginx").expect("require_tool found nginx"));
         // -e: the log for errors before the configuration is read (default /var/log/nginx).

@@ -119,15 +119,7 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("NIXERY_")
-                || ["PORT", "STORAGE_PATH", "NIX_TIMEOUT", "NIX_POPULARITY_URL"].contains(&k.as_ref())
-            {
-                cmd.env_remove(k.as_ref());
-            }
-        }
+        let mut cmd = nixery_command();
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
         cmd.env("PORT", self.port.to_string())
             .env("NIXERY_HOST", "127.0.0.1")
@@ -290,6 +282,30 @@ impl Server {
             .and_then(|mut f| writeln!(f, "=== harness: server stopped: {status:?} ==="));
         self.launch();
     }
+}
+
+/// The `nixery` binary without the test process's settings: `PORT`, `STORAGE_PATH`,
+/// `NIX_TIMEOUT`, `NIX_POPULARITY_URL` and every `NIXERY_*` variable removed.
+fn nixery_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("NIXERY_")
+            || ["PORT", "STORAGE_PATH", "NIX_TIMEOUT", "NIX_POPULARITY_URL"].contains(&k.as_ref())
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
+}
+
+/// `nixery` as a command-line tool (`popcount`, `layers`): without the test process's
+/// settings (see [`nixery_command`]), with `NIX_CONFIG="substituters ="` and
+/// `RUST_LOG=warn`, for the test to add arguments and environment to.
+pub fn nixery_cli() -> Command {
+    let mut cmd = nixery_command();
+    cmd.env("NIX_CONFIG", "substituters =").env("RUST_LOG", "warn");
+    cmd
 }
 
 /// Sums the samples of metric `name` (with or without labels) in Prometheus text.
