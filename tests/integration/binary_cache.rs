@@ -23,32 +23,33 @@ const PACKAGE: &str = "hello-lib";
 /// What it prints.
 const GREETING: &str = "greetings from the nix store";
 
-/// A server substituting from a fresh cache of [`PACKAGE`]. Fields drop in order: the server
+/// A server substituting from a fresh cache of one package. Fields drop in order: the server
 /// stops before the cache evicts its paths again.
 struct Substituting {
     server: Server,
     endpoint: Endpoint,
     cache: BinaryCache,
+    package: &'static str,
 }
 
 impl Substituting {
-    fn start(trust: Trust) -> Substituting {
-        let cache = BinaryCache::start(&[PACKAGE]);
+    fn start(package: &'static str, trust: Trust) -> Substituting {
+        let cache = BinaryCache::start(&[package]);
         let valid = cache.valid_paths();
         assert!(valid.is_empty(), "the cache's paths must not be in the local store before the pull: {valid:?}");
         let endpoint = cache.endpoint(trust);
         let server = Server::start_with_env(&cache.server_env(&endpoint));
-        Substituting { server, endpoint, cache }
+        Substituting { server, endpoint, cache, package }
     }
 
     /// Every store path of the image.
     fn image_paths(&self) -> BTreeSet<String> {
-        self.cache.closure_of(&[PACKAGE])
+        self.cache.closure_of(&[self.package])
     }
 
-    /// The image `PACKAGE:latest` on this server.
+    /// The image `<package>:latest` on this server.
     fn image(&self) -> String {
-        self.server.image(&format!("{PACKAGE}:latest"))
+        self.server.image(&format!("{}:latest", self.package))
     }
 
     /// Everything the image holds came from the cache, and Nix built nothing.
@@ -70,7 +71,7 @@ impl Substituting {
 #[test]
 fn skopeo_pulls_an_image_substituted_from_the_cache() {
     require_tool(&["skopeo", "umoci", "chroot"]);
-    let s = Substituting::start(Trust::CacheKey);
+    let s = Substituting::start(PACKAGE, Trust::CacheKey);
     let img = pull_and_unpack(&s.server, &format!("{PACKAGE}:latest"), &[]);
     let out = img.chroot(&s.server, &[&format!("/bin/{PACKAGE}")]);
     assert_eq!(out.trim(), GREETING, "{}", s.server.context("the unpacked image's program printed something else"));
@@ -81,7 +82,7 @@ fn skopeo_pulls_an_image_substituted_from_the_cache() {
 #[test]
 fn containerd_pulls_an_image_substituted_from_the_cache() {
     require_tool(&["containerd", "ctr", "runc"]);
-    let s = Substituting::start(Trust::CacheKey);
+    let s = Substituting::start(PACKAGE, Trust::CacheKey);
     let containerd = Containerd::start();
     let image = s.image();
     containerd.ctr_ok(&s.server, &["images", "pull", "--plain-http", &image]);
@@ -97,7 +98,7 @@ fn containerd_pulls_an_image_substituted_from_the_cache() {
 #[test]
 fn podman_pulls_an_image_substituted_from_the_cache() {
     require_tool(&["podman", "runc"]);
-    let s = Substituting::start(Trust::CacheKey);
+    let s = Substituting::start(PACKAGE, Trust::CacheKey);
     let podman = Podman::new();
     let image = s.image();
     s.server.run(podman.cmd().args(["pull", "--tls-verify=false", &image]));
@@ -110,7 +111,7 @@ fn podman_pulls_an_image_substituted_from_the_cache() {
 #[test]
 fn docker_pulls_an_image_substituted_from_the_cache() {
     require_tool(&["dockerd", "docker", "runc"]);
-    let s = Substituting::start(Trust::CacheKey);
+    let s = Substituting::start(PACKAGE, Trust::CacheKey);
     let docker = Docker::start();
     let image = s.image();
     docker.pull(&s.server, &image);
@@ -122,11 +123,12 @@ fn docker_pulls_an_image_substituted_from_the_cache() {
 /// A cache signed by a key the server's Nix does not trust is not used: Nix reads its
 /// narinfo files, warns that they are not signed by a trusted key and downloads no NAR.
 /// With local builds allowed (the default, as in Nix and Nixery) it then builds the paths
-/// itself, so the image still works.
+/// itself, so the image is still served. (`greeting`, the smallest closure: every path is
+/// built twice here, by the cache's builder and by the server.)
 #[test]
 fn a_cache_signed_by_an_untrusted_key_is_not_used() {
-    let s = Substituting::start(Trust::OtherKey);
-    let r = s.server.get_ok(&format!("/v2/{PACKAGE}/manifests/latest"), &[]);
+    let s = Substituting::start("greeting", Trust::OtherKey);
+    let r = s.server.get_ok(&format!("/v2/{}/manifests/latest", s.package), &[]);
     assert!(!r.json()["layers"].as_array().is_some_and(|l| l.is_empty()), "{}", s.server.context(&r.describe()));
 
     let requests = s.cache.requests(&s.endpoint);
