@@ -20,7 +20,9 @@ let
       drv = value.value;
       isDrv = builtins.tryEval (value.success && builtins.isAttrs drv && (drv.type or null) == "derivation");
       outputs = map (o: drv.${o}.outPath) (drv.outputs or [ "out" ]);
-      info = builtins.tryEval (builtins.deepSeq outputs { inherit attr outputs; });
+      # The package's own outPath too: a set may guard only it, as nixpkgs' meta checks
+      # guard every output.
+      info = builtins.tryEval (builtins.deepSeq [ drv.outPath outputs ] { inherit attr outputs; });
     in
     if isDrv.success && isDrv.value && info.success then [ info.value ] else [ ];
 in

@@ -35,8 +35,12 @@ let
   };
   bb = "${busyboxStatic}/busybox";
 
+  # Derivation attributes with the salt, if any (see NIXERY_TEST_SALT above): every
+  # `builtins.derivation` of the set goes through this.
+  salted = attrs: attrs // (if salt == "" then { } else { NIXERY_TEST_SALT = salt; });
+
   # A derivation built by busybox's shell, with every busybox applet on PATH.
-  mk = name: script: builtins.derivation ({
+  mk = name: script: builtins.derivation (salted {
     inherit name;
     system = builtins.currentSystem;
     builder = bb;
@@ -48,7 +52,7 @@ let
       echo ${system} > $out/nix-support/system
       ${script}
     '' ];
-  } // (if salt == "" then { } else { NIXERY_TEST_SALT = salt; }));
+  });
 
   # An executable shell script at $out/bin/NAME, run by the busybox shell from the store.
   script = name: body: mk name ''

@@ -128,13 +128,18 @@ impl BinaryCache {
         attrs.sort();
         attrs.dedup();
 
-        let outputs = Self::evaluate_outputs(&salt, &attrs);
+        let evaluated = Self::evaluate_outputs(&salt, &attrs);
+        // Every output by name (`-A curl.dev`), whatever nix-build builds for a bare name.
         let mut build = nix_command("nix-build", &salt);
         build.args(["--no-out-link", "--max-jobs", "2"]).arg(TEST_PKGS);
-        for attr in &attrs {
-            build.args(["-A", attr]);
+        for (attr, outputs) in &evaluated {
+            for name in outputs.keys() {
+                build.args(["-A", &format!("{attr}.{name}")]);
+            }
         }
         let built: BTreeSet<String> = lines(&run(&mut build)).into_iter().collect();
+        let outputs: BTreeMap<String, Vec<String>> =
+            evaluated.into_iter().map(|(attr, outputs)| (attr, outputs.into_values().collect())).collect();
         let wanted: BTreeSet<String> = outputs.values().flatten().cloned().collect();
         assert_eq!(built, wanted, "nix-build of {attrs:?} printed other outputs than their outPaths");
 
@@ -171,14 +176,15 @@ impl BinaryCache {
         cache
     }
 
-    /// `attr` → its output paths, evaluated without building or writing anything.
-    fn evaluate_outputs(salt: &str, attrs: &[String]) -> BTreeMap<String, Vec<String>> {
+    /// `attr` → output name → output path, evaluated without building or writing anything.
+    fn evaluate_outputs(salt: &str, attrs: &[String]) -> BTreeMap<String, BTreeMap<String, String>> {
         const EXPR: &str = r#"{ pkgs, attrs }:
           let
             set = import pkgs { };
             path = attr: builtins.filter builtins.isString (builtins.split "\\." attr);
             get = attr: builtins.foldl' (s: n: s.${n}) set (path attr);
-            outputs = drv: map (o: drv.${o}.outPath) (drv.outputs or [ "out" ]);
+            outputs = drv: builtins.listToAttrs
+              (map (o: { name = o; value = drv.${o}.outPath; }) (drv.outputs or [ "out" ]));
           in builtins.listToAttrs (map (a: { name = a; value = outputs (get a); }) (builtins.fromJSON attrs))"#;
         let out = run(nix_command("nix-instantiate", salt)
             .args(["--eval", "--strict", "--json", "--expr", EXPR, "--argstr", "pkgs", TEST_PKGS])
