@@ -8,15 +8,16 @@
 //! signed by the cache's key, the server log (Nix's own log) says it was copied from the
 //! cache's URL, and Nix built nothing.
 //!
-//! Each test builds its own cache (a salt of its own: the paths it deletes are its alone)
-//! with only what its image needs: `hello-lib` (hello-lib -> greeting -> busybox) plus
-//! cacert and iana-etc, five small derivations.
+//! Each test (each client's case too) builds its own cache (a salt of its own: the paths it
+//! deletes are its alone) with only what its image needs: `hello-lib` (hello-lib -> greeting
+//! -> busybox) plus cacert and iana-etc, five small derivations.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+
+use rstest::rstest;
 
 use crate::harness::binary_cache::{Endpoint, path_info};
-use crate::harness::{BinaryCache, Containerd, Docker, Podman, Server, Trust, nonce, pull_and_unpack, require_tool};
+use crate::harness::{BinaryCache, Client, Server, Trust};
 
 /// The package of every image here: its program prints a file of another store path.
 const PACKAGE: &str = "hello-lib";
@@ -47,11 +48,6 @@ impl Substituting {
         self.cache.closure_of(&[self.package])
     }
 
-    /// The image `<package>:latest` on this server.
-    fn image(&self) -> String {
-        self.server.image(&format!("{}:latest", self.package))
-    }
-
     /// Everything the image holds came from the cache, and Nix built nothing.
     fn assert_substituted(&self) {
         let paths = self.image_paths();
@@ -67,56 +63,24 @@ impl Substituting {
     }
 }
 
-/// skopeo copies the image, umoci unpacks it, and its program runs from the rootfs.
-#[test]
-fn skopeo_pulls_an_image_substituted_from_the_cache() {
-    require_tool(&["skopeo", "umoci", "chroot"]);
+/// Each client pulls the image and runs its program: skopeo + umoci (chroot into the
+/// unpacked rootfs), containerd (the kubelet's path), podman, and docker against a private
+/// Docker engine.
+#[rstest]
+#[case::skopeo(Client::SkopeoUmoci)]
+#[case::containerd(Client::Containerd)]
+#[case::podman(Client::Podman)]
+#[case::docker(Client::Docker)]
+fn pulls_an_image_substituted_from_the_cache(#[case] client: Client) {
     let s = Substituting::start(PACKAGE, Trust::CacheKey);
-    let img = pull_and_unpack(&s.server, &format!("{PACKAGE}:latest"), &[]);
-    let out = img.chroot(&s.server, &[&format!("/bin/{PACKAGE}")]);
-    assert_eq!(out.trim(), GREETING, "{}", s.server.context("the unpacked image's program printed something else"));
-    s.assert_substituted();
-}
-
-/// containerd (the kubelet's path) pulls and runs the image.
-#[test]
-fn containerd_pulls_an_image_substituted_from_the_cache() {
-    require_tool(&["containerd", "ctr", "runc"]);
-    let s = Substituting::start(PACKAGE, Trust::CacheKey);
-    let containerd = Containerd::start();
-    let image = s.image();
-    containerd.ctr_ok(&s.server, &["images", "pull", "--plain-http", &image]);
-    let id = format!("cache-{}", nonce());
-    let out = containerd
-        .try_ctr(&["run", "--rm", &image, &id, PACKAGE], Duration::from_secs(120))
-        .unwrap_or_else(|e| s.server.fail(&e));
-    assert_eq!(out.trim(), GREETING, "{}", s.server.context("the program run by containerd printed something else"));
-    s.assert_substituted();
-}
-
-/// podman pulls and runs the image.
-#[test]
-fn podman_pulls_an_image_substituted_from_the_cache() {
-    require_tool(&["podman", "runc"]);
-    let s = Substituting::start(PACKAGE, Trust::CacheKey);
-    let podman = Podman::new();
-    let image = s.image();
-    s.server.run(podman.cmd().args(["pull", "--tls-verify=false", &image]));
-    let out = s.server.run(podman.cmd().args(["run", "--rm", &image, PACKAGE]));
-    assert_eq!(out.trim(), GREETING, "{}", s.server.context("the program run by podman printed something else"));
-    s.assert_substituted();
-}
-
-/// `docker pull` and `docker run`, against a private Docker engine.
-#[test]
-fn docker_pulls_an_image_substituted_from_the_cache() {
-    require_tool(&["dockerd", "docker", "runc"]);
-    let s = Substituting::start(PACKAGE, Trust::CacheKey);
-    let docker = Docker::start();
-    let image = s.image();
-    docker.pull(&s.server, &image);
-    let out = docker.run(&s.server, &image, &[PACKAGE]);
-    assert_eq!(out.trim(), GREETING, "{}", s.server.context("the program run by docker printed something else"));
+    let session = client.start();
+    let out = session.pull_and_run(&s.server, &format!("{PACKAGE}:latest"), PACKAGE);
+    assert_eq!(
+        out.trim(),
+        GREETING,
+        "{}",
+        s.server.context(&format!("the program run by {client} printed something else"))
+    );
     s.assert_substituted();
 }
 

@@ -9,7 +9,8 @@
 //!   whose every failure shows the server log's tail.
 //! * [`containerd`], [`podman`], [`skopeo_umoci`], [`docker`]: the registry clients, each set
 //!   up the way it works on these machines (shared/CLIENTS.md); [`docker`] runs a private
-//!   Docker engine.
+//!   Docker engine. [`client`] drives any of the four through one interface, for tables of
+//!   cases (pull and run; pull and read what the client printed).
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
 //! * [`nginx`]: a real web server for files (popularity data, a binary cache).
 //! * [`binary_cache`]: a signed Nix binary cache of salted test packages, served by nginx,
@@ -30,6 +31,7 @@
 //! ```
 
 pub mod binary_cache;
+pub mod client;
 pub mod containerd;
 pub mod docker;
 pub mod emulators;
@@ -48,6 +50,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 pub use binary_cache::{BinaryCache, Trust};
+pub use client::Client;
 pub use containerd::Containerd;
 pub use docker::Docker;
 pub use podman::Podman;
