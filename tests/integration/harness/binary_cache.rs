@@ -42,14 +42,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nixery::image::ALWAYS_INCLUDED;
 use tempfile::TempDir;
 
 use super::nginx::{Nginx, Request};
 use super::process::{COMMAND_TIMEOUT, output_timeout, require_tool, run, run_checked};
 use super::{TEST_PKGS, nonce, temp_dir};
-
-/// Packages every image carries, so every cache of images needs them.
-const ALWAYS_INCLUDED: [&str; 2] = ["cacert", "iana-etc"];
 
 /// Which key the server's Nix trusts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
