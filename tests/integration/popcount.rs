@@ -43,12 +43,33 @@ fn top_level(salt: &str) -> (Vec<String>, Vec<String>) {
 }
 
 /// `nixery popcount` of the salted set against `cache_url`, batches of 4.
-fn popcount(salt: &str, cache_url: &str, out: &Path) -> Output {
+fn popcount_command(salt: &str, cache_url: &str, out: &Path) -> Command {
     let mut cmd = nixery_cli();
     cmd.args(["popcount", "--pkgs-path", TEST_PKGS, "--batch", "4", "--binary-cache", cache_url, "-o"])
         .arg(out)
         .env("NIXERY_TEST_SALT", salt);
-    output_timeout(&mut cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+    cmd
+}
+
+/// Runs [`popcount_command`] with stdout and stderr captured.
+fn popcount(salt: &str, cache_url: &str, out: &Path) -> Output {
+    output_timeout(&mut popcount_command(salt, cache_url, out), COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `cmd` with a terminal as stdout and stderr (util-linux `script`) and returns what
+/// the terminal received. Panics unless it succeeds.
+fn on_a_terminal(cmd: Command) -> String {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(quote).collect();
+    let mut script = Command::new("script");
+    script.args(["--quiet", "--return", "--command", &line.join(" "), "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    run(&mut script)
 }
 
 fn stderr(out: &Output) -> String {
@@ -132,12 +153,16 @@ fn popcount_counts_runtime_references_from_the_binary_cache() {
         );
     }
 
-    // The file is written whole and is what the server loads: it starts with it and
-    // serves images.
+    // On a terminal, progress is one line rewritten in place. The file is written whole:
+    // the second run writes the same bytes.
     let again = dir.path().join("again.json");
-    let out = popcount(salt, &endpoint.url, &again);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let terminal = on_a_terminal(popcount_command(salt, &endpoint.url, &again));
+    assert!(terminal.contains(&format!("\rpopcount: 4/{n} attributes")), "{terminal:?}");
+    assert!(!terminal.contains(&format!("popcount: 4/{n} attributes\r\n")), "a progress line ended: {terminal:?}");
+    assert!(terminal.contains(&format!("\rpopcount: {n}/{n} attributes")), "{terminal:?}");
     assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&again).unwrap(), "a second run wrote other bytes");
+
+    // It is what the server loads: it starts with it and serves images.
     let server = Server::start_with(&[("NIX_POPULARITY_URL", file.to_str().unwrap())]);
     let r = server.get_ok("/v2/hello-lib/manifests/latest", &[]);
     assert!(r.json()["layers"].as_array().unwrap().len() >= 3, "{}", server.context(&r.describe()));
