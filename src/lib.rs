@@ -3,10 +3,12 @@
 //! `docker pull registry.example/shell/git` answers with an image holding bash, coreutils
 //! and git, built when first asked for. The modules follow the pipeline:
 //! [`image`] (names → specs) → [`nix`] (realise, runtime graph) → [`layers`] (grouping) →
-//! [`archive`] (deterministic tar, [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by
-//! [`build`] and served by [`registry`].
+//! [`archive`] (deterministic tar, [`compression`] on every core) → [`storage`] →
+//! [`manifest`], orchestrated by [`build`] and served by [`registry`]. [`popcount`] computes
+//! popularity data from a [`binary_cache`]'s narinfo files.
 
 pub mod archive;
+pub mod binary_cache;
 pub mod build;
 pub mod commands;
 pub mod compression;

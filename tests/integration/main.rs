@@ -8,8 +8,10 @@
 mod harness;
 
 mod api;
+mod binary_cache;
 mod clients;
 mod compression;
 mod object_storage;
+mod popcount;
 mod popularity;
 mod storage_backends;
