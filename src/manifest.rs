@@ -1,9 +1,10 @@
 //! Image configs and manifests, in Docker schema 2 (the default) or OCI form.
 //!
-//! The config is the same JSON for both forms; only media types differ. Docker schema 2 is
-//! served unless the client accepts OCI manifests and not Docker's (skopeo and containerd
-//! accept both and get Docker's). All JSON is rendered from typed structs (`oci-spec`) with
-//! a fixed field order and no timestamps, so the same image always has the same digests.
+//! The config is the same JSON for both forms; only media types differ. Which one a client
+//! gets is [`ManifestFormat::negotiate`]d from its `Accept` header: Docker schema 2 unless the
+//! client prefers OCI (skopeo, containerd and Docker accept both and get Docker's). All JSON
+//! is rendered from typed structs (`oci-spec`) with a fixed field order and no timestamps,
+//! so the same image always has the same digests.
 
 use crate::archive::LayerBlob;
 use crate::digest::Digest;
@@ -32,15 +33,45 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 impl ManifestFormat {
-    /// Chooses from the client's `Accept` values (all header lines, already split).
-    pub fn negotiate<'a>(accepted: impl IntoIterator<Item = &'a str>) -> Self {
-        let (mut docker, mut oci) = (false, false);
-        for value in accepted {
-            let media = value.split(';').next().unwrap_or("").trim();
-            docker |= media == DOCKER_MANIFEST;
-            oci |= media == OCI_MANIFEST;
+    /// Chooses from the client's `Accept` values (all header lines, already split at
+    /// commas); `None` when the client refuses both formats.
+    ///
+    /// RFC 9110 §12.5.1: each format takes the q-value of the most specific media range that
+    /// matches it (the type itself, then `application/*`, then `*/*`); a format no range
+    /// matches is not acceptable, and `q=0` refuses it (§12.4.2). Among acceptable formats:
+    /// 1. the higher q-value wins;
+    /// 2. on equal q, a format the client names outranks one it reaches by a wildcard
+    ///    (`OCI, */*` prefers OCI, as a client listing only OCI types got OCI before);
+    /// 3. then Docker schema 2, what clients that accept both have always been served.
+    ///
+    /// When neither is acceptable but neither is refused (no `Accept`, or only other types
+    /// such as manifest lists), the header is disregarded (§12.5.1 allows that) and Docker
+    /// is served; when one is refused, the other. Values that are no media range (no `/`,
+    /// a malformed or out-of-range `q`, `*/json`) are ignored, not fatal.
+    pub fn negotiate<'a>(accepted: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let formats = [ManifestFormat::Docker, ManifestFormat::Oci];
+        let mut matched: [Option<Match>; 2] = [None, None];
+        for range in accepted.into_iter().filter_map(MediaRange::parse) {
+            for (format, best) in formats.iter().zip(&mut matched) {
+                let Some(specificity) = range.specificity_for(format.media_type()) else { continue };
+                let this = Match { specificity, q: range.q };
+                // The most specific range decides; equally specific ones, the highest q.
+                if best.is_none_or(|b| (this.specificity, this.q) > (b.specificity, b.q)) {
+                    *best = Some(this);
+                }
+            }
         }
-        if oci && !docker { ManifestFormat::Oci } else { ManifestFormat::Docker }
+        let rank = |m: Option<Match>| m.filter(|m| m.q > 0).map(|m| (m.q, m.specificity));
+        let refused = |m: Option<Match>| m.is_some_and(|m| m.q == 0);
+        let [docker, oci] = matched;
+        match (rank(docker), rank(oci)) {
+            (Some(d), Some(o)) if o > d => Some(ManifestFormat::Oci),
+            (Some(_), _) => Some(ManifestFormat::Docker),
+            (None, Some(_)) => Some(ManifestFormat::Oci),
+            (None, None) if !refused(docker) => Some(ManifestFormat::Docker),
+            (None, None) if !refused(oci) => Some(ManifestFormat::Oci),
+            (None, None) => None,
+        }
     }
 
     pub fn media_type(self) -> &'static str {
@@ -57,6 +88,71 @@ impl ManifestFormat {
                 oci.to_docker_v2s2().expect("manifest, config and layer types have Docker names").to_owned(),
             ),
         }
+    }
+}
+
+/// How a media range matched a format: its specificity (2 exact, 1 `type/*`, 0 `*/*`) and
+/// q-value in thousandths.
+#[derive(Clone, Copy, Debug)]
+struct Match {
+    specificity: u8,
+    q: u16,
+}
+
+/// One element of an `Accept` header: `type/subtype` (either may be `*`, the type only if
+/// the subtype is too), its q-value in thousandths (1000 without `q`). Other parameters are
+/// ignored.
+#[derive(Debug, PartialEq, Eq)]
+struct MediaRange<'a> {
+    ty: &'a str,
+    subtype: &'a str,
+    q: u16,
+}
+
+impl<'a> MediaRange<'a> {
+    /// `None` for anything that is no media range.
+    fn parse(value: &'a str) -> Option<Self> {
+        let mut params = value.split(';');
+        let (ty, subtype) = params.next()?.trim().split_once('/')?;
+        let token =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        if !token(ty) || !token(subtype) || (ty == "*" && subtype != "*") {
+            return None;
+        }
+        let mut q = 1000;
+        for param in params {
+            let (name, value) = param.split_once('=')?;
+            if name.trim().eq_ignore_ascii_case("q") {
+                q = qvalue(value.trim())?;
+            }
+        }
+        Some(MediaRange { ty, subtype, q })
+    }
+
+    /// How specifically this range matches `media_type`, if it does (case-insensitively).
+    fn specificity_for(&self, media_type: &str) -> Option<u8> {
+        let (ty, subtype) = media_type.split_once('/')?;
+        match (self.ty, self.subtype) {
+            ("*", _) => Some(0),
+            (t, "*") if t.eq_ignore_ascii_case(ty) => Some(1),
+            (t, s) if t.eq_ignore_ascii_case(ty) && s.eq_ignore_ascii_case(subtype) => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 9110 §12.4.2: `0`, `0.` and up to three digits, `1`, `1.` and up to three zeros; in
+/// thousandths.
+fn qvalue(s: &str) -> Option<u16> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths: u16 = format!("{frac:0<3}").parse().ok()?;
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
     }
 }
 
@@ -139,15 +235,68 @@ mod tests {
 
     #[test]
     fn negotiation_prefers_docker_unless_only_oci_is_accepted() {
+        use ManifestFormat::{Docker, Oci};
         let skopeo = [OCI_MANIFEST, DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.v1+prettyjws"];
-        assert_eq!(ManifestFormat::negotiate(skopeo), ManifestFormat::Docker);
+        assert_eq!(ManifestFormat::negotiate(skopeo), Some(Docker));
+        let containerd =
+            [DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.list.v2+json", OCI_MANIFEST, "*/*"];
+        assert_eq!(ManifestFormat::negotiate(containerd), Some(Docker));
+        assert_eq!(ManifestFormat::negotiate([OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"]), Some(Oci));
+        assert_eq!(ManifestFormat::negotiate([format!("{OCI_MANIFEST}; q=0.5").as_str()]), Some(Oci));
+        assert_eq!(ManifestFormat::negotiate([]), Some(Docker));
+        assert_eq!(ManifestFormat::negotiate(["*/*"]), Some(Docker));
+        assert_eq!(ManifestFormat::negotiate(["application/*"]), Some(Docker));
         assert_eq!(
-            ManifestFormat::negotiate([OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"]),
-            ManifestFormat::Oci
+            ManifestFormat::negotiate(["application/vnd.docker.distribution.manifest.list.v2+json"]),
+            Some(Docker)
         );
-        assert_eq!(ManifestFormat::negotiate([format!("{OCI_MANIFEST}; q=0.5").as_str()]), ManifestFormat::Oci);
-        assert_eq!(ManifestFormat::negotiate([]), ManifestFormat::Docker);
-        assert_eq!(ManifestFormat::negotiate(["*/*"]), ManifestFormat::Docker);
+    }
+
+    #[test]
+    fn q_values_order_and_zero_refuses() {
+        use ManifestFormat::{Docker, Oci};
+        let negotiate = |values: &[&str]| ManifestFormat::negotiate(values.iter().copied());
+        let (d, o) = (DOCKER_MANIFEST, OCI_MANIFEST);
+        let q = |t: &str, q: &str| format!("{t};q={q}");
+        // q=0 is never chosen.
+        assert_eq!(negotiate(&[&q(d, "0"), o]), Some(Oci));
+        assert_eq!(negotiate(&[&q(d, "0")]), Some(Oci), "Docker refused, OCI not: OCI");
+        assert_eq!(negotiate(&[&q(d, "0.000"), "*/*"]), Some(Oci), "the exact type outranks */*");
+        assert_eq!(negotiate(&["*/*;q=0"]), None);
+        assert_eq!(negotiate(&[&q(d, "0"), &q(o, "0")]), None);
+        assert_eq!(negotiate(&[&q(o, "0"), "*/*"]), Some(Docker));
+        // Higher q wins; ties go to the named type, then to Docker.
+        assert_eq!(negotiate(&[&q(d, "0.5"), o]), Some(Oci));
+        assert_eq!(negotiate(&[d, &q(o, "0.9")]), Some(Docker));
+        assert_eq!(negotiate(&[&q(d, "0.8"), &q(o, "0.8")]), Some(Docker));
+        assert_eq!(negotiate(&[o, "*/*"]), Some(Oci));
+        assert_eq!(negotiate(&[&q(o, "0.5"), "*/*"]), Some(Docker), "*/* gives Docker q=1");
+        assert_eq!(negotiate(&[o, "application/*;q=0.2"]), Some(Oci));
+        // Case-insensitive types and parameter names, spaces around `;` and `=`.
+        assert_eq!(
+            negotiate(&[&d.to_uppercase().replace("V2", "v2"), "application/VND.OCI.IMAGE.MANIFEST.V1+JSON ; Q = 1"]),
+            Some(Docker)
+        );
+        assert_eq!(negotiate(&[&format!("{d} ; Q=0"), o]), Some(Oci));
+    }
+
+    #[test]
+    fn malformed_accept_values_are_ignored() {
+        use ManifestFormat::{Docker, Oci};
+        let negotiate = |values: &[&str]| ManifestFormat::negotiate(values.iter().copied());
+        for bad in ["garbage", "", ";q=0", "*/json", "/", "application/", "a b/c"] {
+            assert_eq!(MediaRange::parse(bad), None, "{bad:?}");
+        }
+        for bad_q in ["2", "1.5", "0.1234", "-1", "abc", "", ".5", "1.001"] {
+            assert_eq!(qvalue(bad_q), None, "{bad_q:?}");
+            // A refusal with a broken q is no refusal: the element is dropped.
+            assert_eq!(negotiate(&[&format!("{DOCKER_MANIFEST};q={bad_q}"), OCI_MANIFEST]), Some(Oci), "{bad_q:?}");
+        }
+        assert_eq!(qvalue("0.5"), Some(500));
+        assert_eq!(qvalue("1.000"), Some(1000));
+        assert_eq!(qvalue("0."), Some(0));
+        assert_eq!(negotiate(&["garbage", "*/json;q=0", "*/*;q=oops"]), Some(Docker));
+        assert_eq!(negotiate(&[&format!("{DOCKER_MANIFEST};q")]), Some(Docker), "no refusal");
     }
 
     #[test]

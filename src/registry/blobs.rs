@@ -1,27 +1,39 @@
 //! `GET|HEAD /v2/<name>/blobs/<digest>`: layers and configs.
 //!
-//! The storage backend's [`Download`] says how:
+//! Preconditions (`If-Match`, `If-None-Match`) are evaluated first, for every backend, in
+//! [`super::conditional`]: the ETag is the digest, whatever stores the bytes. Then the
+//! storage backend's [`Download`] says how:
 //! - a redirect (object stores): GET answers 307 with `Location` (a signed or public URL of
 //!   the object); HEAD answers 200 with the blob's headers itself (a URL signed for GET would
 //!   not serve a HEAD, and the answer needs no trip to the bucket);
 //! - a stream (the filesystem, memory, object stores in proxy mode): answered here, the same
-//!   way for every backend, in [`stream`]. A single byte range (`bytes=a-b`, `a-`, `-n`),
-//!   honoured when any `If-Range` names this blob, gets 206 with `Content-Range` and only those
-//!   bytes are read from storage; a range starting at or beyond the end gets 416 with
-//!   `Content-Range: bytes */len`; anything else (other units, several ranges, malformed) gets
-//!   the whole blob, as RFC 9110 allows. HEAD gets the status and headers GET would, and reads
-//!   nothing. Conditional requests (`If-None-Match`, ...) are not evaluated; [`stream`] is
-//!   where they would go.
+//!   way for every backend, in [`stream`], which is the one place `Range` is read.
 //!
-//! Every answer carries `Docker-Content-Digest`; blob bodies also `Content-Type`,
-//! `Content-Length`, `ETag` (the quoted digest) and `Accept-Ranges`.
+//! `Range` (RFC 9110 §14, which the distribution spec's "Pulling blobs" points to):
+//! - one byte range (`bytes=a-b`, `a-`, `-n`; the unit is case-insensitive) gets 206 with
+//!   `Content-Range`, and only those bytes are read from storage; a last position past the
+//!   end, or a suffix longer than the blob, is cut to the blob (`bytes=-500` of 16 bytes is
+//!   `bytes 0-15/16`, §14.1.1);
+//! - a range starting at or beyond the end, or the suffix `-0`, is unsatisfiable: 416 with
+//!   `Content-Range: bytes */len` and a registry error body (§15.5.17);
+//! - anything else is ignored and the whole blob served with 200, as §14.2 allows a server
+//!   to: other units, malformed or reversed ranges (invalid, §14.1.1), and several ranges
+//!   (served whole rather than as `multipart/byteranges`: registry clients ask for one range
+//!   to resume a download, and a whole answer is always correct);
+//! - under an `If-Range` that does not strongly match the ETag (another tag, a weak one, a
+//!   date), the range is ignored and the whole blob served (§13.1.5).
+//!
+//! HEAD gets the status and headers GET would, and reads nothing. Every answer carries
+//! `Docker-Content-Digest`; blob bodies also `Content-Type`, `Content-Length`, `ETag` (the
+//! quoted digest) and `Accept-Ranges`.
 
+use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use super::{digest_value, etag};
 use crate::digest::Digest;
 use crate::storage::{Download, ErrorKind, ObjectKey, Storage, StorageError, Stream};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::ops::Range;
 
@@ -29,12 +41,20 @@ use std::ops::Range;
 pub async fn get(
     storage: &Storage,
     digest: &Digest,
-    method: &Method,
+    head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, RegistryError> {
     let download = storage.download(&ObjectKey::blob(digest)).await.map_err(|e| internal("looking up blob", e))?;
     let Some(download) = download else { return Err(unknown(digest)) };
-    let head = method == Method::HEAD;
+    let len = match &download {
+        Download::Redirect { len, .. } => *len,
+        Download::Stream(bytes) => bytes.len(),
+    };
+    match conditional::evaluate(headers, digest) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => return Ok(conditional::not_modified(digest, len)),
+        Precondition::Failed => return Err(conditional::failed("blob", digest)),
+    }
     match download {
         Download::Redirect { len, .. } if head => Ok(respond(digest, len, None, Body::empty())),
         Download::Redirect { url, .. } => redirect(digest, &url),
@@ -60,13 +80,7 @@ async fn stream(digest: &Digest, bytes: Stream, head: bool, headers: &HeaderMap)
     let range = match requested_range(headers, digest, len) {
         Ranged::Whole => None,
         Ranged::Part(r) => Some(r),
-        Ranged::Unsatisfiable => {
-            let mut resp = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII"));
-            h.insert("Docker-Content-Digest", digest_value(digest));
-            return Ok(resp);
-        }
+        Ranged::Unsatisfiable => return Ok(unsatisfiable(digest, len)),
     };
     let body = if head {
         Body::empty()
@@ -104,6 +118,19 @@ fn respond(digest: &Digest, len: u64, part: Option<Range<u64>>, body: Body) -> R
     resp
 }
 
+/// 416 with the blob's length in `Content-Range` (§15.5.17) and a registry error body. The
+/// spec's error codes have none for ranges; `UNSUPPORTED` is the nearest, the status says
+/// what happened.
+fn unsatisfiable(digest: &Digest, len: u64) -> Response {
+    let message = format!("the requested range starts beyond the end of blob {digest} ({len} bytes)");
+    let mut resp = RegistryError::new(StatusCode::RANGE_NOT_SATISFIABLE, Code::Unsupported, message).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert("Docker-Content-Digest", digest_value(digest));
+    resp
+}
+
 fn internal(doing: &str, e: StorageError) -> RegistryError {
     tracing::error!(error = %e, "{doing}");
     RegistryError::internal()
@@ -122,43 +149,52 @@ enum Ranged {
     Unsatisfiable,
 }
 
-/// The request's `Range`, honoured when it is a single well-formed byte range and any
-/// `If-Range` names this blob; anything else gets the whole blob (as RFC 9110 allows).
+/// The request's `Range`, honoured when it is a single valid byte range and any `If-Range`
+/// holds; see the module docs.
 fn requested_range(headers: &HeaderMap, digest: &Digest, len: u64) -> Ranged {
     let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ranged::Whole };
-    if let Some(if_range) = headers.get(header::IF_RANGE)
-        && if_range != etag(digest)
-    {
+    if !conditional::if_range_holds(headers, digest) {
         return Ranged::Whole;
     }
     parse_range(value, len)
 }
 
 fn parse_range(value: &str, len: u64) -> Ranged {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ranged::Whole };
-    let Some((first, last)) = spec.split_once('-') else { return Ranged::Whole };
-    let (first, last) = (first.trim(), last.trim());
-    if spec.contains(',') {
+    let Some((unit, set)) = value.split_once('=') else { return Ranged::Whole };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || set.contains(',') {
         return Ranged::Whole;
     }
+    let Some((first, last)) = set.split_once('-') else { return Ranged::Whole };
+    let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
-        // The last `n` bytes.
-        let Ok(n) = last.parse::<u64>() else { return Ranged::Whole };
-        if n == 0 || len == 0 {
-            return Ranged::Unsatisfiable;
-        }
-        return Ranged::Part(len.saturating_sub(n)..len);
+        // The last `n` bytes, or all of them if there are fewer.
+        let Some(n) = position(last) else { return Ranged::Whole };
+        return match (n, len) {
+            (0, _) => Ranged::Unsatisfiable,
+            // No range can describe part of nothing: the whole (empty) blob.
+            (_, 0) => Ranged::Whole,
+            _ => Ranged::Part(len.saturating_sub(n)..len),
+        };
     }
-    let Ok(start) = first.parse::<u64>() else { return Ranged::Whole };
+    let Some(start) = position(first) else { return Ranged::Whole };
     let end = if last.is_empty() {
         len
     } else {
-        match last.parse::<u64>() {
-            Ok(l) if l >= start => l.saturating_add(1).min(len),
+        match position(last) {
+            Some(l) if l >= start => l.saturating_add(1).min(len),
             _ => return Ranged::Whole,
         }
     };
     if start >= len { Ranged::Unsatisfiable } else { Ranged::Part(start..end) }
+}
+
+/// A byte position: decimal digits only (no sign, no space); past `u64::MAX` it is
+/// `u64::MAX`, which is past the end of any blob.
+fn position(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -192,15 +228,33 @@ mod tests {
         assert_eq!(parse_range("bytes=90-", 100), Ranged::Part(90..100));
         assert_eq!(parse_range("bytes=90-500", 100), Ranged::Part(90..100));
         assert_eq!(parse_range("bytes=-10", 100), Ranged::Part(90..100));
+        // A suffix longer than the blob is the whole blob, as a range (RFC 9110 §14.1.1).
         assert_eq!(parse_range("bytes=-500", 100), Ranged::Part(0..100));
+        assert_eq!(parse_range("Bytes=0-0", 100), Ranged::Part(0..1), "units are case-insensitive");
+        assert_eq!(parse_range("bytes=0-99999999999999999999999", 100), Ranged::Part(0..100));
         assert_eq!(parse_range("bytes=100-", 100), Ranged::Unsatisfiable);
+        assert_eq!(parse_range("bytes=99999999999999999999999-", 100), Ranged::Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), Ranged::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-", 0), Ranged::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-5", 0), Ranged::Whole);
         // Malformed, reversed, other units, several ranges: the whole blob.
-        assert_eq!(parse_range("bytes=9-1", 100), Ranged::Whole);
-        assert_eq!(parse_range("bytes=a-b", 100), Ranged::Whole);
-        assert_eq!(parse_range("items=0-1", 100), Ranged::Whole);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ranged::Whole);
+        for ignored in [
+            "bytes=9-1",
+            "bytes=a-b",
+            "bytes=+1-2",
+            "bytes=1",
+            "bytes=-",
+            "bytes=--1",
+            "bytes=0-1-2",
+            "bytes=",
+            "bytes",
+            "",
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=200-300,400-",
+        ] {
+            assert_eq!(parse_range(ignored, 100), Ranged::Whole, "{ignored:?}");
+        }
     }
 
     #[test]
@@ -212,6 +266,10 @@ mod tests {
         h.insert(header::IF_RANGE, etag(&d));
         assert_eq!(requested_range(&h, &d, 10), Ranged::Part(0..1));
         h.insert(header::IF_RANGE, HeaderValue::from_static("\"other\""));
+        assert_eq!(requested_range(&h, &d, 10), Ranged::Whole);
+        // Not evaluated against the range: an unsatisfiable range under a false If-Range is
+        // the whole blob, not 416.
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=50-"));
         assert_eq!(requested_range(&h, &d, 10), Ranged::Whole);
     }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
     BlobUnknown,
+    BlobUploadUnknown,
     ManifestUnknown,
     NameInvalid,
     TagInvalid,
@@ -26,6 +27,7 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
             Code::ManifestUnknown => "MANIFEST_UNKNOWN",
             Code::NameInvalid => "NAME_INVALID",
             Code::TagInvalid => "TAG_INVALID",

@@ -3,8 +3,15 @@
 //! By tag: the image is built (or found) and its manifest returned in the format the client
 //! accepts. By digest: the stored manifest is returned as it was first served, so containerd
 //! can HEAD the tag and then GET the digest. Every answer carries `Content-Type`,
-//! `Content-Length` and `Docker-Content-Digest`.
+//! `Content-Length`, `Docker-Content-Digest` and `ETag` (the quoted digest), and
+//! `If-Match` / `If-None-Match` are evaluated against it as for blobs
+//! ([`super::conditional`]; by tag, after the image is built). `Range` is not supported on
+//! manifests (no `Accept-Ranges`): it is ignored, as RFC 9110 §14.2 allows.
+//!
+//! A client that refuses both manifest formats (`q=0` on each, e.g. `*/*;q=0`) gets 406
+//! before anything is built: a refused type is never chosen (RFC 9110 §12.4.2).
 
+use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use super::{digest_value, etag};
 use crate::AppState;
@@ -24,10 +31,10 @@ pub async fn get(
 ) -> Result<Response, RegistryError> {
     match reference {
         Reference::Tag(tag) => {
-            let format = ManifestFormat::negotiate(accepted(headers));
+            let format = ManifestFormat::negotiate(accepted(headers)).ok_or_else(not_acceptable)?;
             let spec = ImageSpec::from_name(name);
             let doc = state.builder.manifest(&spec, &tag, format).await.map_err(|e| RegistryError::from(e.as_ref()))?;
-            Ok(respond(doc.bytes, &doc.digest, format.media_type()))
+            respond(doc.bytes, &doc.digest, format.media_type(), headers)
         }
         Reference::Digest(digest) => {
             let stored = state.storage.get(&ObjectKey::manifest(&digest)).await.map_err(|e| {
@@ -43,7 +50,7 @@ pub async fn get(
             };
             let media =
                 manifest::media_type_of(&bytes).unwrap_or_else(|| ManifestFormat::Docker.media_type().to_owned());
-            Ok(respond(bytes, &digest, &media))
+            respond(bytes, &digest, &media, headers)
         }
     }
 }
@@ -53,8 +60,26 @@ fn accepted(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
-fn respond(bytes: Bytes, digest: &Digest, media_type: &str) -> Response {
+/// 406: the client refused (`q=0`) every format a manifest can be served in.
+fn not_acceptable() -> RegistryError {
+    RegistryError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        Code::Unsupported,
+        format!(
+            "the Accept header refuses both manifest formats this registry serves: {}, {}",
+            ManifestFormat::Docker.media_type(),
+            ManifestFormat::Oci.media_type()
+        ),
+    )
+}
+
+fn respond(bytes: Bytes, digest: &Digest, media_type: &str, headers: &HeaderMap) -> Result<Response, RegistryError> {
     let len = bytes.len();
+    match conditional::evaluate(headers, digest) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => return Ok(conditional::not_modified(digest, len as u64)),
+        Precondition::Failed => return Err(conditional::failed("manifest", digest)),
+    }
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -64,5 +89,5 @@ fn respond(bytes: Bytes, digest: &Digest, media_type: &str) -> Response {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert("Docker-Content-Digest", digest_value(digest));
     h.insert(header::ETAG, etag(digest));
-    resp
+    Ok(resp)
 }

@@ -1,22 +1,40 @@
 //! The HTTP face of the registry: the distribution spec's pull API under `/v2/`.
 //!
-//! Handlers are thin: they parse the path into an [`Endpoint`] of checked types, call the
-//! builder or storage, and shape the answer. GET and HEAD are served by the same code (HEAD
-//! answers carry the same headers as GET, with no body); push and delete methods get 405
-//! `UNSUPPORTED`.
+//! Handlers are thin: they parse the path into an [`Endpoint`] of checked types (see
+//! [`path`] for how endpoints are found in names that may contain any word), call the
+//! builder or storage, and shape the answer.
+//!
+//! Rules that hold for every answer:
+//! - Only GET and HEAD are served. Any other method on any `/v2/` path, or on `/metrics`,
+//!   is 405 `UNSUPPORTED` with `Allow: GET, HEAD`, before the path is looked at: this
+//!   registry takes no pushes or deletes anywhere. Request bodies are never read, so no
+//!   body can be too large.
+//! - HEAD answers carry the status and headers GET would, `Content-Length` included, and no
+//!   body. Blob and manifest handlers set `Content-Length` themselves (a HEAD of a blob
+//!   reads nothing); for every other answer (JSON documents, errors) axum computes it from
+//!   the body before dropping it, so handlers must not empty HEAD bodies themselves.
+//! - Every error is the registry's JSON ([`RegistryError`]) with `Content-Type:
+//!   application/json`: bad paths (including percent-encoded bytes that are not UTF-8; no
+//!   axum extractor with a plain-text rejection runs), paths that name no endpoint, in or
+//!   outside `/v2/` (404 `UNSUPPORTED`, the [`router`]'s fallback), 405s, 412 and 416. The
+//!   one exception is outside the router's reach: hyper itself refuses a request line that
+//!   is not valid HTTP (raw bytes that are not UTF-8 in the target, for instance) with a
+//!   bare 400.
 
 mod blobs;
+mod conditional;
 mod error;
 mod manifests;
 mod path;
+mod referrers;
+mod tags;
 
 pub use error::{Code, RegistryError};
 
 use crate::AppState;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, Method, Request, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use path::Endpoint;
@@ -30,7 +48,8 @@ pub fn router() -> Router<AppState> {
         .route("/v2", any(base))
         .route("/v2/", any(base))
         .route("/v2/{*path}", any(dispatch))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .fallback(no_endpoint)
 }
 
 /// The `Docker-Content-Digest` value of a blob or manifest.
@@ -43,44 +62,53 @@ fn etag(digest: &crate::digest::Digest) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII")
 }
 
+fn serves(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
 async fn base(method: Method) -> Response {
-    if method != Method::GET && method != Method::HEAD {
-        return RegistryError::unsupported(method.as_str()).into_response();
+    if !serves(&method) {
+        return method_not_allowed(method).await;
     }
     let mut resp = axum::Json(json!({})).into_response();
     resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
-async fn dispatch(State(state): State<AppState>, Path(path): Path<String>, req: Request<Body>) -> Response {
-    let method = req.method().clone();
-    let endpoint = match path::parse(&path) {
-        Ok(e) => e,
-        Err(e) => return e.into_response(),
-    };
-    if method != Method::GET && method != Method::HEAD {
-        return RegistryError::unsupported(method.as_str()).into_response();
-    }
-    let result = match endpoint {
-        Endpoint::Manifest { name, reference } => manifests::get(&state, &name, reference, req.headers()).await,
-        Endpoint::Blob { digest } => blobs::get(&state.storage, &digest, &method, req.headers()).await,
-        Endpoint::Tags { name } => Ok(tags(&name)),
-        Endpoint::Upload => Err(RegistryError::unsupported(method.as_str())),
+async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let result = if serves(&method) {
+        answer(&state, method == Method::HEAD, &uri, &headers).await
+    } else {
+        Err(RegistryError::unsupported(method.as_str()))
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
     resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    if method == Method::HEAD {
-        // Same status and headers (Content-Length included) as GET, no body.
-        let (parts, _) = resp.into_parts();
-        resp = Response::from_parts(parts, Body::empty());
-    }
     resp
 }
 
-/// Every name has one tag clients can rely on: `latest` (others select source revisions).
-fn tags(name: &crate::image::ImageName) -> Response {
-    let body = json!({ "name": name.as_str(), "tags": ["latest"] }).to_string();
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+/// The answer to a GET or HEAD under `/v2/`.
+async fn answer(state: &AppState, head: bool, uri: &Uri, headers: &HeaderMap) -> Result<Response, RegistryError> {
+    let raw = uri.path().strip_prefix("/v2/").unwrap_or_default();
+    match path::parse(raw)? {
+        Endpoint::Manifest { name, reference } => manifests::get(state, &name, reference, headers).await,
+        Endpoint::Blob { digest } => blobs::get(&state.storage, &digest, head, headers).await,
+        Endpoint::Tags { name } => tags::list(&name, uri),
+        Endpoint::Referrers => Ok(referrers::list(uri)),
+        Endpoint::Upload => Err(RegistryError::new(
+            StatusCode::NOT_FOUND,
+            Code::BlobUploadUnknown,
+            "this registry takes no uploads, so it has none",
+        )),
+    }
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    RegistryError::unsupported(method.as_str()).into_response()
+}
+
+/// 404 for any path no route takes.
+async fn no_endpoint(uri: Uri) -> Response {
+    path::no_endpoint(uri.path()).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -147,7 +147,8 @@ fn bad_requests_get_registry_errors() {
     for (method, path, status, code) in [
         ("GET", "/v2/bad..name/manifests/latest".to_string(), 400, "NAME_INVALID"),
         ("GET", "/v2/hello%24%7Bx%7D/manifests/latest".to_string(), 400, "NAME_INVALID"),
-        ("GET", "/v2/hello/manifests/-x".to_string(), 400, "TAG_INVALID"),
+        // Neither tag nor digest: no manifest (404, the spec's end-3), not a bad request.
+        ("GET", "/v2/hello/manifests/-x".to_string(), 404, "MANIFEST_UNKNOWN"),
         ("GET", "/v2/hello/manifests/sha256:1234".to_string(), 400, "DIGEST_INVALID"),
         ("GET", "/v2/hello/blobs/sha256:zz".to_string(), 400, "DIGEST_INVALID"),
         ("GET", format!("/v2/hello/blobs/{zero}"), 404, "BLOB_UNKNOWN"),

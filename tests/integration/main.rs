@@ -11,6 +11,8 @@ mod api;
 mod binary_cache;
 mod clients;
 mod compression;
+mod conformance;
+mod http_details;
 mod object_storage;
 mod popcount;
 mod popularity;

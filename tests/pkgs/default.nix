@@ -129,6 +129,10 @@ let
     # Digit-leading names map to `_`-prefixed attributes: `1password` -> `_1password`.
     _1password = script "op" ''echo "1password (test stub)"'';
 
+    # Packages named like the words of registry paths: `hello/blobs/uploads` is an image too.
+    blobs = script "blobs" ''echo "blobs (test stub)"'';
+    uploads = script "uploads" ''echo "uploads (test stub)"'';
+
     # An attribute that is not a derivation.
     lib = { version = "1.0"; };
 

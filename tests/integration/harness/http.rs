@@ -113,6 +113,32 @@ pub fn get(url: &str) -> Response {
     send("GET", url, &[], TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Sends the bytes of a whole HTTP/1.1 request to `addr` (`host:port`) as they are, and
+/// reads the answer until the server closes the connection (so the request should say
+/// `Connection: close`), at most [`TIMEOUT`]. For what a client library would not send:
+/// bytes that are not UTF-8 in the request target, a GET with a body, a body announced and
+/// never sent. The body is as it came (not de-chunked). `Err` if nothing parseable came back.
+pub fn raw(addr: &str, request: &[u8]) -> Result<Response, String> {
+    use std::io::{Read, Write};
+    let shown = String::from_utf8_lossy(request.split(|&b| b == b'\r').next().unwrap_or_default()).into_owned();
+    let fail = |e: &dyn std::fmt::Display| format!("{shown} (raw, to {addr}): {e}");
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| fail(&e))?;
+    conn.set_read_timeout(Some(TIMEOUT)).map_err(|e| fail(&e))?;
+    conn.write_all(request).map_err(|e| fail(&e))?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).map_err(|e| fail(&e))?;
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| fail(&"no complete head"))?;
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| fail(&status_line))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Response { request: shown, status, headers, body: answer[split + 4..].to_vec() })
+}
+
 /// An error with its sources: reqwest's own message hides the cause ("error sending request").
 fn chain(e: reqwest::Error) -> String {
     let mut s = e.to_string();

@@ -214,6 +214,12 @@ impl Server {
             .unwrap_or_else(|e| self.fail(&format!("HTTP request to the server failed: {e}")))
     }
 
+    /// Sends the bytes of a whole request as they are ([`http::raw`]); panics (with the
+    /// server log) if no HTTP response comes back.
+    pub fn raw(&self, request: &[u8]) -> Response {
+        http::raw(&self.addr(), request).unwrap_or_else(|e| self.fail(&format!("raw request failed: {e}")))
+    }
+
     /// `GET path` without extra headers.
     pub fn get(&self, path: &str) -> Response {
         self.request("GET", path, &[])
