@@ -1,5 +1,6 @@
 //! `nixery popcount`: write popularity JSON for a package set, showing progress.
 
+use crate::cache::SourceCache;
 use crate::image::Tag;
 use crate::metrics::Metrics;
 use crate::nix::Nix;
@@ -14,6 +15,8 @@ use std::time::Duration;
 pub enum PopcountCommandError {
     #[error(transparent)]
     Count(#[from] PopcountError),
+    #[error(transparent)]
+    Source(std::sync::Arc<crate::pkgsource::SourceError>),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
     Expressions(std::io::Error),
     #[error("writing {}: {source}", .path.display())]
@@ -38,7 +41,9 @@ pub async fn run(
             eprintln!("{line}");
         }
     };
-    let counts = popcount(&nix, &source.revision(&Tag::latest()), batch, report).await?;
+    let sources = SourceCache::new(source.clone(), Duration::ZERO, Arc::new(Metrics::default()));
+    let (revision, _) = sources.resolve(&Tag::latest()).await.map_err(PopcountCommandError::Source)?;
+    let counts = popcount(&nix, &revision, batch, report).await?;
     if terminal {
         eprintln!();
     }

@@ -1,17 +1,19 @@
 //! `GET|HEAD /v2/<name>/manifests/<tag|digest>`.
 //!
-//! By tag: the image is built (or found) and its manifest returned in the format the client
-//! accepts. By digest: the stored manifest is returned as it was first served, so containerd
+//! By tag: the manifest comes from the caches (see [`crate::cache`]: a warm answer is shared
+//! bytes and headers rendered once) or the image is built, in the format the client accepts. By digest: the stored manifest is returned as it was first served, so containerd
 //! can HEAD the tag and then GET the digest. Every answer carries `Content-Type`,
 //! `Content-Length` and `Docker-Content-Digest`.
 
 use super::error::{Code, RegistryError};
 use super::{digest_value, etag};
 use crate::AppState;
+use crate::cache::CachedManifest;
 use crate::digest::Digest;
 use crate::image::{ImageName, ImageSpec, Reference};
 use crate::manifest::{self, ManifestFormat};
 use crate::storage::ObjectKey;
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -26,8 +28,8 @@ pub async fn get(
         Reference::Tag(tag) => {
             let format = ManifestFormat::negotiate(accepted(headers));
             let spec = ImageSpec::from_name(name);
-            let doc = state.builder.manifest(&spec, &tag, format).await.map_err(|e| RegistryError::from(e.as_ref()))?;
-            Ok(respond(doc.bytes, &doc.digest, format.media_type()))
+            let manifest = state.builder.manifest(spec, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
+            Ok(respond_cached(&manifest))
         }
         Reference::Digest(digest) => {
             let stored = state.storage.get(&ObjectKey::manifest(&digest)).await.map_err(|e| {
@@ -51,6 +53,17 @@ pub async fn get(
 /// All `Accept` values of all `Accept` lines (skopeo sends six lines).
 fn accepted(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
+/// A cached manifest's answer: nothing is rendered, every part is shared.
+fn respond_cached(manifest: &CachedManifest) -> Response {
+    let mut resp = Body::from(manifest.bytes.clone()).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, manifest.content_type.clone());
+    h.insert(header::CONTENT_LENGTH, manifest.content_length.clone());
+    h.insert("Docker-Content-Digest", manifest.digest_header.clone());
+    h.insert(header::ETAG, manifest.etag.clone());
+    resp
 }
 
 fn respond(bytes: Bytes, digest: &Digest, media_type: &str) -> Response {

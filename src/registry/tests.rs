@@ -15,7 +15,8 @@ fn state() -> AppState {
     let config = Config::parse_from(["nixery", "--pkgs-path", "/"]).unwrap();
     let storage = Arc::new(Storage::Memory(Memory::new()));
     let metrics = Arc::new(Metrics::default());
-    let builder = Builder::new(&config.build.policy, storage.clone(), Default::default(), metrics.clone()).unwrap();
+    let builder =
+        Builder::new(&config.build.policy, config.cache, storage.clone(), Default::default(), metrics.clone()).unwrap();
     AppState { builder, storage, metrics }
 }
 

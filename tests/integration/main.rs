@@ -8,7 +8,9 @@
 mod harness;
 
 mod api;
+mod caching;
 mod clients;
 mod object_storage;
 mod popularity;
+mod sources;
 mod storage_backends;

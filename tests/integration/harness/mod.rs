@@ -10,6 +10,8 @@
 //! * [`containerd`], [`podman`], [`skopeo_umoci`]: the registry clients, each set up the way
 //!   it works on these machines (shared/CLIENTS.md).
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
+//! * [`package_repo`]: a git repository of the test package set with branches that differ,
+//!   for channel and git sources.
 //!
 //! Rules every part keeps: nothing uses a fixed port or path (cargo-nextest runs every test
 //! in a process of its own, in parallel); no process outlives its test; every panic says
@@ -28,6 +30,7 @@
 pub mod containerd;
 pub mod emulators;
 pub mod http;
+pub mod package_repo;
 pub mod podman;
 pub mod process;
 pub mod server;
@@ -41,6 +44,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 pub use containerd::Containerd;
+pub use package_repo::PackageRepo;
 pub use podman::Podman;
 pub use process::{require_tool, run};
 pub use server::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server};
