@@ -65,7 +65,7 @@ fn git_tags_select_refs_and_commits_and_latest_is_the_default_branch() {
 
 #[test]
 fn a_path_source_is_re_read_when_its_ttl_expires() {
-    const TTL: Duration = Duration::from_secs(10);
+    const TTL: Duration = Duration::from_secs(15);
     let dir = temp_dir("path-pkgs");
     let pkgs = dir.path().join("default.nix");
     std::fs::write(&pkgs, crate::harness::package_repo::package_set("Hello, world!")).unwrap();
