@@ -28,7 +28,12 @@ fn digest(server: &Server, name: &str, tag: &str) -> String {
 #[test]
 fn pulls_of_a_tag_within_the_ttl_run_no_nix_and_no_git() {
     let repo = PackageRepo::new();
-    let server = Server::start_with(&[("NIXERY_PKGS_REPO", &repo.url()), ("NIXERY_PKGS_PATH", "")]);
+    // A TTL no slow machine outlasts: "within the TTL" must hold for the whole test.
+    let server = Server::start_with(&[
+        ("NIXERY_PKGS_REPO", &repo.url()),
+        ("NIXERY_PKGS_PATH", ""),
+        ("NIXERY_SOURCE_TTL", "600"),
+    ]);
     pull_and_unpack(&server, "shell/hello:latest", &[]);
     let (nix, resolutions, builds) = work(&server);
     assert_eq!((resolutions, builds), (1, 1), "{}", server.metrics());
@@ -60,7 +65,11 @@ fn pulls_of_a_tag_within_the_ttl_run_no_nix_and_no_git() {
 #[test]
 fn commit_tags_are_served_for_good_and_moving_tags_are_resolved_again_after_a_restart() {
     let repo = PackageRepo::new();
-    let mut server = Server::start_with(&[("NIXERY_PKGS_REPO", &repo.url()), ("NIXERY_PKGS_PATH", "")]);
+    let mut server = Server::start_with(&[
+        ("NIXERY_PKGS_REPO", &repo.url()),
+        ("NIXERY_PKGS_PATH", ""),
+        ("NIXERY_SOURCE_TTL", "600"),
+    ]);
     let pinned = digest(&server, "shell/hello", &repo.first);
     let latest = digest(&server, "shell/hello", "latest");
     let (_, resolutions, _) = work(&server);
