@@ -37,6 +37,7 @@ use clap::builder::{BoolValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use reqwest::Url;
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ use std::time::Duration;
 pub const DEFAULT_CHANNEL: &str = "nixos-unstable";
 /// Where channels are resolved and fetched from unless `NIXERY_CHANNEL_REPO` says otherwise.
 pub const DEFAULT_CHANNEL_REPO: &str = "https://github.com/NixOS/nixpkgs";
+/// Where `popcount` reads narinfo files by default, as Nixery's popcount does.
+pub const DEFAULT_BINARY_CACHE: &str = "https://cache.nixos.org";
 
 /// `NIXERY_STORAGE_BACKEND`'s values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -268,6 +271,15 @@ pub struct PopcountArgs {
     /// Seconds each Nix invocation may take.
     #[arg(long, env = "NIX_TIMEOUT", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub nix_timeout: u64,
+
+    /// Binary cache (http or https) whose narinfo files give each output's runtime
+    /// references.
+    #[arg(long, default_value = DEFAULT_BINARY_CACHE, value_parser = binary_cache_url)]
+    pub binary_cache: Url,
+
+    /// narinfo requests in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub connections: u64,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -320,8 +332,21 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub enum Command {
     Serve(Box<Config>),
-    Popcount { source: PkgSource, output: PathBuf, batch: usize, nix_timeout: Duration },
+    Popcount(PopcountSettings),
     Layers { image: String, tag: String, json: bool, build: BuildSettings },
+}
+
+/// Checked settings of `nixery popcount`.
+#[derive(Clone, Debug)]
+pub struct PopcountSettings {
+    pub source: PkgSource,
+    pub output: PathBuf,
+    /// Attributes per Nix evaluation.
+    pub batch: usize,
+    pub nix_timeout: Duration,
+    pub binary_cache: Url,
+    /// narinfo requests in flight at once.
+    pub connections: usize,
 }
 
 /// A configuration the server cannot start with, or clap's answer to the command line.
@@ -384,12 +409,14 @@ impl Command {
     fn from_args(args: Args, env: Env) -> Result<Command, ConfigError> {
         Ok(match args.command {
             None => Command::Serve(Box::new(Config::from_args(args.serve, env)?)),
-            Some(Subcommand::Popcount(p)) => Command::Popcount {
+            Some(Subcommand::Popcount(p)) => Command::Popcount(PopcountSettings {
                 source: p.source.resolve()?,
                 output: p.output,
                 batch: p.batch as usize,
                 nix_timeout: Duration::from_secs(p.nix_timeout),
-            },
+                binary_cache: p.binary_cache,
+                connections: p.connections as usize,
+            }),
             Some(Subcommand::Layers(l)) => {
                 Command::Layers { image: l.image, tag: l.tag, json: l.json, build: l.build.check(l.source)? }
             }
@@ -485,6 +512,16 @@ impl Config {
     pub fn parse_from<I: IntoIterator<Item = &'static str>>(argv: I) -> Result<Config, ConfigError> {
         let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
         Config::from_args(parse_args(&argv, &|_| None)?.serve, &|_| None)
+    }
+}
+
+/// `--binary-cache`: an absolute http(s) URL.
+fn binary_cache_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| e.to_string())?;
+    match url.scheme() {
+        "http" | "https" if url.has_host() => Ok(url),
+        "http" | "https" => Err("the URL has no host".to_owned()),
+        other => Err(format!("expected an http or https URL, not {other}")),
     }
 }
 
@@ -765,8 +802,10 @@ mod tests {
         assert_eq!(tag, "latest");
         assert_eq!(build.policy.layers.budget, 10);
         let popcount = command(&["popcount", "--pkgs-path", "/", "-o", "/tmp/p.json"], &[]).unwrap();
-        let Command::Popcount { output, .. } = popcount else { panic!("not popcount") };
-        assert_eq!(output, PathBuf::from("/tmp/p.json"));
+        let Command::Popcount(p) = popcount else { panic!("not popcount") };
+        assert_eq!(p.output, PathBuf::from("/tmp/p.json"));
+        assert_eq!(p.binary_cache.as_str(), "https://cache.nixos.org/");
+        assert_eq!(p.connections, 32);
     }
 
     #[test]
@@ -801,12 +840,10 @@ mod tests {
         assert_eq!(image, "shell/git");
         assert_eq!(build.policy.nix_timeout, Duration::from_secs(30));
         assert_eq!(build.policy.source, PkgSource::Path("/".into()));
-        let Command::Popcount { nix_timeout, .. } =
-            command(&["--port", "1", "popcount", "--nix-timeout", "5"], &vars).unwrap()
-        else {
+        let Command::Popcount(p) = command(&["--port", "1", "popcount", "--nix-timeout", "5"], &vars).unwrap() else {
             panic!("not popcount")
         };
-        assert_eq!(nix_timeout, Duration::from_secs(5));
+        assert_eq!(p.nix_timeout, Duration::from_secs(5));
     }
 
     #[test]
@@ -839,6 +876,25 @@ mod tests {
         assert!(err.to_string().ends_with("500 is not in 1..=124"), "{err}");
         let err = command(&["popcount", "--batch", "0"], &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Usage(_)), "--batch has no variable: {err}");
+    }
+
+    #[test]
+    fn popcount_takes_http_binary_caches_only() {
+        let cache = |url: &'static str| match command(&["popcount", "--binary-cache", url], &[]) {
+            Ok(Command::Popcount(p)) => Ok(p.binary_cache),
+            Ok(other) => panic!("not popcount: {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(cache("http://127.0.0.1:8081/sub").unwrap().as_str(), "http://127.0.0.1:8081/sub");
+        assert_eq!(cache("https://cache.example").unwrap().as_str(), "https://cache.example/");
+        for (bad, why) in [
+            ("file:///srv/cache", "expected an http or https URL, not file"),
+            ("s3://bucket", "expected an http or https URL, not s3"),
+            ("cache.nixos.org", "relative URL without a base"),
+        ] {
+            let err = cache(bad).unwrap_err();
+            assert!(err.contains(bad) && err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

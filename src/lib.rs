@@ -3,14 +3,17 @@
 //! `docker pull registry.example/shell/git` answers with an image holding bash, coreutils
 //! and git, built when first asked for. The modules follow the pipeline:
 //! [`image`] (names → specs) and [`pkgsource`] (tags → pinned revisions) → [`plan`]
-//! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic
-//! tar.gz) → [`storage`] → [`manifest`], orchestrated by [`build`] behind the caches of
-//! [`cache`], and served by [`registry`].
+//! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic tar,
+//! [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by [`build`]
+//! behind the caches of [`cache`], and served by [`registry`]. [`popcount`] computes
+//! popularity data from a [`binary_cache`]'s narinfo files.
 
 pub mod archive;
+pub mod binary_cache;
 pub mod build;
 pub mod cache;
 pub mod commands;
+pub mod compression;
 pub mod config;
 pub mod digest;
 pub mod flight;

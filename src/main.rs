@@ -33,9 +33,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Serve(config) => commands::serve::serve(*config).await.map_err(|e| e.to_string()),
-            Command::Popcount { source, output, batch, nix_timeout } => {
-                commands::popcount::run(&source, &output, batch, nix_timeout).await.map_err(|e| e.to_string())
-            }
+            Command::Popcount(settings) => commands::popcount::run(&settings).await.map_err(|e| e.to_string()),
             Command::Layers { image, tag, json, build } => {
                 commands::layers::plan(&image, &tag, &build).await.map_err(|e| e.to_string()).map(|plan| {
                     if json {

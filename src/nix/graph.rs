@@ -85,7 +85,7 @@ impl RuntimeGraph {
 }
 
 /// Reads `nix path-info --json` output (recursive or not): each path's sizes and references.
-pub fn parse_path_info(json: &[u8]) -> Result<BTreeMap<StorePath, PathInfo>, GraphError> {
+fn parse_path_info(json: &[u8]) -> Result<BTreeMap<StorePath, PathInfo>, GraphError> {
     let entries: Vec<(StorePath, RawPathInfo)> = match serde_json::from_slice(json)? {
         PathInfoOutput::Listed(list) => list.into_iter().map(|l| (l.path, l.info)).collect(),
         PathInfoOutput::Keyed(map) => map

@@ -1,20 +1,22 @@
 //! Talking to Nix: resolve an image's packages in the package set, realise them, and read
-//! their runtime graph; and the queries `nixery popcount` needs.
+//! their runtime graph; and the evaluations `nixery popcount` needs.
 //!
 //! Three short commands per image build, never one per package: `nix-instantiate --eval`
 //! of nix/lookup.nix (names in, derivations out, as JSON), one `nix-store --realise` of all
 //! derivations together (Nix schedules the builds), and one `nix path-info --recursive` for
 //! the closure with sizes and references. They share one deadline (`NIX_TIMEOUT`), and each is
 //! stopped when the request that needs it is abandoned.
-
-pub mod derivation;
+//!
+//! An image's evaluation instantiates its derivations (`--read-write-mode`: the `.drv` files
+//! are written, as the build needs them); popcount's evaluations of a whole package set only
+//! compute store paths and write no derivation ([`Derivations`]).
 mod exprs;
 mod graph;
 mod process;
 mod source;
 mod store_path;
 
-pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info};
+pub use graph::{GraphError, PathInfo, RuntimeGraph};
 pub use process::ProcessError;
 pub use store_path::{StorePath, StorePathError};
 
@@ -24,7 +26,7 @@ use crate::pkgsource::SourceRevision;
 use exprs::Expressions;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::process::Command;
@@ -50,13 +52,22 @@ struct LookupResult {
     packages: Vec<ResolvedPackage>,
 }
 
-/// A top-level derivation of a package set, as nix/popcount.nix lists it.
+/// A top-level package of a package set, as nix/popcount.nix lists it.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct TopLevelDerivation {
+pub struct TopLevelPackage {
     pub attr: String,
-    pub drv_path: StorePath,
+    /// The paths of all its outputs (`out`, `dev`, `man`, ...).
     pub outputs: Vec<StorePath>,
+}
+
+/// Whether an evaluation writes the derivations it meets to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Derivations {
+    /// Instantiate them (`--read-write-mode`): their `.drv` files are written, for a build.
+    Write,
+    /// Only compute their store paths (`--eval`'s default): nothing is added for them, which
+    /// over a whole package set is tens of thousands of files.
+    Compute,
 }
 
 /// Why Nix could not produce an image's packages.
@@ -119,11 +130,21 @@ impl Nix {
     }
 
     /// `nix-instantiate --eval --strict --json` of `expr` with string arguments.
-    fn eval(&self, expr: &str, source: &SourceRevision, system: &str, args: &[(&str, &str)]) -> Command {
+    fn eval(
+        &self,
+        expr: &str,
+        derivations: Derivations,
+        source: &SourceRevision,
+        system: &str,
+        args: &[(&str, &str)],
+    ) -> Command {
         let (src_type, src_args) = source::nix_args(source);
         let mut c = Command::new("nix-instantiate");
-        c.args(["--eval", "--strict", "--json", "--read-write-mode"])
-            .arg(self.exprs.path(expr))
+        c.args(["--eval", "--strict", "--json"]);
+        if derivations == Derivations::Write {
+            c.arg("--read-write-mode");
+        }
+        c.arg(self.exprs.path(expr))
             .args(["--argstr", "srcType", src_type])
             .args(["--argstr", "srcArgs", &src_args])
             .args(["--argstr", "system", system]);
@@ -142,7 +163,7 @@ impl Nix {
     ) -> Result<Realised, NixError> {
         let deadline = self.deadline();
         let names = serde_json::to_string(packages).expect("names serialise");
-        let eval = self.eval("lookup.nix", source, arch.nix_system(), &[("packages", &names)]);
+        let eval = self.eval("lookup.nix", Derivations::Write, source, arch.nix_system(), &[("packages", &names)]);
         let lookup: LookupResult =
             self.json("evaluate", eval, deadline).await.map_err(|e| e.or(NixError::Evaluation))?;
         if !lookup.missing.is_empty() || !lookup.unusable.is_empty() {
@@ -155,59 +176,35 @@ impl Nix {
         self.run("realise", build, deadline).await.map_err(NixError::Build)?;
 
         let roots: BTreeSet<StorePath> = lookup.packages.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
-        let out = self.path_info(&roots, true, deadline).await?;
+        let out = self.path_info(&roots, deadline).await?;
         let graph = RuntimeGraph::from_path_info(&out, roots)?;
         Ok(Realised { packages: lookup.packages, graph })
     }
 
     /// The sorted top-level attribute names of the package set.
     pub async fn attribute_names(&self, source: &SourceRevision) -> Result<Vec<String>, NixError> {
-        let eval = self.eval("popcount.nix", source, Arch::Amd64.nix_system(), &[("mode", "names")]);
+        let eval =
+            self.eval("popcount.nix", Derivations::Compute, source, Arch::Amd64.nix_system(), &[("mode", "names")]);
         self.json("list attributes", eval, self.deadline()).await.map_err(|e| e.or(NixError::Evaluation))
     }
 
-    /// The derivations among `attrs` (others are skipped).
-    pub async fn derivations(
+    /// The derivations among `attrs` and their output paths (others are skipped), evaluated
+    /// without writing anything to the store.
+    pub async fn top_level_outputs(
         &self,
         source: &SourceRevision,
         attrs: &[String],
-    ) -> Result<Vec<TopLevelDerivation>, NixError> {
+    ) -> Result<Vec<TopLevelPackage>, NixError> {
         let names = serde_json::to_string(attrs).expect("strings serialise");
-        let eval =
-            self.eval("popcount.nix", source, Arch::Amd64.nix_system(), &[("mode", "derivations"), ("names", &names)]);
-        self.json("instantiate", eval, self.deadline()).await.map_err(|e| e.or(NixError::Evaluation))
+        let args = [("mode", "outputs"), ("names", names.as_str())];
+        let eval = self.eval("popcount.nix", Derivations::Compute, source, Arch::Amd64.nix_system(), &args);
+        self.json("evaluate outputs", eval, self.deadline()).await.map_err(|e| e.or(NixError::Evaluation))
     }
 
-    /// The runtime references of those `paths` that are valid in the local store.
-    pub async fn local_references(
-        &self,
-        paths: &BTreeSet<StorePath>,
-    ) -> Result<BTreeMap<StorePath, Vec<StorePath>>, NixError> {
-        let deadline = self.deadline();
-        let mut check = Command::new("nix-store");
-        check.args(["--check-validity", "--print-invalid"]).args(paths);
-        let invalid = self.run("check validity", check, deadline).await.map_err(NixError::Query)?;
-        let invalid: BTreeSet<&str> = std::str::from_utf8(&invalid).unwrap_or("").lines().collect();
-        let valid: BTreeSet<StorePath> = paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect();
-        if valid.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let out = self.path_info(&valid, false, deadline).await?;
-        Ok(parse_path_info(&out)?.into_iter().map(|(p, info)| (p, info.references)).collect())
-    }
-
-    async fn path_info(
-        &self,
-        paths: &BTreeSet<StorePath>,
-        recursive: bool,
-        deadline: Deadline,
-    ) -> Result<Vec<u8>, NixError> {
+    async fn path_info(&self, paths: &BTreeSet<StorePath>, deadline: Deadline) -> Result<Vec<u8>, NixError> {
         let mut query = Command::new("nix");
         query.args(["--extra-experimental-features", "nix-command", "path-info", "--json", "--closure-size"]);
-        if recursive {
-            query.arg("--recursive");
-        }
-        query.args(paths);
+        query.arg("--recursive").args(paths);
         self.run("query graph", query, deadline).await.map_err(NixError::Query)
     }
 

@@ -61,10 +61,28 @@ impl StorePath {
         Ok(StorePath(s.to_owned()))
     }
 
+    /// The store path whose directory entry is `base` (`<hash>-<name>`), as a binary cache's
+    /// narinfo files list references.
+    pub fn from_base_name(base: &str) -> Result<Self, StorePathError> {
+        Self::parse(&format!("{STORE_DIR}/{base}"))
+    }
+
+    /// Whether `dir` is the store directory these paths live in (what a binary cache's
+    /// `nix-cache-info` must name as its `StoreDir`).
+    pub fn is_store_dir(dir: &str) -> bool {
+        dir == STORE_DIR
+    }
+
     /// The name without the hash: `/nix/store/<hash>-bash-5.2` → `bash-5.2`, the key of
     /// popularity data.
     pub fn name(&self) -> &str {
         &self.0[STORE_DIR.len() + 1 + HASH_LEN + 1..]
+    }
+
+    /// The hash part: `/nix/store/<hash>-bash-5.2` → `<hash>`, which names the path's
+    /// narinfo in a binary cache (`<hash>.narinfo`).
+    pub fn hash_part(&self) -> &str {
+        &self.0[STORE_DIR.len() + 1..STORE_DIR.len() + 1 + HASH_LEN]
     }
 
     pub fn as_str(&self) -> &str {
@@ -153,6 +171,17 @@ mod tests {
             let path = format!("/nix/store/{}-{ok}", "0".repeat(32));
             assert_eq!(StorePath::parse(&path).map(|p| p.name().to_owned()), Ok(ok.to_owned()), "{path}");
         }
+    }
+
+    #[test]
+    fn binary_caches_name_paths_by_base_name_and_hash() {
+        let p = StorePath::from_base_name("8bm2w7qxlbvx0f1xs8b3r4ymvrx46hjp-bash-5.2p37").unwrap();
+        assert_eq!(p.as_str(), BASH);
+        assert_eq!(p.hash_part(), "8bm2w7qxlbvx0f1xs8b3r4ymvrx46hjp");
+        assert!(StorePath::from_base_name("8bm2w7qxlbvx0f1xs8b3r4ymvrx46hjp-bash/bin").is_err());
+        assert!(StorePath::from_base_name("").is_err());
+        assert!(StorePath::is_store_dir("/nix/store"));
+        assert!(!StorePath::is_store_dir("/gnu/store"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Pulls with real registry clients (skopeo + umoci, containerd/ctr, podman) and runs
+//! Pulls with real registry clients (skopeo + umoci, containerd/ctr, podman, docker) and runs
 //! programs from the pulled images. A pull by a real client is the proof that the
 //! registry works; see shared/CLIENTS.md for how each client behaves on these machines.
 //!
@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{
-    Containerd, Podman, Server, nonce, pull_and_unpack, require_tool, sha256_digest, sha256_hex, temp_dir,
+    Containerd, Docker, Podman, Server, nonce, pull_and_unpack, require_tool, sha256_digest, sha256_hex, temp_dir,
 };
 use serde_json::Value;
 
@@ -226,6 +226,44 @@ fn podman_pulls_and_runs() {
     assert_eq!(cmd.trim(), r#"["bash"]"#, "{}", server.context("podman sees another default command than [\"bash\"]"));
     let out = server.run(podman.cmd().args(["run", "--rm", &image, "bash", "-c", "echo from bash"]));
     assert_eq!(out.trim(), "from bash", "{}", server.context("`bash -c` run by podman printed something else"));
+}
+
+/// docker pull and run, as users type them, against a private Docker engine: the image
+/// config (default command, PATH) is what the engine reads, and a program from one store
+/// path reads a file from another (hello-lib -> greeting).
+#[test]
+fn docker_pulls_and_runs() {
+    require_tool(&["dockerd", "docker", "runc"]);
+    let server = Server::start();
+    let docker = Docker::start();
+    let image = server.image("shell/hello-lib:latest");
+    let pulled = docker.pull(&server, &image);
+    assert!(
+        pulled.contains(&format!("Downloaded newer image for {image}")),
+        "{}",
+        server.context(&format!("docker pull did not report a new image:\n{pulled}"))
+    );
+    let out = docker.run(&server, &image, &["hello-lib"]);
+    assert_eq!(
+        out.trim(),
+        "greetings from the nix store",
+        "{}",
+        server.context("`hello-lib` run by docker printed something else")
+    );
+    let cmd = docker.docker_ok(&server, &["image", "inspect", "--format", "{{json .Config.Cmd}}", &image]);
+    assert_eq!(cmd.trim(), r#"["bash"]"#, "{}", server.context("docker sees another default command than [\"bash\"]"));
+    let out = docker.run(&server, &image, &["bash", "-c", "echo from bash"]);
+    assert_eq!(out.trim(), "from bash", "{}", server.context("`bash -c` run by docker printed something else"));
+
+    // A failed pull shows the registry's message to the user.
+    let failed = docker.output(&["pull", &server.image("hello/nosuchpkg:latest")]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{}", server.context(&format!("pulling a missing package succeeded: {stderr}")));
+    assert!(
+        stderr.contains("packages not found: nosuchpkg"),
+        "{}",
+        server.context(&format!("docker did not show the registry's message: {stderr}"))
+    );
 }
 
 /// `arm64/hello` is an image for linux/arm64 whose packages were built for aarch64-linux.

@@ -8,9 +8,12 @@
 mod harness;
 
 mod api;
+mod binary_cache;
 mod caching;
 mod clients;
+mod compression;
 mod object_storage;
+mod popcount;
 mod popularity;
 mod sources;
 mod storage_backends;

@@ -1,95 +1,13 @@
-//! Popularity end to end: `nixery popcount` on the test package set (checked against Nix's
-//! own view of the derivations), loading the result from a file and over HTTP, and
-//! `nixery layers` plans that follow it.
+//! Popularity data in use: loaded from a file and over HTTP, refused when missing or
+//! malformed, and `nixery layers` plans that follow it. (popcount.rs makes the data.)
 
-use crate::harness::process::{Daemon, read_log};
-use crate::harness::{Server, free_port, http, run, temp_dir};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use crate::harness::nginx::Nginx;
+use crate::harness::{TEST_PKGS as PKGS, nixery_cli, run, temp_dir};
+use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
-
-const PKGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/default.nix");
-
-fn nixery() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nixery"));
-    c.env("NIX_CONFIG", "substituters =").env("RUST_LOG", "warn");
-    for var in ["NIXERY_CHANNEL", "NIXERY_PKGS_REPO", "NIXERY_PKGS_PATH", "NIX_POPULARITY_URL", "NIXERY_LAYER_BUDGET"] {
-        c.env_remove(var);
-    }
-    c
-}
-
-fn popcount(out: &Path) -> BTreeMap<String, u64> {
-    run(nixery().args(["popcount", "--pkgs-path", PKGS, "--batch", "4", "-o"]).arg(out));
-    serde_json::from_slice(&std::fs::read(out).unwrap()).expect("popcount writes a JSON object of counts")
-}
-
-/// Nix's own answer: for every top-level derivation, the names of the derivations it
-/// references directly (`nix-store --query --references` of its .drv), counted.
-fn expected_counts() -> BTreeMap<String, u64> {
-    let attrs = run(Command::new("nix-instantiate").args(["--eval", "--json", "--expr"]).arg(format!(
-        "builtins.filter (n: (builtins.tryEval ((import {PKGS} {{}}).${{n}}.type or null == \"derivation\")).value == true) (builtins.attrNames (import {PKGS} {{}}))"
-    )));
-    let attrs: Vec<String> = serde_json::from_str(&attrs).unwrap();
-    let mut counts = BTreeMap::new();
-    for attr in attrs {
-        let drv =
-            run(Command::new("nix-instantiate").arg(PKGS).args(["-A", &attr]).env("NIX_CONFIG", "substituters ="));
-        let refs = run(Command::new("nix-store").args(["--query", "--references", drv.trim()]));
-        let names: BTreeSet<String> = refs
-            .lines()
-            .filter(|r| r.ends_with(".drv"))
-            .map(|r| r.rsplit('/').next().unwrap()[33..].trim_end_matches(".drv").to_owned())
-            .collect();
-        for n in names {
-            *counts.entry(n).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
-#[test]
-fn popcount_counts_references_of_the_test_set() {
-    let dir = temp_dir("popcount");
-    let counts = popcount(&dir.path().join("popularity.json"));
-    let expected = expected_counts();
-    assert_eq!(counts, expected, "popcount disagrees with nix-store --query --references");
-    // Facts of tests/pkgs/default.nix, as a sanity check on the comparison itself.
-    assert!(counts["busybox-1.35.0"] >= 8, "{counts:?}");
-    assert_eq!(counts["greeting-1.0"], 1, "only hello-lib uses greeting");
-    assert!(!counts.contains_key("hello"), "nothing references hello");
-    // The file is written whole: a second run gives the same bytes.
-    let again = dir.path().join("again.json");
-    popcount(&again);
-    assert_eq!(std::fs::read(dir.path().join("popularity.json")).unwrap(), std::fs::read(&again).unwrap());
-}
-
-/// A plain HTTP file server (Python's) serving `dir` on a free port, stopped on drop.
-/// Its log is `dir/http.log`.
-struct FileServer {
-    _daemon: Daemon,
-    port: u16,
-}
-
-impl FileServer {
-    fn start(dir: &Path) -> FileServer {
-        let port = free_port();
-        let log = dir.join("http.log");
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()]).current_dir(dir);
-        let mut daemon = Daemon::spawn(&mut cmd, &log).unwrap_or_else(|e| panic!("{e}"));
-        let url = format!("http://127.0.0.1:{port}/");
-        let answers = || http::send("GET", &url, &[], Duration::from_secs(1)).map(drop);
-        if let Err(e) = daemon.wait_ready(Duration::from_secs(10), answers) {
-            panic!("the HTTP file server {e}:\n{}", read_log(&log));
-        }
-        FileServer { _daemon: daemon, port }
-    }
-}
 
 fn plan(image: &str, extra: &[&str]) -> serde_json::Value {
-    let out = run(nixery().args(["layers", image, "--json", "--pkgs-path", PKGS]).args(extra));
+    let out = run(nixery_cli().args(["layers", image, "--json", "--pkgs-path", PKGS]).args(extra));
     serde_json::from_str(&out).expect("layers --json prints JSON")
 }
 
@@ -145,8 +63,8 @@ fn layer_plans_cover_the_closure_follow_popularity_and_fit_the_budget() {
     // travels with hello-lib; a popular busybox is alone and ahead of unpopular coreutils.
     let dir = temp_dir("popularity-http");
     std::fs::write(dir.path().join("pop.json"), r#"{"greeting-1.0": 1, "busybox-1.35.0": 250000}"#).unwrap();
-    let files = FileServer::start(dir.path());
-    let url = format!("http://127.0.0.1:{}/pop.json", files.port);
+    let files = Nginx::serve(dir.path());
+    let url = files.url("/pop.json");
     let with_data = plan(image, &["--popularity-url", &url]);
     let (_, private) = layer_of(&with_data, "-greeting-1.0");
     let private: Vec<&str> = private["store_paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
@@ -163,14 +81,15 @@ fn layer_plans_cover_the_closure_follow_popularity_and_fit_the_budget() {
     assert_eq!(tight["layers"].as_array().unwrap().len(), 3, "{tight}");
 }
 
+/// The server's use of good data (popcount's own output) is tested in popcount.rs.
 #[test]
-fn the_server_refuses_missing_or_malformed_popularity_and_uses_good_data() {
+fn the_server_refuses_missing_or_malformed_popularity() {
     let dir = temp_dir("popularity-file");
     let storage = dir.path().join("storage");
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"greeting-1.0": "many"}"#).unwrap();
     for location in [bad.to_str().unwrap(), "/no/such/file.json"] {
-        let out = nixery()
+        let out = nixery_cli()
             .env("NIXERY_PKGS_PATH", PKGS)
             .env("NIX_POPULARITY_URL", location)
             .env("PORT", "0")
@@ -181,12 +100,4 @@ fn the_server_refuses_missing_or_malformed_popularity_and_uses_good_data() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("NIX_POPULARITY_URL") && stderr.contains(location), "{stderr}");
     }
-
-    // Good data from popcount itself: the server starts with it and serves images.
-    let file = dir.path().join("popularity.json");
-    popcount(&file);
-    let server = Server::start_with(&[("NIX_POPULARITY_URL", file.to_str().unwrap())]);
-    let r = server.get_ok("/v2/hello-lib/manifests/latest", &[]);
-    assert!(r.json()["layers"].as_array().unwrap().len() >= 3);
-    assert!(server.log().contains("loaded popularity data"), "{}", server.log_tail(20));
 }

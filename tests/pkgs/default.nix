@@ -14,9 +14,17 @@
 #
 # NIXERY_TEST_NONCE (read at evaluation time) changes the derivations of `slow` and `fresh`,
 # so a test can force a real, never-cached build.
+#
+# NIXERY_TEST_SALT (read at evaluation time) changes every derivation of the set, busybox
+# included, so a test gets store paths no other test uses: it may copy them to a binary cache
+# and delete them from the shared local store (tests/integration/harness/binary_cache.rs).
+# Unset or empty, it changes nothing: the paths are those of the unsalted set. Only the
+# busybox binary copied from the host (`busyboxStatic`, a source, not a derivation) is shared:
+# it is an input of every build but no package references it at run time.
 { system ? builtins.currentSystem, ... }:
 let
   nonce = builtins.getEnv "NIXERY_TEST_NONCE";
+  salt = builtins.getEnv "NIXERY_TEST_SALT";
 
   # The host's static busybox as a store path of its own: a directory holding only
   # `busybox` (busybox picks the applet by the name it is run as, so the file keeps its name).
@@ -27,8 +35,12 @@ let
   };
   bb = "${busyboxStatic}/busybox";
 
+  # Derivation attributes with the salt, if any (see NIXERY_TEST_SALT above): every
+  # `builtins.derivation` of the set goes through this.
+  salted = attrs: attrs // (if salt == "" then { } else { NIXERY_TEST_SALT = salt; });
+
   # A derivation built by busybox's shell, with every busybox applet on PATH.
-  mk = name: script: builtins.derivation {
+  mk = name: script: builtins.derivation (salted {
     inherit name;
     system = builtins.currentSystem;
     builder = bb;
@@ -40,7 +52,7 @@ let
       echo ${system} > $out/nix-support/system
       ${script}
     '' ];
-  };
+  });
 
   # An executable shell script at $out/bin/NAME, run by the busybox shell from the store.
   script = name: body: mk name ''
@@ -98,12 +110,13 @@ let
 
     hello = script "hello" ''echo "Hello, world!"'';
 
-    # A program with a library: hello-lib's closure is hello-lib -> greeting -> busybox.
+    # A program with a library: hello-lib's closure is hello-lib -> greeting -> busybox. It
+    # runs busybox's cat by its store path, so it works in an image without a shell.
     greeting = mk "greeting-1.0" ''
       mkdir -p $out/share
       echo "greetings from the nix store" > $out/share/greeting.txt
     '';
-    hello-lib = script "hello-lib" "cat ${self.greeting}/share/greeting.txt";
+    hello-lib = script "hello-lib" "exec ${busybox}/bin/busybox cat ${self.greeting}/share/greeting.txt";
 
     # camelCase attribute, reached from the lowercase registry name `fooBar` -> `foobar`.
     fooBar = script "foo-bar" ''echo "foo bar"'';

@@ -65,7 +65,7 @@ impl Containerd {
     }
 
     /// `ctr --address SOCKET`, ready for more args.
-    fn ctr(&self) -> Command {
+    pub fn ctr(&self) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address").arg(&self.socket);
         cmd

@@ -7,11 +7,16 @@
 //!   headers and body, for plain `#[test]`s and `#[tokio::test]`s alike.
 //! * [`server`]: the real `nixery` binary on a free port with fresh storage ([`Server`]),
 //!   whose every failure shows the server log's tail.
-//! * [`containerd`], [`podman`], [`skopeo_umoci`]: the registry clients, each set up the way
-//!   it works on these machines (shared/CLIENTS.md).
+//! * [`containerd`], [`podman`], [`skopeo_umoci`], [`docker`]: the registry clients, each set
+//!   up the way it works on these machines (shared/CLIENTS.md); [`docker`] runs a private
+//!   Docker engine. [`client`] drives any of the four through one interface, for tables of
+//!   cases (pull and run; pull and read what the client printed).
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
 //!   for channel and git sources.
+//! * [`nginx`]: a real web server for files (popularity data, a binary cache).
+//! * [`binary_cache`]: a signed Nix binary cache of salted test packages, served by nginx,
+//!   whose paths are not in the local store until a server's Nix substitutes them.
 //!
 //! Rules every part keeps: nothing uses a fixed port or path (cargo-nextest runs every test
 //! in a process of its own, in parallel); no process outlives its test; every panic says
@@ -27,9 +32,13 @@
 //! }
 //! ```
 
+pub mod binary_cache;
+pub mod client;
 pub mod containerd;
+pub mod docker;
 pub mod emulators;
 pub mod http;
+pub mod nginx;
 pub mod package_repo;
 pub mod podman;
 pub mod process;
@@ -43,12 +52,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+pub use binary_cache::{BinaryCache, Trust};
+pub use client::Client;
 pub use containerd::Containerd;
+pub use docker::Docker;
 pub use package_repo::PackageRepo;
 pub use podman::Podman;
 pub use process::{require_tool, run};
-pub use server::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server};
+pub use server::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nixery_cli};
 pub use skopeo_umoci::pull_and_unpack;
+
+/// The test package set (tests/pkgs/default.nix), as servers and Nix commands are given it.
+pub const TEST_PKGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/default.nix");
 
 /// A string unique per call, across threads and processes: `PID-NANOS-COUNTER`.
 /// Usable as a container ID, a `NIXERY_TEST_NONCE` or part of a file name.

@@ -202,6 +202,37 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
+/// Whether process `pid` holds the LISTEN socket on 127.0.0.1:`port`, so that an answer on
+/// that port really comes from this test's daemon and not from another test's that took the
+/// port first.
+pub fn owns_listening_port(pid: u32, port: u16) -> bool {
+    let Ok(tcp) = fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let want = format!(":{port:04X}");
+    let inodes: std::collections::HashSet<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A").then(|| f[9].to_string())
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        fs::read_link(fd.path())
+            .ok()
+            .and_then(|t| t.to_str().map(str::to_owned))
+            .and_then(|t| t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).map(str::to_owned))
+            .is_some_and(|inode| inodes.contains(&inode))
+    })
+}
+
 /// A long-running process of a test, stopped (see [`Daemon::stop`]) when dropped.
 pub struct Daemon {
     child: Child,

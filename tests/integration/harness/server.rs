@@ -5,18 +5,17 @@
 //! Its methods add the server log's tail to every failure: [`Server::context`] for the
 //! message of an assertion about the server, [`Server::fail`] to panic with it.
 
-use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
 use super::http::{self, Response};
-use super::process::{COMMAND_TIMEOUT, Daemon, NotReady, read_log, run_checked, tail};
-use super::{free_port, sha256_digest, temp_dir};
+use super::process::{COMMAND_TIMEOUT, Daemon, NotReady, owns_listening_port, read_log, run_checked, tail};
+use super::{TEST_PKGS, free_port, sha256_digest, temp_dir};
 
 /// How long [`Server::start`] waits for `GET /v2/` to answer 200.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,6 +82,13 @@ impl Server {
         server
     }
 
+    /// [`Server::start_with`] for an environment made at run time, such as a fixture's
+    /// `server_env()`.
+    pub fn start_with_env(env: &[(&str, String)]) -> Server {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Self::start_with(&env)
+    }
+
     fn storage(&self) -> PathBuf {
         self.dir.path().join("storage")
     }
@@ -113,20 +119,11 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("NIXERY_")
-                || ["PORT", "STORAGE_PATH", "NIX_TIMEOUT", "NIX_POPULARITY_URL"].contains(&k.as_ref())
-            {
-                cmd.env_remove(k.as_ref());
-            }
-        }
-        let pkgs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pkgs/default.nix");
+        let mut cmd = nixery_command();
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
         cmd.env("PORT", self.port.to_string())
             .env("NIXERY_HOST", "127.0.0.1")
-            .env("NIXERY_PKGS_PATH", &pkgs)
+            .env("NIXERY_PKGS_PATH", TEST_PKGS)
             .env("STORAGE_PATH", self.storage())
             .env("NIX_TIMEOUT", DEFAULT_NIX_TIMEOUT)
             .env("NIX_CONFIG", "substituters =")
@@ -298,6 +295,30 @@ impl Server {
     }
 }
 
+/// The `nixery` binary without the test process's settings: `PORT`, `STORAGE_PATH`,
+/// `NIX_TIMEOUT`, `NIX_POPULARITY_URL` and every `NIXERY_*` variable removed.
+fn nixery_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("NIXERY_")
+            || ["PORT", "STORAGE_PATH", "NIX_TIMEOUT", "NIX_POPULARITY_URL"].contains(&k.as_ref())
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
+}
+
+/// `nixery` as a command-line tool (`popcount`, `layers`): without the test process's
+/// settings (see [`nixery_command`]), with `NIX_CONFIG="substituters ="` and
+/// `RUST_LOG=warn`, for the test to add arguments and environment to.
+pub fn nixery_cli() -> Command {
+    let mut cmd = nixery_command();
+    cmd.env("NIX_CONFIG", "substituters =").env("RUST_LOG", "warn");
+    cmd
+}
+
 /// Sums the samples of metric `name` (with or without labels) in Prometheus text.
 fn parse_metric(text: &str, name: &str) -> Option<u64> {
     let mut found = None;
@@ -322,34 +343,4 @@ fn parse_metric(text: &str, name: &str) -> Option<u64> {
         *found.get_or_insert(0u64) += v as u64;
     }
     found
-}
-
-/// Whether process `pid` holds the LISTEN socket on 127.0.0.1:`port` (so a 200 on that
-/// port really comes from our server and not from another test's).
-fn owns_listening_port(pid: u32, port: u16) -> bool {
-    let Ok(tcp) = fs::read_to_string("/proc/net/tcp") else {
-        return true;
-    };
-    let want = format!(":{port:04X}");
-    let inodes: HashSet<String> = tcp
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A").then(|| f[9].to_string())
-        })
-        .collect();
-    if inodes.is_empty() {
-        return false;
-    }
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        fs::read_link(fd.path())
-            .ok()
-            .and_then(|t| t.to_str().map(str::to_owned))
-            .and_then(|t| t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).map(str::to_owned))
-            .is_some_and(|inode| inodes.contains(&inode))
-    })
 }
