@@ -29,8 +29,9 @@
 //! to print: nothing in here prints or exits.
 
 use crate::build::BuildPolicy;
+use crate::cache::CachePolicy;
 use crate::layers::{Grouping, LayerPolicy};
-use crate::pkgsource::{Channel, PkgSource};
+use crate::pkgsource::{Channel, PkgSource, RemoteUrl};
 use crate::storage::{GcsConfig, S3Config};
 use clap::builder::{BoolValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -44,6 +45,8 @@ use std::time::Duration;
 
 /// Nixery's default package source when none is configured.
 pub const DEFAULT_CHANNEL: &str = "nixos-unstable";
+/// Where channels are resolved and fetched from unless `NIXERY_CHANNEL_REPO` says otherwise.
+pub const DEFAULT_CHANNEL_REPO: &str = "https://github.com/NixOS/nixpkgs";
 /// Where `popcount` reads narinfo files by default, as Nixery's popcount does.
 pub const DEFAULT_BINARY_CACHE: &str = "https://cache.nixos.org";
 
@@ -109,6 +112,31 @@ pub struct SourceArgs {
     /// Local path of a package set (a directory with default.nix, or a .nix file).
     #[arg(long, env = "NIXERY_PKGS_PATH")]
     pub pkgs_path: Option<PathBuf>,
+
+    /// Git remote of the channel: tags are resolved there (`git ls-remote`) and pinned
+    /// commits fetched from it (GitHub's archive tarball for a GitHub repository)
+    /// [default: https://github.com/NixOS/nixpkgs].
+    #[arg(long, env = "NIXERY_CHANNEL_REPO")]
+    pub channel_repo: Option<String>,
+}
+
+/// How tags are resolved and manifests cached (see `crate::cache`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct CacheArgs {
+    /// Seconds a tag that moves (a branch, `latest`, a local path) keeps the revision it was
+    /// resolved to; 0 resolves on every request. Full commits never expire.
+    #[arg(long, env = "NIXERY_SOURCE_TTL", default_value_t = 60)]
+    pub source_ttl: u64,
+
+    /// MiB of manifests kept in memory (least used evicted first).
+    #[arg(long, env = "NIXERY_MANIFEST_CACHE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1048576))]
+    pub manifest_cache_mib: u64,
+}
+
+impl From<CacheArgs> for CachePolicy {
+    fn from(args: CacheArgs) -> CachePolicy {
+        CachePolicy { source_ttl: Duration::from_secs(args.source_ttl), manifest_memory: args.manifest_cache_mib << 20 }
+    }
 }
 
 /// How images are built.
@@ -147,6 +175,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub build: BuildArgs,
+
+    #[command(flatten)]
+    pub cache: CacheArgs,
 
     /// Where blobs, manifests and build records are stored.
     #[arg(long, env = "NIXERY_STORAGE_BACKEND", value_enum, default_value = "filesystem")]
@@ -256,7 +287,7 @@ pub struct LayersArgs {
     /// Image name, e.g. `shell/git`.
     pub image: String,
 
-    /// Tag (selects the revision of a git package source).
+    /// Tag (selects the revision of a channel or git package source).
     #[arg(long, default_value = "latest")]
     pub tag: String,
 
@@ -293,6 +324,7 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub build: BuildSettings,
+    pub cache: CachePolicy,
     pub storage: StorageConfig,
 }
 
@@ -343,6 +375,8 @@ pub enum ConfigError {
     MissingBucket { backend: &'static str, variable: &'static str },
     #[error("NIXERY_CHANNEL must not be empty")]
     EmptyChannel,
+    #[error("NIXERY_CHANNEL_REPO applies to the channel source only, not to {0}")]
+    ChannelRepoWithoutChannel(&'static str),
 }
 
 /// Looks up an environment variable (`std::env::var_os` in production, a map in tests).
@@ -404,14 +438,19 @@ impl SourceArgs {
         if given.len() > 1 {
             return Err(ConfigError::SeveralSources(given));
         }
+        if let (Some(_), Some(other)) = (&self.channel_repo, given.first().filter(|s| **s != "NIXERY_CHANNEL")) {
+            return Err(ConfigError::ChannelRepoWithoutChannel(other));
+        }
         Ok(if let Some(path) = self.pkgs_path {
             let path = std::fs::canonicalize(&path).map_err(|source| ConfigError::PkgsPath { path, source })?;
             PkgSource::Path(path)
         } else if let Some(repo) = self.pkgs_repo {
-            PkgSource::Git(repo)
+            PkgSource::Git(RemoteUrl::new(repo))
         } else {
             let channel = self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL);
-            PkgSource::Channel(Channel::parse(channel).ok_or(ConfigError::EmptyChannel)?)
+            let channel = Channel::parse(channel).ok_or(ConfigError::EmptyChannel)?;
+            let repo = RemoteUrl::new(self.channel_repo.as_deref().unwrap_or(DEFAULT_CHANNEL_REPO));
+            PkgSource::Channel { repo, channel }
         })
     }
 }
@@ -464,7 +503,8 @@ impl Config {
                 StorageConfig::S3(s3)
             }
         };
-        Ok(Config { host: args.host, port: args.port, build: args.build.check(args.source)?, storage })
+        let build = args.build.check(args.source)?;
+        Ok(Config { host: args.host, port: args.port, build, cache: args.cache.into(), storage })
     }
 
     /// The serve configuration from an argument list alone, with no environment (for tests
@@ -676,7 +716,10 @@ mod tests {
     fn defaults_match_nixery() {
         // No source configured: the nixos-unstable channel.
         let c = parse(&[]).unwrap();
-        assert_eq!(c.build.policy.source, PkgSource::Channel(Channel::Branch("nixos-unstable".into())));
+        let nixpkgs = RemoteUrl::new("https://github.com/NixOS/nixpkgs");
+        let unstable = Channel::Branch("nixos-unstable".into());
+        assert_eq!(c.build.policy.source, PkgSource::Channel { repo: nixpkgs, channel: unstable });
+        assert_eq!(c.cache, CachePolicy { source_ttl: Duration::from_secs(60), manifest_memory: 64 << 20 });
         assert_eq!(c.build.policy.layers, LayerPolicy { grouping: Grouping::Stable, budget: 94 });
         assert_eq!(c.build.policy.nix_timeout, Duration::from_secs(60));
         assert_eq!(c.port, 8080);
@@ -689,6 +732,29 @@ mod tests {
         assert!(err.to_string().contains("NIXERY_CHANNEL and NIXERY_PKGS_REPO"), "{err}");
         let err = serve(&["--pkgs-path", "/"], &[("NIXERY_PKGS_REPO", "https://x")]).unwrap_err();
         assert!(matches!(&err, ConfigError::SeveralSources(v) if v == &["NIXERY_PKGS_REPO", "NIXERY_PKGS_PATH"]));
+    }
+
+    #[test]
+    fn the_channel_repository_ttl_and_cache_size_are_configurable() {
+        let vars = [
+            ("NIXERY_CHANNEL", "nixos-24.11"),
+            ("NIXERY_CHANNEL_REPO", "file:///srv/nixpkgs"),
+            ("NIXERY_SOURCE_TTL", "0"),
+            ("NIXERY_MANIFEST_CACHE_MIB", "2"),
+        ];
+        let c = serve(&[], &vars).unwrap();
+        let PkgSource::Channel { repo, channel } = c.build.policy.source else { panic!("not a channel") };
+        assert_eq!((repo.as_str(), channel.as_str()), ("file:///srv/nixpkgs", "nixos-24.11"));
+        assert_eq!(c.cache, CachePolicy { source_ttl: Duration::ZERO, manifest_memory: 2 << 20 });
+        let (var, _, _) = invalid(serve(&[], &[("NIXERY_SOURCE_TTL", "-1")]).unwrap_err());
+        assert_eq!(var, "NIXERY_SOURCE_TTL");
+        let (var, _, _) = invalid(serve(&[], &[("NIXERY_MANIFEST_CACHE_MIB", "0")]).unwrap_err());
+        assert_eq!(var, "NIXERY_MANIFEST_CACHE_MIB");
+        let err = serve(&["--pkgs-path", "/"], &[("NIXERY_CHANNEL_REPO", "file:///x")]).unwrap_err();
+        assert!(matches!(err, ConfigError::ChannelRepoWithoutChannel("NIXERY_PKGS_PATH")), "{err}");
+        // The repository alone selects the default channel there.
+        let c = serve(&[], &[("NIXERY_CHANNEL_REPO", "file:///x")]).unwrap();
+        assert!(matches!(c.build.policy.source, PkgSource::Channel { ref repo, .. } if repo.as_str() == "file:///x"));
     }
 
     #[test]
@@ -885,7 +951,7 @@ mod tests {
         let c = serve(&[], &[("PORT", "9000")]).unwrap();
         assert_eq!(c.port, 9000);
         assert_eq!(c.build.policy.layers.budget, 94);
-        assert!(matches!(c.build.policy.source, PkgSource::Channel(_)));
+        assert!(matches!(c.build.policy.source, PkgSource::Channel { .. }));
         assert!(matches!(c.storage, StorageConfig::Filesystem(_)));
         let s3 = serve(&[], &[("NIXERY_STORAGE_BACKEND", "s3"), ("NIXERY_S3_BUCKET", "b")]).unwrap();
         let StorageConfig::S3(s3) = s3.storage else { panic!("not s3") };

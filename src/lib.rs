@@ -2,24 +2,28 @@
 //!
 //! `docker pull registry.example/shell/git` answers with an image holding bash, coreutils
 //! and git, built when first asked for. The modules follow the pipeline:
-//! [`image`] (names → specs) → [`nix`] (realise, runtime graph) → [`layers`] (grouping) →
-//! [`archive`] (deterministic tar, [`compression`] on every core) → [`storage`] →
-//! [`manifest`], orchestrated by [`build`] and served by [`registry`]. [`popcount`] computes
+//! [`image`] (names → specs) and [`pkgsource`] (tags → pinned revisions) → [`plan`]
+//! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic tar,
+//! [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by [`build`]
+//! behind the caches of [`cache`], and served by [`registry`]. [`popcount`] computes
 //! popularity data from a [`binary_cache`]'s narinfo files.
 
 pub mod archive;
 pub mod binary_cache;
 pub mod build;
+pub mod cache;
 pub mod commands;
 pub mod compression;
 pub mod config;
 pub mod digest;
+pub mod flight;
 pub mod image;
 pub mod layers;
 pub mod manifest;
 pub mod metrics;
 pub mod nix;
 pub mod pkgsource;
+pub mod plan;
 pub mod popcount;
 pub mod popularity;
 pub mod registry;

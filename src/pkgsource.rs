@@ -1,17 +1,40 @@
-//! Where packages come from: a nixpkgs channel, a git repository, or a local path, and what a
-//! tag means for each.
+//! Where packages come from: a nixpkgs channel, a git repository, or a local path; what a
+//! tag means for each; and the pinned revision an image is built from.
 //!
-//! - channel: the tarball of a nixpkgs branch or commit; the tag is ignored.
-//! - git: the tag is a ref (branch or tag name) or a full commit; `latest` is the default branch.
-//! - path: a local package set; the tag is ignored.
+//! Three stages, three types:
+//! - [`PkgSource`]: what the operator configured.
+//! - [`Selection`]: what one request's tag selects from it, before anything is asked of a
+//!   remote: either a fixed commit (pinned already) or a reference that moves.
+//! - [`SourceRevision`]: the pinned revision an image is built from: a commit of a remote, or
+//!   one reading of a local path. A moving reference becomes one through the resolver
+//!   ([`crate::cache::sources`]), at most once per `NIXERY_SOURCE_TTL`.
 //!
-//! A [`PkgSource`] is what the operator configured, a [`SourceRevision`] what one request's
-//! tag selects from it. Both say what they hold (a branch or a [`CommitHash`], a ref or the
-//! default branch), so whether a revision is fixed is a match on its variant, not a look at
-//! a string. Nix's arguments for a revision are rendered where Nix is called
-//! (`crate::nix`), and the identity a cached manifest is filed under is derived from the
-//! typed fields here ([`SourceRevision::pinned_identity`]): only a source pinned to a full
-//! commit always denotes the same package set, so only those have one.
+//! What a tag means (the same rule for both remote kinds):
+//!
+//! | source | `latest` | a full commit (40 hex) | any other tag |
+//! |---|---|---|---|
+//! | channel | the configured channel (`NIXERY_CHANNEL`, a branch or a commit) | that commit of the channel repository | that branch (or tag) of the channel repository, e.g. `nixos-24.11` |
+//! | git | the default branch (`HEAD`) | that commit | that branch or tag |
+//! | path | the package set as it is on disk (re-read once per TTL) | refused | refused |
+//!
+//! A path source has one revision, the files on disk: a tag other than `latest` would have to
+//! be ignored, which silently gives `hello:v1` and `hello:nixos-24.11` the same packages
+//! while on the other sources the tag means something. So it is refused with a message
+//! saying why ([`SourceError::PathTag`]): a tag always selects, or fails, never is ignored.
+//!
+//! The channel keeps Nixery's meaning (nixpkgs' branch or commit) but is resolved through a
+//! git remote whose URL is configurable (`NIXERY_CHANNEL_REPO`, nixpkgs on GitHub by default),
+//! so tests and mirrors can point it elsewhere. Nix fetches a pinned channel commit as
+//! GitHub's archive tarball when the remote is a GitHub repository (cheap, cached by Nix by
+//! URL), and with `builtins.fetchGit` otherwise ([`crate::nix`] renders the arguments).
+//!
+//! Only a commit always denotes the same package set: [`SourceRevision::pinned_identity`] is
+//! the stable data that caches outliving the process file a manifest under. A path's
+//! revision carries a generation number instead, which is only meaningful in this process.
+
+mod remote;
+
+pub use remote::{LsRemote, RemoteUrl};
 
 use crate::image::Tag;
 use serde_json::{Value, json};
@@ -56,7 +79,7 @@ impl Channel {
         Some(CommitHash::parse(s).map_or_else(|| Channel::Branch(s.to_owned()), Channel::Commit))
     }
 
-    /// The branch or commit, as nixpkgs' archive URLs name it.
+    /// The branch or commit.
     pub fn as_str(&self) -> &str {
         match self {
             Channel::Branch(branch) => branch,
@@ -68,58 +91,149 @@ impl Channel {
 /// The configured package source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PkgSource {
-    Channel(Channel),
-    /// A git repository, by any URL `builtins.fetchGit` takes.
-    Git(String),
+    /// A nixpkgs channel (`NIXERY_CHANNEL`) of the repository at `repo`
+    /// (`NIXERY_CHANNEL_REPO`).
+    Channel { repo: RemoteUrl, channel: Channel },
+    /// A git repository of a package set (`NIXERY_PKGS_REPO`).
+    Git(RemoteUrl),
+    /// A local package set (`NIXERY_PKGS_PATH`).
     Path(PathBuf),
 }
 
-/// Which commit of a git source a tag selects.
+/// A reference of a git remote that moves: what `git ls-remote` resolves.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum GitRevision {
-    /// `latest`: whatever the default branch points at.
-    DefaultBranch,
-    /// A branch or tag name.
-    Ref(Tag),
-    Commit(CommitHash),
+pub enum RemoteRef {
+    /// The default branch (`HEAD`).
+    Head,
+    /// A branch or tag name (a registry tag, so no `/`, `*` or other pattern characters).
+    Named(String),
 }
 
-/// A package source resolved for one request's tag.
+impl fmt::Display for RemoteRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteRef::Head => f.write_str("HEAD"),
+            RemoteRef::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+/// What moves, and so needs resolving: a reference of the configured remote, or the local
+/// package set (re-read once per TTL). The key of the resolution cache: the configured source
+/// is fixed for the process, so it is not part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Moving {
+    Remote(RemoteRef),
+    LocalPath,
+}
+
+/// What a request's tag selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// A full commit: pinned without asking anyone.
+    Pinned(SourceRevision),
+    /// A reference that moves, to be resolved.
+    Moving(Moving),
+}
+
+/// A pinned package source: what Nix builds an image from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SourceRevision {
-    Channel(Channel),
-    Git { url: String, at: GitRevision },
-    Path(PathBuf),
+    /// A commit of the channel repository.
+    Channel { repo: RemoteUrl, commit: CommitHash },
+    /// A commit of a package-set repository.
+    Git { url: RemoteUrl, commit: CommitHash },
+    /// The local package set as read in resolution `generation` of this process.
+    Path { path: PathBuf, generation: u64 },
+}
+
+/// Why a tag selects no package set.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{remote} has no branch or tag '{reference}'")]
+    UnknownRef { remote: String, reference: RemoteRef },
+    #[error(
+        "the package set is a local path, which has one revision: use the tag 'latest' (tag '{0}' selects nothing)"
+    )]
+    PathTag(String),
+    #[error("resolving '{reference}' at {remote} failed: {message}")]
+    Remote { remote: String, reference: RemoteRef, message: String },
+    #[error("resolving '{reference}' at {remote} timed out after {seconds} s")]
+    Timeout { remote: String, reference: RemoteRef, seconds: u64 },
+    #[error("cannot run git: {0}")]
+    Spawn(#[source] std::io::Error),
 }
 
 impl PkgSource {
-    /// The source as it is for `tag`.
-    pub fn revision(&self, tag: &Tag) -> SourceRevision {
-        match self {
-            PkgSource::Channel(channel) => SourceRevision::Channel(channel.clone()),
-            PkgSource::Git(url) => {
-                let at = if *tag == Tag::latest() {
-                    GitRevision::DefaultBranch
-                } else {
-                    CommitHash::parse(tag.as_str()).map_or_else(|| GitRevision::Ref(tag.clone()), GitRevision::Commit)
-                };
-                SourceRevision::Git { url: url.clone(), at }
+    /// What `tag` selects from this source (see the module docs' table).
+    pub fn select(&self, tag: &Tag) -> Result<Selection, SourceError> {
+        let latest = *tag == Tag::latest();
+        let commit = || CommitHash::parse(tag.as_str());
+        let named = || Selection::Moving(Moving::Remote(RemoteRef::Named(tag.as_str().to_owned())));
+        Ok(match self {
+            PkgSource::Channel { repo, channel } => {
+                let pinned = |commit| Selection::Pinned(SourceRevision::Channel { repo: repo.clone(), commit });
+                match (latest, channel) {
+                    (true, Channel::Commit(commit)) => pinned(commit.clone()),
+                    (true, Channel::Branch(branch)) => {
+                        Selection::Moving(Moving::Remote(RemoteRef::Named(branch.clone())))
+                    }
+                    (false, _) => commit().map_or_else(named, pinned),
+                }
             }
-            PkgSource::Path(path) => SourceRevision::Path(path.clone()),
+            PkgSource::Git(_) if latest => Selection::Moving(Moving::Remote(RemoteRef::Head)),
+            PkgSource::Git(url) => commit()
+                .map_or_else(named, |commit| Selection::Pinned(SourceRevision::Git { url: url.clone(), commit })),
+            PkgSource::Path(_) if latest => Selection::Moving(Moving::LocalPath),
+            PkgSource::Path(_) => return Err(SourceError::PathTag(tag.as_str().to_owned())),
+        })
+    }
+
+    /// The remote a [`RemoteRef`] is resolved at (none for a path).
+    pub fn remote(&self) -> Option<&RemoteUrl> {
+        match self {
+            PkgSource::Channel { repo, .. } => Some(repo),
+            PkgSource::Git(url) => Some(url),
+            PkgSource::Path(_) => None,
+        }
+    }
+
+    /// The pinned revision of this source at `commit` of its remote (`None` for a path).
+    pub fn at_commit(&self, commit: CommitHash) -> Option<SourceRevision> {
+        match self {
+            PkgSource::Channel { repo, .. } => Some(SourceRevision::Channel { repo: repo.clone(), commit }),
+            PkgSource::Git(url) => Some(SourceRevision::Git { url: url.clone(), commit }),
+            PkgSource::Path(_) => None,
+        }
+    }
+
+    /// The local package set as read in resolution `generation` (`None` for a remote).
+    pub fn at_generation(&self, generation: u64) -> Option<SourceRevision> {
+        match self {
+            PkgSource::Path(path) => Some(SourceRevision::Path { path: path.clone(), generation }),
+            _ => None,
         }
     }
 }
 
 impl SourceRevision {
-    /// For a revision that always denotes the same package set (a full commit), what it is,
-    /// as stable data for the keys of caches that outlive the process; `None` for one that
-    /// moves (a branch, the default branch, a local path). The keys that embed it carry
-    /// their own version.
+    /// For a revision that always denotes the same package set (a commit), what it is, as
+    /// stable data for the keys of caches that outlive the process; `None` for a path's
+    /// reading. The remote is named without credentials (a rotated token is the same
+    /// repository). The keys that embed it carry their own version.
     pub fn pinned_identity(&self) -> Option<Value> {
         match self {
-            SourceRevision::Channel(Channel::Commit(commit)) => Some(json!(["channel", commit.as_str()])),
-            SourceRevision::Git { url, at: GitRevision::Commit(commit) } => Some(json!(["git", url, commit.as_str()])),
-            SourceRevision::Channel(Channel::Branch(_)) | SourceRevision::Git { .. } | SourceRevision::Path(_) => None,
+            SourceRevision::Channel { repo, commit } => Some(json!(["channel", repo.redacted(), commit.as_str()])),
+            SourceRevision::Git { url, commit } => Some(json!(["git", url.redacted(), commit.as_str()])),
+            SourceRevision::Path { .. } => None,
+        }
+    }
+
+    /// The commit, for a remote's revision.
+    pub fn commit(&self) -> Option<&CommitHash> {
+        match self {
+            SourceRevision::Channel { commit, .. } | SourceRevision::Git { commit, .. } => Some(commit),
+            SourceRevision::Path { .. } => None,
         }
     }
 }
@@ -130,11 +244,22 @@ mod tests {
 
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
+    fn tag(s: &str) -> Tag {
+        Tag::parse(s).unwrap()
+    }
+
+    fn commit() -> CommitHash {
+        CommitHash::parse(COMMIT).unwrap()
+    }
+
+    fn named(s: &str) -> Selection {
+        Selection::Moving(Moving::Remote(RemoteRef::Named(s.into())))
+    }
+
     #[test]
     fn commits_are_forty_lower_case_hex_digits() {
         assert_eq!(CommitHash::parse(COMMIT).map(|c| c.to_string()), Some(COMMIT.to_owned()));
-        let tag_commit = Tag::parse(COMMIT).unwrap();
-        assert!(CommitHash::parse(tag_commit.as_str()).is_some());
+        assert!(CommitHash::parse(tag(COMMIT).as_str()).is_some());
         for not in ["0123456789abcdef", &COMMIT.to_uppercase(), &format!("{COMMIT}0"), &COMMIT.replace('a', "g"), ""] {
             assert_eq!(CommitHash::parse(not), None, "{not}");
         }
@@ -142,51 +267,61 @@ mod tests {
 
     #[test]
     fn git_tags_select_refs_commits_or_the_default_branch() {
-        let url = "https://example.org/pkgs.git".to_owned();
+        let url = RemoteUrl::new("https://example.org/pkgs.git");
         let git = PkgSource::Git(url.clone());
-        let latest = git.revision(&Tag::latest());
-        assert_eq!(latest, SourceRevision::Git { url: url.clone(), at: GitRevision::DefaultBranch });
-        assert_eq!(latest.pinned_identity(), None);
-        let branch_tag = Tag::parse("release-23.05").unwrap();
-        let branch = git.revision(&branch_tag);
-        assert_eq!(branch, SourceRevision::Git { url: url.clone(), at: GitRevision::Ref(branch_tag) });
-        assert_eq!(branch.pinned_identity(), None);
-        let commit = git.revision(&Tag::parse(COMMIT).unwrap());
-        assert_eq!(
-            commit,
-            SourceRevision::Git { url: url.clone(), at: GitRevision::Commit(CommitHash::parse(COMMIT).unwrap()) }
-        );
-        assert_eq!(commit.pinned_identity(), Some(json!(["git", url, COMMIT])));
+        assert_eq!(git.select(&Tag::latest()).unwrap(), Selection::Moving(Moving::Remote(RemoteRef::Head)));
+        assert_eq!(git.select(&tag("release-23.05")).unwrap(), named("release-23.05"));
+        let pinned = git.select(&tag(COMMIT)).unwrap();
+        assert_eq!(pinned, Selection::Pinned(SourceRevision::Git { url: url.clone(), commit: commit() }));
+        // An abbreviated hash is a ref name, resolved (and refused) like any other.
+        assert_eq!(git.select(&tag(&COMMIT[..12])).unwrap(), named(&COMMIT[..12]));
     }
 
     #[test]
-    fn channels_and_paths_ignore_the_tag() {
-        let channel = PkgSource::Channel(Channel::parse("nixos-unstable").unwrap());
-        assert_eq!(channel.revision(&Tag::latest()), channel.revision(&Tag::parse("v2").unwrap()));
-        assert_eq!(channel.revision(&Tag::latest()).pinned_identity(), None);
-        let pinned = PkgSource::Channel(Channel::parse(COMMIT).unwrap()).revision(&Tag::latest());
-        assert_eq!(pinned.pinned_identity(), Some(json!(["channel", COMMIT])));
+    fn channel_tags_select_branches_and_commits_of_the_channel_repository() {
+        let repo = RemoteUrl::new("https://github.com/NixOS/nixpkgs");
+        let unstable = PkgSource::Channel { repo: repo.clone(), channel: Channel::parse("nixos-unstable").unwrap() };
+        assert_eq!(unstable.select(&Tag::latest()).unwrap(), named("nixos-unstable"));
+        assert_eq!(unstable.select(&tag("nixos-24.11")).unwrap(), named("nixos-24.11"));
+        let by_commit = Selection::Pinned(SourceRevision::Channel { repo: repo.clone(), commit: commit() });
+        assert_eq!(unstable.select(&tag(COMMIT)).unwrap(), by_commit);
+        // A channel configured as a commit: `latest` is pinned, other tags still select.
+        let pinned = PkgSource::Channel { repo: repo.clone(), channel: Channel::parse(COMMIT).unwrap() };
+        assert_eq!(pinned.select(&Tag::latest()).unwrap(), by_commit);
+        assert_eq!(pinned.select(&tag("nixos-24.11")).unwrap(), named("nixos-24.11"));
+    }
+
+    #[test]
+    fn a_path_has_only_latest() {
         let path = PkgSource::Path("/srv/pkgs".into());
-        assert_eq!(path.revision(&Tag::latest()), path.revision(&Tag::parse("x").unwrap()));
-        assert_eq!(path.revision(&Tag::latest()).pinned_identity(), None);
+        assert_eq!(path.select(&Tag::latest()).unwrap(), Selection::Moving(Moving::LocalPath));
+        let err = path.select(&tag("v1")).unwrap_err();
+        assert!(matches!(&err, SourceError::PathTag(t) if t == "v1"), "{err}");
+        assert!(err.to_string().contains("'latest'"), "{err}");
+        assert_eq!(path.at_commit(commit()), None);
+        let read = path.at_generation(3).unwrap();
+        assert_eq!(read, SourceRevision::Path { path: "/srv/pkgs".into(), generation: 3 });
+        assert_eq!(read.pinned_identity(), None, "a path's reading is not stable across processes");
     }
 
     #[test]
     fn a_channel_is_a_branch_unless_it_is_a_full_commit() {
         assert_eq!(Channel::parse("nixos-23.05"), Some(Channel::Branch("nixos-23.05".into())));
-        assert_eq!(Channel::parse(COMMIT), Some(Channel::Commit(CommitHash::parse(COMMIT).unwrap())));
+        assert_eq!(Channel::parse(COMMIT), Some(Channel::Commit(commit())));
         assert_eq!(Channel::parse(&COMMIT[..12]), Some(Channel::Branch(COMMIT[..12].into())));
         assert_eq!(Channel::parse(COMMIT).unwrap().as_str(), COMMIT);
         assert_eq!(Channel::parse(" "), None);
     }
 
     #[test]
-    fn pinned_identities_tell_sources_apart() {
-        let commit = CommitHash::parse(COMMIT).unwrap();
-        let a = SourceRevision::Git { url: "https://a".into(), at: GitRevision::Commit(commit.clone()) };
-        let b = SourceRevision::Git { url: "https://b".into(), at: GitRevision::Commit(commit.clone()) };
-        let c = SourceRevision::Channel(Channel::Commit(commit));
+    fn pinned_identities_tell_sources_apart_and_ignore_credentials() {
+        let at = |url: &str| SourceRevision::Git { url: RemoteUrl::new(url), commit: commit() };
+        let a = at("https://a");
+        let b = at("https://b");
+        let c = SourceRevision::Channel { repo: RemoteUrl::new("https://a"), commit: commit() };
         assert_ne!(a.pinned_identity(), b.pinned_identity());
         assert_ne!(a.pinned_identity(), c.pinned_identity());
+        assert_eq!(at("https://u:secret@a/r").pinned_identity(), at("https://u:other@a/r").pinned_identity());
+        assert_eq!(a.commit(), Some(&commit()));
     }
 }

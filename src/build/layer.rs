@@ -1,90 +1,91 @@
-//! Building one layer, or finding it already built.
+//! Archiving layers: once per layer, whoever asks.
 //!
-//! A layer is identified by its content key, the hash of its store paths (store paths name
-//! their contents, so equal keys mean equal layers). `builds/<key>` records the blob a key
-//! became; a recorded layer whose blob is present is never archived again, also after a
-//! restart or on another replica sharing the storage.
+//! A layer is identified by its content key ([`crate::cache::layers`]). Before archiving,
+//! its record is looked up (a recorded layer whose blob is present is never archived
+//! again, also after a restart or on another replica). Concurrent builds of *different*
+//! images that need the same layer share one archive job: jobs are single-flight by content
+//! key across every build of the process, so three images sharing a 512 MiB layer compress
+//! it once, not three times side by side (each of which would also run slower, competing for
+//! the same cores). A job goes on while any build still waits for it.
 
 use super::BuildError;
 use crate::archive::{ChannelWriter, LayerBlob, LayerContents, write_layer_from};
+use crate::cache::layers::{content_key, record, recorded};
 use crate::digest::Digest;
+use crate::flight::SingleFlight;
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, ObjectKey, Storage};
 use bytes::Bytes;
+use futures::FutureExt;
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 
 /// Chunks in flight between the archive writer and the upload.
 const CHANNEL_DEPTH: usize = 4;
-/// Bumped whenever the archive format changes, so old records are not reused.
-const FORMAT_VERSION: &str = "nixery-layer-v1";
 
-/// The content key of a layer.
-pub fn content_key(contents: &LayerContents) -> Digest {
-    let (kind, paths) = match contents {
-        LayerContents::StorePaths(p) => ("store-paths", p),
-        LayerContents::Forest(p) => ("symlink-forest", p),
-    };
-    let mut text = format!("{FORMAT_VERSION}\n{kind}\n");
-    for p in paths {
-        text.push_str(p.as_str());
-        text.push('\n');
-    }
-    Digest::of(text.as_bytes())
+type LayerResult = Result<LayerBlob, Arc<BuildError>>;
+
+/// The layer archive jobs of the process.
+#[derive(Clone)]
+pub struct LayerJobs {
+    inner: Arc<Jobs>,
 }
 
-/// Returns the blob of `contents`, from the build cache or by archiving it now (at most as
-/// many archives at once as `slots` allows). Store paths are read from below `store_root`
-/// (`/` in production; see [`crate::archive`]).
-pub async fn build_layer(
-    storage: &Storage,
-    metrics: &Metrics,
-    slots: &Semaphore,
-    store_root: &Path,
-    contents: LayerContents,
-) -> Result<LayerBlob, BuildError> {
-    let key = content_key(&contents);
-    let record = ObjectKey::build(&key);
-    if let Some(blob) = cached(storage, &record).await? {
-        metrics.layer_cache_hits.inc();
-        return Ok(blob);
-    }
-
-    let _slot = slots.acquire().await.expect("layer slots are never closed");
-    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let store_root = store_root.to_owned();
-    let writer = tokio::task::spawn_blocking(move || {
-        let (mut sink, blob) = write_layer_from(&store_root, &contents, ChannelWriter::new(tx))?;
-        sink.flush()?;
-        Ok::<_, std::io::Error>(blob)
-    });
-    let body: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok))));
-    // The blob's key is its digest, known when the writer is done; a storage failure is
-    // reported before the writer's (it explains a broken pipe).
-    let written = async {
-        let blob = writer.await.map_err(BuildError::Task)?.map_err(BuildError::Archive)?;
-        Ok::<_, BuildError>((ObjectKey::blob(&blob.digest), blob))
-    };
-    let blob = storage.upload(body, written).await?;
-    let json = serde_json::to_vec(&blob).expect("layer blobs serialise");
-    storage.put(&record, json.into()).await?;
-    metrics.layers_built.inc();
-    tracing::info!(digest = %blob.digest, size = blob.size, "built layer");
-    Ok(blob)
+struct Jobs {
+    storage: Arc<Storage>,
+    metrics: Arc<Metrics>,
+    /// At most this many archives are written at once.
+    slots: Semaphore,
+    /// Store paths are read from below this root (`/` in production; see [`crate::archive`]).
+    store_root: PathBuf,
+    flights: SingleFlight<Digest, LayerResult>,
 }
 
-/// A build record whose blob is still there.
-async fn cached(storage: &Storage, record: &ObjectKey) -> Result<Option<LayerBlob>, BuildError> {
-    let Some(bytes) = storage.get(record).await? else {
-        return Ok(None);
-    };
-    let Ok(blob) = serde_json::from_slice::<LayerBlob>(&bytes) else {
-        tracing::warn!(%record, "ignoring unreadable build record");
-        return Ok(None);
-    };
-    let present = storage.size(&ObjectKey::blob(&blob.digest)).await? == Some(blob.size);
-    Ok(present.then_some(blob))
+impl LayerJobs {
+    pub fn new(storage: Arc<Storage>, metrics: Arc<Metrics>, slots: usize, store_root: PathBuf) -> Self {
+        let jobs = Jobs { storage, metrics, slots: Semaphore::new(slots), store_root, flights: SingleFlight::new() };
+        LayerJobs { inner: Arc::new(jobs) }
+    }
+
+    /// The blob of `contents`: from its record, from a job already running, or archived now.
+    pub async fn layer(&self, contents: LayerContents) -> LayerResult {
+        let key = content_key(&contents);
+        let jobs = self.inner.clone();
+        let job_key = key.clone();
+        let start = move || async move { jobs.build(&job_key, contents).await.map_err(Arc::new) }.boxed();
+        self.inner.flights.run(key, start).await
+    }
+}
+
+impl Jobs {
+    async fn build(&self, key: &Digest, contents: LayerContents) -> Result<LayerBlob, BuildError> {
+        if let Some(blob) = recorded(&self.storage, key).await? {
+            self.metrics.layer_cache_hits.inc();
+            return Ok(blob);
+        }
+        let _slot = self.slots.acquire().await.expect("layer slots are never closed");
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let store_root = self.store_root.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let (mut sink, blob) = write_layer_from(&store_root, &contents, ChannelWriter::new(tx))?;
+            sink.flush()?;
+            Ok::<_, std::io::Error>(blob)
+        });
+        let body: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok))));
+        // The blob's key is its digest, known when the writer is done; a storage failure is
+        // reported before the writer's (it explains a broken pipe).
+        let written = async {
+            let blob = writer.await.map_err(BuildError::Task)?.map_err(BuildError::Archive)?;
+            Ok::<_, BuildError>((ObjectKey::blob(&blob.digest), blob))
+        };
+        let blob = self.storage.upload(body, written).await?;
+        record(&self.storage, key, &blob).await?;
+        self.metrics.layers_built.inc();
+        tracing::info!(digest = %blob.digest, size = blob.size, "built layer");
+        Ok(blob)
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +95,7 @@ mod tests {
     use crate::storage::Memory;
     use flate2::read::GzDecoder;
     use std::io::Read;
+    use std::path::Path;
 
     /// A store path `/nix/store/<hash>-name` kept below `root`, with a file and an
     /// executable; `hash` is repeated to Nix's 32 characters.
@@ -108,22 +110,22 @@ mod tests {
 
     struct Fixture {
         memory: Memory,
-        storage: Storage,
-        metrics: Metrics,
-        slots: Semaphore,
-        store_root: std::path::PathBuf,
+        storage: Arc<Storage>,
+        metrics: Arc<Metrics>,
+        jobs: LayerJobs,
     }
 
     impl Fixture {
         fn new(store_root: &Path) -> Self {
             let memory = Memory::new();
-            let storage = Storage::Memory(memory.clone());
-            let store_root = store_root.to_owned();
-            Fixture { memory, storage, metrics: Metrics::default(), slots: Semaphore::new(2), store_root }
+            let storage = Arc::new(Storage::Memory(memory.clone()));
+            let metrics = Arc::new(Metrics::default());
+            let jobs = LayerJobs::new(storage.clone(), metrics.clone(), 2, store_root.to_owned());
+            Fixture { memory, storage, metrics, jobs }
         }
 
-        async fn build(&self, contents: &LayerContents) -> Result<LayerBlob, BuildError> {
-            build_layer(&self.storage, &self.metrics, &self.slots, &self.store_root, contents.clone()).await
+        async fn build(&self, contents: &LayerContents) -> LayerResult {
+            self.jobs.layer(contents.clone()).await
         }
 
         fn built_and_hits(&self) -> (u64, u64) {
@@ -155,6 +157,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_requests_for_one_layer_share_one_archive_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<StorePath> = (0..200).map(|i| store_path(dir.path(), "g", &format!("big{i}"))).collect();
+        let contents = LayerContents::StorePaths(paths);
+        let f = Fixture::new(dir.path());
+        let all = (0..3).map(|_| f.build(&contents));
+        let blobs: Vec<LayerBlob> = futures::future::try_join_all(all).await.unwrap();
+        assert!(blobs.windows(2).all(|w| w[0] == w[1]), "{blobs:?}");
+        assert_eq!(f.built_and_hits(), (1, 0), "one archive, and the others joined it (no record look-up)");
+    }
+
+    #[tokio::test]
     async fn a_record_whose_blob_is_gone_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
         let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "b", "lib")]);
@@ -176,20 +190,8 @@ mod tests {
         let missing = StorePath::parse(&format!("/nix/store/{}-missing", "d".repeat(32))).unwrap();
         let f = Fixture::new(dir.path());
         let err = f.build(&LayerContents::StorePaths(vec![good, missing])).await.unwrap_err();
-        assert!(matches!(err, BuildError::Archive(_)), "{err:?}");
+        assert!(matches!(*err, BuildError::Archive(_)), "{err:?}");
         assert!(f.memory.keys("").is_empty(), "left behind: {:?}", f.memory.keys(""));
         assert_eq!(f.built_and_hits(), (0, 0));
-    }
-
-    #[test]
-    fn content_keys_depend_on_kind_and_paths() {
-        let path = |hash: &str| StorePath::parse(&format!("/nix/store/{}-x", hash.repeat(32))).unwrap();
-        let a = LayerContents::StorePaths(vec![path("a")]);
-        let a2 = LayerContents::StorePaths(vec![path("a")]);
-        let b = LayerContents::StorePaths(vec![path("b")]);
-        let fa = LayerContents::Forest(vec![path("a")]);
-        assert_eq!(content_key(&a), content_key(&a2));
-        assert_ne!(content_key(&a), content_key(&b));
-        assert_ne!(content_key(&a), content_key(&fa));
     }
 }

@@ -1,31 +1,34 @@
-//! Turning an image request into a stored manifest: the pipeline.
+//! Turning an image request into a manifest: the caches first, the pipeline when they miss.
 //!
-//! name + tag → [`ImageSpec`] → Nix (resolve, realise, graph) → layer groups → layer
-//! archives (built concurrently, or taken from the build cache) → image config → manifest,
-//! stored by digest so clients can fetch it again by digest.
+//! name + tag → [`ImageSpec`] and a pinned source revision (the resolution cache) → the
+//! manifest cache (memory, then storage) → on a miss, the pipeline: [`Planner`] (Nix:
+//! resolve, realise, graph; layer grouping) → layer archives (built concurrently, each once
+//! per process whoever asks, or taken from its record) → image config → manifests in every
+//! format, stored by digest (so clients can fetch them again) and by key ([`crate::cache`]).
 //!
-//! Concurrent requests for the same image (same source revision, architecture and packages)
-//! share one build ([`SingleFlight`]). Manifests of pinned sources (a full commit) are cached
-//! in storage by what they were built from and served without running Nix at all.
+//! Concurrent requests for the same image (same revision, architecture and packages) share
+//! one build, whatever manifest format each wants, and concurrent requests for the same
+//! manifest share one storage look-up and one write ([`SingleFlight`]). A build goes on while
+//! any request waits for it and stops (with its Nix processes) when the last one leaves.
 
-mod flight;
 mod layer;
 
-use crate::archive::{LayerBlob, LayerContents};
-use crate::digest::Digest;
+use crate::archive::LayerBlob;
+use crate::cache::{CachePolicy, CachedManifest, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache};
+use crate::flight::SingleFlight;
 use crate::image::{ImageSpec, Tag};
 use crate::layers::LayerPolicy;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError};
-use crate::pkgsource::{PkgSource, SourceRevision};
+use crate::pkgsource::{PkgSource, SourceError, SourceRevision};
+use crate::plan::Planner;
 use crate::popularity::Popularity;
 use crate::storage::{ObjectKey, Storage, StorageError};
-use flight::SingleFlight;
 use futures::FutureExt;
+use layer::LayerJobs;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// How images are built, in the domain's terms (the configuration maps its settings into
 /// this at start-up).
@@ -48,6 +51,25 @@ pub enum BuildError {
     Archive(#[source] std::io::Error),
     #[error("a build task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    /// A layer job this build shared with others failed.
+    #[error(transparent)]
+    Layer(Arc<BuildError>),
+}
+
+/// Why a manifest could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The tag selects no package set (an unknown branch, a remote that did not answer).
+    #[error(transparent)]
+    Source(Arc<SourceError>),
+    #[error(transparent)]
+    Build(Arc<BuildError>),
+}
+
+impl From<StorageError> for ManifestError {
+    fn from(e: StorageError) -> Self {
+        ManifestError::Build(Arc::new(e.into()))
+    }
 }
 
 /// A built image, independent of manifest format.
@@ -59,116 +81,116 @@ pub struct BuiltImage {
 }
 
 type BuildResult = Result<Arc<BuiltImage>, Arc<BuildError>>;
+type ManifestResult = Result<(Arc<CachedManifest>, Outcome), Arc<BuildError>>;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct FlightKey {
-    source: SourceRevision,
+struct ImageKey {
+    source: Arc<SourceRevision>,
     spec: ImageSpec,
 }
 
-/// Builds and stores images.
+/// Serves manifests, building images when the caches miss.
 #[derive(Clone)]
 pub struct Builder {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    source: PkgSource,
-    nix: Nix,
-    popularity: Popularity,
-    layers: LayerPolicy,
+    planner: Planner,
+    sources: SourceCache,
+    manifests: ManifestCache,
+    layer_jobs: LayerJobs,
+    recipe: Recipe,
     storage: Arc<Storage>,
     metrics: Arc<Metrics>,
-    layer_slots: Semaphore,
-    flights: SingleFlight<FlightKey, BuildResult>,
+    images: SingleFlight<ImageKey, BuildResult>,
+    manifest_flights: SingleFlight<ManifestKey, ManifestResult>,
 }
 
 impl Builder {
     pub fn new(
         policy: &BuildPolicy,
+        cache: CachePolicy,
         storage: Arc<Storage>,
         popularity: Popularity,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let nix = Nix::new(policy.nix_timeout, metrics.clone())?;
         Ok(Builder {
             inner: Arc::new(Inner {
-                source: policy.source.clone(),
-                nix: Nix::new(policy.nix_timeout, metrics.clone())?,
-                popularity,
-                layers: policy.layers,
+                planner: Planner::new(nix, popularity, policy.layers),
+                sources: SourceCache::new(policy.source.clone(), cache.source_ttl, metrics.clone()),
+                manifests: ManifestCache::new(storage.clone(), cache.manifest_memory),
+                layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, "/".into()),
+                recipe: Recipe::new(policy.layers),
                 storage,
                 metrics,
-                layer_slots: Semaphore::new(cores),
-                flights: SingleFlight::new(),
+                images: SingleFlight::new(),
+                manifest_flights: SingleFlight::new(),
             }),
         })
     }
 
-    /// The manifest of `spec` at `tag` in `format`, built if needed, stored by digest.
+    /// The manifest of `spec` at `tag` in `format`: from memory when the tag's resolution is
+    /// fresh and the image known (no Nix, no git, no I/O), else from storage, else built.
     pub async fn manifest(
         &self,
-        spec: &ImageSpec,
+        spec: ImageSpec,
         tag: &Tag,
         format: ManifestFormat,
-    ) -> Result<Document, Arc<BuildError>> {
+    ) -> Result<Arc<CachedManifest>, ManifestError> {
         let inner = &self.inner;
-        let source = inner.source.revision(tag);
-        let cache_key = source.pinned_identity().map(|pin| manifest_cache_key(pin, spec, format));
-        if let Some(key) = &cache_key {
-            let cached = inner.storage.get(&ObjectKey::manifest_cache(key)).await.map_err(|e| Arc::new(e.into()))?;
-            if let Some(bytes) = cached {
-                inner.metrics.manifest_cache_hits.inc();
-                let digest = Digest::of(&bytes);
-                return Ok(Document { bytes, digest });
-            }
+        let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
+        let key = ManifestKey { source, image: spec, format, recipe: inner.recipe };
+        if let Some(hit) = inner.manifests.in_memory(&key) {
+            inner.metrics.manifest_served(freshness.memory_outcome());
+            return Ok(hit);
         }
-
-        let key = FlightKey { source: source.clone(), spec: spec.clone() };
-        let image = inner
-            .flights
-            .run(key, || {
-                let inner = self.inner.clone();
-                let spec = spec.clone();
-                async move { inner.build(&source, &spec).await.map(Arc::new).map_err(Arc::new) }.boxed()
-            })
-            .await?;
-
-        let doc = manifest::manifest(format, &image.config, &image.layers);
-        let store = async {
-            let by_digest = ObjectKey::manifest(&doc.digest);
-            if inner.storage.size(&by_digest).await?.is_none() {
-                inner.storage.put(&by_digest, doc.bytes.clone()).await?;
-            }
-            if let Some(key) = &cache_key {
-                inner.storage.put(&ObjectKey::manifest_cache(key), doc.bytes.clone()).await?;
-            }
-            Ok::<_, StorageError>(())
+        let start = {
+            let (inner, key) = (self.inner.clone(), key.clone());
+            move || async move { inner.stored_or_built(key).await }.boxed()
         };
-        store.await.map_err(|e| Arc::new(e.into()))?;
-        Ok(doc)
+        let (manifest, outcome) = inner.manifest_flights.run(key, start).await.map_err(ManifestError::Build)?;
+        inner.metrics.manifest_served(outcome);
+        Ok(manifest)
     }
 }
 
 impl Inner {
-    async fn build(&self, source: &SourceRevision, spec: &ImageSpec) -> Result<BuiltImage, BuildError> {
+    /// A manifest not in memory: from storage, or built.
+    async fn stored_or_built(self: Arc<Self>, key: ManifestKey) -> ManifestResult {
+        let key_format = key.format;
+        if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| Arc::new(e.into()))? {
+            return Ok((stored, Outcome::Stored));
+        }
+        let image_key = ImageKey { source: key.source.clone(), spec: key.image.clone() };
+        let start = {
+            let (inner, image_key) = (self.clone(), image_key.clone());
+            move || async move { inner.build(image_key).await.map(Arc::new).map_err(Arc::new) }.boxed()
+        };
+        let image = self.images.run(image_key, start).await?;
+        // Both formats at once: a client asking for the other one later gets it from the
+        // caches instead of planning the image again.
+        let mut wanted = None;
+        for format in [ManifestFormat::Docker, ManifestFormat::Oci] {
+            let doc = manifest::manifest(format, &image.config, &image.layers);
+            let key = ManifestKey { format, ..key.clone() };
+            let cached = self.manifests.insert(key, doc).await.map_err(|e| Arc::new(e.into()))?;
+            wanted = wanted.or((format == key_format).then_some(cached));
+        }
+        Ok((wanted.expect("every format is rendered"), Outcome::Cold))
+    }
+
+    async fn build(&self, image: ImageKey) -> Result<BuiltImage, BuildError> {
+        let ImageKey { source, spec } = image;
         self.metrics.image_builds.inc();
         let started = std::time::Instant::now();
-        let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
+        let plan = self.planner.plan(&source, &spec).await?;
+        let jobs = plan.contents().into_iter().map(|c| self.layer_jobs.layer(c));
+        let blobs = futures::future::try_join_all(jobs).await.map_err(BuildError::Layer)?;
 
-        let very_popular = realised.always_included_outputs();
-        let groups = self.layers.group(&realised.graph, &self.popularity, &very_popular);
-
-        let mut contents: Vec<LayerContents> =
-            groups.into_iter().map(|l| LayerContents::StorePaths(l.contents)).collect();
-        contents.push(LayerContents::Forest(realised.graph.roots.clone()));
-        let builds = contents
-            .into_iter()
-            .map(|c| layer::build_layer(&self.storage, &self.metrics, &self.layer_slots, std::path::Path::new("/"), c));
-        let blobs = futures::future::try_join_all(builds).await?;
-
-        let has_bash = realised.packages.iter().any(|p| p.attr == "bashInteractive");
-        let config = manifest::image_config(spec.arch, &blobs, has_bash);
+        let config = manifest::image_config(spec.arch, &blobs, plan.runs_bash);
         let config_key = ObjectKey::blob(&config.digest);
         if self.storage.size(&config_key).await?.is_none() {
             self.storage.put(&config_key, config.bytes.clone()).await?;
@@ -182,18 +204,4 @@ impl Inner {
         );
         Ok(BuiltImage { layers: blobs, config })
     }
-}
-
-/// What a cached manifest depends on: the pinned source revision, architecture, packages,
-/// format. Version 2: the source is [`SourceRevision::pinned_identity`] (version 1 held the
-/// arguments rendered for Nix).
-fn manifest_cache_key(pinned_source: serde_json::Value, spec: &ImageSpec, format: ManifestFormat) -> Digest {
-    let text = serde_json::json!({
-        "version": 2,
-        "source": pinned_source,
-        "arch": spec.arch.oci_name(),
-        "packages": spec.packages,
-        "format": format.media_type(),
-    });
-    Digest::of(text.to_string().as_bytes())
 }

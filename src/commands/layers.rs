@@ -1,16 +1,24 @@
-//! `nixery layers <image>`: the layer plan of an image, without building archives.
+//! `nixery layers <image>`: the layer plan of an image, without building archives. The tag is
+//! resolved and the image planned exactly as the server does ([`crate::cache::sources`],
+//! [`crate::plan`]).
 
+use crate::cache::SourceCache;
 use crate::config::BuildSettings;
 use crate::image::{ImageName, ImageSpec, NameError, Tag};
 use crate::layers::Layer;
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError, StorePath};
+use crate::pkgsource::SourceError;
+use crate::plan::Planner;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayersCommandError {
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    Source(Arc<SourceError>),
     #[error(transparent)]
     Nix(#[from] NixError),
     #[error("NIX_POPULARITY_URL: {0}")]
@@ -40,12 +48,14 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
     let spec = ImageSpec::from_name(&name);
     let popularity = crate::commands::serve::load_popularity(settings.popularity_url.as_deref()).await?;
     let policy = &settings.policy;
-    let nix = Nix::new(policy.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
-    let realised = nix.realise(&policy.source.revision(&tag), spec.arch, &spec.packages).await?;
-    let very_popular = realised.always_included_outputs();
-    let layers = policy.layers.group(&realised.graph, &popularity, &very_popular);
+    let metrics = Arc::new(Metrics::default());
+    let sources = SourceCache::new(policy.source.clone(), Duration::ZERO, metrics.clone());
+    let (revision, _) = sources.resolve(&tag).await.map_err(LayersCommandError::Source)?;
+    let nix = Nix::new(policy.nix_timeout, metrics).map_err(LayersCommandError::Expressions)?;
+    let plan = Planner::new(nix, popularity, policy.layers).plan(&revision, &spec).await?;
     Ok(Plan {
-        layers: layers
+        layers: plan
+            .layers
             .into_iter()
             .map(|Layer { contents, size, popularity, merge_rating }| PlannedLayer {
                 store_paths: contents,
@@ -54,7 +64,7 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
                 merge_rating: merge_rating.to_string(),
             })
             .collect(),
-        symlink_forest: realised.graph.roots,
+        symlink_forest: plan.forest,
     })
 }
 

@@ -3,6 +3,7 @@
 //! (`\r`) on a terminal, a line per batch otherwise (logs, CI).
 
 use crate::binary_cache::{BinaryCache, BinaryCacheError};
+use crate::cache::SourceCache;
 use crate::config::PopcountSettings;
 use crate::image::Tag;
 use crate::metrics::Metrics;
@@ -11,6 +12,7 @@ use crate::popcount::{PopcountError, Progress, popcount};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How many missing outputs the summary names.
 const MISSING_NAMED: usize = 10;
@@ -19,6 +21,8 @@ const MISSING_NAMED: usize = 10;
 pub enum PopcountCommandError {
     #[error(transparent)]
     Count(#[from] PopcountError),
+    #[error(transparent)]
+    Source(Arc<crate::pkgsource::SourceError>),
     #[error(transparent)]
     Cache(#[from] BinaryCacheError),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
@@ -44,7 +48,8 @@ pub async fn run(settings: &PopcountSettings) -> Result<(), PopcountCommandError
             eprintln!("{line}");
         }
     };
-    let source = settings.source.revision(&Tag::latest());
+    let sources = SourceCache::new(settings.source.clone(), Duration::ZERO, Arc::new(Metrics::default()));
+    let (source, _) = sources.resolve(&Tag::latest()).await.map_err(PopcountCommandError::Source)?;
     let result = popcount(&nix, &source, &cache, settings.batch, settings.connections, report).await?;
     if terminal {
         eprintln!();

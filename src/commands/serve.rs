@@ -27,13 +27,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let storage = open_storage(&config.storage).await?;
     let metrics = Arc::new(Metrics::default());
     let storage = Arc::new(storage);
-    let builder = build::Builder::new(&config.build.policy, storage.clone(), popularity, metrics.clone())
+    let builder = build::Builder::new(&config.build.policy, config.cache, storage.clone(), popularity, metrics.clone())
         .map_err(ServeError::Expressions)?;
     let app = crate::app(AppState { builder, storage, metrics });
 
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-    tracing::info!(%addr, source = ?config.build.policy.source, storage = ?config.storage, "nixery serving");
+    tracing::info!(%addr, source = ?config.build.policy.source, cache = ?config.cache, storage = ?config.storage, "nixery serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.map_err(ServeError::Serve)
 }
 

@@ -9,4 +9,4 @@ mod name;
 mod spec;
 
 pub use name::{ImageName, NameError, PackageName, Reference, Tag};
-pub use spec::{ALWAYS_INCLUDED, Arch, ImageSpec, SHELL_PACKAGES};
+pub use spec::{ALWAYS_INCLUDED, Arch, INTERACTIVE_SHELL, ImageSpec, SHELL_PACKAGES, is_always_included};

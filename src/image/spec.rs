@@ -12,6 +12,15 @@ use std::collections::BTreeSet;
 pub const SHELL_PACKAGES: [&str; 4] = ["bashInteractive", "coreutils", "moreutils", "nano"];
 /// Packages every image contains (TLS roots and /etc/services, /etc/protocols).
 pub const ALWAYS_INCLUDED: [&str; 2] = ["cacert", "iana-etc"];
+/// The attribute whose presence makes `bash` the image's command.
+pub const INTERACTIVE_SHELL: &str = "bashInteractive";
+
+/// Whether `name` is one of the packages every image carries. Their outputs are in every
+/// image, so the layer grouping treats them as the most popular paths whatever the
+/// popularity data says.
+pub fn is_always_included(name: &PackageName) -> bool {
+    ALWAYS_INCLUDED.contains(&name.as_str())
+}
 
 /// The CPU architecture an image is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,6 +114,14 @@ mod tests {
     #[test]
     fn an_image_of_nothing_still_has_the_base_packages() {
         assert_eq!(spec("cacert").packages.len(), 2);
+    }
+
+    #[test]
+    fn only_the_base_packages_are_always_included() {
+        let s = spec("shell/hello");
+        let always: Vec<&str> = s.packages.iter().filter(|p| is_always_included(p)).map(|p| p.as_str()).collect();
+        assert_eq!(always, ALWAYS_INCLUDED);
+        assert!(SHELL_PACKAGES.contains(&INTERACTIVE_SHELL));
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn path_popularity(path: &StorePath, popularity: &Popularity, very_popular: &BTr
 }
 
 /// Which grouping the server uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Grouping {
     /// [`group`]: units that recur whole, heaviest kept apart (the default; docs/reuse.md).
     #[default]
@@ -107,7 +107,7 @@ pub enum Grouping {
 
 /// How an image's store paths become layers: the grouping, and at most how many store-path
 /// layers an image gets (the symlink forest comes on top).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LayerPolicy {
     pub grouping: Grouping,
     pub budget: usize,

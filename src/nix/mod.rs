@@ -104,18 +104,6 @@ pub struct Realised {
     pub graph: RuntimeGraph,
 }
 
-impl Realised {
-    /// Output paths of the packages every image carries (`cacert`, `iana-etc`), which the
-    /// layer grouping treats as the most popular.
-    pub fn always_included_outputs(&self) -> BTreeSet<StorePath> {
-        self.packages
-            .iter()
-            .filter(|p| crate::image::ALWAYS_INCLUDED.contains(&p.name.as_str()))
-            .flat_map(|p| p.outputs.iter().cloned())
-            .collect()
-    }
-}
-
 /// Runs Nix for the registry.
 pub struct Nix {
     timeout: Duration,

@@ -1,28 +1,30 @@
-//! How a [`SourceRevision`] is handed to nix/source.nix: a source type and JSON arguments,
-//! both passed with `--argstr` and decoded there with `builtins.fromJSON`, so a URL, ref or
+//! How a pinned [`SourceRevision`] is handed to nix/source.nix: a fetcher and JSON arguments,
+//! both passed with `--argstr` and decoded there with `builtins.fromJSON`, so a URL, commit or
 //! path is data and never Nix code.
 //!
-//! - channel: `{ channel }`, the branch or commit of nixpkgs' archive URL;
-//! - git: `builtins.fetchGit`'s arguments: `{ url }` for the default branch, `{ url, ref }`
-//!   for a ref, `{ url, rev, allRefs = true }` for a commit (which may be on any ref);
-//! - path: `{ path }`.
+//! - a channel commit on GitHub: `tarball` with `{ url }`, GitHub's archive of the commit
+//!   (what Nixery fetches; Nix caches it by URL);
+//! - any other remote's commit (a channel mirror, a package-set repository):
+//!   `git` with `builtins.fetchGit`'s `{ url, rev, allRefs = true }` (the commit may be on
+//!   any ref);
+//! - a path: `path` with `{ path }`. Its generation is this process's business, not Nix's.
+//!
+//! Every revision is pinned by the time it gets here ([`crate::cache::sources`] resolves
+//! moving references), so what Nix fetches never moves under a cached manifest.
 
-use crate::pkgsource::{GitRevision, SourceRevision};
+use crate::pkgsource::{RemoteUrl, SourceRevision};
 use serde_json::json;
 
 /// nix/source.nix's `srcType` and `srcArgs` for `source`.
 pub fn nix_args(source: &SourceRevision) -> (&'static str, String) {
+    let git = |url: &RemoteUrl, rev: &str| json!({ "url": url.as_str(), "rev": rev, "allRefs": true });
     let (kind, args) = match source {
-        SourceRevision::Channel(channel) => ("channel", json!({ "channel": channel.as_str() })),
-        SourceRevision::Git { url, at } => {
-            let args = match at {
-                GitRevision::DefaultBranch => json!({ "url": url }),
-                GitRevision::Ref(tag) => json!({ "url": url, "ref": tag.as_str() }),
-                GitRevision::Commit(commit) => json!({ "url": url, "rev": commit.as_str(), "allRefs": true }),
-            };
-            ("git", args)
-        }
-        SourceRevision::Path(path) => ("path", json!({ "path": path })),
+        SourceRevision::Channel { repo, commit } => match repo.github_archive(commit) {
+            Some(url) => ("tarball", json!({ "url": url })),
+            None => ("git", git(repo, commit.as_str())),
+        },
+        SourceRevision::Git { url, commit } => ("git", git(url, commit.as_str())),
+        SourceRevision::Path { path, .. } => ("path", json!({ "path": path })),
     };
     (kind, args.to_string())
 }
@@ -30,39 +32,45 @@ pub fn nix_args(source: &SourceRevision) -> (&'static str, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::Tag;
-    use crate::pkgsource::{Channel, PkgSource};
+    use crate::pkgsource::CommitHash;
 
     const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-    #[test]
-    fn git_revisions_become_fetch_git_arguments() {
-        let git = PkgSource::Git("https://example.org/pkgs.git".into());
-        let latest = nix_args(&git.revision(&Tag::latest()));
-        assert_eq!(latest, ("git", r#"{"url":"https://example.org/pkgs.git"}"#.to_owned()));
-        let (_, branch) = nix_args(&git.revision(&Tag::parse("release-23.05").unwrap()));
-        assert!(branch.contains(r#""ref":"release-23.05""#), "{branch}");
-        let (_, commit) = nix_args(&git.revision(&Tag::parse(COMMIT).unwrap()));
-        assert!(commit.contains(COMMIT) && commit.contains(r#""allRefs":true"#), "{commit}");
-        assert!(!commit.contains("\"ref\""), "{commit}");
+    fn commit() -> CommitHash {
+        CommitHash::parse(COMMIT).unwrap()
     }
 
     #[test]
-    fn channels_and_paths() {
-        let channel = PkgSource::Channel(Channel::parse("nixos-unstable").unwrap()).revision(&Tag::latest());
-        assert_eq!(nix_args(&channel), ("channel", r#"{"channel":"nixos-unstable"}"#.to_owned()));
-        let pinned = PkgSource::Channel(Channel::parse(COMMIT).unwrap()).revision(&Tag::latest());
-        assert_eq!(nix_args(&pinned), ("channel", format!(r#"{{"channel":"{COMMIT}"}}"#)));
-        let path = PkgSource::Path("/srv/pkgs".into()).revision(&Tag::latest());
+    fn channel_commits_on_github_are_archive_tarballs_elsewhere_git() {
+        let github =
+            SourceRevision::Channel { repo: RemoteUrl::new("https://github.com/NixOS/nixpkgs"), commit: commit() };
+        let url = format!("https://github.com/NixOS/nixpkgs/archive/{COMMIT}.tar.gz");
+        assert_eq!(nix_args(&github), ("tarball", json!({ "url": url }).to_string()));
+        let mirror = SourceRevision::Channel { repo: RemoteUrl::new("file:///srv/nixpkgs"), commit: commit() };
+        let (kind, args) = nix_args(&mirror);
+        assert_eq!(kind, "git");
+        let args: serde_json::Value = serde_json::from_str(&args).unwrap();
+        assert_eq!(args, json!({ "url": "file:///srv/nixpkgs", "rev": COMMIT, "allRefs": true }));
+    }
+
+    #[test]
+    fn git_commits_and_paths() {
+        let git = SourceRevision::Git { url: RemoteUrl::new("https://u:t@example.org/pkgs.git"), commit: commit() };
+        let (kind, args) = nix_args(&git);
+        assert_eq!(kind, "git");
+        let args: serde_json::Value = serde_json::from_str(&args).unwrap();
+        assert_eq!(args["url"], "https://u:t@example.org/pkgs.git", "Nix gets the credentials");
+        assert_eq!(args["rev"], COMMIT);
+        let path = SourceRevision::Path { path: "/srv/pkgs".into(), generation: 7 };
         assert_eq!(nix_args(&path), ("path", r#"{"path":"/srv/pkgs"}"#.to_owned()));
     }
 
     #[test]
     fn text_stays_data() {
-        let tag = Tag::parse("a_b").unwrap();
-        let git = PkgSource::Git(r#"https://x/"; builtins.abort "no"#.into()).revision(&tag);
+        let url = r#"https://x/"; builtins.abort "no"#;
+        let git = SourceRevision::Git { url: RemoteUrl::new(url), commit: commit() };
         let (_, args) = nix_args(&git);
         let back: serde_json::Value = serde_json::from_str(&args).unwrap();
-        assert_eq!(back["url"], r#"https://x/"; builtins.abort "no"#);
+        assert_eq!(back["url"], url);
     }
 }

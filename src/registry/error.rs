@@ -2,9 +2,10 @@
 //! `{"errors":[{"code","message","detail"}]}` with the right status, in this one place.
 //! Internal details (storage paths, I/O errors) are logged, not sent.
 
-use crate::build::BuildError;
+use crate::build::{BuildError, ManifestError};
 use crate::image::NameError;
 use crate::nix::{NixError, ProcessError};
+use crate::pkgsource::SourceError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -118,6 +119,35 @@ impl From<&BuildError> for RegistryError {
             },
             other => {
                 tracing::error!(error = %other, "image build failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<&ManifestError> for RegistryError {
+    fn from(e: &ManifestError) -> Self {
+        match e {
+            ManifestError::Source(source) => source.as_ref().into(),
+            ManifestError::Build(build) => build.as_ref().into(),
+        }
+    }
+}
+
+/// A tag that selects nothing is a failure of the requested image: 422 `MANIFEST_UNKNOWN`
+/// naming the tag (clients show a 4xx answer's message). A remote that cannot be asked is
+/// not the image's fault: 502, with git's (redacted) message.
+impl From<&SourceError> for RegistryError {
+    fn from(e: &SourceError) -> Self {
+        match e {
+            SourceError::UnknownRef { .. } | SourceError::PathTag(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestUnknown, e.to_string())
+            }
+            SourceError::Remote { .. } | SourceError::Timeout { .. } => {
+                Self::new(StatusCode::BAD_GATEWAY, Code::Unknown, e.to_string())
+            }
+            SourceError::Spawn(_) => {
+                tracing::error!(error = %e, "resolving the package source failed");
                 Self::internal()
             }
         }

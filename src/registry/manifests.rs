@@ -1,7 +1,7 @@
 //! `GET|HEAD /v2/<name>/manifests/<tag|digest>`.
 //!
-//! By tag: the image is built (or found) and its manifest returned in the format the client
-//! accepts. By digest: the stored manifest is returned as it was first served, so containerd
+//! By tag: the manifest comes from the caches (see [`crate::cache`]: a warm answer is shared
+//! bytes and headers rendered once) or the image is built, in the format the client accepts. By digest: the stored manifest is returned as it was first served, so containerd
 //! can HEAD the tag and then GET the digest. Every answer carries `Content-Type`,
 //! `Content-Length`, `Docker-Content-Digest` and `ETag` (the quoted digest), and
 //! `If-Match` / `If-None-Match` are evaluated against it as for blobs
@@ -15,10 +15,12 @@ use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use super::{digest_value, etag};
 use crate::AppState;
+use crate::cache::CachedManifest;
 use crate::digest::Digest;
 use crate::image::{ImageName, ImageSpec, Reference};
 use crate::manifest::{self, ManifestFormat};
 use crate::storage::ObjectKey;
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -33,8 +35,8 @@ pub async fn get(
         Reference::Tag(tag) => {
             let format = ManifestFormat::negotiate(accepted(headers)).ok_or_else(not_acceptable)?;
             let spec = ImageSpec::from_name(name);
-            let doc = state.builder.manifest(&spec, &tag, format).await.map_err(|e| RegistryError::from(e.as_ref()))?;
-            respond(doc.bytes, &doc.digest, format.media_type(), headers)
+            let manifest = state.builder.manifest(spec, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
+            respond_cached(&manifest, headers)
         }
         Reference::Digest(digest) => {
             let stored = state.storage.get(&ObjectKey::manifest(&digest)).await.map_err(|e| {
@@ -73,12 +75,33 @@ fn not_acceptable() -> RegistryError {
     )
 }
 
+/// `If-Match` / `If-None-Match` against the manifest's digest: `None` means serve it.
+fn precondition(headers: &HeaderMap, digest: &Digest, len: usize) -> Option<Result<Response, RegistryError>> {
+    match conditional::evaluate(headers, digest) {
+        Precondition::Proceed => None,
+        Precondition::NotModified => Some(Ok(conditional::not_modified(digest, len as u64))),
+        Precondition::Failed => Some(Err(conditional::failed("manifest", digest))),
+    }
+}
+
+/// A cached manifest's answer: nothing is rendered, every part is shared.
+fn respond_cached(manifest: &CachedManifest, headers: &HeaderMap) -> Result<Response, RegistryError> {
+    if let Some(answer) = precondition(headers, &manifest.digest, manifest.bytes.len()) {
+        return answer;
+    }
+    let mut resp = Body::from(manifest.bytes.clone()).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, manifest.content_type.clone());
+    h.insert(header::CONTENT_LENGTH, manifest.content_length.clone());
+    h.insert("Docker-Content-Digest", manifest.digest_header.clone());
+    h.insert(header::ETAG, manifest.etag.clone());
+    Ok(resp)
+}
+
 fn respond(bytes: Bytes, digest: &Digest, media_type: &str, headers: &HeaderMap) -> Result<Response, RegistryError> {
     let len = bytes.len();
-    match conditional::evaluate(headers, digest) {
-        Precondition::Proceed => {}
-        Precondition::NotModified => return Ok(conditional::not_modified(digest, len as u64)),
-        Precondition::Failed => return Err(conditional::failed("manifest", digest)),
+    if let Some(answer) = precondition(headers, digest, len) {
+        return answer;
     }
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();

@@ -53,12 +53,12 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The `Docker-Content-Digest` value of a blob or manifest.
-fn digest_value(digest: &crate::digest::Digest) -> HeaderValue {
+pub(crate) fn digest_value(digest: &crate::digest::Digest) -> HeaderValue {
     HeaderValue::from_str(&digest.to_string()).expect("digests are ASCII")
 }
 
 /// A strong ETag: the digest, quoted.
-fn etag(digest: &crate::digest::Digest) -> HeaderValue {
+pub(crate) fn etag(digest: &crate::digest::Digest) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII")
 }
 

@@ -17,7 +17,8 @@ fn state() -> AppState {
     let config = Config::parse_from(["nixery", "--pkgs-path", "/"]).unwrap();
     let storage = Arc::new(Storage::Memory(Memory::new()));
     let metrics = Arc::new(Metrics::default());
-    let builder = Builder::new(&config.build.policy, storage.clone(), Default::default(), metrics.clone()).unwrap();
+    let builder =
+        Builder::new(&config.build.policy, config.cache, storage.clone(), Default::default(), metrics.clone()).unwrap();
     AppState { builder, storage, metrics }
 }
 
@@ -448,4 +449,59 @@ async fn tags_list_names_latest() {
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v, serde_json::json!({"name": "shell/git", "tags": ["latest"]}));
+}
+
+#[tokio::test]
+async fn a_path_source_refuses_tags_other_than_latest() {
+    let s = state();
+    let (status, headers, body) = call(&s, "GET", "/v2/hello/manifests/v1", &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(error_code(&body), "MANIFEST_UNKNOWN");
+    assert!(String::from_utf8_lossy(&body).contains("'latest'"));
+    assert_eq!(s.metrics.nix_invocations.get(), 0);
+}
+
+/// A manifest of a commit, stored by a replica (or before a restart), is served by its
+/// commit tag without Nix or git: first from storage, then from memory, GET and HEAD alike.
+#[tokio::test]
+async fn a_stored_commit_manifest_is_served_from_storage_then_memory() {
+    use crate::cache::{ManifestKey, Outcome, Recipe};
+    use crate::image::{ImageName, ImageSpec};
+    use crate::manifest::ManifestFormat;
+    use crate::pkgsource::{CommitHash, RemoteUrl, SourceRevision};
+
+    let config = Config::parse_from(["nixery", "--pkgs-repo", "https://git.invalid/pkgs"]).unwrap();
+    let storage = Arc::new(Storage::Memory(Memory::new()));
+    let metrics = Arc::new(Metrics::default());
+    let builder =
+        Builder::new(&config.build.policy, config.cache, storage.clone(), Default::default(), metrics.clone()).unwrap();
+    let s = AppState { builder, storage, metrics };
+
+    let commit = "c".repeat(40);
+    let key = ManifestKey {
+        source: Arc::new(SourceRevision::Git {
+            url: RemoteUrl::new("https://git.invalid/pkgs"),
+            commit: CommitHash::parse(&commit).unwrap(),
+        }),
+        image: ImageSpec::from_name(&ImageName::parse("shell/hello").unwrap()),
+        format: ManifestFormat::Docker,
+        recipe: Recipe::new(config.build.policy.layers),
+    };
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
+    s.storage.put(&key.storage_key().unwrap(), manifest.to_vec().into()).await.unwrap();
+
+    let uri = format!("/v2/hello/shell/manifests/{commit}");
+    for (method, outcome) in [("GET", Outcome::Stored), ("GET", Outcome::Warm), ("HEAD", Outcome::Warm)] {
+        let before = s.metrics.manifest_requests(outcome);
+        let (status, headers, body) = call(&s, method, &uri, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{method}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(body.is_empty(), method == "HEAD");
+        assert_eq!(headers[header::CONTENT_TYPE], ManifestFormat::Docker.media_type());
+        assert_eq!(headers[header::CONTENT_LENGTH], manifest.len().to_string());
+        assert_eq!(headers["Docker-Content-Digest"], Digest::of(manifest).to_string());
+        assert_eq!(headers[header::ETAG], format!("\"{}\"", Digest::of(manifest)));
+        assert_eq!(s.metrics.manifest_requests(outcome), before + 1, "{method} was not {outcome:?}");
+    }
+    assert_eq!((s.metrics.nix_invocations.get(), s.metrics.source_resolutions.get()), (0, 0));
 }

@@ -3,9 +3,7 @@
 //! build caching, timeouts and cancellation, and the package-name rules.
 
 use crate::harness::http::{self, Response};
-use crate::harness::{
-    DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nonce, pull_and_unpack, run, sha256_digest, temp_dir,
-};
+use crate::harness::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nonce, pull_and_unpack, sha256_digest, temp_dir};
 use flate2::read::GzDecoder;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -313,62 +311,6 @@ fn an_abandoned_request_stops_nix() {
     );
 }
 
-/// A git repository holding the test package set in two commits; `hello` changes between
-/// them. Returns (repo dir, first commit).
-fn package_repo(dir: &std::path::Path) -> String {
-    let pkgs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/default.nix")).unwrap();
-    let git = |args: &[&str]| {
-        run(Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
-            .args(args))
-    };
-    run(Command::new("git").args(["init", "-q", "-b", "main"]).arg(dir));
-    std::fs::write(dir.join("default.nix"), &pkgs).unwrap();
-    git(&["add", "default.nix"]);
-    git(&["commit", "-q", "-m", "v1"]);
-    let first = git(&["rev-parse", "HEAD"]).trim().to_owned();
-    git(&["branch", "old"]);
-    std::fs::write(dir.join("default.nix"), pkgs.replace("Hello, world!", "Hello, v2!")).unwrap();
-    git(&["commit", "-q", "-am", "v2"]);
-    first
-}
-
-#[test]
-fn git_sources_take_refs_and_commits_from_the_tag_and_cache_pinned_manifests() {
-    let repo = temp_dir("git-pkgs");
-    let first = package_repo(repo.path());
-    let url = format!("file://{}", repo.path().display());
-    let server = Server::start_with(&[("NIXERY_PKGS_REPO", &url), ("NIXERY_PKGS_PATH", "")]);
-
-    let digest = |tag: &str| {
-        let r = server.get_ok(&format!("/v2/hello/manifests/{tag}"), &[]);
-        r.expect_header("Docker-Content-Digest").to_owned()
-    };
-    let latest = digest("latest");
-    let main = digest("main");
-    let old = digest("old");
-    let pinned = digest(&first);
-    assert_eq!(latest, main, "latest is the default branch");
-    assert_ne!(latest, old, "the tag did not select the revision");
-    assert_eq!(old, pinned);
-
-    let unpacked = pull_and_unpack(&server, &format!("shell/hello:{first}"), &[]);
-    assert_eq!(unpacked.sh(&server, "hello"), "Hello, world!\n");
-    let unpacked = pull_and_unpack(&server, "shell/hello:latest", &[]);
-    assert_eq!(unpacked.sh(&server, "hello"), "Hello, v2!\n");
-
-    // A pinned commit's manifest is served from the manifest cache, without Nix.
-    let nix_before = server.metric("nixery_nix_invocations_total");
-    assert_eq!(digest(&first), pinned);
-    assert_eq!(server.metric("nixery_nix_invocations_total"), nix_before);
-    assert!(server.metric("nixery_manifest_cache_hits_total") >= 1);
-    // A branch is a moving target: it goes through Nix again.
-    digest("old");
-    assert!(server.metric("nixery_nix_invocations_total") > nix_before);
-}
-
 /// Start-up with a bad configuration: exits non-zero and names the variable.
 fn start_fails(env: &[(&str, &str)], needle: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_nixery"))
@@ -416,6 +358,7 @@ fn help_lists_every_setting() {
     for var in [
         "PORT",
         "NIXERY_CHANNEL",
+        "NIXERY_CHANNEL_REPO",
         "NIXERY_PKGS_REPO",
         "NIXERY_PKGS_PATH",
         "NIXERY_STORAGE_BACKEND",
@@ -424,6 +367,8 @@ fn help_lists_every_setting() {
         "NIX_POPULARITY_URL",
         "NIXERY_LAYER_BUDGET",
         "NIXERY_LAYER_GROUPING",
+        "NIXERY_SOURCE_TTL",
+        "NIXERY_MANIFEST_CACHE_MIB",
     ] {
         assert!(help.contains(&format!("[env: {var}=")), "--help does not list {var}:\n{help}");
     }

@@ -9,6 +9,7 @@ mod harness;
 
 mod api;
 mod binary_cache;
+mod caching;
 mod clients;
 mod compression;
 mod conformance;
@@ -16,4 +17,5 @@ mod http_details;
 mod object_storage;
 mod popcount;
 mod popularity;
+mod sources;
 mod storage_backends;

@@ -12,6 +12,8 @@
 //!   Docker engine. [`client`] drives any of the four through one interface, for tables of
 //!   cases (pull and run; pull and read what the client printed).
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
+//! * [`package_repo`]: a git repository of the test package set with branches that differ,
+//!   for channel and git sources.
 //! * [`nginx`]: a real web server for files (popularity data, a binary cache).
 //! * [`binary_cache`]: a signed Nix binary cache of salted test packages, served by nginx,
 //!   whose paths are not in the local store until a server's Nix substitutes them.
@@ -37,6 +39,7 @@ pub mod docker;
 pub mod emulators;
 pub mod http;
 pub mod nginx;
+pub mod package_repo;
 pub mod podman;
 pub mod process;
 pub mod server;
@@ -53,6 +56,7 @@ pub use binary_cache::{BinaryCache, Trust};
 pub use client::Client;
 pub use containerd::Containerd;
 pub use docker::Docker;
+pub use package_repo::PackageRepo;
 pub use podman::Podman;
 pub use process::{require_tool, run};
 pub use server::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nixery_cli};

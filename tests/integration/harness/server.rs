@@ -272,6 +272,17 @@ impl Server {
         parse_metric(&text, name).unwrap_or_else(|| self.fail(&format!("metric {name} not found in /metrics:\n{text}")))
     }
 
+    /// The value of the sample of metric `name` with exactly the labels `labels` (as written
+    /// between the braces, e.g. `cache="warm"`); panics if there is none.
+    pub fn metric_labelled(&self, name: &str, labels: &str) -> u64 {
+        let text = self.metrics();
+        let prefix = format!("{name}{{{labels}}} ");
+        let value = text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse::<f64>().ok());
+        value
+            .map(|v| v as u64)
+            .unwrap_or_else(|| self.fail(&format!("no sample {name}{{{labels}}} in /metrics:\n{text}")))
+    }
+
     /// Runs a client command (at most [`COMMAND_TIMEOUT`]) and returns its stdout; on
     /// failure panics with the command, its output and the server log tail.
     pub fn run(&self, cmd: &mut Command) -> String {

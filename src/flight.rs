@@ -1,4 +1,5 @@
-//! Single-flight: concurrent requests for the same key share one computation.
+//! Single-flight: concurrent requests for the same key share one computation (image builds,
+//! manifest look-ups, layer archive jobs, source resolutions).
 //!
 //! The computation is a `Shared` future polled by every waiter, and the map holds only a weak
 //! handle. So the work goes on while at least one waiter is left, and when the last waiter
@@ -14,6 +15,12 @@ type Flight<T> = Shared<BoxFuture<'static, T>>;
 
 pub struct SingleFlight<K, T: Clone> {
     inflight: Mutex<HashMap<K, WeakShared<BoxFuture<'static, T>>>>,
+}
+
+impl<K: Hash + Eq + Clone, T: Clone + Send + Sync + 'static> Default for SingleFlight<K, T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<K: Hash + Eq + Clone, T: Clone + Send + Sync + 'static> SingleFlight<K, T> {

@@ -1,0 +1,119 @@
+//! The key of a cached manifest: everything that decides its bytes, typed.
+//!
+//! Two requests with equal keys get byte-identical manifests, so a key can be served from a
+//! cache forever. That holds only if the key has every input of the build: the pinned
+//! source revision (a commit, never a branch), the architecture and packages
+//! ([`ImageSpec`]), the manifest format, and the [`Recipe`]: every configured setting that
+//! changes layers (grouping, budget, the archive format). Popularity data also changes
+//! grouping but is loaded once at start-up from a URL whose contents can change; operators
+//! who change it start with a fresh cache (README).
+//!
+//! The same struct is the in-memory map's key (hashed as is, cheap to build on the hot
+//! path: the revision is shared behind an [`Arc`]) and, for a commit, the storage key:
+//! `manifests/<sha256 of the key's JSON>`, where the JSON carries [`ManifestKey::VERSION`].
+
+use crate::digest::Digest;
+use crate::image::ImageSpec;
+use crate::layers::{Grouping, LayerPolicy};
+use crate::manifest::ManifestFormat;
+use crate::pkgsource::SourceRevision;
+use crate::storage::ObjectKey;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Everything configured that changes an image's layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Recipe {
+    pub layers: LayerPolicy,
+    /// The layer archive format (tar layout and compression; [`super::layers::FORMAT_VERSION`]).
+    /// A configurable compression becomes a field next to it.
+    pub archive: &'static str,
+}
+
+impl Recipe {
+    pub fn new(layers: LayerPolicy) -> Self {
+        Recipe { layers, archive: super::layers::FORMAT_VERSION }
+    }
+}
+
+/// What a cached manifest was built from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ManifestKey {
+    pub source: Arc<SourceRevision>,
+    pub image: ImageSpec,
+    pub format: ManifestFormat,
+    pub recipe: Recipe,
+}
+
+impl ManifestKey {
+    /// Version 3: the source is a resolved commit with its remote, and the recipe is part of
+    /// the key (version 2 held only source, architecture, packages and format).
+    pub const VERSION: u32 = 3;
+
+    /// Where storage keeps this manifest; `None` for a revision that is not a commit (a path's
+    /// reading means nothing to another process).
+    pub fn storage_key(&self) -> Option<ObjectKey> {
+        let source = self.source.pinned_identity()?;
+        let grouping = match self.recipe.layers.grouping {
+            Grouping::Stable => "stable",
+            Grouping::Nixery => "nixery",
+        };
+        let text = json!({
+            "version": Self::VERSION,
+            "source": source,
+            "arch": self.image.arch.oci_name(),
+            "packages": self.image.packages,
+            "format": self.format.media_type(),
+            "layers": { "grouping": grouping, "budget": self.recipe.layers.budget },
+            "archive": self.recipe.archive,
+        });
+        Some(ObjectKey::manifest_cache(&Digest::of(text.to_string().as_bytes())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ImageName, ImageSpec};
+    use crate::pkgsource::{CommitHash, RemoteUrl};
+
+    fn key(commit: &str, name: &str, format: ManifestFormat, budget: usize) -> ManifestKey {
+        let source =
+            SourceRevision::Git { url: RemoteUrl::new("https://x"), commit: CommitHash::parse(commit).unwrap() };
+        ManifestKey {
+            source: Arc::new(source),
+            image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
+            format,
+            recipe: Recipe::new(LayerPolicy { grouping: Grouping::Stable, budget }),
+        }
+    }
+
+    #[test]
+    fn every_input_changes_the_storage_key() {
+        let a = "a".repeat(40);
+        let base = key(&a, "shell/hello", ManifestFormat::Docker, 94);
+        let stored = base.storage_key().unwrap();
+        assert!(stored.as_str().starts_with("manifests/") && !stored.is_content_addressed());
+        assert_eq!(key(&a, "hello/shell", ManifestFormat::Docker, 94).storage_key(), Some(stored.clone()));
+        for other in [
+            key(&"b".repeat(40), "shell/hello", ManifestFormat::Docker, 94),
+            key(&a, "shell/hello/git", ManifestFormat::Docker, 94),
+            key(&a, "arm64/shell/hello", ManifestFormat::Docker, 94),
+            key(&a, "shell/hello", ManifestFormat::Oci, 94),
+            key(&a, "shell/hello", ManifestFormat::Docker, 10),
+        ] {
+            assert_ne!(other.storage_key().unwrap(), stored, "{other:?}");
+            assert_ne!(other, base);
+        }
+        let mut nixery = base.clone();
+        nixery.recipe.layers.grouping = Grouping::Nixery;
+        assert_ne!(nixery.storage_key().unwrap(), stored);
+    }
+
+    #[test]
+    fn a_path_reading_is_kept_in_memory_only() {
+        let mut k = key(&"a".repeat(40), "hello", ManifestFormat::Docker, 94);
+        k.source = Arc::new(SourceRevision::Path { path: "/srv/pkgs".into(), generation: 1 });
+        assert_eq!(k.storage_key(), None);
+    }
+}

@@ -1,0 +1,68 @@
+//! Layer records: which blob a layer's store paths became.
+//!
+//! A layer is identified by its content key, the hash of its kind and store paths (store
+//! paths name their contents, so equal keys mean equal layers) and of [`FORMAT_VERSION`].
+//! `builds/<content key>` holds the [`LayerBlob`] it became; a record whose blob is still
+//! present means the layer is never archived again, also after a restart or on another
+//! replica sharing the storage. (Concurrent builds of one layer share one archive job:
+//! [`crate::build`].)
+
+use crate::archive::{LayerBlob, LayerContents};
+use crate::digest::Digest;
+use crate::storage::{ObjectKey, Storage, StorageError};
+
+/// Bumped whenever the archive format changes, so old records are not reused (and part of
+/// every manifest key, see [`super::Recipe`]).
+pub const FORMAT_VERSION: &str = "nixery-layer-v1";
+
+/// The content key of a layer.
+pub fn content_key(contents: &LayerContents) -> Digest {
+    let (kind, paths) = match contents {
+        LayerContents::StorePaths(p) => ("store-paths", p),
+        LayerContents::Forest(p) => ("symlink-forest", p),
+    };
+    let mut text = format!("{FORMAT_VERSION}\n{kind}\n");
+    for p in paths {
+        text.push_str(p.as_str());
+        text.push('\n');
+    }
+    Digest::of(text.as_bytes())
+}
+
+/// The recorded blob of the layer with content key `key`, if its blob is still there.
+pub async fn recorded(storage: &Storage, key: &Digest) -> Result<Option<LayerBlob>, StorageError> {
+    let record = ObjectKey::build(key);
+    let Some(bytes) = storage.get(&record).await? else {
+        return Ok(None);
+    };
+    let Ok(blob) = serde_json::from_slice::<LayerBlob>(&bytes) else {
+        tracing::warn!(%record, "ignoring unreadable build record");
+        return Ok(None);
+    };
+    let present = storage.size(&ObjectKey::blob(&blob.digest)).await? == Some(blob.size);
+    Ok(present.then_some(blob))
+}
+
+/// Records that the layer with content key `key` became `blob` (stored already).
+pub async fn record(storage: &Storage, key: &Digest, blob: &LayerBlob) -> Result<(), StorageError> {
+    let json = serde_json::to_vec(blob).expect("layer blobs serialise");
+    storage.put(&ObjectKey::build(key), json.into()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nix::StorePath;
+
+    #[test]
+    fn content_keys_depend_on_kind_and_paths() {
+        let path = |hash: &str| StorePath::parse(&format!("/nix/store/{}-x", hash.repeat(32))).unwrap();
+        let a = LayerContents::StorePaths(vec![path("a")]);
+        let a2 = LayerContents::StorePaths(vec![path("a")]);
+        let b = LayerContents::StorePaths(vec![path("b")]);
+        let fa = LayerContents::Forest(vec![path("a")]);
+        assert_eq!(content_key(&a), content_key(&a2));
+        assert_ne!(content_key(&a), content_key(&b));
+        assert_ne!(content_key(&a), content_key(&fa));
+    }
+}

@@ -1,0 +1,167 @@
+//! The manifest cache: manifests by [`ManifestKey`], in memory and in storage.
+//!
+//! Memory is a bounded map ([`quick_cache`]: sharded, S3-FIFO eviction, weighted by the
+//! manifest's size) of [`CachedManifest`]s: the bytes and every header of the answer rendered
+//! once, shared by every response (cloning one is a reference count). Storage holds the
+//! manifests of commits under [`ManifestKey::storage_key`], so a restarted server or another
+//! replica finds them without building; every manifest is also stored by digest, which is
+//! how clients fetch it again.
+
+use super::ManifestKey;
+use crate::digest::Digest;
+use crate::manifest::Document;
+use crate::storage::{ObjectKey, Storage, StorageError};
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// A manifest ready to be served: body and headers, rendered once.
+#[derive(Debug)]
+pub struct CachedManifest {
+    pub bytes: Bytes,
+    pub digest: Digest,
+    pub content_type: HeaderValue,
+    pub content_length: HeaderValue,
+    pub digest_header: HeaderValue,
+    pub etag: HeaderValue,
+}
+
+impl CachedManifest {
+    pub fn new(doc: Document, media_type: &'static str) -> Self {
+        CachedManifest {
+            content_type: HeaderValue::from_static(media_type),
+            content_length: HeaderValue::from(doc.bytes.len()),
+            digest_header: crate::registry::digest_value(&doc.digest),
+            etag: crate::registry::etag(&doc.digest),
+            bytes: doc.bytes,
+            digest: doc.digest,
+        }
+    }
+}
+
+/// A map entry's weight: the body and roughly what the headers and key take.
+#[derive(Clone, Copy)]
+struct Size;
+
+impl quick_cache::Weighter<ManifestKey, Arc<CachedManifest>> for Size {
+    fn weight(&self, _: &ManifestKey, value: &Arc<CachedManifest>) -> u64 {
+        value.bytes.len() as u64 + 1024
+    }
+}
+
+/// Manifests by what they were built from.
+pub struct ManifestCache {
+    memory: quick_cache::sync::Cache<ManifestKey, Arc<CachedManifest>, Size>,
+    storage: Arc<Storage>,
+}
+
+impl ManifestCache {
+    /// A cache keeping up to `memory_bytes` of manifests in memory.
+    pub fn new(storage: Arc<Storage>, memory_bytes: u64) -> Self {
+        // quick_cache sizes its tables from an estimate of the entry count (~8 KiB each).
+        let estimated = (memory_bytes / 8192).clamp(16, 1 << 20) as usize;
+        ManifestCache { memory: quick_cache::sync::Cache::with_weighter(estimated, memory_bytes, Size), storage }
+    }
+
+    /// The manifest of `key` if it is in memory: no I/O.
+    pub fn in_memory(&self, key: &ManifestKey) -> Option<Arc<CachedManifest>> {
+        self.memory.get(key)
+    }
+
+    /// The manifest of `key` from storage (a commit's, built before a restart or by a
+    /// replica), kept in memory from then on.
+    pub async fn stored(&self, key: &ManifestKey) -> Result<Option<Arc<CachedManifest>>, StorageError> {
+        let Some(object) = key.storage_key() else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.storage.get(&object).await? else {
+            return Ok(None);
+        };
+        let digest = Digest::of(&bytes);
+        let cached = Arc::new(CachedManifest::new(Document { bytes, digest }, key.format.media_type()));
+        self.memory.insert(key.clone(), cached.clone());
+        Ok(Some(cached))
+    }
+
+    /// Keeps a newly built manifest: by digest in storage (for clients), by key in storage
+    /// (for a commit) and in memory.
+    pub async fn insert(&self, key: ManifestKey, doc: Document) -> Result<Arc<CachedManifest>, StorageError> {
+        let by_digest = ObjectKey::manifest(&doc.digest);
+        if self.storage.size(&by_digest).await?.is_none() {
+            self.storage.put(&by_digest, doc.bytes.clone()).await?;
+        }
+        if let Some(object) = key.storage_key() {
+            self.storage.put(&object, doc.bytes.clone()).await?;
+        }
+        let cached = Arc::new(CachedManifest::new(doc, key.format.media_type()));
+        self.memory.insert(key, cached.clone());
+        Ok(cached)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Recipe;
+    use crate::image::{ImageName, ImageSpec};
+    use crate::layers::LayerPolicy;
+    use crate::manifest::ManifestFormat;
+    use crate::pkgsource::{CommitHash, RemoteUrl, SourceRevision};
+    use crate::storage::Memory;
+
+    fn key(source: SourceRevision, name: &str) -> ManifestKey {
+        ManifestKey {
+            source: Arc::new(source),
+            image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
+            format: ManifestFormat::Docker,
+            recipe: Recipe::new(LayerPolicy { grouping: Default::default(), budget: 94 }),
+        }
+    }
+
+    fn commit() -> SourceRevision {
+        SourceRevision::Git { url: RemoteUrl::new("https://x"), commit: CommitHash::parse(&"c".repeat(40)).unwrap() }
+    }
+
+    fn doc(text: &str) -> Document {
+        Document { bytes: Bytes::from(text.to_owned()), digest: Digest::of(text.as_bytes()) }
+    }
+
+    #[tokio::test]
+    async fn commits_survive_in_storage_paths_only_in_memory() {
+        let memory = Memory::new();
+        let storage = Arc::new(Storage::Memory(memory.clone()));
+        let cache = ManifestCache::new(storage.clone(), 1 << 20);
+        let pinned = key(commit(), "hello");
+        let served = cache.insert(pinned.clone(), doc("{\"m\":1}")).await.unwrap();
+        assert_eq!(served.content_type, "application/vnd.docker.distribution.manifest.v2+json");
+        assert_eq!(served.content_length, "7");
+        assert_eq!(served.digest_header, served.digest.to_string().as_str());
+        assert!(Arc::ptr_eq(&cache.in_memory(&pinned).unwrap(), &served));
+        assert!(memory.keys("").contains(&ObjectKey::manifest(&served.digest).as_str().to_owned()));
+
+        let path = key(SourceRevision::Path { path: "/p".into(), generation: 1 }, "hello");
+        cache.insert(path.clone(), doc("{\"m\":2}")).await.unwrap();
+        assert_eq!(memory.keys("manifests/").len(), 3, "two by digest, one by key: {:?}", memory.keys(""));
+
+        // A new process on the same storage: the commit's manifest is there, the path's not.
+        let restarted = ManifestCache::new(storage, 1 << 20);
+        assert!(restarted.in_memory(&pinned).is_none());
+        let stored = restarted.stored(&pinned).await.unwrap().expect("stored by key");
+        assert_eq!((stored.bytes.clone(), stored.digest.clone()), (served.bytes.clone(), served.digest.clone()));
+        assert!(restarted.in_memory(&pinned).is_some(), "read once, then kept in memory");
+        assert!(restarted.stored(&path).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded() {
+        let storage = Arc::new(Storage::Memory(Memory::new()));
+        let cache = ManifestCache::new(storage, 64 << 10);
+        let big = "x".repeat(8 << 10);
+        let names: Vec<String> = (0..64).map(|i| format!("p{i}")).collect();
+        for name in &names {
+            cache.insert(key(commit(), name), doc(&format!("{name}{big}"))).await.unwrap();
+        }
+        let kept = names.iter().filter(|n| cache.in_memory(&key(commit(), n)).is_some()).count();
+        assert!(kept > 0 && kept <= 8, "{kept} manifests of 9 KiB kept in 64 KiB");
+    }
+}

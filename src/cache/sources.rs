@@ -1,0 +1,309 @@
+//! The resolution cache: which pinned revision a tag means now.
+//!
+//! One entry per moving reference ([`Moving`]: a remote's branch, tag or `HEAD`, or the local
+//! path), holding the revision it resolved to and until when that answer is used (now +
+//! `NIXERY_SOURCE_TTL`). While it is fresh, a request costs one map look-up; once it has
+//! expired, the next request resolves again, and concurrent requests for the same reference
+//! share that one resolution ([`SingleFlight`]). Only successes are stored: a failed or
+//! abandoned resolution leaves the map as it was, so the next request tries again (an
+//! unknown branch is not remembered as unknown; a remote that was down is asked again).
+//!
+//! A full commit is pinned by its tag and never enters the map. A path's resolution asks
+//! nothing: it starts a new generation, which gives the path's images new keys, so the
+//! next request for each evaluates the files again (and gets the same manifest if no output
+//! path changed, since layers and manifests are content-addressed).
+//!
+//! The resolver is a function ([`Resolve`]), `git ls-remote` in production
+//! ([`SourceCache::new`]), so the expiry and sharing rules are tested without processes.
+
+use super::Outcome;
+use crate::flight::SingleFlight;
+use crate::image::Tag;
+use crate::metrics::Metrics;
+use crate::pkgsource::{CommitHash, LsRemote, Moving, PkgSource, RemoteRef, Selection, SourceError, SourceRevision};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long one `git ls-remote` may take.
+pub const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most moving references remembered (each is a branch or tag that exists: unknown ones are
+/// never stored, so this bounds only a remote with very many refs).
+const MAX_ENTRIES: usize = 4096;
+
+/// Resolves a reference of the configured remote to a commit.
+pub type Resolve = Arc<dyn Fn(RemoteRef) -> BoxFuture<'static, Result<CommitHash, SourceError>> + Send + Sync>;
+
+/// What a resolution took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// A commit: nothing to resolve.
+    Pinned,
+    /// A moving reference whose resolution was still fresh.
+    Fresh,
+    /// A moving reference resolved for this request (or a concurrent one it joined).
+    Resolved,
+}
+
+impl Freshness {
+    /// How a request with this resolution is counted when its manifest is in memory.
+    pub fn memory_outcome(self) -> Outcome {
+        match self {
+            Freshness::Pinned | Freshness::Fresh => Outcome::Warm,
+            Freshness::Resolved => Outcome::Stale,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    revision: Arc<SourceRevision>,
+    until: Instant,
+}
+
+type Resolution = Result<Arc<SourceRevision>, Arc<SourceError>>;
+
+/// Resolutions of the configured source's moving references.
+pub struct SourceCache {
+    shared: Arc<Shared>,
+    entries: quick_cache::sync::Cache<Moving, Entry>,
+    flights: SingleFlight<Moving, Resolution>,
+    ttl: Duration,
+}
+
+/// What a resolution in flight needs (it outlives the request that started it while others
+/// wait for it).
+struct Shared {
+    source: PkgSource,
+    resolve: Resolve,
+    generation: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl SourceCache {
+    /// Resolves remote references with `git ls-remote`.
+    pub fn new(source: PkgSource, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        let ls = LsRemote { timeout: LS_REMOTE_TIMEOUT };
+        let url = source.remote().cloned();
+        let resolve: Resolve = Arc::new(move |reference| {
+            let url = url.clone();
+            async move {
+                let url = url.expect("only remote sources have remote references");
+                ls.resolve(&url, &reference).await
+            }
+            .boxed()
+        });
+        Self::with_resolver(source, ttl, resolve, metrics)
+    }
+
+    /// Resolves remote references with `resolve`.
+    pub fn with_resolver(source: PkgSource, ttl: Duration, resolve: Resolve, metrics: Arc<Metrics>) -> Self {
+        SourceCache {
+            shared: Arc::new(Shared { source, resolve, generation: AtomicU64::new(0), metrics }),
+            entries: quick_cache::sync::Cache::new(MAX_ENTRIES),
+            flights: SingleFlight::new(),
+            ttl,
+        }
+    }
+
+    pub fn source(&self) -> &PkgSource {
+        &self.shared.source
+    }
+
+    /// The revision `tag` means now, and what finding it took.
+    pub async fn resolve(&self, tag: &Tag) -> Result<(Arc<SourceRevision>, Freshness), Arc<SourceError>> {
+        let moving = match self.shared.source.select(tag).map_err(Arc::new)? {
+            Selection::Pinned(revision) => return Ok((Arc::new(revision), Freshness::Pinned)),
+            Selection::Moving(moving) => moving,
+        };
+        if let Some(entry) = self.entries.get(&moving)
+            && Instant::now() < entry.until
+        {
+            return Ok((entry.revision, Freshness::Fresh));
+        }
+        let shared = self.shared.clone();
+        let key = moving.clone();
+        let revision =
+            self.flights.run(moving.clone(), move || async move { shared.resolve(key).await }.boxed()).await?;
+        if !self.ttl.is_zero() {
+            self.entries.insert(moving, Entry { revision: revision.clone(), until: Instant::now() + self.ttl });
+        }
+        Ok((revision, Freshness::Resolved))
+    }
+}
+
+impl Shared {
+    async fn resolve(&self, moving: Moving) -> Resolution {
+        self.metrics.source_resolutions.inc();
+        let revision = match &moving {
+            Moving::LocalPath => {
+                let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                self.source.at_generation(generation)
+            }
+            Moving::Remote(reference) => match (self.resolve)(reference.clone()).await {
+                Ok(commit) => self.source.at_commit(commit),
+                Err(e) => {
+                    self.metrics.source_resolution_failures.inc();
+                    tracing::warn!(reference = %reference, error = %e, "resolving the package source failed");
+                    return Err(Arc::new(e));
+                }
+            },
+        };
+        let revision = revision.expect("a source's moving references resolve to revisions of that source");
+        match revision.commit() {
+            Some(commit) => tracing::info!(reference = ?moving, %commit, "resolved the package source"),
+            None => tracing::info!("re-reading the local package set"),
+        }
+        Ok(Arc::new(revision))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pkgsource::{Channel, RemoteUrl};
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    /// A remote whose branches point where the test says, counting `ls-remote` calls.
+    #[derive(Clone, Default)]
+    struct FakeRemote {
+        branches: Arc<Mutex<Vec<(String, String)>>>,
+        calls: Arc<AtomicUsize>,
+        delay: Duration,
+    }
+
+    impl FakeRemote {
+        fn set(&self, branch: &str, commit: &str) {
+            let mut branches = self.branches.lock().unwrap();
+            branches.retain(|(b, _)| b != branch);
+            branches.push((branch.into(), commit.into()));
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        fn cache(&self, source: PkgSource, ttl: Duration) -> SourceCache {
+            let remote = self.clone();
+            let resolve: Resolve = Arc::new(move |reference| {
+                let remote = remote.clone();
+                async move {
+                    remote.calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(remote.delay).await;
+                    let name = reference.to_string();
+                    let branches = remote.branches.lock().unwrap();
+                    let found = branches.iter().find(|(b, _)| *b == name).and_then(|(_, c)| CommitHash::parse(c));
+                    found.ok_or(SourceError::UnknownRef { remote: "fake".into(), reference })
+                }
+                .boxed()
+            });
+            SourceCache::with_resolver(source, ttl, resolve, Arc::new(Metrics::default()))
+        }
+    }
+
+    fn git() -> PkgSource {
+        PkgSource::Git(RemoteUrl::new("https://example.org/pkgs"))
+    }
+
+    fn commit_of(revision: &SourceRevision) -> &str {
+        revision.commit().expect("a remote revision").as_str()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resolution_is_used_until_its_ttl_expires() {
+        let remote = FakeRemote::default();
+        remote.set("HEAD", A);
+        let cache = remote.cache(git(), Duration::from_secs(60));
+        let (rev, how) = cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!((commit_of(&rev), how, remote.calls()), (A, Freshness::Resolved, 1));
+
+        remote.set("HEAD", B);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        let (rev, how) = cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!((commit_of(&rev), how, remote.calls()), (A, Freshness::Fresh, 1), "within the TTL");
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let (rev, how) = cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!((commit_of(&rev), how, remote.calls()), (B, Freshness::Resolved, 2), "after the TTL");
+        assert_eq!(cache.shared.metrics.source_resolutions.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_ttl_resolves_every_time_and_commits_never() {
+        let remote = FakeRemote::default();
+        remote.set("main", A);
+        let cache = remote.cache(git(), Duration::ZERO);
+        let main = Tag::parse("main").unwrap();
+        cache.resolve(&main).await.unwrap();
+        cache.resolve(&main).await.unwrap();
+        assert_eq!(remote.calls(), 2);
+        let (rev, how) = cache.resolve(&Tag::parse(B).unwrap()).await.unwrap();
+        assert_eq!((commit_of(&rev), how, remote.calls()), (B, Freshness::Pinned, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_resolutions_share_one_call() {
+        let remote = FakeRemote { delay: Duration::from_secs(1), ..FakeRemote::default() };
+        remote.set("HEAD", A);
+        let cache = Arc::new(remote.cache(git(), Duration::from_secs(60)));
+        let all = (0..8).map(|_| {
+            let cache = cache.clone();
+            async move { cache.resolve(&Tag::latest()).await.map(|(r, _)| r) }
+        });
+        let revisions = futures::future::join_all(all).await;
+        assert!(revisions.iter().all(|r| commit_of(r.as_ref().unwrap()) == A));
+        assert_eq!(remote.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_not_remembered() {
+        let remote = FakeRemote::default();
+        let cache = remote.cache(git(), Duration::from_secs(60));
+        let release = Tag::parse("release").unwrap();
+        let err = cache.resolve(&release).await.unwrap_err();
+        assert!(matches!(err.as_ref(), SourceError::UnknownRef { .. }), "{err}");
+        assert_eq!(cache.shared.metrics.source_resolution_failures.get(), 1);
+        remote.set("release", A);
+        let (rev, _) = cache.resolve(&release).await.unwrap();
+        assert_eq!((commit_of(&rev), remote.calls()), (A, 2), "the failure was cached");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn channel_tags_resolve_at_the_channel_repository() {
+        let remote = FakeRemote::default();
+        remote.set("nixos-unstable", A);
+        remote.set("nixos-24.11", B);
+        let repo = RemoteUrl::new("file:///srv/nixpkgs");
+        let source = PkgSource::Channel { repo: repo.clone(), channel: Channel::parse("nixos-unstable").unwrap() };
+        let cache = remote.cache(source, Duration::from_secs(60));
+        let (latest, _) = cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!(*latest, SourceRevision::Channel { repo: repo.clone(), commit: CommitHash::parse(A).unwrap() });
+        let (branch, _) = cache.resolve(&Tag::parse("nixos-24.11").unwrap()).await.unwrap();
+        assert_eq!(commit_of(&branch), B);
+        let err = cache.resolve(&Tag::parse("nixos-99.99").unwrap()).await.unwrap_err();
+        assert!(err.to_string().contains("'nixos-99.99'"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_path_gets_a_new_generation_per_ttl_and_refuses_other_tags() {
+        let remote = FakeRemote::default();
+        let cache = remote.cache(PkgSource::Path("/srv/pkgs".into()), Duration::from_secs(10));
+        let (first, how) = cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!(how, Freshness::Resolved);
+        let (again, how) = cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!((&again, how), (&first, Freshness::Fresh));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let (next, _) = cache.resolve(&Tag::latest()).await.unwrap();
+        assert_ne!(next, first, "a new reading after the TTL");
+        assert!(matches!(*next, SourceRevision::Path { generation: 2, .. }), "{next:?}");
+        assert!(cache.resolve(&Tag::parse("v1").unwrap()).await.is_err());
+        assert_eq!(remote.calls(), 0, "a path asks no remote");
+    }
+}
