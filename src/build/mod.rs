@@ -17,14 +17,13 @@ use crate::image::{ImageSpec, Tag};
 use crate::layers::LayerPolicy;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
-use crate::nix::{Nix, NixError};
+use crate::nix::{Nix, NixError, NixPolicy};
 use crate::pkgsource::{PkgSource, SourceRevision};
 use crate::popularity::Popularity;
 use crate::storage::{ObjectKey, Storage, StorageError};
 use flight::SingleFlight;
 use futures::FutureExt;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// How images are built, in the domain's terms (the configuration maps its settings into
@@ -32,8 +31,8 @@ use tokio::sync::Semaphore;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildPolicy {
     pub source: PkgSource,
-    /// How long one image's Nix work (evaluate, build, query) may take.
-    pub nix_timeout: Duration,
+    /// How Nix runs: its deadline, local builds, job slots, nixpkgs' config.
+    pub nix: NixPolicy,
     pub layers: LayerPolicy,
 }
 
@@ -74,6 +73,8 @@ pub struct Builder {
 
 struct Inner {
     source: PkgSource,
+    /// What cached manifests depend on besides the source (nixpkgs' config).
+    nixpkgs_config: serde_json::Value,
     nix: Nix,
     popularity: Popularity,
     layers: LayerPolicy,
@@ -94,7 +95,8 @@ impl Builder {
         Ok(Builder {
             inner: Arc::new(Inner {
                 source: policy.source.clone(),
-                nix: Nix::new(policy.nix_timeout, metrics.clone())?,
+                nixpkgs_config: policy.nix.nixpkgs_config.identity(),
+                nix: Nix::new(policy.nix.clone(), metrics.clone())?,
                 popularity,
                 layers: policy.layers,
                 storage,
@@ -114,7 +116,8 @@ impl Builder {
     ) -> Result<Document, Arc<BuildError>> {
         let inner = &self.inner;
         let source = inner.source.revision(tag);
-        let cache_key = source.pinned_identity().map(|pin| manifest_cache_key(pin, spec, format));
+        let cache_key =
+            source.pinned_identity().map(|pin| manifest_cache_key(pin, &inner.nixpkgs_config, spec, format));
         if let Some(key) = &cache_key {
             let cached = inner.storage.get(&ObjectKey::manifest_cache(key)).await.map_err(|e| Arc::new(e.into()))?;
             if let Some(bytes) = cached {
@@ -184,13 +187,20 @@ impl Inner {
     }
 }
 
-/// What a cached manifest depends on: the pinned source revision, architecture, packages,
-/// format. Version 2: the source is [`SourceRevision::pinned_identity`] (version 1 held the
-/// arguments rendered for Nix).
-fn manifest_cache_key(pinned_source: serde_json::Value, spec: &ImageSpec, format: ManifestFormat) -> Digest {
+/// What a cached manifest depends on: the pinned source revision, nixpkgs' config (which
+/// decides what is refused and what a package is), architecture, packages, format.
+/// Version 3: with the nixpkgs config and exact outputs (version 2 had no config and took
+/// `meta.outputsToInstall`; version 1 held the arguments rendered for Nix).
+fn manifest_cache_key(
+    pinned_source: serde_json::Value,
+    nixpkgs_config: &serde_json::Value,
+    spec: &ImageSpec,
+    format: ManifestFormat,
+) -> Digest {
     let text = serde_json::json!({
-        "version": 2,
+        "version": 3,
         "source": pinned_source,
+        "nixpkgs_config": nixpkgs_config,
         "arch": spec.arch.oci_name(),
         "packages": spec.packages,
         "format": format.media_type(),

@@ -17,6 +17,8 @@ pub enum LayersCommandError {
     Popularity(#[from] crate::popularity::PopularityError),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
     Expressions(std::io::Error),
+    #[error(transparent)]
+    NixVersion(#[from] crate::nix::version::VersionError),
 }
 
 /// The plan: store-path layers in manifest order, then the symlink forest's packages.
@@ -38,9 +40,10 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
     let name = ImageName::parse(image)?;
     let tag = Tag::parse(tag)?;
     let spec = ImageSpec::from_name(&name);
+    crate::nix::version::require_supported().await?;
     let popularity = crate::commands::serve::load_popularity(settings.popularity_url.as_deref()).await?;
     let policy = &settings.policy;
-    let nix = Nix::new(policy.nix_timeout, Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
+    let nix = Nix::new(policy.nix.clone(), Arc::new(Metrics::default())).map_err(LayersCommandError::Expressions)?;
     let realised = nix.realise(&policy.source.revision(&tag), spec.arch, &spec.packages).await?;
     let very_popular = realised.always_included_outputs();
     let layers = policy.layers.group(&realised.graph, &popularity, &very_popular);

@@ -2,7 +2,7 @@
 
 use crate::image::Tag;
 use crate::metrics::Metrics;
-use crate::nix::Nix;
+use crate::nix::{Nix, NixPolicy};
 use crate::pkgsource::PkgSource;
 use crate::popcount::{PopcountError, Progress, popcount};
 use std::io::{IsTerminal, Write};
@@ -18,6 +18,8 @@ pub enum PopcountCommandError {
     Expressions(std::io::Error),
     #[error("writing {}: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    NixVersion(#[from] crate::nix::version::VersionError),
 }
 
 pub async fn run(
@@ -26,7 +28,9 @@ pub async fn run(
     batch: usize,
     timeout: Duration,
 ) -> Result<(), PopcountCommandError> {
-    let nix = Nix::new(timeout, Arc::new(Metrics::default())).map_err(PopcountCommandError::Expressions)?;
+    crate::nix::version::require_supported().await?;
+    let nix = Nix::new(NixPolicy::with_timeout(timeout), Arc::new(Metrics::default()))
+        .map_err(PopcountCommandError::Expressions)?;
     let terminal = std::io::stderr().is_terminal();
     let report = |p: Progress| {
         let line =

@@ -1,6 +1,6 @@
-//! Reading a derivation file (`.drv`, Nix's ATerm format) for its input derivations, without
-//! a Nix command whose name changes between Nix versions (`show-derivation` became
-//! `derivation show`).
+//! Reading a derivation file (`.drv`, Nix's ATerm format) for its outputs and input
+//! derivations, without a Nix command whose name changes between Nix versions
+//! (`show-derivation` became `derivation show`).
 //!
 //! `Derive([outputs],[(drvPath,[outputNames])...],[inputSrcs],system,builder,[args],[env])`
 
@@ -89,14 +89,20 @@ impl Parser<'_> {
     }
 }
 
-/// The input derivations of a derivation file's text: (drv path, output names).
-pub fn input_derivations(drv: &str) -> Result<Vec<(StorePath, Vec<String>)>, DrvParseError> {
+/// The fields of a derivation file's text.
+fn fields(drv: &str) -> Result<Vec<Term>, DrvParseError> {
     let mut p = Parser { s: drv.as_bytes(), i: 0 };
     for &c in b"Derive" {
         p.expect(c)?;
     }
     let Term::List(fields) = p.term()? else { return Err(DrvParseError::Syntax(0)) };
-    let Some(Term::List(inputs)) = fields.get(1) else { return Err(DrvParseError::Syntax(p.i)) };
+    Ok(fields)
+}
+
+/// The input derivations of a derivation file's text: (drv path, output names).
+pub fn input_derivations(drv: &str) -> Result<Vec<(StorePath, Vec<String>)>, DrvParseError> {
+    let fields = fields(drv)?;
+    let Some(Term::List(inputs)) = fields.get(1) else { return Err(DrvParseError::Syntax(drv.len())) };
     inputs
         .iter()
         .map(|input| match input {
@@ -111,11 +117,30 @@ pub fn input_derivations(drv: &str) -> Result<Vec<(StorePath, Vec<String>)>, Drv
                         .collect();
                     Ok((StorePath::parse(path)?, outs))
                 }
-                _ => Err(DrvParseError::Syntax(p.i)),
+                _ => Err(DrvParseError::Syntax(drv.len())),
             },
-            Term::Str(_) => Err(DrvParseError::Syntax(p.i)),
+            Term::Str(_) => Err(DrvParseError::Syntax(drv.len())),
         })
         .collect()
+}
+
+/// The output paths of a derivation file's text (floating content-addressed outputs, whose
+/// paths are not known before the build, are left out).
+pub fn output_paths(drv: &str) -> Result<Vec<StorePath>, DrvParseError> {
+    let fields = fields(drv)?;
+    let Some(Term::List(outputs)) = fields.first() else { return Err(DrvParseError::Syntax(drv.len())) };
+    let mut paths = Vec::new();
+    for output in outputs {
+        match output {
+            Term::List(parts) => match parts.get(1) {
+                Some(Term::Str(path)) if path.is_empty() => {}
+                Some(Term::Str(path)) => paths.push(StorePath::parse(path)?),
+                _ => return Err(DrvParseError::Syntax(drv.len())),
+            },
+            Term::Str(_) => return Err(DrvParseError::Syntax(drv.len())),
+        }
+    }
+    Ok(paths)
 }
 
 /// The store path name of output `output` of the derivation at `drv_path`:
@@ -138,6 +163,17 @@ mod tests {
         assert_eq!(inputs.len(), 2);
         assert_eq!(inputs[0].0.as_str(), "/nix/store/fjaipyaqjdk09bqfskr9ahbm70n6m082-greeting-1.0.drv");
         assert_eq!(inputs[1].1, vec!["bin".to_string(), "out".to_string()]);
+    }
+
+    #[test]
+    fn reads_output_paths() {
+        assert_eq!(
+            output_paths(DRV).unwrap(),
+            vec![StorePath::parse("/nix/store/3m4spq9rszwr1nd2h1610dkzj58kc3s2-hello-lib").unwrap()]
+        );
+        let floating = DRV.replace("\"/nix/store/3m4spq9rszwr1nd2h1610dkzj58kc3s2-hello-lib\"", "\"\"");
+        assert_eq!(output_paths(&floating).unwrap(), vec![]);
+        assert!(output_paths("Derive(").is_err());
     }
 
     #[test]

@@ -25,18 +25,21 @@ fn popcount(out: &Path) -> BTreeMap<String, u64> {
     serde_json::from_slice(&std::fs::read(out).unwrap()).expect("popcount writes a JSON object of counts")
 }
 
-/// Nix's own answer: for every top-level derivation, the names of the derivations it
-/// references directly (`nix-store --query --references` of its .drv), counted.
+/// Nix's own answer: for every top-level derivation that instantiates (not those the package
+/// set refuses, as nixpkgs refuses unfree ones), the names of the derivations it references
+/// directly (`nix-store --query --references` of its .drv), counted.
 fn expected_counts() -> BTreeMap<String, u64> {
     let attrs = run(Command::new("nix-instantiate").args(["--eval", "--json", "--expr"]).arg(format!(
-        "builtins.filter (n: (builtins.tryEval ((import {PKGS} {{}}).${{n}}.type or null == \"derivation\")).value == true) (builtins.attrNames (import {PKGS} {{}}))"
+        "builtins.filter (n: let v = (import {PKGS} {{}}).${{n}}; in (builtins.tryEval (v.type or null == \"derivation\" && builtins.isString v.drvPath)).value == true) (builtins.attrNames (import {PKGS} {{}}))"
     )));
     let attrs: Vec<String> = serde_json::from_str(&attrs).unwrap();
     let mut counts = BTreeMap::new();
     for attr in attrs {
         let drv =
             run(Command::new("nix-instantiate").arg(PKGS).args(["-A", &attr]).env("NIX_CONFIG", "substituters ="));
-        let refs = run(Command::new("nix-store").args(["--query", "--references", drv.trim()]));
+        // A package whose default output is not `out` is printed as `<drv>!<output>`.
+        let drv = drv.trim().split('!').next().unwrap_or_default();
+        let refs = run(Command::new("nix-store").args(["--query", "--references", drv]));
         let names: BTreeSet<String> = refs
             .lines()
             .filter(|r| r.ends_with(".drv"))
