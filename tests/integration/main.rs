@@ -9,6 +9,7 @@ mod harness;
 
 mod api;
 mod clients;
+mod nix_failures;
 mod object_storage;
 mod popularity;
 mod storage_backends;
