@@ -32,8 +32,9 @@ let
   };
   bb = "${busyboxStatic}/busybox";
 
-  # A derivation built by busybox's shell, with every busybox applet on PATH.
-  mk = name: script: builtins.derivation {
+  # A derivation built by busybox's shell, with every busybox applet on PATH; `attrs` are
+  # further attributes of the derivation (e.g. `outputs`).
+  mkWith = attrs: name: script: builtins.derivation ({
     inherit name;
     system = builtins.currentSystem;
     builder = bb;
@@ -41,11 +42,16 @@ let
       ${bb} mkdir -p "$TMPDIR/.applets"
       ${bb} --install -s "$TMPDIR/.applets"
       export PATH="$TMPDIR/.applets"
-      mkdir -p $out/nix-support
-      echo ${system} > $out/nix-support/system
       ${script}
     '' ];
-  };
+  } // attrs);
+
+  # The same with one output, which records the target system.
+  mk = name: script: mkWith { } name ''
+    mkdir -p $out/nix-support
+    echo ${system} > $out/nix-support/system
+    ${script}
+  '';
 
   # An executable shell script at $out/bin/NAME, run by the busybox shell from the store.
   script = name: body: mk name ''
@@ -117,17 +123,7 @@ let
   # is curl's [ "bin" "man" ] there too).
   multiOutput = { name, outputs, meta, script }:
     let
-      drv = builtins.derivation {
-        inherit name outputs;
-        system = builtins.currentSystem;
-        builder = bb;
-        args = [ "sh" "-euc" ''
-          ${bb} mkdir -p "$TMPDIR/.applets"
-          ${bb} --install -s "$TMPDIR/.applets"
-          export PATH="$TMPDIR/.applets"
-          ${script}
-        '' ];
-      };
+      drv = mkWith { inherit outputs; } name script;
       withMeta = d: d // { inherit meta; };
     in
     withMeta drv // builtins.listToAttrs (map (o: { name = o; value = withMeta drv.${o}; }) outputs);
