@@ -113,7 +113,8 @@ pub struct SourceArgs {
 /// How images are built.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Seconds an image's Nix work (evaluate, build, query) may take.
+    /// Seconds an image's Nix work (evaluate, build, query) may take, from when it gets a Nix
+    /// job slot; also the longest an image waits for a slot.
     #[arg(long, env = "NIX_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub nix_timeout: u64,
 
