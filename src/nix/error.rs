@@ -22,8 +22,6 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
-    /// Waiting for a Nix job slot (NIXERY_MAX_NIX_JOBS).
-    Wait,
     /// Resolving the names and instantiating the derivations.
     Evaluate,
     /// Evaluating names one at a time (to find the culprit, or nixpkgs' reason).
@@ -45,7 +43,6 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Step::Wait => "waiting for a Nix job slot",
             Step::Evaluate => "evaluating the packages",
             Step::EvaluateEach => "evaluating the packages one at a time",
             Step::CheckCaches => "checking the binary caches",

@@ -82,35 +82,35 @@ impl Nix {
             Err(e) => e,
         };
         let ProcessError::Failed { stderr, .. } = &e else { return Err(failure(Step::Realise, e, &job.scrub)) };
-        let parsed = parse_realise_failure(&stderr.text());
-        if !parsed.untrusted.is_empty() && (parsed.builds_forbidden || parsed.failed_builds.is_empty()) {
-            let paths: BTreeSet<StorePath> = parsed.untrusted.iter().map(|(p, _)| p.clone()).collect();
-            let concerned = packages_concerned(packages, &BTreeSet::new(), &paths).await;
-            let substitutes = parsed
-                .untrusted
-                .into_iter()
-                .map(|(path, url)| Substitute { path, cache: cache_for_display(&url) })
-                .collect();
-            return Err(NixError::UntrustedSignature(UntrustedSignature { packages: concerned, substitutes }));
+        match parse_realise_failure(&stderr.text()).cause() {
+            Cause::Untrusted(untrusted) => {
+                let paths: BTreeSet<StorePath> = untrusted.iter().map(|(p, _)| p.clone()).collect();
+                let concerned = packages_concerned(packages, &BTreeSet::new(), &paths).await;
+                let substitutes = untrusted
+                    .into_iter()
+                    .map(|(path, url)| Substitute { path, cache: cache_for_display(&url) })
+                    .collect();
+                Err(NixError::UntrustedSignature(UntrustedSignature { packages: concerned, substitutes }))
+            }
+            Cause::Build(first) => {
+                let drvs = BTreeSet::from([first.derivation.clone()]);
+                let concerned = packages_concerned(packages, &drvs, &BTreeSet::new()).await;
+                let log = if first.log.is_empty() { stderr.tail() } else { first.log };
+                Err(NixError::Build(BuildFailure {
+                    derivation: Some(first.derivation),
+                    packages: concerned,
+                    log_tail: log.iter().map(|l| job.scrub.log_line(l)).collect(),
+                }))
+            }
+            Cause::BuildsForbidden => {
+                let log_tail = stderr.tail().iter().map(|l| job.scrub.log_line(l)).collect();
+                let summary = "Nix had to build a path although local builds are off (NIXERY_LOCAL_BUILDS=false): \
+                               a binary cache listed it but did not deliver it"
+                    .to_owned();
+                Err(NixError::Command { step: Step::Realise, summary, log_tail, source: e })
+            }
+            Cause::Other => Err(failure(Step::Realise, e, &job.scrub)),
         }
-        if let Some(first) = parsed.failed_builds.into_iter().next() {
-            let concerned =
-                packages_concerned(packages, &BTreeSet::from([first.derivation.clone()]), &BTreeSet::new()).await;
-            let log = if first.log.is_empty() { stderr.tail() } else { first.log };
-            return Err(NixError::Build(BuildFailure {
-                derivation: Some(first.derivation),
-                packages: concerned,
-                log_tail: log.iter().map(|l| job.scrub.log_line(l)).collect(),
-            }));
-        }
-        if parsed.builds_forbidden {
-            let log_tail = stderr.tail().iter().map(|l| job.scrub.log_line(l)).collect();
-            let summary = "Nix had to build a path although local builds are off (NIXERY_LOCAL_BUILDS=false): \
-                           a binary cache listed it but did not deliver it"
-                .to_owned();
-            return Err(NixError::Command { step: Step::Realise, summary, log_tail, source: e });
-        }
-        Err(failure(Step::Realise, e, &job.scrub))
     }
 }
 
@@ -180,6 +180,33 @@ pub struct RealiseFailure {
     pub untrusted: Vec<(StorePath, String)>,
     /// Nix needed to build something but was not allowed to (`--max-jobs 0`).
     pub builds_forbidden: bool,
+}
+
+/// What made a realise fail, in the order it matters to the user.
+#[derive(Debug, PartialEq, Eq)]
+enum Cause {
+    /// Substitutes were refused and nothing could be built instead (local builds off), or
+    /// nothing else failed.
+    Untrusted(Vec<(StorePath, String)>),
+    /// A build failed (with local builds on, also after a refused substitute: the build is
+    /// what the user waited for).
+    Build(FailedBuild),
+    /// Something had to be built, with local builds off, and no substitute was refused.
+    BuildsForbidden,
+    Other,
+}
+
+impl RealiseFailure {
+    fn cause(self) -> Cause {
+        if !self.untrusted.is_empty() && (self.builds_forbidden || self.failed_builds.is_empty()) {
+            return Cause::Untrusted(self.untrusted);
+        }
+        match self.failed_builds.into_iter().next() {
+            Some(first) => Cause::Build(first),
+            None if self.builds_forbidden => Cause::BuildsForbidden,
+            None => Cause::Other,
+        }
+    }
 }
 
 /// Reads the failure of `nix-store --realise -Q` from its stderr.
@@ -380,6 +407,23 @@ error:
             "error: unable to start any build; either increase '--max-jobs' or enable remote builds.",
         );
         assert!(old.builds_forbidden);
+    }
+
+    #[test]
+    fn the_cause_that_matters_to_the_user() {
+        let untrusted = vec![(StorePath::parse(FRESH).unwrap(), "https://cache.example".to_owned())];
+        let build = FailedBuild { derivation: StorePath::parse(BROKEN_DRV).unwrap(), log: vec![] };
+        let failure = |untrusted: &[(StorePath, String)], builds: &[FailedBuild], forbidden| RealiseFailure {
+            untrusted: untrusted.to_vec(),
+            failed_builds: builds.to_vec(),
+            builds_forbidden: forbidden,
+        };
+        // Local builds off: the refused substitute is why nothing could be had.
+        assert_eq!(failure(&untrusted, &[], true).cause(), Cause::Untrusted(untrusted.clone()));
+        // Local builds on: Nix built instead, and that build failed.
+        assert_eq!(failure(&untrusted, std::slice::from_ref(&build), false).cause(), Cause::Build(build.clone()));
+        assert_eq!(failure(&[], &[], true).cause(), Cause::BuildsForbidden);
+        assert_eq!(failure(&[], &[], false).cause(), Cause::Other);
     }
 
     #[test]
