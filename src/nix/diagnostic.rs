@@ -16,8 +16,9 @@
 //! [`Scrubber`] then rewrites paths: `/nix/store/<hash>-source/pkgs/…` (a fetched package set)
 //! becomes `pkgs/…`, the path inside the package set; a local NIXERY_PKGS_PATH prefix is
 //! removed the same way; every other absolute path outside the store is replaced by
-//! `<path>` (the server's temporary directory of expressions, an operator's config file).
-//! Store paths stay: they are public, they are what an image is made of.
+//! `<path>` (the server's temporary directory of expressions, an operator's config file), as
+//! is the path of a `file://` URL; credentials in URLs (`https://user:token@host`) become
+//! `***`. Store paths stay: they are public, they are what an image is made of.
 
 use crate::pkgsource::SourceRevision;
 use regex::Regex;
@@ -102,7 +103,9 @@ impl Scrubber {
             // An absolute path that starts a word (not the path part of a URL).
             Regex::new(r#"(^|[\s'"‘`(=])(/[^\s'"’`),;]*)"#).expect("regex")
         });
+        static FILE_URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"file://[^\s'"’`),;]*"#).expect("regex"));
         let text = self.log_line(text);
+        let text = FILE_URL.replace_all(&text, "file://<path>");
         OTHER_PATH
             .replace_all(&text, |c: &regex::Captures| {
                 let path = &c[2];
@@ -112,12 +115,15 @@ impl Scrubber {
             .into_owned()
     }
 
-    /// A line of a build log: package-set paths made relative, other paths kept (a log's
-    /// `/build/source/main.c:3` is the package's, not the server's).
+    /// A line of a build log: package-set paths made relative and URL credentials removed,
+    /// other paths kept (a log's `/build/source/main.c:3` is the package's, not the server's).
     pub fn log_line(&self, text: &str) -> String {
         static SOURCE: LazyLock<Regex> =
             LazyLock::new(|| Regex::new(r"/nix/store/[0-9a-df-np-sv-z]{32}-source/").expect("regex"));
-        let text = SOURCE.replace_all(text, "");
+        static CREDENTIALS: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r#"([a-z][a-z0-9+.-]*://)[^\s/@'"]+@"#).expect("regex"));
+        let text = CREDENTIALS.replace_all(text, "${1}***@");
+        let text = SOURCE.replace_all(&text, "");
         match &self.local_prefix {
             Some(prefix) => text.replace(prefix.as_str(), ""),
             None => text.into_owned(),
@@ -274,6 +280,16 @@ error:
             scrub.log_line("/build/source/main.c:3: error at /srv/pkgs/patches/a.patch"),
             "/build/source/main.c:3: error at patches/a.patch"
         );
+    }
+
+    #[test]
+    fn urls_lose_credentials_and_local_paths() {
+        let scrub = Scrubber::default();
+        assert_eq!(
+            scrub.message("fetching 'https://user:s3cret@git.example/pkgs.git' and 'file:///srv/pkgs/.git' failed"),
+            "fetching 'https://***@git.example/pkgs.git' and 'file://<path>' failed"
+        );
+        assert_eq!(scrub.log_line("git+ssh://deploy@host/x"), "git+ssh://***@host/x");
     }
 
     #[test]

@@ -110,6 +110,33 @@ fn the_operators_nixpkgs_config_allows_what_it_names() {
     assert!(message.contains("has an unfree license"), "{message}");
 }
 
+#[test]
+fn a_package_set_that_does_not_evaluate_is_one_error_not_one_per_name() {
+    // A git source whose tag names no ref: the set itself fails, whatever the names.
+    let repo = crate::harness::temp_dir("broken-source");
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+            .args(args))
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::copy(PKGS, repo.path().join("default.nix")).unwrap();
+    git(&["add", "default.nix"]);
+    git(&["commit", "-q", "-m", "v1"]);
+    let url = format!("file://{}", repo.path().display());
+    let server = Server::start_with(&[("NIXERY_PKGS_REPO", &url), ("NIXERY_PKGS_PATH", "")]);
+    let r = server.get("/v2/hello/curl/manifests/no-such-branch");
+    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
+    let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert!(message.starts_with("the package set does not evaluate: "), "{message}");
+    assert!(message.contains("no-such-branch"), "Nix's reason is kept: {message}");
+    assert!(!r.text().contains(&repo.path().display().to_string()), "the repository's path shows: {}", r.text());
+    // The good revision of the same source still serves.
+    server.get_ok("/v2/hello/manifests/main", &[]);
+}
+
 /// The top-level store path names (without hash) in the layers of image `name`, and every
 /// path of its symlink forest outside the store.
 fn image_contents(server: &Server, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
