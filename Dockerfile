@@ -1,7 +1,9 @@
-# nixery-rs as a container: the server binary plus Nix (Debian's nix-bin, single-user).
+# nixery-rs as a container: the server binary plus a current Nix (Debian trixie's nix-bin,
+# 2.26, single-user; nixpkgs requires Nix 2.18 or later and the server refuses older ones).
 # Serves nixos-unstable by default; set NIXERY_CHANNEL / NIXERY_PKGS_REPO / NIXERY_PKGS_PATH
-# and STORAGE_PATH (mount a volume there) as for Nixery.
-FROM rust:1.95-bookworm AS build
+# and STORAGE_PATH (mount a volume there) as for Nixery. Binary caches and their keys are
+# Nix's own settings: add them to /etc/nix/nix.conf or pass NIX_CONFIG.
+FROM rust:1.95-trixie AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
@@ -9,10 +11,15 @@ COPY nix nix
 COPY benches benches
 RUN cargo build --release --locked
 
-FROM debian:bookworm-slim
+FROM debian:trixie-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nix-bin git ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+# Nix's build sandbox needs namespaces an unprivileged container cannot create, so builds run
+# unsandboxed here (nix-bin's own nix.conf turns the sandbox on). The nix-command feature is
+# passed on the command line where the server needs it, so no experimental feature is
+# enabled; substituters keep Nix's default, cache.nixos.org with its key.
+RUN echo 'sandbox = false' > /etc/nix/nix.conf
 COPY --from=build /src/target/release/nixery /usr/local/bin/nixery
 ENV STORAGE_PATH=/var/lib/nixery \
     NIXERY_STORAGE_BACKEND=filesystem \

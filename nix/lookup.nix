@@ -3,19 +3,35 @@
 # Called by the registry as
 #   nix-instantiate --eval --strict --json --read-write-mode nix/lookup.nix \
 #     --argstr srcType path|git|channel --argstr srcArgs '<json>' \
-#     --argstr system x86_64-linux --argstr packages '<json list of names>'
+#     --argstr system x86_64-linux --argstr packages '<json list of names>' \
+#     --argstr nixpkgsConfig '<json>' --argstr mode resolve|single|probe
 # Every argument arrives as a string and is decoded with builtins.fromJSON: package names are
 # data, never spliced into Nix code. Only builtins and the package set itself are used, so
-# any package set shaped like nixpkgs (`{ system ? ..., ... }: { attrs }`) works.
+# any package set shaped like nixpkgs (`{ system ? ..., config ? ..., ... }: { attrs }`) works.
 #
-# The result is JSON:
-#   { missing = [ names not found ]; unusable = [ names that are not derivations or whose
-#     evaluation failed (broken, unfree, insecure, removed) ];
-#     packages = [ { name; attr; drvPath; outputs = [ store paths ]; } ]; }
-{ srcType, srcArgs, system, packages }:
+# Modes:
+#   resolve  every name, each under builtins.tryEval, so a `throw` or failed `assert` (how
+#            nixpkgs refuses unfree, broken, insecure and removed packages) makes that name
+#            "unusable" instead of failing the whole evaluation. The result is JSON:
+#              [ { status = "ok"; name; attr; output; drvPath; outputs = [ store path ]; }
+#                { status = "missing"; name; }
+#                { status = "unusable"; name; reason = <text, or null if it threw>; } ]
+#            tryEval drops the text of what was thrown; `single` recovers it.
+#   single   one name, as `resolve` would classify it; but a name that threw is forced again
+#            without tryEval, after the trace line "nixery-lookup: forcing without tryEval",
+#            so Nix fails with nixpkgs' own message, and the trace tells the caller that the
+#            failure is a refusal by the package set (not an uncatchable error such as abort,
+#            infinite recursion, a missing file or a type error, which fail before the trace).
+#   probe    only the package set itself (`true`), to tell a broken source from a broken name.
+#
+# Outputs: a name gives exactly the output it denotes. `curl` is the derivation's default
+# output (`outputName`, the first of `outputs`, as Nixery does), `curl.dev` the dev output;
+# `meta.outputsToInstall` is not used (it would put man pages in every image, and the dev
+# output of nixpkgs' curl still carries curl's outputsToInstall = [ "bin" "man" ]).
+{ srcType, srcArgs, system, packages, nixpkgsConfig ? "{}", mode ? "resolve" }:
 let
   names = builtins.fromJSON packages;
-  pkgs = import ./source.nix { inherit srcType srcArgs system; };
+  pkgs = import ./source.nix { inherit srcType srcArgs system nixpkgsConfig; };
 
   upper = [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ];
   lower = [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
@@ -33,47 +49,60 @@ let
     else if caseless != [ ] then builtins.head caseless
     else null;
 
+  # `builtins.tryEval`, or the value itself when `strict` (so that what it throws fails the
+  # evaluation with its message).
+  try = strict: value: if strict then { success = true; inherit value; } else builtins.tryEval value;
+
   # Walks a dotted name through nested attribute sets. Values that throw when forced
-  # (removed aliases, broken packages) are reported, not fatal.
-  walk = value: parts: attrPath:
+  # (removed aliases, refused packages) are reported, not fatal (unless `strict`).
+  walk = strict: value: parts: attrPath:
     if parts == [ ] then { found = true; inherit value attrPath; }
     else
-      let isSet = builtins.tryEval (builtins.isAttrs value); in
+      let isSet = try strict (builtins.isAttrs value); in
       if !(isSet.success && isSet.value) then { found = false; }
       else
         let attr = findAttr value (builtins.head parts); in
         if attr == null then { found = false; }
         else
-          let next = builtins.tryEval value.${attr}; in
+          let next = try strict value.${attr}; in
           if !next.success then { found = true; usable = false; attrPath = attrPath ++ [ attr ]; }
-          else walk next.value (builtins.tail parts) (attrPath ++ [ attr ]);
+          else walk strict next.value (builtins.tail parts) (attrPath ++ [ attr ]);
 
   split = name: builtins.filter builtins.isString (builtins.split "\\." name);
 
-  resolve = name:
+  resolveWith = strict: name:
     let
-      r = walk pkgs (split name) [ ];
+      r = walk strict pkgs (split name) [ ];
       drv = r.value;
-      outputNames = drv.meta.outputsToInstall or [ (drv.outputName or "out") ];
-      info = builtins.tryEval (builtins.deepSeq [ drv.drvPath (map (o: drv.${o}.outPath) outputNames) ] {
-        inherit name;
+      output = drv.outputName or "out";
+      info = try strict (builtins.deepSeq [ drv.drvPath drv.outPath ] {
+        status = "ok";
+        inherit name output;
         attr = builtins.concatStringsSep "." r.attrPath;
         drvPath = drv.drvPath;
-        outputs = map (o: drv.${o}.outPath) outputNames;
+        outputs = [ drv.outPath ];
       });
-      isDrv = builtins.tryEval (builtins.isAttrs drv && (drv.type or null) == "derivation");
+      isDrv = try strict (builtins.isAttrs drv && (drv.type or null) == "derivation");
+      kind = builtins.tryEval (if builtins.isAttrs drv then "an attribute set" else "a " + builtins.typeOf drv);
     in
     if !r.found then { status = "missing"; inherit name; }
-    else if !(r.usable or true) then { status = "unusable"; inherit name; }
-    else if !(isDrv.success && isDrv.value) then { status = "unusable"; inherit name; }
-    else if !info.success then { status = "unusable"; inherit name; }
-    else { status = "ok"; } // info.value;
+    else if !(r.usable or true) then { status = "unusable"; inherit name; reason = null; }
+    else if !isDrv.success then { status = "unusable"; inherit name; reason = null; }
+    else if !isDrv.value then {
+      status = "unusable";
+      inherit name;
+      reason = "not a package: it is ${if kind.success then kind.value else "not a derivation"}";
+    }
+    else if !info.success then { status = "unusable"; inherit name; reason = null; }
+    else info.value;
 
-  results = map resolve names;
-  with' = status: builtins.filter (r: r.status == status) results;
+  single = name:
+    let r = resolveWith false name; in
+    if r.status == "unusable" && r.reason == null
+    then builtins.trace "nixery-lookup: forcing without tryEval" (resolveWith true name)
+    else r;
 in
-{
-  missing = map (r: r.name) (with' "missing");
-  unusable = map (r: r.name) (with' "unusable");
-  packages = map (r: { inherit (r) name attr drvPath outputs; }) (with' "ok");
-}
+if mode == "resolve" then map (resolveWith false) names
+else if mode == "single" then map single names
+else if mode == "probe" then builtins.isAttrs pkgs
+else throw "unknown mode '${mode}'"

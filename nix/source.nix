@@ -2,13 +2,19 @@
 #
 #   srcType: "path" | "git" | "tarball";  srcArgs: the JSON arguments for that type
 #            (a path, builtins.fetchGit's arguments, or the URL of a tarball);
-#   system:  the Nix system double to instantiate the set for.
+#   system:  the Nix system double to instantiate the set for;
+#   nixpkgsConfig: the operator's nixpkgs configuration (NIXERY_NIXPKGS_CONFIG) as JSON:
+#            `{"attrs": {"allowUnfree": true}}` (the attribute set itself) or
+#            `{"file": "/etc/nixery/nixpkgs-config.nix"}` (imported: it may hold functions
+#            such as allowUnfreePredicate); handed to the set as its `config` argument.
 #
 # Only builtins are used, so any package set shaped like nixpkgs
 # (`{ system ? ..., ... }: { attrs }`) works.
-{ srcType, srcArgs, system }:
+{ srcType, srcArgs, system, nixpkgsConfig ? "{}" }:
 let
   args = builtins.fromJSON srcArgs;
+  configArg = builtins.fromJSON nixpkgsConfig;
+  config = if configArg ? file then import configArg.file else configArg.attrs or { };
 
   source =
     if srcType == "path" then args.path
@@ -21,7 +27,6 @@ let
   importSet = import source;
 in
 importSet (builtins.intersectAttrs (builtins.functionArgs importSet) {
-  inherit system;
-  config = { };
+  inherit system config;
   overlays = [ ];
 })

@@ -3,8 +3,8 @@
 //!
 //! Every setting is a `--flag` and an environment variable with Nixery's name, so an existing
 //! Nixery deployment's environment works unchanged. Values are checked here, at start-up, and
-//! mapped into the domain's types ([`BuildPolicy`], [`LayerPolicy`], [`PkgSource`],
-//! [`StorageConfig`]), which know nothing of flags or variables. A bad value stops the server
+//! mapped into the domain's types ([`BuildPolicy`], [`NixPolicy`], [`LayerPolicy`],
+//! [`PkgSource`], [`StorageConfig`]), which know nothing of flags or variables. A bad value stops the server
 //! with a message naming the variable and the flag.
 //!
 //! # Reading the environment
@@ -30,7 +30,9 @@
 
 use crate::build::BuildPolicy;
 use crate::cache::CachePolicy;
+use crate::digest::Digest;
 use crate::layers::{Grouping, LayerPolicy};
+use crate::nix::{NixPolicy, NixpkgsConfig};
 use crate::pkgsource::{Channel, PkgSource, RemoteUrl};
 use crate::storage::{GcsConfig, S3Config};
 use clap::builder::{BoolValueParser, TypedValueParser};
@@ -142,7 +144,8 @@ impl From<CacheArgs> for CachePolicy {
 /// How images are built.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Seconds an image's Nix work (evaluate, build, query) may take.
+    /// Seconds an image's Nix work (evaluate, build, query) may take, from when it gets a Nix
+    /// job slot; also the longest an image waits for a slot.
     #[arg(long, env = "NIX_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub nix_timeout: u64,
 
@@ -158,6 +161,22 @@ pub struct BuildArgs {
     /// docs/reuse.md) or `nixery` (Nixery's dominator-tree grouping).
     #[arg(long, env = "NIXERY_LAYER_GROUPING", value_enum, default_value = "stable")]
     pub layer_grouping: GroupingArg,
+
+    /// Build packages that no binary cache has; `false` refuses such images before anything
+    /// is built, naming what is missing (for public instances).
+    #[arg(long, env = "NIXERY_LOCAL_BUILDS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_builds: bool,
+
+    /// Most Nix processes at a time, across all images; others wait their turn [default:
+    /// the number of cores].
+    #[arg(long, env = "NIXERY_MAX_NIX_JOBS", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_nix_jobs: Option<u32>,
+
+    /// nixpkgs configuration handed to the package set as `config`: a JSON object
+    /// (`{"allowUnfree": true}`), or the path of a .json file or of a .nix file (which may
+    /// hold functions, e.g. allowUnfreePredicate).
+    #[arg(long, env = "NIXERY_NIXPKGS_CONFIG")]
+    pub nixpkgs_config: Option<String>,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -377,6 +396,8 @@ pub enum ConfigError {
     EmptyChannel,
     #[error("NIXERY_CHANNEL_REPO applies to the channel source only, not to {0}")]
     ChannelRepoWithoutChannel(&'static str),
+    #[error("NIXERY_NIXPKGS_CONFIG: {0}")]
+    NixpkgsConfig(String),
 }
 
 /// Looks up an environment variable (`std::env::var_os` in production, a map in tests).
@@ -457,13 +478,41 @@ impl SourceArgs {
 
 impl BuildArgs {
     fn check(self, source: SourceArgs) -> Result<BuildSettings, ConfigError> {
+        let nix = NixPolicy {
+            timeout: Duration::from_secs(self.nix_timeout),
+            local_builds: self.local_builds,
+            max_jobs: self.max_nix_jobs.map_or_else(crate::nix::cores, |n| n as usize),
+            nixpkgs_config: nixpkgs_config(self.nixpkgs_config.as_deref())?,
+        };
         let policy = BuildPolicy {
             source: source.resolve()?,
-            nix_timeout: Duration::from_secs(self.nix_timeout),
+            nix,
             layers: LayerPolicy { grouping: self.layer_grouping.into(), budget: self.layer_budget.into() },
         };
         Ok(BuildSettings { policy, popularity_url: self.popularity_url })
     }
+}
+
+/// NIXERY_NIXPKGS_CONFIG: a JSON object given inline (it starts with `{`), or a file: a
+/// `.json` file is read and checked here, any other (`.nix`) is imported by Nix and only its
+/// content's digest is taken (for cache keys).
+fn nixpkgs_config(value: Option<&str>) -> Result<NixpkgsConfig, ConfigError> {
+    let object = |text: &str, what: &str| match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(attrs)) => Ok(NixpkgsConfig::Attrs(attrs)),
+        Ok(_) => Err(ConfigError::NixpkgsConfig(format!("{what} is JSON but not an object"))),
+        Err(e) => Err(ConfigError::NixpkgsConfig(format!("{what} is not a JSON object: {e}"))),
+    };
+    let Some(value) = value.map(str::trim) else { return Ok(NixpkgsConfig::default()) };
+    if value.starts_with('{') {
+        return object(value, "the value");
+    }
+    let unreadable = |e: std::io::Error| ConfigError::NixpkgsConfig(format!("{value}: {e}"));
+    let path = std::fs::canonicalize(value).map_err(unreadable)?;
+    let bytes = std::fs::read(&path).map_err(unreadable)?;
+    if path.extension().is_some_and(|e| e == "json") {
+        return object(&String::from_utf8_lossy(&bytes), value);
+    }
+    Ok(NixpkgsConfig::File { digest: Digest::of(&bytes), path })
 }
 
 impl Config {
@@ -721,7 +770,10 @@ mod tests {
         assert_eq!(c.build.policy.source, PkgSource::Channel { repo: nixpkgs, channel: unstable });
         assert_eq!(c.cache, CachePolicy { source_ttl: Duration::from_secs(60), manifest_memory: 64 << 20 });
         assert_eq!(c.build.policy.layers, LayerPolicy { grouping: Grouping::Stable, budget: 94 });
-        assert_eq!(c.build.policy.nix_timeout, Duration::from_secs(60));
+        assert_eq!(c.build.policy.nix.timeout, Duration::from_secs(60));
+        assert!(c.build.policy.nix.local_builds, "Nixery builds what no cache has");
+        assert_eq!(c.build.policy.nix.max_jobs, crate::nix::cores());
+        assert_eq!(c.build.policy.nix.nixpkgs_config, NixpkgsConfig::default());
         assert_eq!(c.port, 8080);
         assert_eq!(serve(&[], &[]).unwrap().port, 8080);
     }
@@ -823,7 +875,7 @@ mod tests {
         assert_eq!(c.port, 9000);
         assert_eq!(c.build.policy.source, PkgSource::Path("/".into()));
         assert_eq!(c.build.policy.layers, LayerPolicy { grouping: Grouping::Nixery, budget: 10 });
-        assert_eq!(c.build.policy.nix_timeout, Duration::from_secs(30));
+        assert_eq!(c.build.policy.nix.timeout, Duration::from_secs(30));
         // The command line wins, and a variable it overrides is not even checked.
         let c =
             serve(&["--port", "9001", "--layer-budget", "11"], &[("PORT", "eighty"), ("NIXERY_LAYER_BUDGET", "10")])
@@ -838,7 +890,7 @@ mod tests {
             panic!("not layers")
         };
         assert_eq!(image, "shell/git");
-        assert_eq!(build.policy.nix_timeout, Duration::from_secs(30));
+        assert_eq!(build.policy.nix.timeout, Duration::from_secs(30));
         assert_eq!(build.policy.source, PkgSource::Path("/".into()));
         let Command::Popcount(p) = command(&["--port", "1", "popcount", "--nix-timeout", "5"], &vars).unwrap() else {
             panic!("not popcount")
@@ -895,6 +947,50 @@ mod tests {
             let err = cache(bad).unwrap_err();
             assert!(err.contains(bad) && err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn nix_settings_map_into_the_nix_policy() {
+        let vars = [("NIXERY_LOCAL_BUILDS", "false"), ("NIXERY_MAX_NIX_JOBS", "3")];
+        let nix = serve(&[], &vars).unwrap().build.policy.nix;
+        assert!(!nix.local_builds);
+        assert_eq!(nix.max_jobs, 3);
+        let (var, _, value) = invalid(serve(&[], &[("NIXERY_LOCAL_BUILDS", "no")]).unwrap_err());
+        assert_eq!((var.as_str(), value.as_str()), ("NIXERY_LOCAL_BUILDS", "no"));
+        let (var, _, _) = invalid(serve(&[], &[("NIXERY_MAX_NIX_JOBS", "0")]).unwrap_err());
+        assert_eq!(var, "NIXERY_MAX_NIX_JOBS");
+        assert!(
+            serve(&["--local-builds", "true"], &[("NIXERY_LOCAL_BUILDS", "false")])
+                .unwrap()
+                .build
+                .policy
+                .nix
+                .local_builds
+        );
+    }
+
+    #[test]
+    fn nixpkgs_config_is_inline_json_or_a_file() {
+        let config =
+            |value: &str| serve(&[], &[("NIXERY_NIXPKGS_CONFIG", value)]).map(|c| c.build.policy.nix.nixpkgs_config);
+        let NixpkgsConfig::Attrs(attrs) = config(r#"{"allowUnfree": true}"#).unwrap() else { panic!("not attrs") };
+        assert_eq!(attrs["allowUnfree"], serde_json::Value::Bool(true));
+        let err = config("{allowUnfree = true;}").unwrap_err().to_string();
+        assert!(err.starts_with("NIXERY_NIXPKGS_CONFIG: the value is not a JSON object"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("config.json");
+        std::fs::write(&json, r#"{"permittedInsecurePackages": ["insecure-1.0"]}"#).unwrap();
+        let NixpkgsConfig::Attrs(attrs) = config(json.to_str().unwrap()).unwrap() else { panic!("not attrs") };
+        assert!(attrs.contains_key("permittedInsecurePackages"));
+        std::fs::write(&json, "[1]").unwrap();
+        assert!(config(json.to_str().unwrap()).unwrap_err().to_string().contains("JSON but not an object"));
+        let nix = dir.path().join("config.nix");
+        std::fs::write(&nix, "{ allowUnfreePredicate = pkg: true; }").unwrap();
+        let NixpkgsConfig::File { path, .. } = config(nix.to_str().unwrap()).unwrap() else { panic!("not a file") };
+        assert_eq!(path, std::fs::canonicalize(&nix).unwrap());
+        let err = config("/no/such/config.nix").unwrap_err().to_string();
+        assert!(err.starts_with("NIXERY_NIXPKGS_CONFIG: /no/such/config.nix:"), "{err}");
     }
 
     #[test]

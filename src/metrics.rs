@@ -2,11 +2,14 @@
 //! format: how often Nix and git ran, how many images and layers were built, how manifest
 //! requests were answered ([`crate::cache`] defines the `cache` labels), how many layers
 //! came from the build cache. They make "one build for ten concurrent pulls", "no layer is
-//! rebuilt" and "a warm pull runs nothing" observable from outside the process.
+//! rebuilt" and "a warm pull runs nothing" observable from outside the process. Gauges show
+//! the Nix work bound (NIXERY_MAX_NIX_JOBS): Nix processes running now, images waiting for a
+//! slot, and the seconds spent waiting so far.
 
 use crate::cache::Outcome;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// A monotonically increasing counter.
 #[derive(Default)]
@@ -19,6 +22,49 @@ impl Counter {
 
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// Adds one until the returned guard is dropped.
+    pub fn hold(&self) -> GaugeHold<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        GaugeHold(self)
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One unit of a [`Gauge`], given back when dropped.
+pub struct GaugeHold<'a>(&'a Gauge);
+
+impl Drop for GaugeHold<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A total of seconds (kept in microseconds).
+#[derive(Default)]
+pub struct Seconds(AtomicU64);
+
+impl Seconds {
+    pub fn add(&self, d: Duration) {
+        self.0.fetch_add(d.as_micros().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
@@ -35,6 +81,14 @@ pub struct Metrics {
     pub manifest_requests: [Counter; 4],
     pub source_resolutions: Counter,
     pub source_resolution_failures: Counter,
+    /// Nix processes running now.
+    pub nix_processes: Gauge,
+    /// NIXERY_MAX_NIX_JOBS.
+    pub nix_jobs_limit: Gauge,
+    /// Images waiting for a Nix job slot now.
+    pub nix_waiting: Gauge,
+    /// Time images spent waiting for a Nix job slot.
+    pub nix_wait: Seconds,
 }
 
 impl Metrics {
@@ -82,6 +136,11 @@ impl Metrics {
                 &self.source_resolution_failures,
             ),
         ];
+        let gauges: [(&str, &str, &Gauge); 3] = [
+            ("nixery_nix_processes", "Nix processes running now.", &self.nix_processes),
+            ("nixery_nix_jobs_limit", "Most Nix processes at a time (NIXERY_MAX_NIX_JOBS).", &self.nix_jobs_limit),
+            ("nixery_nix_waiting", "Images waiting for a Nix job slot now.", &self.nix_waiting),
+        ];
         let mut out = String::new();
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
@@ -94,6 +153,12 @@ impl Metrics {
         for outcome in Outcome::ALL {
             let _ = writeln!(out, "{name}{{cache=\"{}\"}} {}", outcome.label(), self.manifest_requests(outcome));
         }
+        for (name, help, g) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", g.get());
+        }
+        let name = "nixery_nix_wait_seconds_total";
+        let help = "Seconds images spent waiting for a Nix job slot.";
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {:.6}", self.nix_wait.get());
         out
     }
 }
@@ -122,5 +187,19 @@ mod tests {
         for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
             assert_eq!(outcome as usize, i);
         }
+    }
+
+    #[test]
+    fn gauges_go_down_when_their_holds_end() {
+        let m = Metrics::default();
+        let one = m.nix_processes.hold();
+        let two = m.nix_processes.hold();
+        m.nix_wait.add(Duration::from_millis(1500));
+        let text = m.render();
+        assert!(text.lines().any(|l| l == "nixery_nix_processes 2"), "{text}");
+        assert!(text.lines().any(|l| l == "nixery_nix_wait_seconds_total 1.500000"), "{text}");
+        assert!(text.contains("# TYPE nixery_nix_processes gauge"), "{text}");
+        drop((one, two));
+        assert!(m.render().lines().any(|l| l == "nixery_nix_processes 0"));
     }
 }

@@ -20,7 +20,7 @@ use crate::image::{ImageSpec, Tag};
 use crate::layers::LayerPolicy;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
-use crate::nix::{Nix, NixError};
+use crate::nix::{Nix, NixError, NixPolicy};
 use crate::pkgsource::{PkgSource, SourceError, SourceRevision};
 use crate::plan::Planner;
 use crate::popularity::Popularity;
@@ -28,15 +28,14 @@ use crate::storage::{ObjectKey, Storage, StorageError};
 use futures::FutureExt;
 use layer::LayerJobs;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// How images are built, in the domain's terms (the configuration maps its settings into
 /// this at start-up).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildPolicy {
     pub source: PkgSource,
-    /// How long one image's Nix work (evaluate, build, query) may take.
-    pub nix_timeout: Duration,
+    /// How Nix runs: its deadline, local builds, job slots, nixpkgs' config.
+    pub nix: NixPolicy,
     pub layers: LayerPolicy,
 }
 
@@ -116,14 +115,14 @@ impl Builder {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let nix = Nix::new(policy.nix_timeout, metrics.clone())?;
+        let nix = Nix::new(policy.nix.clone(), metrics.clone())?;
         Ok(Builder {
             inner: Arc::new(Inner {
                 planner: Planner::new(nix, popularity, policy.layers),
                 sources: SourceCache::new(policy.source.clone(), cache.source_ttl, metrics.clone()),
                 manifests: ManifestCache::new(storage.clone(), cache.manifest_memory),
                 layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, "/".into()),
-                recipe: Recipe::new(policy.layers),
+                recipe: Recipe::new(policy.layers, &policy.nix.nixpkgs_config),
                 storage,
                 metrics,
                 images: SingleFlight::new(),
@@ -142,7 +141,7 @@ impl Builder {
     ) -> Result<Arc<CachedManifest>, ManifestError> {
         let inner = &self.inner;
         let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
-        let key = ManifestKey { source, image: spec, format, recipe: inner.recipe };
+        let key = ManifestKey { source, image: spec, format, recipe: inner.recipe.clone() };
         if let Some(hit) = inner.manifests.in_memory(&key) {
             inner.metrics.manifest_served(freshness.memory_outcome());
             return Ok(hit);

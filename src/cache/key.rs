@@ -4,7 +4,9 @@
 //! cache forever. That holds only if the key has every input of the build: the pinned
 //! source revision (a commit, never a branch), the architecture and packages
 //! ([`ImageSpec`]), the manifest format, and the [`Recipe`]: every configured setting that
-//! changes layers (grouping, budget, the archive format). Popularity data also changes
+//! changes layers (grouping, budget, the archive format) or what a package is (nixpkgs'
+//! configuration, NIXERY_NIXPKGS_CONFIG, which decides what is refused and how packages
+//! are built). Popularity data also changes
 //! grouping but is loaded once at start-up from a URL whose contents can change; operators
 //! who change it start with a fresh cache (README).
 //!
@@ -16,23 +18,27 @@ use crate::digest::Digest;
 use crate::image::ImageSpec;
 use crate::layers::{Grouping, LayerPolicy};
 use crate::manifest::ManifestFormat;
+use crate::nix::NixpkgsConfig;
 use crate::pkgsource::SourceRevision;
 use crate::storage::ObjectKey;
 use serde_json::json;
 use std::sync::Arc;
 
 /// Everything configured that changes an image's layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Recipe {
     pub layers: LayerPolicy,
     /// The layer archive format (tar layout and compression; [`super::layers::FORMAT_VERSION`]).
     /// A configurable compression becomes a field next to it.
     pub archive: &'static str,
+    /// The digest of nixpkgs' configuration's identity ([`NixpkgsConfig::identity`]).
+    pub nixpkgs_config: Digest,
 }
 
 impl Recipe {
-    pub fn new(layers: LayerPolicy) -> Self {
-        Recipe { layers, archive: super::layers::FORMAT_VERSION }
+    pub fn new(layers: LayerPolicy, nixpkgs_config: &NixpkgsConfig) -> Self {
+        let nixpkgs_config = Digest::of(nixpkgs_config.identity().to_string().as_bytes());
+        Recipe { layers, archive: super::layers::FORMAT_VERSION, nixpkgs_config }
     }
 }
 
@@ -46,9 +52,11 @@ pub struct ManifestKey {
 }
 
 impl ManifestKey {
-    /// Version 3: the source is a resolved commit with its remote, and the recipe is part of
-    /// the key (version 2 held only source, architecture, packages and format).
-    pub const VERSION: u32 = 3;
+    /// Version 4: nixpkgs' configuration is part of the recipe, and packages are exact
+    /// outputs (version 3 took `meta.outputsToInstall`); version 3 made the source a resolved
+    /// commit with its remote and added the recipe (version 2 held only source,
+    /// architecture, packages and format).
+    pub const VERSION: u32 = 4;
 
     /// Where storage keeps this manifest; `None` for a revision that is not a commit (a path's
     /// reading means nothing to another process).
@@ -66,6 +74,7 @@ impl ManifestKey {
             "format": self.format.media_type(),
             "layers": { "grouping": grouping, "budget": self.recipe.layers.budget },
             "archive": self.recipe.archive,
+            "nixpkgs_config": self.recipe.nixpkgs_config,
         });
         Some(ObjectKey::manifest_cache(&Digest::of(text.to_string().as_bytes())))
     }
@@ -76,6 +85,7 @@ mod tests {
     use super::*;
     use crate::image::{ImageName, ImageSpec};
     use crate::pkgsource::{CommitHash, RemoteUrl};
+    use serde_json::Value;
 
     fn key(commit: &str, name: &str, format: ManifestFormat, budget: usize) -> ManifestKey {
         let source =
@@ -84,7 +94,7 @@ mod tests {
             source: Arc::new(source),
             image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
             format,
-            recipe: Recipe::new(LayerPolicy { grouping: Grouping::Stable, budget }),
+            recipe: Recipe::new(LayerPolicy { grouping: Grouping::Stable, budget }, &NixpkgsConfig::default()),
         }
     }
 
@@ -108,6 +118,11 @@ mod tests {
         let mut nixery = base.clone();
         nixery.recipe.layers.grouping = Grouping::Nixery;
         assert_ne!(nixery.storage_key().unwrap(), stored);
+        let Value::Object(unfree) = json!({ "allowUnfree": true }) else { unreachable!() };
+        let mut configured = base.clone();
+        configured.recipe = Recipe::new(base.recipe.layers, &NixpkgsConfig::Attrs(unfree));
+        assert_ne!(configured.storage_key().unwrap(), stored);
+        assert_ne!(configured, base);
     }
 
     #[test]

@@ -114,7 +114,7 @@ mod tests {
             source: Arc::new(source),
             image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
             format: ManifestFormat::Docker,
-            recipe: Recipe::new(LayerPolicy { grouping: Default::default(), budget: 94 }),
+            recipe: Recipe::new(LayerPolicy { grouping: Default::default(), budget: 94 }, &Default::default()),
         }
     }
 

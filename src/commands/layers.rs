@@ -25,6 +25,8 @@ pub enum LayersCommandError {
     Popularity(#[from] crate::popularity::PopularityError),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
     Expressions(std::io::Error),
+    #[error(transparent)]
+    NixVersion(#[from] crate::nix::version::VersionError),
 }
 
 /// The plan: store-path layers in manifest order, then the symlink forest's packages.
@@ -46,12 +48,13 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
     let name = ImageName::parse(image)?;
     let tag = Tag::parse(tag)?;
     let spec = ImageSpec::from_name(&name);
+    crate::nix::version::require_supported().await?;
     let popularity = crate::commands::serve::load_popularity(settings.popularity_url.as_deref()).await?;
     let policy = &settings.policy;
     let metrics = Arc::new(Metrics::default());
     let sources = SourceCache::new(policy.source.clone(), Duration::ZERO, metrics.clone());
     let (revision, _) = sources.resolve(&tag).await.map_err(LayersCommandError::Source)?;
-    let nix = Nix::new(policy.nix_timeout, metrics).map_err(LayersCommandError::Expressions)?;
+    let nix = Nix::new(policy.nix.clone(), metrics).map_err(LayersCommandError::Expressions)?;
     let plan = Planner::new(nix, popularity, policy.layers).plan(&revision, &spec).await?;
     Ok(Plan {
         layers: plan

@@ -7,7 +7,7 @@ use crate::cache::SourceCache;
 use crate::config::PopcountSettings;
 use crate::image::Tag;
 use crate::metrics::Metrics;
-use crate::nix::{Nix, StorePath};
+use crate::nix::{Nix, NixPolicy, StorePath};
 use crate::popcount::{PopcountError, Progress, popcount};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -29,11 +29,14 @@ pub enum PopcountCommandError {
     Expressions(std::io::Error),
     #[error("writing {}: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    NixVersion(#[from] crate::nix::version::VersionError),
 }
 
 pub async fn run(settings: &PopcountSettings) -> Result<(), PopcountCommandError> {
-    let nix =
-        Nix::new(settings.nix_timeout, Arc::new(Metrics::default())).map_err(PopcountCommandError::Expressions)?;
+    crate::nix::version::require_supported().await?;
+    let nix = Nix::new(NixPolicy::with_timeout(settings.nix_timeout), Arc::new(Metrics::default()))
+        .map_err(PopcountCommandError::Expressions)?;
     let cache = BinaryCache::new(&settings.binary_cache)?;
     let terminal = std::io::stderr().is_terminal();
     let report = |p: Progress| {

@@ -20,9 +20,13 @@ pub enum ServeError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    NixVersion(#[from] crate::nix::version::VersionError),
 }
 
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let nix_version = crate::nix::version::require_supported().await?;
+    tracing::info!(%nix_version, "found a supported Nix");
     let popularity = load_popularity(config.build.popularity_url.as_deref()).await?;
     let storage = open_storage(&config.storage).await?;
     let metrics = Arc::new(Metrics::default());
@@ -33,7 +37,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-    tracing::info!(%addr, source = ?config.build.policy.source, cache = ?config.cache, storage = ?config.storage, "nixery serving");
+    let nix = &config.build.policy.nix;
+    tracing::info!(
+        %addr,
+        source = ?config.build.policy.source,
+        storage = ?config.storage,
+        local_builds = nix.local_builds,
+        max_nix_jobs = nix.max_jobs,
+        "nixery serving"
+    );
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.map_err(ServeError::Serve)
 }
 

@@ -1,22 +1,48 @@
 //! Talking to Nix: resolve an image's packages in the package set, realise them, and read
-//! their runtime graph; and the evaluations `nixery popcount` needs.
+//! their runtime graph; and the queries `nixery popcount` needs.
 //!
 //! Three short commands per image build, never one per package: `nix-instantiate --eval`
 //! of nix/lookup.nix (names in, derivations out, as JSON), one `nix-store --realise` of all
 //! derivations together (Nix schedules the builds), and one `nix path-info --recursive` for
 //! the closure with sizes and references. They share one deadline (`NIX_TIMEOUT`), and each is
-//! stopped when the request that needs it is abandoned.
+//! stopped when the request that needs it is abandoned. With local builds off
+//! (NIXERY_LOCAL_BUILDS=false) a dry run comes first, so an image that would need a build
+//! is refused before anything is built ([`realise`]).
+//!
+//! Failures are worked out only on the failure path: which name broke the evaluation and
+//! nixpkgs' own reason for refusing a package ([`lookup`]), which requested packages a failed
+//! or missing store path concerns ([`attribution`]), Nix's message without the server's paths
+//! ([`diagnostic`]). What comes out is a [`NixError`] whose variants say what failed.
+//!
+//! All Nix processes of the server share NIXERY_MAX_NIX_JOBS slots ([`jobs`]). The server
+//! and its subcommands refuse to start with a Nix older than 2.18 ([`version`]).
 //!
 //! An image's evaluation instantiates its derivations (`--read-write-mode`: the `.drv` files
 //! are written, as the build needs them); popcount's evaluations of a whole package set only
 //! compute store paths and write no derivation ([`Derivations`]).
+
+mod attribution;
+mod derivation;
+mod diagnostic;
+mod error;
 mod exprs;
 mod graph;
+mod jobs;
+mod lookup;
+mod policy;
 mod process;
+mod realise;
 mod source;
 mod store_path;
+pub mod version;
 
+pub use diagnostic::Scrubber;
+pub use error::{
+    BuildFailure, NixError, NotSubstitutable, PackageFailure, PackageProblems, Step, Substitute, UntrustedSignature,
+};
 pub use graph::{GraphError, PathInfo, RuntimeGraph};
+pub use jobs::Busy;
+pub use policy::{NixPolicy, NixpkgsConfig, cores};
 pub use process::ProcessError;
 pub use store_path::{StorePath, StorePathError};
 
@@ -24,11 +50,12 @@ use crate::image::{Arch, PackageName};
 use crate::metrics::Metrics;
 use crate::pkgsource::SourceRevision;
 use exprs::Expressions;
+use jobs::NixJobs;
+use process::Output;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::process::Command;
 use tokio::time::Instant;
 
@@ -38,18 +65,13 @@ use tokio::time::Instant;
 pub struct ResolvedPackage {
     /// The name as requested.
     pub name: PackageName,
-    /// The attribute path it resolved to, e.g. `bashInteractive`.
+    /// The attribute path it resolved to, e.g. `bashInteractive` or `curl.dev`.
     pub attr: String,
+    /// The output the name denotes (`curl` → its default output, `curl.dev` → `dev`).
+    pub output: String,
     pub drv_path: StorePath,
-    /// The output paths that go into the image.
+    /// The output paths that go into the image (the one output's).
     pub outputs: Vec<StorePath>,
-}
-
-#[derive(Debug, Deserialize)]
-struct LookupResult {
-    missing: Vec<PackageName>,
-    unusable: Vec<PackageName>,
-    packages: Vec<ResolvedPackage>,
 }
 
 /// A top-level package of a package set, as nix/popcount.nix lists it.
@@ -70,33 +92,6 @@ enum Derivations {
     Compute,
 }
 
-/// Why Nix could not produce an image's packages.
-#[derive(Debug, thiserror::Error)]
-pub enum NixError {
-    #[error("packages not found: {}", .missing.join(", "))]
-    UnknownPackages { missing: Vec<PackageName>, unusable: Vec<PackageName> },
-    #[error("evaluating the package set failed")]
-    Evaluation(#[source] ProcessError),
-    #[error("building the packages failed")]
-    Build(#[source] ProcessError),
-    #[error("querying the store failed")]
-    Query(#[source] ProcessError),
-    #[error("unexpected output from nix: {step}: {source}")]
-    Output { step: &'static str, source: serde_json::Error },
-    #[error(transparent)]
-    Graph(#[from] GraphError),
-}
-
-impl NixError {
-    /// The process failure underneath, if any (for timeouts and log tails).
-    pub fn process(&self) -> Option<&ProcessError> {
-        match self {
-            NixError::Evaluation(p) | NixError::Build(p) | NixError::Query(p) => Some(p),
-            _ => None,
-        }
-    }
-}
-
 /// The realised packages of one image and their closure.
 #[derive(Clone, Debug)]
 pub struct Realised {
@@ -106,8 +101,9 @@ pub struct Realised {
 
 /// Runs Nix for the registry.
 pub struct Nix {
-    timeout: Duration,
+    policy: NixPolicy,
     exprs: Expressions,
+    jobs: NixJobs,
     metrics: Arc<Metrics>,
 }
 
@@ -118,15 +114,28 @@ struct Deadline {
     at: Instant,
 }
 
+/// One image's Nix work: what it is about, how its messages are cleaned, its deadline.
+struct Job<'a> {
+    source: &'a SourceRevision,
+    system: &'static str,
+    scrub: Scrubber,
+    deadline: Deadline,
+}
+
 impl Nix {
     /// Writes the expressions to a private temporary directory.
-    pub fn new(timeout: Duration, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        Ok(Nix { timeout, exprs: Expressions::write()?, metrics })
+    pub fn new(policy: NixPolicy, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let jobs = NixJobs::new(policy.max_jobs, metrics.clone());
+        Ok(Nix { policy, exprs: Expressions::write()?, jobs, metrics })
     }
 
     fn deadline(&self) -> Deadline {
         let started = Instant::now();
-        Deadline { started, at: started + self.timeout }
+        Deadline { started, at: started + self.policy.timeout }
+    }
+
+    fn job<'a>(&self, source: &'a SourceRevision, arch: Arch) -> Job<'a> {
+        Job { source, system: arch.nix_system(), scrub: Scrubber::for_source(source), deadline: self.deadline() }
     }
 
     /// `nix-instantiate --eval --strict --json` of `expr` with string arguments.
@@ -161,31 +170,26 @@ impl Nix {
         arch: Arch,
         packages: &BTreeSet<PackageName>,
     ) -> Result<Realised, NixError> {
-        let deadline = self.deadline();
-        let names = serde_json::to_string(packages).expect("names serialise");
-        let eval = self.eval("lookup.nix", Derivations::Write, source, arch.nix_system(), &[("packages", &names)]);
-        let lookup: LookupResult =
-            self.json("evaluate", eval, deadline).await.map_err(|e| e.or(NixError::Evaluation))?;
-        if !lookup.missing.is_empty() || !lookup.unusable.is_empty() {
-            return Err(NixError::UnknownPackages { missing: lookup.missing, unusable: lookup.unusable });
+        // One slot for all of this image's steps (see jobs.rs); the deadline starts with it.
+        let _slot = self.jobs.turn(self.policy.timeout).await?;
+        let job = self.job(source, arch);
+        let resolved = self.resolve(&job, packages).await?;
+        if !self.policy.local_builds {
+            self.check_caches(&job, &resolved).await?;
         }
+        self.build(&job, &resolved).await?;
 
-        let drvs: BTreeSet<&StorePath> = lookup.packages.iter().map(|p| &p.drv_path).collect();
-        let mut build = Command::new("nix-store");
-        build.arg("--realise").args(&drvs);
-        self.run("realise", build, deadline).await.map_err(NixError::Build)?;
-
-        let roots: BTreeSet<StorePath> = lookup.packages.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
-        let out = self.path_info(&roots, deadline).await?;
+        let roots: BTreeSet<StorePath> = resolved.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
+        let out = self.path_info(&roots, job.deadline, &job.scrub).await?;
         let graph = RuntimeGraph::from_path_info(&out, roots)?;
-        Ok(Realised { packages: lookup.packages, graph })
+        Ok(Realised { packages: resolved, graph })
     }
 
     /// The sorted top-level attribute names of the package set.
     pub async fn attribute_names(&self, source: &SourceRevision) -> Result<Vec<String>, NixError> {
-        let eval =
-            self.eval("popcount.nix", Derivations::Compute, source, Arch::Amd64.nix_system(), &[("mode", "names")]);
-        self.json("list attributes", eval, self.deadline()).await.map_err(|e| e.or(NixError::Evaluation))
+        let job = self.job(source, Arch::Amd64);
+        let eval = self.eval("popcount.nix", Derivations::Compute, source, job.system, &[("mode", "names")]);
+        self.json(Step::ListAttributes, eval, job.deadline, &job.scrub).await
     }
 
     /// The derivations among `attrs` and their output paths (others are skipped), evaluated
@@ -195,47 +199,70 @@ impl Nix {
         source: &SourceRevision,
         attrs: &[String],
     ) -> Result<Vec<TopLevelPackage>, NixError> {
+        let job = self.job(source, Arch::Amd64);
         let names = serde_json::to_string(attrs).expect("strings serialise");
         let args = [("mode", "outputs"), ("names", names.as_str())];
-        let eval = self.eval("popcount.nix", Derivations::Compute, source, Arch::Amd64.nix_system(), &args);
-        self.json("evaluate outputs", eval, self.deadline()).await.map_err(|e| e.or(NixError::Evaluation))
+        let eval = self.eval("popcount.nix", Derivations::Compute, source, job.system, &args);
+        self.json(Step::EvaluateOutputs, eval, job.deadline, &job.scrub).await
     }
 
-    async fn path_info(&self, paths: &BTreeSet<StorePath>, deadline: Deadline) -> Result<Vec<u8>, NixError> {
+    async fn path_info(
+        &self,
+        paths: &BTreeSet<StorePath>,
+        deadline: Deadline,
+        scrub: &Scrubber,
+    ) -> Result<Vec<u8>, NixError> {
         let mut query = Command::new("nix");
         query.args(["--extra-experimental-features", "nix-command", "path-info", "--json", "--closure-size"]);
         query.arg("--recursive").args(paths);
-        self.run("query graph", query, deadline).await.map_err(NixError::Query)
+        Ok(self.step(Step::QueryGraph, query, deadline, scrub).await?.stdout)
     }
 
+    /// Runs a step and decodes its JSON output.
     async fn json<T: DeserializeOwned>(
         &self,
-        step: &'static str,
+        step: Step,
         command: Command,
         deadline: Deadline,
-    ) -> Result<T, JsonStepError> {
-        let out = self.run(step, command, deadline).await.map_err(JsonStepError::Process)?;
-        serde_json::from_slice(&out).map_err(|source| JsonStepError::Output(NixError::Output { step, source }))
+        scrub: &Scrubber,
+    ) -> Result<T, NixError> {
+        let out = self.step(step, command, deadline, scrub).await?;
+        serde_json::from_slice(&out.stdout).map_err(|source| NixError::Output { step, source })
     }
 
-    async fn run(&self, step: &str, command: Command, deadline: Deadline) -> Result<Vec<u8>, ProcessError> {
+    /// Runs a step whose failure is not analysed further.
+    async fn step(
+        &self,
+        step: Step,
+        command: Command,
+        deadline: Deadline,
+        scrub: &Scrubber,
+    ) -> Result<Output, NixError> {
+        self.run(step, command, deadline).await.map_err(|e| failure(step, e, scrub))
+    }
+
+    async fn run(&self, step: Step, command: Command, deadline: Deadline) -> Result<Output, ProcessError> {
         self.metrics.nix_invocations.inc();
-        tracing::info!(step, "running nix");
+        let _running = self.metrics.nix_processes.hold();
+        tracing::info!(%step, "running nix");
         process::run(command, deadline.started, deadline.at).await
     }
 }
 
-/// A step that runs a command and decodes its JSON output.
-enum JsonStepError {
-    Process(ProcessError),
-    Output(NixError),
-}
-
-impl JsonStepError {
-    fn or(self, wrap: impl FnOnce(ProcessError) -> NixError) -> NixError {
-        match self {
-            JsonStepError::Process(p) => wrap(p),
-            JsonStepError::Output(e) => e,
+/// A failed step as the error it is, with Nix's message cleaned by `scrub`.
+fn failure(step: Step, e: ProcessError, scrub: &Scrubber) -> NixError {
+    match e {
+        ProcessError::Timeout { seconds, .. } => NixError::Timeout { step, seconds },
+        ProcessError::Failed { ref stderr, .. } => {
+            let text = stderr.text();
+            let summary = diagnostic::final_error(&text)
+                .map(|m| scrub.message(&m))
+                .unwrap_or_else(|| "Nix printed no error message".to_owned());
+            let log_tail = stderr.tail().iter().map(|l| scrub.log_line(l)).collect();
+            NixError::Command { step, summary, log_tail, source: e }
+        }
+        ProcessError::Spawn { .. } | ProcessError::Io { .. } => {
+            NixError::Command { step, summary: e.to_string(), log_tail: Vec::new(), source: e }
         }
     }
 }
@@ -244,17 +271,39 @@ impl JsonStepError {
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
     #[tokio::test]
     async fn output_that_is_not_json_names_the_step_and_keeps_the_parse_error() {
-        let nix = Nix::new(Duration::from_secs(10), Arc::new(Metrics::default())).unwrap();
+        let nix = Nix::new(NixPolicy::with_timeout(Duration::from_secs(10)), Arc::new(Metrics::default())).unwrap();
+        let source = SourceRevision::Path { path: "/srv/pkgs".into(), generation: 1 };
         let mut command = Command::new("/bin/sh");
         command.args(["-c", "echo '{\"missing\": oops}'"]);
-        let result = nix.json::<LookupResult>("evaluate", command, nix.deadline()).await;
-        let err = match result {
-            Ok(_) => panic!("garbage parsed"),
-            Err(e) => e.or(NixError::Evaluation),
-        };
-        assert!(matches!(&err, NixError::Output { step: "evaluate", source } if source.is_syntax()), "{err:?}");
-        assert!(err.to_string().starts_with("unexpected output from nix: evaluate: expected value at line 1"), "{err}");
+        let job = nix.job(&source, Arch::Amd64);
+        let result = nix.json::<serde_json::Value>(Step::Evaluate, command, job.deadline, &job.scrub).await;
+        let err = result.expect_err("garbage parsed");
+        assert!(matches!(&err, NixError::Output { step: Step::Evaluate, source } if source.is_syntax()), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("unexpected output from nix: evaluating the packages: expected value at line 1"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_says_why_without_server_paths() {
+        let nix = Nix::new(NixPolicy::with_timeout(Duration::from_secs(10)), Arc::new(Metrics::default())).unwrap();
+        let source = SourceRevision::Path { path: "/srv/pkgs".into(), generation: 1 };
+        let mut command = Command::new("/bin/sh");
+        command.args([
+            "-c",
+            "echo 'error:' >&2; echo \"       error: path '/srv/pkgs/x.nix' or '/root/y' is bad\" >&2; exit 1",
+        ]);
+        let job = nix.job(&source, Arch::Amd64);
+        let err = nix.step(Step::QueryGraph, command, job.deadline, &job.scrub).await.unwrap_err();
+        assert_eq!(err.to_string(), "querying the runtime graph failed: path 'pkgs/x.nix' or '<path>' is bad");
+        assert!(!err.is_image_failure());
+        assert_eq!(nix.metrics.nix_invocations.get(), 1);
+        assert_eq!(nix.metrics.nix_processes.get(), 0, "the process gauge is given back");
     }
 }

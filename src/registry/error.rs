@@ -4,7 +4,7 @@
 
 use crate::build::{BuildError, ManifestError};
 use crate::image::NameError;
-use crate::nix::{NixError, ProcessError};
+use crate::nix::NixError;
 use crate::pkgsource::SourceError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -86,37 +86,7 @@ impl From<NameError> for RegistryError {
 impl From<&BuildError> for RegistryError {
     fn from(e: &BuildError) -> Self {
         match e {
-            BuildError::Nix(NixError::UnknownPackages { missing, unusable }) => {
-                let mut parts = Vec::new();
-                if !missing.is_empty() {
-                    parts.push(format!("packages not found: {}", missing.join(", ")));
-                }
-                if !unusable.is_empty() {
-                    parts.push(format!(
-                        "packages that are not derivations or fail to evaluate: {}",
-                        unusable.join(", ")
-                    ));
-                }
-                Self::new(StatusCode::NOT_FOUND, Code::ManifestUnknown, parts.join("; "))
-                    .with_detail(json!({ "missing": missing, "unusable": unusable }))
-            }
-            BuildError::Nix(nix) => match nix.process() {
-                Some(ProcessError::Timeout { seconds, .. }) => Self::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    Code::Unknown,
-                    format!("building the image timed out after {seconds} s (NIX_TIMEOUT)"),
-                ),
-                Some(ProcessError::Failed { log_tail, .. }) => Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Code::Unknown,
-                    format!("{nix}: see detail for the end of the Nix log"),
-                )
-                .with_detail(json!({ "log": log_tail })),
-                _ => {
-                    tracing::error!(error = %nix, "nix failed");
-                    Self::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown, nix.to_string())
-                }
-            },
+            BuildError::Nix(nix) => nix.into(),
             other => {
                 tracing::error!(error = %other, "image build failed");
                 Self::internal()
@@ -151,6 +121,32 @@ impl From<&SourceError> for RegistryError {
                 Self::internal()
             }
         }
+    }
+}
+
+/// A Nix failure: its message (which names each cause, and no server path) and its
+/// structured data as `detail`. Statuses: 404 for names that are missing or refused, as
+/// before; the kinds added with issue 9 (a name whose evaluation fails, a package set that
+/// does not evaluate, not in any cache, an untrusted signature) 422, by the decided policy
+/// for failures of the requested image; a failed build 500 and a timeout 504, as before;
+/// no Nix job slot in time 503; the server's own faults 500.
+impl From<&NixError> for RegistryError {
+    fn from(nix: &NixError) -> Self {
+        let (status, code) = match nix {
+            NixError::Packages(p) if p.failing.is_empty() => (StatusCode::NOT_FOUND, Code::ManifestUnknown),
+            NixError::Packages(_)
+            | NixError::PackageSet { .. }
+            | NixError::NotSubstitutable(_)
+            | NixError::UntrustedSignature(_) => (StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestUnknown),
+            NixError::Build(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown),
+            NixError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, Code::Unknown),
+            NixError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::Unknown),
+            NixError::Command { .. } | NixError::Output { .. } | NixError::Graph(_) => {
+                tracing::error!(error = %nix, "nix failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown)
+            }
+        };
+        Self::new(status, code, nix.to_string()).with_detail(nix.detail())
     }
 }
 

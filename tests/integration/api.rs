@@ -333,6 +333,12 @@ fn bad_configuration_stops_start_up_naming_the_variable() {
     start_fails(&[("NIX_TIMEOUT", "-1"), ("STORAGE_PATH", storage)], "NIX_TIMEOUT");
     start_fails(&[("NIXERY_LAYER_BUDGET", "500"), ("STORAGE_PATH", storage)], "NIXERY_LAYER_BUDGET");
     start_fails(&[("NIXERY_STORAGE_BACKEND", "floppy"), ("STORAGE_PATH", storage)], "NIXERY_STORAGE_BACKEND");
+    start_fails(&[("NIXERY_LOCAL_BUILDS", "maybe"), ("STORAGE_PATH", storage)], "NIXERY_LOCAL_BUILDS");
+    start_fails(&[("NIXERY_MAX_NIX_JOBS", "0"), ("STORAGE_PATH", storage)], "NIXERY_MAX_NIX_JOBS");
+    start_fails(
+        &[("NIXERY_NIXPKGS_CONFIG", "{allowUnfree = true;}"), ("STORAGE_PATH", storage)],
+        "NIXERY_NIXPKGS_CONFIG",
+    );
     start_fails(&[("NIXERY_PKGS_PATH", "/no/such/pkgs"), ("STORAGE_PATH", storage)], "NIXERY_PKGS_PATH");
     start_fails(
         &[("NIXERY_PKGS_PATH", pkgs), ("NIXERY_CHANNEL", "nixos-unstable"), ("STORAGE_PATH", storage)],
@@ -369,6 +375,9 @@ fn help_lists_every_setting() {
         "NIXERY_LAYER_GROUPING",
         "NIXERY_SOURCE_TTL",
         "NIXERY_MANIFEST_CACHE_MIB",
+        "NIXERY_LOCAL_BUILDS",
+        "NIXERY_MAX_NIX_JOBS",
+        "NIXERY_NIXPKGS_CONFIG",
     ] {
         assert!(help.contains(&format!("[env: {var}=")), "--help does not list {var}:\n{help}");
     }

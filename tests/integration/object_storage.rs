@@ -133,7 +133,7 @@ fn an_upload_cut_off_mid_stream_leaves_nothing_under_a_digest() {
     let request = std::thread::spawn(move || http::send("GET", &url, &[], Duration::from_secs(300)));
     // Wait until the layers are being written (Nix is done), then cut the store off.
     let mut waited = 0;
-    while !server.log().contains("query graph") {
+    while !server.log().contains("querying the runtime graph") {
         std::thread::sleep(Duration::from_millis(50));
         waited += 1;
         assert!(waited < 2400, "{}", server.context("Nix never finished"));

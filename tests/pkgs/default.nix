@@ -21,7 +21,12 @@
 # Unset or empty, it changes nothing: the paths are those of the unsalted set. Only the
 # busybox binary copied from the host (`busyboxStatic`, a source, not a derivation) is shared:
 # it is an input of every build but no package references it at run time.
-{ system ? builtins.currentSystem, ... }:
+#
+# Failures as nixpkgs has them: packages its meta checks refuse (unfree, broken, insecure; a
+# `throw` with nixpkgs' wording, honouring `config` as nixpkgs does), a removed alias (a
+# `throw`), and, nested under `failing`, evaluations that `builtins.tryEval` cannot catch
+# (abort, infinite recursion, a missing file, a type error).
+{ system ? builtins.currentSystem, config ? { }, ... }:
 let
   nonce = builtins.getEnv "NIXERY_TEST_NONCE";
   salt = builtins.getEnv "NIXERY_TEST_SALT";
@@ -39,8 +44,9 @@ let
   # `builtins.derivation` of the set goes through this.
   salted = attrs: attrs // (if salt == "" then { } else { NIXERY_TEST_SALT = salt; });
 
-  # A derivation built by busybox's shell, with every busybox applet on PATH.
-  mk = name: script: builtins.derivation (salted {
+  # A derivation built by busybox's shell, with every busybox applet on PATH; `attrs` are
+  # further attributes of the derivation (e.g. `outputs`).
+  mkWith = attrs: name: script: builtins.derivation (salted ({
     inherit name;
     system = builtins.currentSystem;
     builder = bb;
@@ -48,11 +54,16 @@ let
       ${bb} mkdir -p "$TMPDIR/.applets"
       ${bb} --install -s "$TMPDIR/.applets"
       export PATH="$TMPDIR/.applets"
-      mkdir -p $out/nix-support
-      echo ${system} > $out/nix-support/system
       ${script}
     '' ];
-  });
+  } // attrs));
+
+  # The same with one output, which records the target system.
+  mk = name: script: mkWith { } name ''
+    mkdir -p $out/nix-support
+    echo ${system} > $out/nix-support/system
+    ${script}
+  '';
 
   # An executable shell script at $out/bin/NAME, run by the busybox shell from the store.
   script = name: body: mk name ''
@@ -69,6 +80,65 @@ let
     mkdir -p $out/bin
     for a in ${builtins.concatStringsSep " " list}; do ln -s ${busybox}/bin/busybox $out/bin/$a; done
   '';
+
+  # nixpkgs' meta checks (pkgs/stdenv/generic/check-meta.nix) in miniature: a package whose
+  # meta says it is unfree, broken or insecure keeps its name, type and meta, but its
+  # drvPath and outPath throw nixpkgs' message (its current wording: the reason, then
+  # instructions for the user's own machine), unless `config` allows it the way nixpkgs'
+  # config does (allowUnfree, allowBroken, permittedInsecurePackages).
+  checkMeta = pos: drv:
+    let
+      meta = drv.meta or { };
+      allow = what: variable: ''
+        a) To temporarily allow ${what}, you can use an environment variable
+           for a single invocation of the nix tools.
+
+             $ export ${variable}=1
+
+        b) For `nixos-rebuild` you can set
+          { nixpkgs.config.allow${builtins.replaceStrings [ " packages" "u" "b" ] [ "" "U" "B" ] what} = true; }
+        in configuration.nix to override this.
+      '';
+      problem =
+        if !(meta.license.free or true) && !(config.allowUnfree or false) then {
+          msg = "has an unfree license (‘${meta.license.shortName}’)";
+          remediation = allow "unfree packages" "NIXPKGS_ALLOW_UNFREE";
+        }
+        else if meta.broken or false && !(config.allowBroken or false) then {
+          msg = "is marked as broken";
+          remediation = allow "broken packages" "NIXPKGS_ALLOW_BROKEN";
+        }
+        else if meta.knownVulnerabilities or [ ] != [ ]
+          && !builtins.elem drv.name (config.permittedInsecurePackages or [ ]) then {
+          msg = "is marked as insecure";
+          remediation = "\nKnown issues:\n"
+            + builtins.concatStringsSep "" (map (issue: " - ${issue}\n") meta.knownVulnerabilities)
+            + ''
+
+              You can install it anyway by allowing this package, using the
+              following methods:
+
+              a) To temporarily allow all insecure packages, you can use an environment
+                 variable for a single invocation of the nix tools:
+
+                   $ export NIXPKGS_ALLOW_INSECURE=1
+            '';
+        }
+        else null;
+      refusal = throw ("Refusing to evaluate package '${drv.name}' in ${pos.file}:${toString pos.line} "
+        + "because it ${problem.msg}\n${problem.remediation}");
+    in
+    if problem == null then drv else drv // { drvPath = refusal; outPath = refusal; };
+
+  # A derivation with several outputs, shaped like nixpkgs' curl: every output carries the
+  # package's meta, as lib.extendDerivation gives it (so `curl.dev.meta.outputsToInstall`
+  # is curl's [ "bin" "man" ] there too).
+  multiOutput = { name, outputs, meta, script }:
+    let
+      drv = mkWith { inherit outputs; } name script;
+      withMeta = d: d // { inherit meta; };
+    in
+    withMeta drv // builtins.listToAttrs (map (o: { name = o; value = withMeta drv.${o}; }) outputs);
 
   busybox = mk "busybox-1.35.0" ''
     mkdir -p $out/bin
@@ -155,6 +225,51 @@ let
       printf '#!%s/bin/sh\necho fresh %s\n' ${busybox} ${nonce} > $out/bin/fresh
       chmod 0555 $out/bin/fresh
     '';
+
+    # Several outputs: `curl` is its default output (bin), `curl.dev` the headers.
+    curl = multiOutput {
+      name = "curl-8.0";
+      outputs = [ "bin" "dev" "out" "man" ];
+      meta.outputsToInstall = [ "bin" "man" ];
+      script = ''
+        mkdir -p $out/lib $out/nix-support $bin/bin $dev/include/curl $dev/lib/pkgconfig $man/share/man/man1
+        echo ${system} > $out/nix-support/system
+        echo "libcurl (test stub)" > $out/lib/libcurl.txt
+        printf '#!%s/bin/sh\ncat %s/lib/libcurl.txt\necho "curl (test stub) $*"\n' ${busybox} $out > $bin/bin/curl
+        chmod 0555 $bin/bin/curl
+        echo '#define CURL_TEST 1' > $dev/include/curl/curl.h
+        printf 'libdir=%s/lib\n' $out > $dev/lib/pkgconfig/libcurl.pc
+        echo '.TH CURL 1' > $man/share/man/man1/curl.1
+      '';
+    };
+
+    # Refused by the meta checks unless `config` allows them (see checkMeta).
+    nonfree = checkMeta __curPos (mk "nonfree-1.0" "echo nonfree > $out/readme" // {
+      meta.license = { shortName = "unfree"; free = false; };
+    });
+    markedBroken = checkMeta __curPos (mk "marked-broken-1.0" "echo broken > $out/readme" // {
+      meta.broken = true;
+    });
+    insecure = checkMeta __curPos (mk "insecure-1.0" "echo insecure > $out/readme" // {
+      meta.knownVulnerabilities = [ "CVE-2099-0001: remote code execution in the test stub" ];
+    });
+
+    # A removed package, as nixpkgs' aliases.nix keeps them.
+    oldhello = throw "'oldhello' has been removed because it was unmaintained upstream; use 'hello' instead";
+
+    # Evaluations that builtins.tryEval cannot catch, nested as nixpkgs' are
+    # (pkgsStatic.texlive…), so that walking the top level (popcount) meets none of them.
+    failing = {
+      aborting = abort "this package aborts on purpose";
+      recursive = let loop = mk "recursive-1.0" "echo ${loop}"; in loop;
+      missingFile = import ./does-not-exist.nix;
+      typeError = builtins.derivation {
+        name = "type-error-1.0";
+        system = builtins.currentSystem;
+        builder = bb;
+        version = 1 + "0";
+      };
+    };
 
     # Incompressible data, for the memory and throughput benchmark (size in MiB from
     # NIXERY_BIG_MIB at evaluation time, 64 by default).

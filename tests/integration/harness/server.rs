@@ -170,6 +170,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().map(Daemon::pid).unwrap_or_else(|| self.fail("the server is not running"))
+    }
+
     /// `127.0.0.1:PORT`: what image references start with.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)

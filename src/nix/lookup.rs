@@ -1,0 +1,265 @@
+//! Resolving an image's names to derivations, and saying precisely why a name cannot be
+//! used.
+//!
+//! One evaluation (nix/lookup.nix, mode `resolve`) classifies every name: found, missing, or
+//! unusable. A name is unusable when it is not a package, or when forcing it throws, which
+//! is how nixpkgs refuses unfree, broken and insecure packages and removed aliases;
+//! `builtins.tryEval` catches the throw (so the other names are still resolved) but drops its
+//! text. For those names only, each is evaluated again alone (mode `single`) without tryEval,
+//! and nixpkgs' own reason is read from Nix's error ([`super::diagnostic`]).
+//!
+//! Some errors cannot be caught by tryEval: `abort`, infinite recursion, a missing file, a
+//! type error. One of them anywhere fails the whole evaluation, and Nix's message does not
+//! say which name led there. Then the package set is evaluated alone (mode `probe`): if it
+//! fails, the source itself is broken (a tag naming no commit, a syntax error) and that is
+//! the answer. Otherwise each name is evaluated alone, concurrently on spare Nix job slots,
+//! and the culprits are reported with their messages, next to the names that are fine.
+//! None of this extra work happens for an image whose names all resolve.
+
+use super::diagnostic::final_error;
+use super::error::{NixError, PackageFailure, PackageProblems, Step};
+use super::{Job, Nix, ProcessError, ResolvedPackage, failure};
+use crate::image::PackageName;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Deserialize;
+use std::collections::{BTreeSet, VecDeque};
+
+/// The trace line nix/lookup.nix prints before forcing a name without tryEval (as Nix prints
+/// it; the text alone also appears in the code frames of Nix's traces).
+const FORCING_MARKER: &str = "trace: nixery-lookup: forcing without tryEval";
+
+/// Whether nix/lookup.nix got as far as forcing the name without tryEval: then what failed
+/// was a throw the package set meant (a refusal), not an uncatchable error.
+fn was_forced(stderr: &str) -> bool {
+    stderr.lines().any(|l| l.trim() == FORCING_MARKER)
+}
+
+/// One name, as nix/lookup.nix classified it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum Lookup {
+    Ok(ResolvedPackage),
+    Missing { name: PackageName },
+    Unusable { name: PackageName, reason: Option<String> },
+}
+
+/// What evaluating one name alone found.
+#[derive(Debug)]
+enum Alone {
+    Classified(Lookup),
+    /// The package set refused it (a throw): its reason.
+    Refused(String),
+    /// Its evaluation fails uncatchably: Nix's message.
+    Failing(String),
+}
+
+impl PackageProblems {
+    /// Files what one name alone turned out to be.
+    fn add(&mut self, name: PackageName, alone: Alone) {
+        let failure = |reason: String| PackageFailure { name: name.clone(), reason };
+        match alone {
+            Alone::Classified(Lookup::Ok(_)) => self.fine.push(name),
+            Alone::Classified(Lookup::Missing { .. }) => self.missing.push(name),
+            Alone::Classified(Lookup::Unusable { reason, .. }) => self
+                .unusable
+                .push(failure(reason.unwrap_or_else(|| "its evaluation fails (Nix gave no reason)".to_owned()))),
+            Alone::Refused(reason) => self.unusable.push(failure(reason)),
+            Alone::Failing(message) => self.failing.push(failure(message)),
+        }
+    }
+
+    fn sort(&mut self) {
+        self.missing.sort();
+        self.unusable.sort_by(|a, b| a.name.cmp(&b.name));
+        self.failing.sort_by(|a, b| a.name.cmp(&b.name));
+        self.fine.sort();
+    }
+}
+
+/// Why a lookup evaluation gave no classification.
+enum LookupError {
+    /// Nix failed: its stderr, and the process error.
+    Failed(String, ProcessError),
+    Other(NixError),
+}
+
+impl Nix {
+    /// The derivations of `names`, or what is wrong with them.
+    pub(super) async fn resolve(
+        &self,
+        job: &Job<'_>,
+        names: &BTreeSet<PackageName>,
+    ) -> Result<Vec<ResolvedPackage>, NixError> {
+        let lookups = match self.lookup::<Vec<Lookup>>(job, Step::Evaluate, "resolve", names.iter()).await {
+            Ok(lookups) => lookups,
+            Err(LookupError::Failed(stderr, e)) => return Err(self.diagnose(job, names, &stderr, e).await),
+            Err(LookupError::Other(e)) => return Err(e),
+        };
+        let mut problems = PackageProblems::default();
+        let mut resolved = Vec::new();
+        let mut unexplained = Vec::new();
+        for lookup in lookups {
+            match lookup {
+                Lookup::Ok(p) => resolved.push(p),
+                Lookup::Missing { name } => problems.missing.push(name),
+                Lookup::Unusable { name, reason: Some(reason) } => {
+                    problems.unusable.push(PackageFailure { name, reason: job.scrub.message(&reason) })
+                }
+                Lookup::Unusable { name, reason: None } => unexplained.push(name),
+            }
+        }
+        if problems.is_empty() && unexplained.is_empty() {
+            return Ok(resolved);
+        }
+        for (name, alone) in self.each_alone(job, unexplained).await? {
+            problems.add(name, alone);
+        }
+        problems.fine.extend(resolved.into_iter().map(|p| p.name));
+        problems.sort();
+        Err(NixError::Packages(problems))
+    }
+
+    /// The whole evaluation failed (`stderr`): the package set itself, or which names.
+    async fn diagnose(&self, job: &Job<'_>, names: &BTreeSet<PackageName>, stderr: &str, e: ProcessError) -> NixError {
+        match self.lookup::<bool>(job, Step::Evaluate, "probe", std::iter::empty()).await {
+            Ok(_) => {}
+            Err(LookupError::Failed(stderr, _)) => return NixError::PackageSet { message: self.reason(job, &stderr) },
+            Err(LookupError::Other(e)) => return e,
+        }
+        let alone = match self.each_alone(job, names.iter().cloned().collect()).await {
+            Ok(alone) => alone,
+            Err(e) => return e,
+        };
+        let mut problems = PackageProblems::default();
+        for (name, alone) in alone {
+            problems.add(name, alone);
+        }
+        if problems.is_empty() {
+            // Every name is fine alone: not a package's fault that can be named.
+            tracing::warn!(error = %self.reason(job, stderr), "the evaluation failed, but no name fails alone");
+            return failure(Step::Evaluate, e, &job.scrub);
+        }
+        problems.sort();
+        NixError::Packages(problems)
+    }
+
+    /// Evaluates each name alone: one at a time on the image's own slot, more at once on
+    /// spare slots (never waiting for one: see jobs.rs).
+    async fn each_alone(&self, job: &Job<'_>, names: Vec<PackageName>) -> Result<Vec<(PackageName, Alone)>, NixError> {
+        let mut queue: VecDeque<PackageName> = names.into();
+        let mut running = FuturesUnordered::new();
+        let mut own_slot_free = true;
+        let mut results = Vec::new();
+        loop {
+            while let Some(name) = queue.pop_front() {
+                let spare = if own_slot_free {
+                    own_slot_free = false;
+                    None
+                } else if let Some(permit) = self.jobs.spare() {
+                    Some(permit)
+                } else {
+                    queue.push_front(name);
+                    break;
+                };
+                running.push(async move {
+                    let on_own_slot = spare.is_none();
+                    let result = self.alone(job, &name).await;
+                    drop(spare);
+                    (on_own_slot, name, result)
+                });
+            }
+            let Some((on_own_slot, name, result)) = running.next().await else { break };
+            own_slot_free |= on_own_slot;
+            results.push((name, result?));
+        }
+        Ok(results)
+    }
+
+    /// Evaluates one name alone (mode `single`).
+    async fn alone(&self, job: &Job<'_>, name: &PackageName) -> Result<Alone, NixError> {
+        match self.lookup::<Vec<Lookup>>(job, Step::EvaluateEach, "single", std::iter::once(name)).await {
+            Ok(mut lookups) if lookups.len() == 1 => Ok(Alone::Classified(lookups.remove(0))),
+            Ok(lookups) => Err(NixError::Output {
+                step: Step::EvaluateEach,
+                source: serde::de::Error::invalid_length(lookups.len(), &"one result"),
+            }),
+            Err(LookupError::Failed(stderr, _)) if was_forced(&stderr) => Ok(Alone::Refused(self.reason(job, &stderr))),
+            Err(LookupError::Failed(stderr, _)) => Ok(Alone::Failing(self.reason(job, &stderr))),
+            Err(LookupError::Other(e)) => Err(e),
+        }
+    }
+
+    /// Nix's final error in `stderr`, without server paths.
+    fn reason(&self, job: &Job<'_>, stderr: &str) -> String {
+        final_error(stderr)
+            .map(|m| job.scrub.message(&m))
+            .unwrap_or_else(|| "Nix failed without an error message".to_owned())
+    }
+
+    /// Runs nix/lookup.nix in `mode` for `names`.
+    async fn lookup<T: serde::de::DeserializeOwned>(
+        &self,
+        job: &Job<'_>,
+        step: Step,
+        mode: &str,
+        names: impl Iterator<Item = &PackageName>,
+    ) -> Result<T, LookupError> {
+        let names = serde_json::to_string(&names.collect::<Vec<_>>()).expect("names serialise");
+        let config = self.policy.nixpkgs_config.nix_arg();
+        let args = [("packages", names.as_str()), ("mode", mode), ("nixpkgsConfig", config.as_str())];
+        let command = self.eval("lookup.nix", super::Derivations::Write, job.source, job.system, &args);
+        match self.run(step, command, job.deadline).await {
+            Ok(out) => serde_json::from_slice(&out.stdout)
+                .map_err(|source| LookupError::Other(NixError::Output { step, source })),
+            Err(e) => match &e {
+                ProcessError::Failed { stderr, .. } => Err(LookupError::Failed(stderr.text(), e)),
+                _ => Err(LookupError::Other(failure(step, e, &job.scrub))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_results_as_nix_lookup_prints_them() {
+        let json = r#"[
+            {"attr":"curl.dev","drvPath":"/nix/store/nr2cival8ddw7kibdvr97sfm2dnrj068-curl-8.0.drv","name":"curl.dev",
+             "output":"dev","outputs":["/nix/store/nzlv168b2h0y5wfn1235kjxw5p1zrqxx-curl-8.0-dev"],"status":"ok"},
+            {"name":"lib","reason":"not a package: it is an attribute set","status":"unusable"},
+            {"name":"nonfree","reason":null,"status":"unusable"},
+            {"name":"nosuch","status":"missing"}]"#;
+        let lookups: Vec<Lookup> = serde_json::from_str(json).unwrap();
+        assert!(matches!(&lookups[0], Lookup::Ok(p) if p.output == "dev" && p.attr == "curl.dev"));
+        assert!(matches!(&lookups[1], Lookup::Unusable { reason: Some(r), .. } if r.starts_with("not a package")));
+        assert!(matches!(&lookups[2], Lookup::Unusable { reason: None, .. }));
+        assert!(matches!(&lookups[3], Lookup::Missing { name } if name.as_str() == "nosuch"));
+    }
+
+    #[test]
+    fn a_refusal_is_told_by_the_trace_line_not_by_code_frames() {
+        let refused = "trace: nixery-lookup: forcing without tryEval\nerror:\n       error: unfree\n";
+        assert!(was_forced(refused));
+        let aborted = "error:\n       … while calling 'single'\n         at /tmp/x/lookup.nix:99:3:\n\
+                          99|   then builtins.trace \"nixery-lookup: forcing without tryEval\" (resolveWith true name)\n\
+                       error: evaluation aborted with the following error message: 'no'\n";
+        assert!(!was_forced(aborted));
+    }
+
+    #[test]
+    fn names_alone_are_filed_by_what_they_turned_out_to_be() {
+        let name = |s: &str| PackageName::parse(s).unwrap();
+        let mut problems = PackageProblems::default();
+        problems.add(name("zed"), Alone::Failing("infinite recursion encountered".into()));
+        problems.add(name("hello"), Alone::Classified(Lookup::Missing { name: name("hello") }));
+        problems.add(name("nonfree"), Alone::Refused("unfree".into()));
+        problems.add(name("aaa"), Alone::Failing("abort".into()));
+        problems.sort();
+        assert_eq!(problems.failing.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["aaa", "zed"]);
+        assert_eq!(problems.missing, vec![name("hello")]);
+        assert_eq!(problems.unusable[0].reason, "unfree");
+    }
+}
