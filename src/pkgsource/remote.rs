@@ -3,7 +3,9 @@
 //!
 //! A remote URL may hold a token (`https://user:token@host/repo`). It is handed as is only to
 //! git and Nix; everywhere else (logs, errors, `Debug`, cache identities) it is shown as
-//! [`RemoteUrl::redacted`], and git's own messages are redacted before they go anywhere.
+//! [`RemoteUrl::redacted`], and git's own messages are redacted before they go anywhere. A
+//! remote on the server's own disk (`file://...` or a path) is a server file path, which no
+//! answer or log line shows: [`RemoteUrl::shown`] names it only as the local repository.
 //!
 //! `git ls-remote` runs with no terminal prompt (`GIT_TERMINAL_PROMPT=0`, stdin closed), under
 //! a deadline, and is killed when the request that waits for it goes away. A named reference
@@ -39,7 +41,25 @@ impl RemoteUrl {
         authority.rfind('@').map(|at| &authority[..at])
     }
 
-    /// The URL with any user info replaced by `***`: what logs and answers show.
+    /// The path of a remote on this machine (`file:///srv/repo`, `/srv/repo`), if it is one.
+    fn local_path(&self) -> Option<&str> {
+        if let Some(path) = self.0.strip_prefix("file://") {
+            return Some(path);
+        }
+        (self.0.starts_with('/') || self.0.starts_with('.')).then_some(self.0.as_str())
+    }
+
+    /// What logs and answers show: the URL without credentials ([`Self::redacted`]), and
+    /// a remote on this machine without its path.
+    pub fn shown(&self) -> String {
+        match self.local_path() {
+            Some(_) => LOCAL.to_owned(),
+            None => self.redacted(),
+        }
+    }
+
+    /// The URL with any user info replaced by `***` (part of cache identities, where a
+    /// token must not count but a local path must).
     pub fn redacted(&self) -> String {
         match self.user_info() {
             Some(info) if !info.is_empty() => self.0.replacen(&format!("{info}@"), "***@", 1),
@@ -47,11 +67,16 @@ impl RemoteUrl {
         }
     }
 
-    /// `text` (a message of git's) with this URL's credentials replaced by `***`.
+    /// `text` (a message of git's) with this URL's credentials replaced by `***`, and a
+    /// local remote's path by what [`Self::shown`] says.
     pub fn redact_in(&self, text: &str) -> String {
-        match self.user_info() {
+        let text = match self.user_info() {
             Some(info) if !info.is_empty() => text.replace(info, "***"),
             _ => text.to_owned(),
+        };
+        match self.local_path() {
+            Some(path) if !path.is_empty() => text.replace(&self.0, LOCAL).replace(path, LOCAL),
+            _ => text,
         }
     }
 
@@ -70,15 +95,18 @@ impl RemoteUrl {
     }
 }
 
+/// How a remote on this machine is shown.
+const LOCAL: &str = "the local repository";
+
 impl fmt::Display for RemoteUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
+        f.write_str(&self.shown())
     }
 }
 
 impl fmt::Debug for RemoteUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RemoteUrl({:?})", self.redacted())
+        write!(f, "RemoteUrl({:?})", self.shown())
     }
 }
 
@@ -106,7 +134,7 @@ impl LsRemote {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let remote = url.redacted();
+        let remote = url.shown();
         let out = match tokio::time::timeout(self.timeout, git.output()).await {
             Err(_) => {
                 return Err(SourceError::Timeout {
@@ -153,6 +181,13 @@ mod tests {
         let plain = RemoteUrl::new("https://git.example/a@b");
         assert_eq!(plain.redacted(), "https://git.example/a@b", "an @ in the path is not user info");
         assert_eq!(RemoteUrl::new("/srv/repo").redacted(), "/srv/repo");
+        for local in ["/srv/repo", "file:///srv/repo"] {
+            let url = RemoteUrl::new(local);
+            assert_eq!((url.shown(), url.to_string()), (LOCAL.to_owned(), LOCAL.to_owned()));
+            let message = format!("fatal: '{local}' does not appear to be a git repository");
+            assert!(!url.redact_in(&message).contains("/srv/repo"), "{}", url.redact_in(&message));
+        }
+        assert_eq!(RemoteUrl::new("https://git.example/r").shown(), "https://git.example/r");
     }
 
     #[test]

@@ -125,13 +125,22 @@ fn a_package_set_that_does_not_evaluate_is_one_error_not_one_per_name() {
     std::fs::copy(PKGS, repo.path().join("default.nix")).unwrap();
     git(&["add", "default.nix"]);
     git(&["commit", "-q", "-m", "v1"]);
+    git(&["checkout", "-q", "-b", "broken"]);
+    std::fs::write(repo.path().join("default.nix"), "{ ... }: abort \"this package set is broken on purpose\"")
+        .unwrap();
+    git(&["commit", "-q", "-am", "broken"]);
     let url = format!("file://{}", repo.path().display());
     let server = Server::start_with(&[("NIXERY_PKGS_REPO", &url), ("NIXERY_PKGS_PATH", "")]);
-    let r = server.get("/v2/hello/curl/manifests/no-such-branch");
+    let r = server.get("/v2/hello/curl/manifests/broken");
     assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
     let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
     assert!(message.starts_with("the package set does not evaluate: "), "{message}");
-    assert!(message.contains("no-such-branch"), "Nix's reason is kept: {message}");
+    assert!(message.contains("this package set is broken on purpose"), "Nix's reason is kept: {message}");
+    // A tag naming no ref is the source's answer, and does not show where the repository is.
+    let r = server.get("/v2/hello/manifests/no-such-branch");
+    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
+    assert!(r.text().contains("no branch or tag 'no-such-branch'"), "{}", r.text());
+    assert!(!r.text().contains(&repo.path().display().to_string()), "the repository's path shows: {}", r.text());
     assert!(!r.text().contains(&repo.path().display().to_string()), "the repository's path shows: {}", r.text());
     // The good revision of the same source still serves.
     server.get_ok("/v2/hello/manifests/main", &[]);
