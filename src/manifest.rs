@@ -2,10 +2,14 @@
 //!
 //! The config is the same JSON for both forms; only media types differ. Docker schema 2 is
 //! served unless the client accepts OCI manifests and not Docker's (skopeo and containerd
-//! accept both and get Docker's). All JSON is rendered from typed structs (`oci-spec`) with
+//! accept both and get Docker's). Layers compressed with zstd are the exception: Docker
+//! schema 2 has no media type for them, so they are served in OCI manifests only, and a
+//! client that does not accept those is told why ([`OciRequired`]) instead of being handed
+//! a manifest it cannot read. All JSON is rendered from typed structs (`oci-spec`) with
 //! a fixed field order and no timestamps, so the same image always has the same digests.
 
 use crate::archive::LayerBlob;
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::image::Arch;
 use bytes::Bytes;
@@ -31,16 +35,39 @@ pub enum ManifestFormat {
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// A client that accepts no OCI manifest, asking a registry whose layers only OCI manifests
+/// can describe.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "this registry's layers are {0}-compressed, which only OCI image manifests can describe, and the \
+     client does not accept those: pull with Docker 23 or later, containerd 1.5 or later, or podman"
+)]
+pub struct OciRequired(pub Compression);
+
 impl ManifestFormat {
-    /// Chooses from the client's `Accept` values (all header lines, already split).
-    pub fn negotiate<'a>(accepted: impl IntoIterator<Item = &'a str>) -> Self {
-        let (mut docker, mut oci) = (false, false);
+    /// Chooses from the client's `Accept` values (all header lines, already split) for layers
+    /// compressed with `compression`. gzip: Docker schema 2 unless the client accepts OCI and
+    /// not Docker. zstd: OCI if the client accepts it, or anything (`*/*`, or no `Accept` at
+    /// all, which in HTTP means the same); a client that lists types and not OCI's cannot
+    /// read the layers, whatever it would be sent.
+    pub fn negotiate<'a>(
+        accepted: impl IntoIterator<Item = &'a str>,
+        compression: Compression,
+    ) -> Result<Self, OciRequired> {
+        let (mut docker, mut oci, mut any, mut listed) = (false, false, false, false);
         for value in accepted {
             let media = value.split(';').next().unwrap_or("").trim();
+            listed |= !media.is_empty();
             docker |= media == DOCKER_MANIFEST;
             oci |= media == OCI_MANIFEST;
+            any |= media == "*/*" || media == "application/*";
         }
-        if oci && !docker { ManifestFormat::Oci } else { ManifestFormat::Docker }
+        match compression.docker_media_type() {
+            Some(_) if oci && !docker => Ok(ManifestFormat::Oci),
+            Some(_) => Ok(ManifestFormat::Docker),
+            None if oci || any || !listed => Ok(ManifestFormat::Oci),
+            None => Err(OciRequired(compression)),
+        }
     }
 
     pub fn media_type(self) -> &'static str {
@@ -54,7 +81,9 @@ impl ManifestFormat {
         match self {
             ManifestFormat::Oci => oci,
             ManifestFormat::Docker => MediaType::Other(
-                oci.to_docker_v2s2().expect("manifest, config and layer types have Docker names").to_owned(),
+                oci.to_docker_v2s2()
+                    .expect("manifest, config and gzip layer types have Docker names; zstd layers negotiate OCI")
+                    .to_owned(),
             ),
         }
     }
@@ -111,13 +140,14 @@ pub fn image_config(arch: Arch, layers: &[LayerBlob], has_bash: bool) -> Documen
     Document::new(serde_json::to_vec(&config).expect("config serialises"))
 }
 
-/// The manifest pointing at `config` and `layers` (in order), in `format`.
-pub fn manifest(format: ManifestFormat, config: &Document, layers: &[LayerBlob]) -> Document {
+/// The manifest pointing at `config` and `layers` (in order, compressed with `compression`),
+/// in `format`, which [`ManifestFormat::negotiate`] chose for that compression.
+pub fn manifest(format: ManifestFormat, compression: Compression, config: &Document, layers: &[LayerBlob]) -> Document {
     let descriptor = |media: MediaType, size: u64, digest: &Digest| {
         let digest: oci_spec::image::Digest = digest.to_string().parse().expect("our digests are valid");
         Descriptor::new(media, size, digest)
     };
-    let layer_type = format.typed(MediaType::ImageLayerGzip);
+    let layer_type = format.typed(compression.oci_media_type());
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(format.typed(MediaType::ImageManifest))
@@ -137,17 +167,35 @@ mod tests {
         LayerBlob { digest: Digest::of(&[n]), diff_id: Digest::of(&[n, n]), size: 100 + n as u64 }
     }
 
+    const SKOPEO: [&str; 3] =
+        [OCI_MANIFEST, DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.v1+prettyjws"];
+
     #[test]
     fn negotiation_prefers_docker_unless_only_oci_is_accepted() {
-        let skopeo = [OCI_MANIFEST, DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.v1+prettyjws"];
-        assert_eq!(ManifestFormat::negotiate(skopeo), ManifestFormat::Docker);
-        assert_eq!(
-            ManifestFormat::negotiate([OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"]),
-            ManifestFormat::Oci
-        );
-        assert_eq!(ManifestFormat::negotiate([format!("{OCI_MANIFEST}; q=0.5").as_str()]), ManifestFormat::Oci);
-        assert_eq!(ManifestFormat::negotiate([]), ManifestFormat::Docker);
-        assert_eq!(ManifestFormat::negotiate(["*/*"]), ManifestFormat::Docker);
+        let gzip = |accepted: &[&str]| ManifestFormat::negotiate(accepted.iter().copied(), Compression::Gzip);
+        assert_eq!(gzip(&SKOPEO), Ok(ManifestFormat::Docker));
+        assert_eq!(gzip(&[OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"]), Ok(ManifestFormat::Oci));
+        assert_eq!(gzip(&[format!("{OCI_MANIFEST}; q=0.5").as_str()]), Ok(ManifestFormat::Oci));
+        assert_eq!(gzip(&[]), Ok(ManifestFormat::Docker));
+        assert_eq!(gzip(&["*/*"]), Ok(ManifestFormat::Docker));
+        assert_eq!(gzip(&[DOCKER_MANIFEST]), Ok(ManifestFormat::Docker));
+    }
+
+    #[test]
+    fn zstd_layers_get_oci_manifests_or_a_reason() {
+        let zstd = |accepted: &[&str]| ManifestFormat::negotiate(accepted.iter().copied(), Compression::Zstd);
+        // containerd's one line (Docker, lists, OCI, */*), skopeo's and podman's lines.
+        let containerd = [DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.list.v2+json", OCI_MANIFEST];
+        assert_eq!(zstd(&containerd), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd(&SKOPEO), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd(&[OCI_MANIFEST]), Ok(ManifestFormat::Oci));
+        // Anything, or nothing said: anything is acceptable.
+        assert_eq!(zstd(&["*/*"]), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd(&[]), Ok(ManifestFormat::Oci));
+        // A client that names what it reads, and not OCI, is told why.
+        let err = zstd(&[DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.list.v2+json"]).unwrap_err();
+        assert_eq!(err, OciRequired(Compression::Zstd));
+        assert!(err.to_string().starts_with("this registry's layers are zstd-compressed"), "{err}");
     }
 
     #[test]
@@ -171,21 +219,29 @@ mod tests {
     }
 
     #[test]
-    fn manifests_in_both_formats() {
+    fn manifests_in_both_formats_and_zstd_in_oci() {
         let config = image_config(Arch::Amd64, &[layer(1)], false);
-        for (format, layer_type, config_type) in [
+        for (format, compression, layer_type, config_type) in [
             (
                 ManifestFormat::Docker,
+                Compression::Gzip,
                 "application/vnd.docker.image.rootfs.diff.tar.gzip",
                 "application/vnd.docker.container.image.v1+json",
             ),
             (
                 ManifestFormat::Oci,
+                Compression::Gzip,
                 "application/vnd.oci.image.layer.v1.tar+gzip",
                 "application/vnd.oci.image.config.v1+json",
             ),
+            (
+                ManifestFormat::Oci,
+                Compression::Zstd,
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                "application/vnd.oci.image.config.v1+json",
+            ),
         ] {
-            let m = manifest(format, &config, &[layer(1), layer(2)]);
+            let m = manifest(format, compression, &config, &[layer(1), layer(2)]);
             let v: Value = serde_json::from_slice(&m.bytes).unwrap();
             assert_eq!(v["schemaVersion"], 2);
             assert_eq!(v["mediaType"], format.media_type());
@@ -196,7 +252,8 @@ mod tests {
             assert_eq!(v["layers"][1]["mediaType"], layer_type);
             assert_eq!(v["layers"][1]["digest"], layer(2).digest.to_string());
             assert_eq!(v["layers"][1]["size"], 102);
-            assert_eq!(m, manifest(format, &config, &[layer(1), layer(2)]));
+            assert_eq!(v["layers"][0]["mediaType"], layer_type);
+            assert_eq!(m, manifest(format, compression, &config, &[layer(1), layer(2)]));
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Building one layer, or finding it already built.
 //!
 //! A layer is identified by its content key, the hash of its store paths (store paths name
-//! their contents, so equal keys mean equal layers). `builds/<key>` records the blob a key
-//! became; a recorded layer whose blob is present is never archived again, also after a
+//! their contents, so equal keys mean equal layers), its compression and the archive format
+//! version. `builds/<key>` records the blob a key became; a recorded layer whose blob is present is never archived again, also after a
 //! restart or on another replica sharing the storage.
 
 use super::BuildError;
-use crate::archive::{ChannelWriter, LayerBlob, LayerContents, write_layer_from};
+use crate::archive::{Archiver, ChannelWriter, LayerBlob, LayerContents};
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::metrics::Metrics;
 use crate::storage::{ByteStream, ObjectKey, Storage};
@@ -17,16 +18,17 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// Chunks in flight between the archive writer and the upload.
 const CHANNEL_DEPTH: usize = 4;
-/// Bumped whenever the archive format changes, so old records are not reused.
-const FORMAT_VERSION: &str = "nixery-layer-v1";
+/// Bumped whenever the archive format changes, so old records are not reused. v2: gzip in
+/// parallel blocks with noise stored (see [`crate::archive`]), and the compression in the key.
+pub(super) const FORMAT_VERSION: &str = "nixery-layer-v2";
 
-/// The content key of a layer.
-pub fn content_key(contents: &LayerContents) -> Digest {
+/// The content key of a layer: the same store paths give other blobs in each compression.
+pub fn content_key(contents: &LayerContents, compression: Compression) -> Digest {
     let (kind, paths) = match contents {
         LayerContents::StorePaths(p) => ("store-paths", p),
         LayerContents::Forest(p) => ("symlink-forest", p),
     };
-    let mut text = format!("{FORMAT_VERSION}\n{kind}\n");
+    let mut text = format!("{FORMAT_VERSION}\n{}\n{kind}\n", compression.id());
     for p in paths {
         text.push_str(p.as_str());
         text.push('\n');
@@ -34,17 +36,18 @@ pub fn content_key(contents: &LayerContents) -> Digest {
     Digest::of(text.as_bytes())
 }
 
-/// Returns the blob of `contents`, from the build cache or by archiving it now (at most as
-/// many archives at once as `slots` allows). Store paths are read from below `store_root`
-/// (`/` in production; see [`crate::archive`]).
+/// Returns the blob of `contents`, from the build cache or by archiving it now with
+/// `archiver` (at most as many archives at once as `slots` allows). Store paths are read from
+/// below `store_root` (`/` in production; see [`crate::archive`]).
 pub async fn build_layer(
     storage: &Storage,
     metrics: &Metrics,
     slots: &Semaphore,
+    archiver: &Archiver,
     store_root: &Path,
     contents: LayerContents,
 ) -> Result<LayerBlob, BuildError> {
-    let key = content_key(&contents);
+    let key = content_key(&contents, archiver.compression());
     let record = ObjectKey::build(&key);
     if let Some(blob) = cached(storage, &record).await? {
         metrics.layer_cache_hits.inc();
@@ -53,9 +56,9 @@ pub async fn build_layer(
 
     let _slot = slots.acquire().await.expect("layer slots are never closed");
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let store_root = store_root.to_owned();
+    let (store_root, archiver) = (store_root.to_owned(), archiver.clone());
     let writer = tokio::task::spawn_blocking(move || {
-        let (mut sink, blob) = write_layer_from(&store_root, &contents, ChannelWriter::new(tx))?;
+        let (mut sink, blob) = archiver.write_layer_from(&store_root, &contents, ChannelWriter::new(tx))?;
         sink.flush()?;
         Ok::<_, std::io::Error>(blob)
     });
@@ -90,6 +93,7 @@ async fn cached(storage: &Storage, record: &ObjectKey) -> Result<Option<LayerBlo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::ArchivePolicy;
     use crate::nix::StorePath;
     use crate::storage::Memory;
     use flate2::read::GzDecoder;
@@ -114,6 +118,10 @@ mod tests {
         store_root: std::path::PathBuf,
     }
 
+    fn archiver(compression: Compression) -> Archiver {
+        Archiver::new(ArchivePolicy { compression, ..ArchivePolicy::default() }).unwrap()
+    }
+
     impl Fixture {
         fn new(store_root: &Path) -> Self {
             let memory = Memory::new();
@@ -122,8 +130,14 @@ mod tests {
             Fixture { memory, storage, metrics: Metrics::default(), slots: Semaphore::new(2), store_root }
         }
 
+        /// A gzip layer, as servers build them by default.
         async fn build(&self, contents: &LayerContents) -> Result<LayerBlob, BuildError> {
-            build_layer(&self.storage, &self.metrics, &self.slots, &self.store_root, contents.clone()).await
+            self.build_as(Compression::Gzip, contents).await
+        }
+
+        async fn build_as(&self, compression: Compression, contents: &LayerContents) -> Result<LayerBlob, BuildError> {
+            let archiver = archiver(compression);
+            build_layer(&self.storage, &self.metrics, &self.slots, &archiver, &self.store_root, contents.clone()).await
         }
 
         fn built_and_hits(&self) -> (u64, u64) {
@@ -144,7 +158,8 @@ mod tests {
         let mut tar = Vec::new();
         GzDecoder::new(&stored[..]).read_to_end(&mut tar).unwrap();
         assert_eq!(Digest::of(&tar), blob.diff_id);
-        let record = f.storage.get(&ObjectKey::build(&content_key(&contents))).await.unwrap().expect("a record");
+        let record = ObjectKey::build(&content_key(&contents, Compression::Gzip));
+        let record = f.storage.get(&record).await.unwrap().expect("a record");
         assert_eq!(serde_json::from_slice::<LayerBlob>(&record).unwrap(), blob);
         assert!(f.memory.keys("staging/").is_empty(), "staging leftovers: {:?}", f.memory.keys("staging/"));
         assert_eq!(f.built_and_hits(), (1, 0));
@@ -160,7 +175,7 @@ mod tests {
         let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "b", "lib")]);
         let f = Fixture::new(dir.path());
         let phantom = LayerBlob { digest: Digest::of(b"gone"), diff_id: Digest::of(b"gone"), size: 4 };
-        let record = ObjectKey::build(&content_key(&contents));
+        let record = ObjectKey::build(&content_key(&contents, Compression::Gzip));
         f.storage.put(&record, serde_json::to_vec(&phantom).unwrap().into()).await.unwrap();
         let blob = f.build(&contents).await.unwrap();
         assert_ne!(blob, phantom);
@@ -181,15 +196,39 @@ mod tests {
         assert_eq!(f.built_and_hits(), (0, 0));
     }
 
+    #[tokio::test]
+    async fn switching_the_compression_builds_and_records_the_other_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "f", "tool")]);
+        let f = Fixture::new(dir.path());
+        let gzip = f.build_as(Compression::Gzip, &contents).await.unwrap();
+        // The gzip record is not the zstd layer's: a new archive, recorded under its own key.
+        let zstd = f.build_as(Compression::Zstd, &contents).await.unwrap();
+        assert_eq!(f.built_and_hits(), (2, 0));
+        assert_ne!(zstd.digest, gzip.digest);
+        assert_eq!(zstd.diff_id, gzip.diff_id, "the same tar under both");
+        let stored = f.storage.get(&ObjectKey::blob(&zstd.digest)).await.unwrap().expect("the zstd blob");
+        assert_eq!(Digest::of(&zstd::decode_all(&stored[..]).unwrap()), zstd.diff_id);
+        for (compression, blob) in [(Compression::Gzip, &gzip), (Compression::Zstd, &zstd)] {
+            let record = ObjectKey::build(&content_key(&contents, compression));
+            let recorded: LayerBlob = serde_json::from_slice(&f.storage.get(&record).await.unwrap().unwrap()).unwrap();
+            assert_eq!(&recorded, blob, "{compression}");
+            assert_eq!(&f.build_as(compression, &contents).await.unwrap(), blob, "{compression}");
+        }
+        assert_eq!(f.built_and_hits(), (2, 2), "each found its own record");
+    }
+
     #[test]
-    fn content_keys_depend_on_kind_and_paths() {
+    fn content_keys_depend_on_kind_paths_and_compression() {
         let path = |hash: &str| StorePath::parse(&format!("/nix/store/{}-x", hash.repeat(32))).unwrap();
+        let key = |contents: &LayerContents| content_key(contents, Compression::Gzip);
         let a = LayerContents::StorePaths(vec![path("a")]);
         let a2 = LayerContents::StorePaths(vec![path("a")]);
         let b = LayerContents::StorePaths(vec![path("b")]);
         let fa = LayerContents::Forest(vec![path("a")]);
-        assert_eq!(content_key(&a), content_key(&a2));
-        assert_ne!(content_key(&a), content_key(&b));
-        assert_ne!(content_key(&a), content_key(&fa));
+        assert_eq!(key(&a), key(&a2));
+        assert_ne!(key(&a), key(&b));
+        assert_ne!(key(&a), key(&fa));
+        assert_ne!(key(&a), content_key(&a, Compression::Zstd));
     }
 }

@@ -11,7 +11,8 @@
 mod flight;
 mod layer;
 
-use crate::archive::{LayerBlob, LayerContents};
+use crate::archive::{Archiver, LayerBlob, LayerContents};
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::image::{ImageSpec, Tag};
 use crate::layers::LayerPolicy;
@@ -77,6 +78,7 @@ struct Inner {
     nix: Nix,
     popularity: Popularity,
     layers: LayerPolicy,
+    archiver: Archiver,
     storage: Arc<Storage>,
     metrics: Arc<Metrics>,
     layer_slots: Semaphore,
@@ -86,6 +88,7 @@ struct Inner {
 impl Builder {
     pub fn new(
         policy: &BuildPolicy,
+        archiver: Archiver,
         storage: Arc<Storage>,
         popularity: Popularity,
         metrics: Arc<Metrics>,
@@ -97,12 +100,19 @@ impl Builder {
                 nix: Nix::new(policy.nix_timeout, metrics.clone())?,
                 popularity,
                 layers: policy.layers,
+                archiver,
                 storage,
                 metrics,
                 layer_slots: Semaphore::new(cores),
                 flights: SingleFlight::new(),
             }),
         })
+    }
+
+    /// The compression of this builder's layers, which decides the manifest formats it can
+    /// answer in ([`ManifestFormat::negotiate`]).
+    pub fn compression(&self) -> Compression {
+        self.inner.archiver.compression()
     }
 
     /// The manifest of `spec` at `tag` in `format`, built if needed, stored by digest.
@@ -114,7 +124,8 @@ impl Builder {
     ) -> Result<Document, Arc<BuildError>> {
         let inner = &self.inner;
         let source = inner.source.revision(tag);
-        let cache_key = source.pinned_identity().map(|pin| manifest_cache_key(pin, spec, format));
+        let compression = inner.archiver.compression();
+        let cache_key = source.pinned_identity().map(|pin| manifest_cache_key(pin, spec, format, compression));
         if let Some(key) = &cache_key {
             let cached = inner.storage.get(&ObjectKey::manifest_cache(key)).await.map_err(|e| Arc::new(e.into()))?;
             if let Some(bytes) = cached {
@@ -134,7 +145,7 @@ impl Builder {
             })
             .await?;
 
-        let doc = manifest::manifest(format, &image.config, &image.layers);
+        let doc = manifest::manifest(format, compression, &image.config, &image.layers);
         let store = async {
             let by_digest = ObjectKey::manifest(&doc.digest);
             if inner.storage.size(&by_digest).await?.is_none() {
@@ -162,9 +173,10 @@ impl Inner {
         let mut contents: Vec<LayerContents> =
             groups.into_iter().map(|l| LayerContents::StorePaths(l.contents)).collect();
         contents.push(LayerContents::Forest(realised.graph.roots.clone()));
+        let root = std::path::Path::new("/");
         let builds = contents
             .into_iter()
-            .map(|c| layer::build_layer(&self.storage, &self.metrics, &self.layer_slots, std::path::Path::new("/"), c));
+            .map(|c| layer::build_layer(&self.storage, &self.metrics, &self.layer_slots, &self.archiver, root, c));
         let blobs = futures::future::try_join_all(builds).await?;
 
         let has_bash = realised.packages.iter().any(|p| p.attr == "bashInteractive");
@@ -185,15 +197,24 @@ impl Inner {
 }
 
 /// What a cached manifest depends on: the pinned source revision, architecture, packages,
-/// format. Version 2: the source is [`SourceRevision::pinned_identity`] (version 1 held the
-/// arguments rendered for Nix).
-fn manifest_cache_key(pinned_source: serde_json::Value, spec: &ImageSpec, format: ManifestFormat) -> Digest {
+/// format, layer compression. Version 3: the compression and the layer format are part of
+/// the key, so a server switched to the other compression never serves a manifest of the
+/// other kind of layers (version 2 had neither; version 1 held the source as rendered for
+/// Nix, not [`SourceRevision::pinned_identity`]).
+fn manifest_cache_key(
+    pinned_source: serde_json::Value,
+    spec: &ImageSpec,
+    format: ManifestFormat,
+    compression: Compression,
+) -> Digest {
     let text = serde_json::json!({
-        "version": 2,
+        "version": 3,
         "source": pinned_source,
         "arch": spec.arch.oci_name(),
         "packages": spec.packages,
         "format": format.media_type(),
+        "compression": compression.id(),
+        "layer_format": layer::FORMAT_VERSION,
     });
     Digest::of(text.to_string().as_bytes())
 }

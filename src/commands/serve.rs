@@ -1,5 +1,6 @@
 //! `nixery` (no subcommand): open storage, load popularity data, serve until SIGINT/SIGTERM.
 
+use crate::archive::Archiver;
 use crate::config::{Config, StorageConfig};
 use crate::metrics::Metrics;
 use crate::popularity::Popularity;
@@ -14,6 +15,8 @@ pub enum ServeError {
     Storage { setting: String, source: crate::storage::SetupError },
     #[error("NIX_POPULARITY_URL: {0}")]
     Popularity(#[from] crate::popularity::PopularityError),
+    #[error("cannot start the compression threads: {0}")]
+    Workers(std::io::Error),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
     Expressions(std::io::Error),
     #[error("cannot listen on {addr} (NIXERY_HOST, PORT): {source}")]
@@ -27,13 +30,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let storage = open_storage(&config.storage).await?;
     let metrics = Arc::new(Metrics::default());
     let storage = Arc::new(storage);
-    let builder = build::Builder::new(&config.build.policy, storage.clone(), popularity, metrics.clone())
+    let archiver = Archiver::new(config.archive).map_err(ServeError::Workers)?;
+    let builder = build::Builder::new(&config.build.policy, archiver, storage.clone(), popularity, metrics.clone())
         .map_err(ServeError::Expressions)?;
     let app = crate::app(AppState { builder, storage, metrics });
 
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
-    tracing::info!(%addr, source = ?config.build.policy.source, storage = ?config.storage, "nixery serving");
+    tracing::info!(%addr, source = ?config.build.policy.source, archive = ?config.archive, storage = ?config.storage, "nixery serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.map_err(ServeError::Serve)
 }
 

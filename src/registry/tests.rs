@@ -2,6 +2,7 @@
 //! that is answered before a build, and blobs.
 
 use super::*;
+use crate::archive::Archiver;
 use crate::build::Builder;
 use crate::config::Config;
 use crate::digest::Digest;
@@ -12,10 +13,17 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 fn state() -> AppState {
-    let config = Config::parse_from(["nixery", "--pkgs-path", "/"]).unwrap();
+    state_with(&[])
+}
+
+/// The state of a server started with `args` added to its command line.
+fn state_with(args: &[&'static str]) -> AppState {
+    let config = Config::parse_from(["nixery", "--pkgs-path", "/"].into_iter().chain(args.iter().copied())).unwrap();
     let storage = Arc::new(Storage::Memory(Memory::new()));
     let metrics = Arc::new(Metrics::default());
-    let builder = Builder::new(&config.build.policy, storage.clone(), Default::default(), metrics.clone()).unwrap();
+    let archiver = Archiver::new(config.archive).unwrap();
+    let builder =
+        Builder::new(&config.build.policy, archiver, storage.clone(), Default::default(), metrics.clone()).unwrap();
     AppState { builder, storage, metrics }
 }
 
@@ -189,4 +197,27 @@ async fn tags_list_names_latest() {
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v, serde_json::json!({"name": "shell/git", "tags": ["latest"]}));
+}
+
+#[tokio::test]
+async fn zstd_layers_refuse_clients_without_oci_before_building() {
+    let s = state_with(&["--layer-compression", "zstd"]);
+    let docker_only = [
+        ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
+        ("Accept", "application/vnd.docker.distribution.manifest.list.v2+json"),
+    ];
+    for method in ["GET", "HEAD"] {
+        let (status, headers, body) = call(&s, method, "/v2/shell/hello/manifests/latest", &docker_only).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{method}");
+        if method == "GET" {
+            assert_eq!(error_code(&body), "MANIFEST_UNKNOWN");
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let message = v["errors"][0]["message"].as_str().unwrap();
+            assert!(message.contains("zstd") && message.contains("OCI"), "{message}");
+        }
+    }
+    // Nothing was built: the answer came before Nix (whose package set here is `/`).
+    assert_eq!(s.metrics.image_builds.get(), 0);
+    assert_eq!(s.metrics.nix_invocations.get(), 0);
 }
