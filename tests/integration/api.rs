@@ -314,7 +314,7 @@ fn an_abandoned_request_stops_nix() {
 
 /// A git repository holding the test package set in two commits; `hello` changes between
 /// them. Returns (repo dir, first commit).
-fn package_repo(dir: &std::path::Path) -> String {
+pub(crate) fn package_repo(dir: &std::path::Path) -> String {
     let pkgs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/default.nix")).unwrap();
     let git = |args: &[&str]| {
         run(Command::new("git")

@@ -9,6 +9,7 @@
 //!   whose every failure shows the server log's tail.
 //! * [`containerd`], [`podman`], [`skopeo_umoci`]: the registry clients, each set up the way
 //!   it works on these machines (shared/CLIENTS.md).
+//! * [`decompressors`]: layer blobs read back by Python's gzip and the `zstd` command.
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
 //!
 //! Rules every part keeps: nothing uses a fixed port or path (cargo-nextest runs every test
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod containerd;
+pub mod decompressors;
 pub mod emulators;
 pub mod http;
 pub mod podman;
