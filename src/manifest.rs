@@ -4,8 +4,11 @@
 //! served unless the client accepts OCI manifests and not Docker's (skopeo and containerd
 //! accept both and get Docker's). Layers compressed with zstd are the exception: Docker
 //! schema 2 has no media type for them, so they are served in OCI manifests only, and a
-//! client that does not accept those is told why ([`OciRequired`]) instead of being handed
-//! a manifest it cannot read. All JSON is rendered from typed structs (`oci-spec`) with
+//! client that cannot read them is told why ([`Unreadable`]) instead of being handed a
+//! manifest whose layers it fails on: one that does not accept OCI manifests, and Docker
+//! before 23, which accepts them but cannot decompress zstd (it fails with "Error processing
+//! tar file: unexpected EOF"), recognised by the `docker/<version>` its daemon sends as
+//! `User-Agent`. All JSON is rendered from typed structs (`oci-spec`) with
 //! a fixed field order and no timestamps, so the same image always has the same digests.
 
 use crate::archive::LayerBlob;
@@ -35,25 +38,43 @@ pub enum ManifestFormat {
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-/// A client that accepts no OCI manifest, asking a registry whose layers only OCI manifests
-/// can describe.
+/// Why a client cannot read this registry's layers.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "this registry's layers are {0}-compressed, which only OCI image manifests can describe, and the \
-     client does not accept those: pull with Docker 23 or later, containerd 1.5 or later, or podman"
-)]
-pub struct OciRequired(pub Compression);
+pub enum Unreadable {
+    #[error(
+        "this registry's layers are {0}-compressed, which only OCI image manifests can describe, and the \
+         client does not accept those: pull with Docker 23 or later, containerd 1.5 or later, or podman"
+    )]
+    NoOciManifests(Compression),
+    #[error(
+        "this registry's layers are {compression}-compressed, which Docker reads from version 23 on, and \
+         this is Docker {major}: pull with Docker 23 or later, containerd 1.5 or later, or podman"
+    )]
+    DockerTooOld { compression: Compression, major: u32 },
+}
+
+/// The first Docker engine that reads zstd layers (moby 23.0).
+const DOCKER_WITH_ZSTD: u32 = 23;
+
+/// The major version of a Docker engine from its `User-Agent` (`docker/20.10.24+dfsg1 go/…`),
+/// `None` for any other client.
+fn docker_major(user_agent: &str) -> Option<u32> {
+    let version = user_agent.strip_prefix("docker/")?;
+    let digits = version.find(|c: char| !c.is_ascii_digit()).unwrap_or(version.len());
+    version[..digits].parse().ok()
+}
 
 impl ManifestFormat {
     /// Chooses from the client's `Accept` values (all header lines, already split) for layers
     /// compressed with `compression`. gzip: Docker schema 2 unless the client accepts OCI and
     /// not Docker. zstd: OCI if the client accepts it, or anything (`*/*`, or no `Accept` at
-    /// all, which in HTTP means the same); a client that lists types and not OCI's cannot
-    /// read the layers, whatever it would be sent.
+    /// all, which in HTTP means the same), and is not a Docker engine before 23 (by its
+    /// `User-Agent`); any other client could not read the layers, whatever it were sent.
     pub fn negotiate<'a>(
         accepted: impl IntoIterator<Item = &'a str>,
+        user_agent: Option<&str>,
         compression: Compression,
-    ) -> Result<Self, OciRequired> {
+    ) -> Result<Self, Unreadable> {
         let (mut docker, mut oci, mut any, mut listed) = (false, false, false, false);
         for value in accepted {
             let media = value.split(';').next().unwrap_or("").trim();
@@ -62,11 +83,13 @@ impl ManifestFormat {
             oci |= media == OCI_MANIFEST;
             any |= media == "*/*" || media == "application/*";
         }
-        match compression.docker_media_type() {
-            Some(_) if oci && !docker => Ok(ManifestFormat::Oci),
-            Some(_) => Ok(ManifestFormat::Docker),
-            None if oci || any || !listed => Ok(ManifestFormat::Oci),
-            None => Err(OciRequired(compression)),
+        let old_docker = user_agent.and_then(docker_major).filter(|&major| major < DOCKER_WITH_ZSTD);
+        match (compression.docker_media_type(), old_docker) {
+            (Some(_), _) if oci && !docker => Ok(ManifestFormat::Oci),
+            (Some(_), _) => Ok(ManifestFormat::Docker),
+            (None, Some(major)) => Err(Unreadable::DockerTooOld { compression, major }),
+            (None, None) if oci || any || !listed => Ok(ManifestFormat::Oci),
+            (None, None) => Err(Unreadable::NoOciManifests(compression)),
         }
     }
 
@@ -170,20 +193,34 @@ mod tests {
     const SKOPEO: [&str; 3] =
         [OCI_MANIFEST, DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.v1+prettyjws"];
 
+    /// What Docker 20.10's daemon sends (six Accept lines, OCI's among them).
+    const DOCKER_20: [&str; 6] = [
+        "application/json",
+        OCI_MANIFEST,
+        DOCKER_MANIFEST,
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    ];
+    const DOCKER_20_AGENT: &str = "docker/20.10.24+dfsg1 go/go1.19.8 git-commit/5d6db84 kernel/6.1 os/linux arch/amd64 \
+        UpstreamClient(Docker-Client/28.2.2 \\(linux\\))";
+
     #[test]
     fn negotiation_prefers_docker_unless_only_oci_is_accepted() {
-        let gzip = |accepted: &[&str]| ManifestFormat::negotiate(accepted.iter().copied(), Compression::Gzip);
+        let gzip = |accepted: &[&str]| ManifestFormat::negotiate(accepted.iter().copied(), None, Compression::Gzip);
         assert_eq!(gzip(&SKOPEO), Ok(ManifestFormat::Docker));
         assert_eq!(gzip(&[OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"]), Ok(ManifestFormat::Oci));
         assert_eq!(gzip(&[format!("{OCI_MANIFEST}; q=0.5").as_str()]), Ok(ManifestFormat::Oci));
         assert_eq!(gzip(&[]), Ok(ManifestFormat::Docker));
         assert_eq!(gzip(&["*/*"]), Ok(ManifestFormat::Docker));
         assert_eq!(gzip(&[DOCKER_MANIFEST]), Ok(ManifestFormat::Docker));
+        let docker = ManifestFormat::negotiate(DOCKER_20, Some(DOCKER_20_AGENT), Compression::Gzip);
+        assert_eq!(docker, Ok(ManifestFormat::Docker), "old Docker reads gzip layers");
     }
 
     #[test]
     fn zstd_layers_get_oci_manifests_or_a_reason() {
-        let zstd = |accepted: &[&str]| ManifestFormat::negotiate(accepted.iter().copied(), Compression::Zstd);
+        let zstd = |accepted: &[&str]| ManifestFormat::negotiate(accepted.iter().copied(), None, Compression::Zstd);
         // containerd's one line (Docker, lists, OCI, */*), skopeo's and podman's lines.
         let containerd = [DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.list.v2+json", OCI_MANIFEST];
         assert_eq!(zstd(&containerd), Ok(ManifestFormat::Oci));
@@ -194,8 +231,24 @@ mod tests {
         assert_eq!(zstd(&[]), Ok(ManifestFormat::Oci));
         // A client that names what it reads, and not OCI, is told why.
         let err = zstd(&[DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.list.v2+json"]).unwrap_err();
-        assert_eq!(err, OciRequired(Compression::Zstd));
+        assert_eq!(err, Unreadable::NoOciManifests(Compression::Zstd));
         assert!(err.to_string().starts_with("this registry's layers are zstd-compressed"), "{err}");
+    }
+
+    #[test]
+    fn docker_before_23_is_told_it_cannot_read_zstd_layers() {
+        let zstd = |agent: &str| ManifestFormat::negotiate(DOCKER_20, Some(agent), Compression::Zstd);
+        let err = zstd(DOCKER_20_AGENT).unwrap_err();
+        assert_eq!(err, Unreadable::DockerTooOld { compression: Compression::Zstd, major: 20 });
+        assert!(err.to_string().contains("this is Docker 20: pull with Docker 23 or later"), "{err}");
+        assert_eq!(zstd("docker/23.0.0 go/go1.19.5 git-commit/d7573ab"), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd("docker/28.2.2 go/go1.24"), Ok(ManifestFormat::Oci));
+        // Other clients are judged by what they accept, whatever their version numbers.
+        assert_eq!(zstd("containerd/1.6.20"), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd("containers/5.23.1 (github.com/containers/image)"), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd("docker/unknown"), Ok(ManifestFormat::Oci));
+        assert_eq!(docker_major("docker/9.1"), Some(9));
+        assert_eq!(docker_major("Docker-Client/20.10"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::build::BuildError;
 use crate::image::NameError;
-use crate::manifest::OciRequired;
+use crate::manifest::Unreadable;
 use crate::nix::{NixError, ProcessError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -84,8 +84,8 @@ impl From<NameError> for RegistryError {
 /// Distribution's answer to a client that does not accept the only format a manifest exists
 /// in ("OCI manifest found, but accept header does not support OCI manifests"): 404
 /// `MANIFEST_UNKNOWN`, whose message Docker, skopeo and podman print.
-impl From<OciRequired> for RegistryError {
-    fn from(e: OciRequired) -> Self {
+impl From<Unreadable> for RegistryError {
+    fn from(e: Unreadable) -> Self {
         Self::new(StatusCode::NOT_FOUND, Code::ManifestUnknown, e.to_string())
     }
 }

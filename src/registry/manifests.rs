@@ -1,7 +1,8 @@
 //! `GET|HEAD /v2/<name>/manifests/<tag|digest>`.
 //!
 //! By tag: the image is built (or found) and its manifest returned in the format the client
-//! accepts (zstd layers: OCI only, else `MANIFEST_UNKNOWN` saying why, before any build). By digest: the stored manifest is returned as it was first served, so containerd
+//! accepts (zstd layers: OCI only, and not to Docker before 23; else `MANIFEST_UNKNOWN`
+//! saying why, before any build). By digest: the stored manifest is returned as it was first served, so containerd
 //! can HEAD the tag and then GET the digest. Every answer carries `Content-Type`,
 //! `Content-Length` and `Docker-Content-Digest`.
 
@@ -24,7 +25,8 @@ pub async fn get(
 ) -> Result<Response, RegistryError> {
     match reference {
         Reference::Tag(tag) => {
-            let format = ManifestFormat::negotiate(accepted(headers), state.builder.compression())?;
+            let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+            let format = ManifestFormat::negotiate(accepted(headers), user_agent, state.builder.compression())?;
             let spec = ImageSpec::from_name(name);
             let doc = state.builder.manifest(&spec, &tag, format).await.map_err(|e| RegistryError::from(e.as_ref()))?;
             Ok(respond(doc.bytes, &doc.digest, format.media_type()))

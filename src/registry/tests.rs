@@ -206,15 +206,23 @@ async fn zstd_layers_refuse_clients_without_oci_before_building() {
         ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
         ("Accept", "application/vnd.docker.distribution.manifest.list.v2+json"),
     ];
-    for method in ["GET", "HEAD"] {
-        let (status, headers, body) = call(&s, method, "/v2/shell/hello/manifests/latest", &docker_only).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
-        assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{method}");
-        if method == "GET" {
-            assert_eq!(error_code(&body), "MANIFEST_UNKNOWN");
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let message = v["errors"][0]["message"].as_str().unwrap();
-            assert!(message.contains("zstd") && message.contains("OCI"), "{message}");
+    // Docker 20.10 accepts OCI manifests, but not zstd layers.
+    let docker_20 = [
+        ("Accept", "application/vnd.oci.image.manifest.v1+json"),
+        ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
+        ("User-Agent", "docker/20.10.24+dfsg1 go/go1.19.8 git-commit/5d6db84 os/linux arch/amd64"),
+    ];
+    for (headers, says) in [(&docker_only[..], "OCI image manifests"), (&docker_20[..], "this is Docker 20")] {
+        for method in ["GET", "HEAD"] {
+            let (status, answer, body) = call(&s, method, "/v2/shell/hello/manifests/latest", headers).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{says}: {method}");
+            assert_eq!(answer[header::CONTENT_TYPE], "application/json", "{says}: {method}");
+            if method == "GET" {
+                assert_eq!(error_code(&body), "MANIFEST_UNKNOWN");
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let message = v["errors"][0]["message"].as_str().unwrap();
+                assert!(message.contains("zstd") && message.contains(says), "{message}");
+            }
         }
     }
     // Nothing was built: the answer came before Nix (whose package set here is `/`).
