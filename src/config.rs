@@ -4,7 +4,7 @@
 //! Every setting is a `--flag` and an environment variable with Nixery's name, so an existing
 //! Nixery deployment's environment works unchanged. Values are checked here, at start-up, and
 //! mapped into the domain's types ([`BuildPolicy`], [`NixPolicy`], [`LayerPolicy`],
-//! [`PkgSource`], [`StorageConfig`]), which know nothing of flags or variables. A bad value stops the server
+//! [`PkgSource`], [`CachePolicy`], [`ArchivePolicy`], [`StorageConfig`]), which know nothing of flags or variables. A bad value stops the server
 //! with a message naming the variable and the flag.
 //!
 //! # Reading the environment
@@ -28,8 +28,10 @@
 //! `--help`, `--version` and malformed command lines come back as clap's answers for `main`
 //! to print: nothing in here prints or exits.
 
+use crate::archive::ArchivePolicy;
 use crate::build::BuildPolicy;
 use crate::cache::CachePolicy;
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::layers::{Grouping, LayerPolicy};
 use crate::nix::{NixPolicy, NixpkgsConfig};
@@ -42,6 +44,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use reqwest::Url;
 use std::ffi::OsString;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -198,6 +201,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub cache: CacheArgs,
 
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+
     /// Where blobs, manifests and build records are stored.
     #[arg(long, env = "NIXERY_STORAGE_BACKEND", value_enum, default_value = "filesystem")]
     pub storage_backend: StorageBackend,
@@ -220,6 +226,40 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// `NIXERY_LAYER_COMPRESSION`'s values, mapped to the domain's [`Compression`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// gzip, which every client reads (the default).
+    Gzip,
+    /// zstd: OCI `tar+zstd` layers, for Docker ≥ 23, containerd ≥ 1.5 and podman.
+    Zstd,
+}
+
+/// How layer archives are compressed (see `crate::archive`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ArchiveArgs {
+    /// Layer compression: `gzip` (every client reads it) or `zstd` (faster and smaller, but
+    /// only in OCI manifests, read by Docker ≥ 23, containerd ≥ 1.5 and podman).
+    #[arg(long, env = "NIXERY_LAYER_COMPRESSION", value_enum, default_value = "gzip")]
+    pub layer_compression: CompressionArg,
+
+    /// Compression threads [default: one per core]. For tests and benchmarks, which show that
+    /// no layer byte depends on it; hidden from `--help`.
+    #[arg(long, env = "NIXERY_COMPRESSION_WORKERS", hide = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub compression_workers: Option<u16>,
+}
+
+impl From<ArchiveArgs> for ArchivePolicy {
+    fn from(args: ArchiveArgs) -> ArchivePolicy {
+        let compression = match args.layer_compression {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+        };
+        let workers = args.compression_workers.and_then(|n| NonZeroUsize::new(n.into()));
+        ArchivePolicy { compression, workers }
+    }
 }
 
 /// Google Cloud Storage (`NIXERY_STORAGE_BACKEND=gcs`).
@@ -344,6 +384,7 @@ pub struct Config {
     pub port: u16,
     pub build: BuildSettings,
     pub cache: CachePolicy,
+    pub archive: ArchivePolicy,
     pub storage: StorageConfig,
 }
 
@@ -553,7 +594,14 @@ impl Config {
             }
         };
         let build = args.build.check(args.source)?;
-        Ok(Config { host: args.host, port: args.port, build, cache: args.cache.into(), storage })
+        Ok(Config {
+            host: args.host,
+            port: args.port,
+            build,
+            cache: args.cache.into(),
+            archive: args.archive.into(),
+            storage,
+        })
     }
 
     /// The serve configuration from an argument list alone, with no environment (for tests
@@ -825,6 +873,24 @@ mod tests {
         let (var, _, _) = invalid(serve(&["--nix-timeout", "0"], &[]).unwrap_err());
         assert_eq!(var, "NIX_TIMEOUT");
         assert_eq!(serve(&["--layer-budget", "124"], &[]).unwrap().build.policy.layers.budget, 124);
+    }
+
+    #[test]
+    fn layer_compression_is_gzip_unless_set_and_workers_are_a_hidden_count() {
+        assert_eq!(parse(&[]).unwrap().archive, ArchivePolicy { compression: Compression::Gzip, workers: None });
+        let c = serve(&[], &[("NIXERY_LAYER_COMPRESSION", "zstd"), ("NIXERY_COMPRESSION_WORKERS", "3")]).unwrap();
+        assert_eq!(c.archive, ArchivePolicy { compression: Compression::Zstd, workers: NonZeroUsize::new(3) });
+        assert_eq!(serve(&["--layer-compression", "gzip"], &[]).unwrap().archive.compression, Compression::Gzip);
+        let err = serve(&[], &[("NIXERY_LAYER_COMPRESSION", "xz")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value 'xz' for NIXERY_LAYER_COMPRESSION (--layer-compression): expected one of gzip, zstd"
+        );
+        let (var, _, value) = invalid(serve(&[], &[("NIXERY_COMPRESSION_WORKERS", "0")]).unwrap_err());
+        assert_eq!((var.as_str(), value.as_str()), ("NIXERY_COMPRESSION_WORKERS", "0"));
+        let ConfigError::Help(help) = command(&["--help"], &[]).unwrap_err() else { panic!("--help is not help") };
+        assert!(help.to_string().contains("NIXERY_LAYER_COMPRESSION"), "{help}");
+        assert!(!help.to_string().contains("NIXERY_COMPRESSION_WORKERS"), "a setting for tests: {help}");
     }
 
     #[test]

@@ -2,11 +2,18 @@
 //!
 //! The config is the same JSON for both forms; only media types differ. Which one a client
 //! gets is [`ManifestFormat::negotiate`]d from its `Accept` header: Docker schema 2 unless the
-//! client prefers OCI (skopeo, containerd and Docker accept both and get Docker's). All JSON
-//! is rendered from typed structs (`oci-spec`) with a fixed field order and no timestamps,
-//! so the same image always has the same digests.
+//! client prefers OCI (skopeo, containerd and Docker accept both and get Docker's). Layers
+//! compressed with zstd are the exception: Docker schema 2 has no media type for them, so
+//! they are served in OCI manifests only, and a client that cannot read them is told why
+//! ([`Unreadable`]) instead of being handed a manifest whose layers it fails on: one that
+//! does not accept OCI manifests, and Docker before 23, which accepts them but cannot
+//! decompress zstd (it fails with "Error processing tar file: unexpected EOF"), recognised by
+//! the `docker/<version>` its daemon sends as `User-Agent`. All JSON is rendered from typed
+//! structs (`oci-spec`) with a fixed field order and no timestamps, so the same image always
+//! has the same digests.
 
 use crate::archive::LayerBlob;
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::image::Arch;
 use bytes::Bytes;
@@ -32,6 +39,42 @@ pub enum ManifestFormat {
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// Why a client cannot read this registry's layers.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Unreadable {
+    #[error(
+        "this registry's layers are {0}-compressed, which only OCI image manifests can describe, and the \
+         client does not accept those: pull with Docker 23 or later, containerd 1.5 or later, or podman"
+    )]
+    NoOciManifests(Compression),
+    #[error(
+        "this registry's layers are {compression}-compressed, which Docker reads from version 23 on, and \
+         this is Docker {major}: pull with Docker 23 or later, containerd 1.5 or later, or podman"
+    )]
+    DockerTooOld { compression: Compression, major: u32 },
+}
+
+/// Why no manifest is served to a client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Unservable {
+    /// The client refused (`q=0`) every format a manifest can be served in.
+    #[error("the Accept header refuses both manifest formats this registry serves: {DOCKER_MANIFEST}, {OCI_MANIFEST}")]
+    Refused,
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
+}
+
+/// The first Docker engine that reads zstd layers (moby 23.0).
+const DOCKER_WITH_ZSTD: u32 = 23;
+
+/// The major version of a Docker engine from its `User-Agent` (`docker/20.10.24+dfsg1 go/…`),
+/// `None` for any other client.
+fn docker_major(user_agent: &str) -> Option<u32> {
+    let version = user_agent.strip_prefix("docker/")?;
+    let digits = version.find(|c: char| !c.is_ascii_digit()).unwrap_or(version.len());
+    version[..digits].parse().ok()
+}
+
 impl ManifestFormat {
     /// Chooses from the client's `Accept` values (all header lines, already split at
     /// commas); `None` when the client refuses both formats.
@@ -49,18 +92,7 @@ impl ManifestFormat {
     /// is served; when one is refused, the other. Values that are no media range (no `/`,
     /// a malformed or out-of-range `q`, `*/json`) are ignored, not fatal.
     pub fn negotiate<'a>(accepted: impl IntoIterator<Item = &'a str>) -> Option<Self> {
-        let formats = [ManifestFormat::Docker, ManifestFormat::Oci];
-        let mut matched: [Option<Match>; 2] = [None, None];
-        for range in accepted.into_iter().filter_map(MediaRange::parse) {
-            for (format, best) in formats.iter().zip(&mut matched) {
-                let Some(specificity) = range.specificity_for(format.media_type()) else { continue };
-                let this = Match { specificity, q: range.q };
-                // The most specific range decides; equally specific ones, the highest q.
-                if best.is_none_or(|b| (this.specificity, this.q) > (b.specificity, b.q)) {
-                    *best = Some(this);
-                }
-            }
-        }
+        let (matched, _) = Self::matches(accepted);
         let rank = |m: Option<Match>| m.filter(|m| m.q > 0).map(|m| (m.q, m.specificity));
         let refused = |m: Option<Match>| m.is_some_and(|m| m.q == 0);
         let [docker, oci] = matched;
@@ -71,6 +103,59 @@ impl ManifestFormat {
             (None, None) if !refused(docker) => Some(ManifestFormat::Docker),
             (None, None) if !refused(oci) => Some(ManifestFormat::Oci),
             (None, None) => None,
+        }
+    }
+
+    /// [`Self::negotiate`] for layers compressed with `compression`. gzip: as negotiated,
+    /// [`Unservable::Refused`] when both formats are refused. zstd: OCI if the client accepts
+    /// it (q > 0, by name or wildcard) or names no media range at all, and is not a Docker
+    /// engine before 23 (by its `User-Agent`); any other client could not read the layers,
+    /// whatever it were sent.
+    pub fn negotiate_for<'a>(
+        accepted: impl IntoIterator<Item = &'a str>,
+        user_agent: Option<&str>,
+        compression: Compression,
+    ) -> Result<Self, Unservable> {
+        if compression.docker_media_type().is_some() {
+            return Self::negotiate(accepted).ok_or(Unservable::Refused);
+        }
+        let ([_, oci], listed) = Self::matches(accepted);
+        if let Some(major) = user_agent.and_then(docker_major).filter(|&major| major < DOCKER_WITH_ZSTD) {
+            return Err(Unreadable::DockerTooOld { compression, major }.into());
+        }
+        match oci {
+            Some(m) if m.q > 0 => Ok(ManifestFormat::Oci),
+            None if !listed => Ok(ManifestFormat::Oci),
+            _ => Err(Unreadable::NoOciManifests(compression).into()),
+        }
+    }
+
+    /// The best match of each format ([Docker, OCI]) among `accepted`, and whether any value
+    /// was a media range at all.
+    fn matches<'a>(accepted: impl IntoIterator<Item = &'a str>) -> ([Option<Match>; 2], bool) {
+        let formats = [ManifestFormat::Docker, ManifestFormat::Oci];
+        let mut matched: [Option<Match>; 2] = [None, None];
+        let mut listed = false;
+        for range in accepted.into_iter().filter_map(MediaRange::parse) {
+            listed = true;
+            for (format, best) in formats.iter().zip(&mut matched) {
+                let Some(specificity) = range.specificity_for(format.media_type()) else { continue };
+                let this = Match { specificity, q: range.q };
+                // The most specific range decides; equally specific ones, the highest q.
+                if best.is_none_or(|b| (this.specificity, this.q) > (b.specificity, b.q)) {
+                    *best = Some(this);
+                }
+            }
+        }
+        (matched, listed)
+    }
+
+    /// The formats that can describe layers compressed with `compression` (Docker schema 2
+    /// has no zstd layer type).
+    pub fn for_compression(compression: Compression) -> &'static [ManifestFormat] {
+        match compression.docker_media_type() {
+            Some(_) => &[ManifestFormat::Docker, ManifestFormat::Oci],
+            None => &[ManifestFormat::Oci],
         }
     }
 
@@ -85,7 +170,9 @@ impl ManifestFormat {
         match self {
             ManifestFormat::Oci => oci,
             ManifestFormat::Docker => MediaType::Other(
-                oci.to_docker_v2s2().expect("manifest, config and layer types have Docker names").to_owned(),
+                oci.to_docker_v2s2()
+                    .expect("manifest, config and gzip layer types have Docker names; zstd layers negotiate OCI")
+                    .to_owned(),
             ),
         }
     }
@@ -207,13 +294,14 @@ pub fn image_config(arch: Arch, layers: &[LayerBlob], has_bash: bool) -> Documen
     Document::new(serde_json::to_vec(&config).expect("config serialises"))
 }
 
-/// The manifest pointing at `config` and `layers` (in order), in `format`.
-pub fn manifest(format: ManifestFormat, config: &Document, layers: &[LayerBlob]) -> Document {
+/// The manifest pointing at `config` and `layers` (in order, compressed with `compression`),
+/// in `format`, which [`ManifestFormat::negotiate`] chose for that compression.
+pub fn manifest(format: ManifestFormat, compression: Compression, config: &Document, layers: &[LayerBlob]) -> Document {
     let descriptor = |media: MediaType, size: u64, digest: &Digest| {
         let digest: oci_spec::image::Digest = digest.to_string().parse().expect("our digests are valid");
         Descriptor::new(media, size, digest)
     };
-    let layer_type = format.typed(MediaType::ImageLayerGzip);
+    let layer_type = format.typed(compression.oci_media_type());
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(format.typed(MediaType::ImageManifest))
@@ -232,6 +320,21 @@ mod tests {
     fn layer(n: u8) -> LayerBlob {
         LayerBlob { digest: Digest::of(&[n]), diff_id: Digest::of(&[n, n]), size: 100 + n as u64 }
     }
+
+    const SKOPEO: [&str; 3] =
+        [OCI_MANIFEST, DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.v1+prettyjws"];
+
+    /// What Docker 20.10's daemon sends (six Accept lines, OCI's among them).
+    const DOCKER_20: [&str; 6] = [
+        "application/json",
+        OCI_MANIFEST,
+        DOCKER_MANIFEST,
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    ];
+    const DOCKER_20_AGENT: &str = "docker/20.10.24+dfsg1 go/go1.19.8 git-commit/5d6db84 kernel/6.1 os/linux arch/amd64 \
+        UpstreamClient(Docker-Client/28.2.2 \\(linux\\))";
 
     #[test]
     fn negotiation_prefers_docker_unless_only_oci_is_accepted() {
@@ -300,6 +403,61 @@ mod tests {
     }
 
     #[test]
+    fn gzip_layers_follow_the_negotiation() {
+        let gzip = |accepted: &[&str]| ManifestFormat::negotiate_for(accepted.iter().copied(), None, Compression::Gzip);
+        assert_eq!(gzip(&SKOPEO), Ok(ManifestFormat::Docker));
+        assert_eq!(gzip(&[OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"]), Ok(ManifestFormat::Oci));
+        assert_eq!(gzip(&[format!("{OCI_MANIFEST}; q=0.5").as_str()]), Ok(ManifestFormat::Oci));
+        assert_eq!(gzip(&[]), Ok(ManifestFormat::Docker));
+        assert_eq!(gzip(&["*/*"]), Ok(ManifestFormat::Docker));
+        assert_eq!(gzip(&[DOCKER_MANIFEST]), Ok(ManifestFormat::Docker));
+        let docker = ManifestFormat::negotiate_for(DOCKER_20, Some(DOCKER_20_AGENT), Compression::Gzip);
+        assert_eq!(docker, Ok(ManifestFormat::Docker), "old Docker reads gzip layers");
+    }
+
+    #[test]
+    fn zstd_layers_get_oci_manifests_or_a_reason() {
+        let zstd = |accepted: &[&str]| ManifestFormat::negotiate_for(accepted.iter().copied(), None, Compression::Zstd);
+        // containerd's one line (Docker, lists, OCI, */*), skopeo's and podman's lines.
+        let containerd = [DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.list.v2+json", OCI_MANIFEST];
+        assert_eq!(zstd(&containerd), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd(&SKOPEO), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd(&[OCI_MANIFEST]), Ok(ManifestFormat::Oci));
+        // Anything, or nothing said: anything is acceptable.
+        assert_eq!(zstd(&["*/*"]), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd(&[]), Ok(ManifestFormat::Oci));
+        // q=0 on OCI refuses it; a gzip client refusing both gets Refused.
+        let refused = format!("{OCI_MANIFEST};q=0");
+        let zstd_refused = ManifestFormat::negotiate_for([refused.as_str(), "*/*"], None, Compression::Zstd);
+        assert_eq!(zstd_refused, Err(Unreadable::NoOciManifests(Compression::Zstd).into()));
+        assert_eq!(ManifestFormat::negotiate_for(["*/*;q=0"], None, Compression::Gzip), Err(Unservable::Refused));
+        // A client that names what it reads, and not OCI, is told why.
+        let err = zstd(&[DOCKER_MANIFEST, "application/vnd.docker.distribution.manifest.list.v2+json"]).unwrap_err();
+        assert_eq!(err, Unreadable::NoOciManifests(Compression::Zstd).into());
+        assert!(err.to_string().starts_with("this registry's layers are zstd-compressed"), "{err}");
+    }
+
+    #[test]
+    fn docker_before_23_is_told_it_cannot_read_zstd_layers() {
+        let zstd = |agent: &str| ManifestFormat::negotiate_for(DOCKER_20, Some(agent), Compression::Zstd);
+        let err = zstd(DOCKER_20_AGENT).unwrap_err();
+        assert_eq!(err, Unreadable::DockerTooOld { compression: Compression::Zstd, major: 20 }.into());
+        assert!(err.to_string().contains("this is Docker 20: pull with Docker 23 or later"), "{err}");
+        assert_eq!(zstd("docker/23.0.0 go/go1.19.5 git-commit/d7573ab"), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd("docker/28.2.2 go/go1.24"), Ok(ManifestFormat::Oci));
+        // Other clients are judged by what they accept, whatever their version numbers.
+        assert_eq!(zstd("containerd/1.6.20"), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd("containers/5.23.1 (github.com/containers/image)"), Ok(ManifestFormat::Oci));
+        assert_eq!(zstd("docker/unknown"), Ok(ManifestFormat::Oci));
+        assert_eq!(docker_major("docker/9.1"), Some(9));
+        assert_eq!(docker_major("Docker-Client/20.10"), None);
+        assert_eq!(
+            zstd("docker/20.10.24"),
+            Err(Unreadable::DockerTooOld { compression: Compression::Zstd, major: 20 }.into())
+        );
+    }
+
+    #[test]
     fn config_lists_diff_ids_in_order_and_never_a_null_config() {
         let doc = image_config(Arch::Arm64, &[layer(1), layer(2)], false);
         let v: Value = serde_json::from_slice(&doc.bytes).unwrap();
@@ -320,21 +478,29 @@ mod tests {
     }
 
     #[test]
-    fn manifests_in_both_formats() {
+    fn manifests_in_both_formats_and_zstd_in_oci() {
         let config = image_config(Arch::Amd64, &[layer(1)], false);
-        for (format, layer_type, config_type) in [
+        for (format, compression, layer_type, config_type) in [
             (
                 ManifestFormat::Docker,
+                Compression::Gzip,
                 "application/vnd.docker.image.rootfs.diff.tar.gzip",
                 "application/vnd.docker.container.image.v1+json",
             ),
             (
                 ManifestFormat::Oci,
+                Compression::Gzip,
                 "application/vnd.oci.image.layer.v1.tar+gzip",
                 "application/vnd.oci.image.config.v1+json",
             ),
+            (
+                ManifestFormat::Oci,
+                Compression::Zstd,
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                "application/vnd.oci.image.config.v1+json",
+            ),
         ] {
-            let m = manifest(format, &config, &[layer(1), layer(2)]);
+            let m = manifest(format, compression, &config, &[layer(1), layer(2)]);
             let v: Value = serde_json::from_slice(&m.bytes).unwrap();
             assert_eq!(v["schemaVersion"], 2);
             assert_eq!(v["mediaType"], format.media_type());
@@ -345,7 +511,8 @@ mod tests {
             assert_eq!(v["layers"][1]["mediaType"], layer_type);
             assert_eq!(v["layers"][1]["digest"], layer(2).digest.to_string());
             assert_eq!(v["layers"][1]["size"], 102);
-            assert_eq!(m, manifest(format, &config, &[layer(1), layer(2)]));
+            assert_eq!(v["layers"][0]["mediaType"], layer_type);
+            assert_eq!(m, manifest(format, compression, &config, &[layer(1), layer(2)]));
         }
     }
 }

@@ -1,21 +1,58 @@
-//! Layer archives: a deterministic tar streamed through gzip, hashed on the way.
+//! Layer archives: a deterministic tar streamed through the configured compression, hashed on
+//! the way.
 //!
 //! One pass over the files produces everything a manifest needs: the tar stream is hashed
 //! before compression (the `diff_id` in the image config) and after (the blob `digest`), and
-//! the compressed bytes are counted. Nothing is held in memory beyond fixed-size buffers, so
-//! a 10 GB layer costs what a 10 kB one does.
+//! the compressed bytes are counted. Nothing is held in memory beyond a fixed number of
+//! blocks, so a 10 GB layer costs what a 10 MB one does.
+//!
+//! # The pipeline
+//!
+//! ```text
+//! files ─▶ tar ─▶ SHA-256 (diff_id) ─▶ encoder ─▶ SHA-256 (digest) ─▶ out
+//!          └──────── the caller's thread ────┘ └ workers ┘ └── the caller's thread ──┘
+//! ```
+//!
+//! The caller's thread (in the server a blocking task; `out` is the channel to storage)
+//! reads the files, writes the tar, hashes it and hands it to the [`Encoder`]; the encoder
+//! compresses on the [`Workers`] (gzip: 128 KiB blocks, any free core) or on libzstd's own
+//! threads (zstd: 2 MiB jobs), and hands compressed bytes back, in order, on the same
+//! thread, which hashes them and writes them out. So reading, compressing and hashing
+//! overlap, and the compression of one layer uses every core. What is in memory per layer,
+//! whatever its size:
+//!
+//! - gzip: the block being filled and the one before it (its last 32 KiB prime the next),
+//!   and at most 2 × workers blocks submitted and not yet written, each with its output:
+//!   about (2 × workers + 2) × 128 KiB of input and 2 × workers × 128 KiB of output, 1.3 MiB
+//!   with 2 workers;
+//! - zstd: libzstd's job buffers, input and output of a few 2 MiB jobs per worker (20–32 MB
+//!   with 2 workers, measured in benches/compression.rs);
+//! - in the server, downstream of `out`: one 256 KiB chunk being filled, 4 in the channel and
+//!   one being uploaded (see [`ChannelWriter`] and `build/layer.rs`).
+//!
+//! # The format
 //!
 //! Determinism is what lets two servers, or one server after a restart, agree on digests:
 //! entries are sorted byte-wise, directories are included, owners are 0:0 with no user or
 //! group names, every mtime is 1 (as in the Nix store), modes and symlinks are kept, hard links
-//! are written as plain files (so store optimisation cannot change a layer), and gzip's header
-//! carries no timestamp or file name.
+//! are written as plain files (so store optimisation cannot change a layer). The compressed
+//! bytes depend only on the tar and the [`Compression`], never on the number of workers or on
+//! timing ([`crate::compression`]):
 //!
-//! Contents are [`StorePath`]s, read from the store of this machine. [`write_layer_from`]
-//! reads them from below another root, as a chroot store keeps them (`nix --store <root>`
-//! puts `/nix/store/…` at `<root>/nix/store/…`): the archive is the same, entries and symlink
-//! targets still name `/nix/store/…`, which is also how the tests build layers of store
-//! paths without writing into the real store.
+//! - gzip: one gzip member without timestamp or file name, level 6, deflated in 128 KiB
+//!   blocks each primed with the 32 KiB before it (as pigz does), and blocks whose bytes are
+//!   as evenly spread as noise (already compressed files: PNGs, jars, gzipped data) stored
+//!   instead of deflated ([`GzipParams::LAYERS`]);
+//! - zstd: one zstd frame, level 3, 2 MiB jobs, with a content checksum.
+//!
+//! Whatever changes these bytes changes the layer format version in `build/layer.rs`, which
+//! is part of every layer record's key, so records of the old bytes are not reused.
+//!
+//! Contents are [`StorePath`]s, read from the store of this machine.
+//! [`Archiver::write_layer_from`] reads them from below another root, as a chroot store keeps
+//! them (`nix --store <root>` puts `/nix/store/…` at `<root>/nix/store/…`): the archive is the
+//! same, entries and symlink targets still name `/nix/store/…`, which is also how the tests
+//! build layers of store paths without writing into the real store.
 
 mod forest;
 mod stream;
@@ -24,15 +61,18 @@ mod tar_writer;
 pub use forest::Forest;
 pub use stream::ChannelWriter;
 
+use crate::compression::{Compression, Workers};
 use crate::digest::{Digest, HashingWriter};
 use crate::nix::StorePath;
-use flate2::{Compression, GzBuilder};
+use std::fmt;
 use std::io::{self, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tar_writer::TarWriter;
 
-/// gzip level: 6 is zlib's default and the speed/size balance most registries use.
-const GZIP_LEVEL: u32 = 6;
+#[cfg(doc)]
+use crate::compression::{Encoder, GzipParams};
 
 /// The identity of a finished layer archive.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -54,29 +94,78 @@ pub enum LayerContents {
     Forest(Vec<StorePath>),
 }
 
-/// Writes the gzipped tar of `contents` into `out` and returns `out` with the blob's identity.
-pub fn write_layer<W: Write>(contents: &LayerContents, out: W) -> io::Result<(W, LayerBlob)> {
-    write_layer_from(Path::new("/"), contents, out)
+/// How layer archives are compressed, in the domain's terms (the configuration maps
+/// `NIXERY_LAYER_COMPRESSION` into this at start-up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArchivePolicy {
+    pub compression: Compression,
+    /// How many compression threads: `None` (servers) for one per core, shared by the whole
+    /// process. A count is for tests and benchmarks, which show that it changes no byte.
+    pub workers: Option<NonZeroUsize>,
 }
 
-/// [`write_layer`] with the store read from below `root` (see the module docs).
-pub fn write_layer_from<W: Write>(root: &Path, contents: &LayerContents, out: W) -> io::Result<(W, LayerBlob)> {
-    let compressed = HashingWriter::new(out);
-    let gzip = GzBuilder::new().write(compressed, Compression::new(GZIP_LEVEL));
-    let mut tar = TarWriter::new(HashingWriter::new(gzip));
-    match contents {
-        LayerContents::StorePaths(paths) => {
-            tar.dir(Path::new("nix"), 0o755)?;
-            tar.dir(Path::new("nix/store"), 0o755)?;
-            for p in paths {
-                tar.tree(&on_disk(root, p), relative(p))?;
-            }
-        }
-        LayerContents::Forest(packages) => Forest::link(root, packages)?.write(&mut tar)?,
+/// Writes layer archives in the configured compression, on the compression workers. Cheap to
+/// clone: clones share the workers.
+#[derive(Clone)]
+pub struct Archiver {
+    compression: Compression,
+    workers: Arc<Workers>,
+}
+
+impl fmt::Debug for Archiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Archiver")
+            .field("compression", &self.compression)
+            .field("workers", &self.workers.count())
+            .finish()
     }
-    let (gzip, diff_id, _) = tar.finish()?.finish();
-    let (out, digest, size) = gzip.finish()?.finish();
-    Ok((out, LayerBlob { digest, diff_id, size }))
+}
+
+impl Archiver {
+    /// An archiver for `policy`, starting its workers (or taking the process's).
+    pub fn new(policy: ArchivePolicy) -> io::Result<Self> {
+        let workers = match policy.workers {
+            Some(count) => Workers::new(count)?,
+            None => Workers::shared()?,
+        };
+        Ok(Archiver { compression: policy.compression, workers })
+    }
+
+    /// The compression of every archive this writes.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Writes the compressed tar of `contents` into `out` and returns `out` with the blob's
+    /// identity.
+    pub fn write_layer<W: Write>(&self, contents: &LayerContents, out: W) -> io::Result<(W, LayerBlob)> {
+        self.write_layer_from(Path::new("/"), contents, out)
+    }
+
+    /// [`write_layer`](Self::write_layer) with the store read from below `root` (see the
+    /// module docs).
+    pub fn write_layer_from<W: Write>(
+        &self,
+        root: &Path,
+        contents: &LayerContents,
+        out: W,
+    ) -> io::Result<(W, LayerBlob)> {
+        let encoder = self.compression.encoder(HashingWriter::new(out), Arc::clone(&self.workers))?;
+        let mut tar = TarWriter::new(HashingWriter::new(encoder));
+        match contents {
+            LayerContents::StorePaths(paths) => {
+                tar.dir(Path::new("nix"), 0o755)?;
+                tar.dir(Path::new("nix/store"), 0o755)?;
+                for p in paths {
+                    tar.tree(&on_disk(root, p), relative(p))?;
+                }
+            }
+            LayerContents::Forest(packages) => Forest::link(root, packages)?.write(&mut tar)?,
+        }
+        let (encoder, diff_id, _) = tar.finish()?.finish();
+        let (out, digest, size) = encoder.finish()?.finish();
+        Ok((out, LayerBlob { digest, diff_id, size }))
+    }
 }
 
 /// Where `path` is on disk when the store is below `root`.

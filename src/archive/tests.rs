@@ -1,7 +1,8 @@
-//! Archives on real directory trees: determinism, contents, and the forest rules.
+//! Archives on real directory trees: determinism, contents, the forest rules, and both compressions.
 
 use super::*;
 use flate2::read::GzDecoder;
+use sha2::Digest as _;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -54,8 +55,36 @@ fn entries(blob: &[u8]) -> Vec<Entry> {
         .collect()
 }
 
+fn archiver(compression: Compression, workers: Option<usize>) -> Archiver {
+    let workers = workers.map(|n| NonZeroUsize::new(n).unwrap());
+    Archiver::new(ArchivePolicy { compression, workers }).unwrap()
+}
+
+/// A gzip layer, as servers write them by default.
 fn build(root: &Path, contents: &LayerContents) -> (Vec<u8>, LayerBlob) {
-    write_layer_from(root, contents, Vec::new()).unwrap()
+    archiver(Compression::Gzip, None).write_layer_from(root, contents, Vec::new()).unwrap()
+}
+
+/// The uncompressed tar of a blob.
+fn decompress(compression: Compression, blob: &[u8]) -> Vec<u8> {
+    match compression {
+        Compression::Gzip => {
+            let mut tar = Vec::new();
+            GzDecoder::new(blob).read_to_end(&mut tar).unwrap();
+            tar
+        }
+        Compression::Zstd => zstd::decode_all(blob).unwrap(),
+    }
+}
+
+/// `len` bytes of text with repeats, then `len` bytes of noise: several gzip blocks of each
+/// kind, and more than one zstd job.
+fn text_then_noise(len: usize) -> Vec<u8> {
+    let text = (0..).map(|i: u32| format!("line {} of a manual page, /nix/store/{i:x}\n", i % 97));
+    let mut data: Vec<u8> = text.flat_map(String::into_bytes).take(len).collect();
+    let noise = (0..len.div_ceil(32) as u32).flat_map(|i| sha2::Sha256::digest(i.to_le_bytes()));
+    data.extend(noise.take(len));
+    data
 }
 
 #[test]
@@ -155,4 +184,44 @@ fn no_usr_bin_env_without_an_env() {
     let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.path).collect();
     assert!(!names.iter().any(|n| n.starts_with("usr")), "{names:?}");
     assert!(names.contains(&"tmp".to_string()), "{names:?}");
+}
+
+#[test]
+fn zstd_layers_hold_the_same_tar_and_are_other_blobs() {
+    let tmp = TempDir::new().unwrap();
+    let a = package(tmp.path(), 'z', "pkg", &[("bin/tool", "#!/bin/sh\n"), ("share/doc/README", "docs")]);
+    let contents = LayerContents::StorePaths(vec![a]);
+    let (gzip_bytes, gzip) = build(tmp.path(), &contents);
+    let (zstd_bytes, zstd) =
+        archiver(Compression::Zstd, None).write_layer_from(tmp.path(), &contents, Vec::new()).unwrap();
+    assert_eq!(&zstd_bytes[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    assert_eq!(zstd.digest, crate::digest::Digest::of(&zstd_bytes));
+    assert_eq!(zstd.size, zstd_bytes.len() as u64);
+    let tar = decompress(Compression::Zstd, &zstd_bytes);
+    assert_eq!(zstd.diff_id, crate::digest::Digest::of(&tar));
+    assert_eq!(tar, decompress(Compression::Gzip, &gzip_bytes), "the same tar");
+    assert_eq!(zstd.diff_id, gzip.diff_id);
+    assert_ne!(zstd.digest, gzip.digest);
+}
+
+#[test]
+fn layers_do_not_depend_on_the_number_of_workers() {
+    let tmp = TempDir::new().unwrap();
+    let a = package(tmp.path(), 'w', "data", &[("share/small", "x")]);
+    // 3 MiB of text and 3 MiB of noise: 48 gzip blocks, 3 zstd jobs.
+    fs::write(on_disk(tmp.path(), &a).join("share/big"), text_then_noise(3 << 20)).unwrap();
+    let contents = LayerContents::StorePaths(vec![a.clone()]);
+    let forest = LayerContents::Forest(vec![a]);
+    for compression in Compression::ALL {
+        let write = |workers, contents: &LayerContents| {
+            archiver(compression, Some(workers)).write_layer_from(tmp.path(), contents, Vec::new()).unwrap()
+        };
+        let (bytes, blob) = write(1, &contents);
+        assert!(blob.size > 3 << 20 && blob.size < 4 << 20, "{compression}: {} bytes", blob.size);
+        assert_eq!(crate::digest::Digest::of(&decompress(compression, &bytes)), blob.diff_id, "{compression}");
+        for workers in [2, 8] {
+            assert_eq!(write(workers, &contents), (bytes.clone(), blob.clone()), "{compression}, {workers} workers");
+        }
+        assert_eq!(write(1, &forest), write(8, &forest), "{compression}: the forest");
+    }
 }

@@ -9,7 +9,7 @@
 //! the same cores). A job goes on while any build still waits for it.
 
 use super::BuildError;
-use crate::archive::{ChannelWriter, LayerBlob, LayerContents, write_layer_from};
+use crate::archive::{Archiver, ChannelWriter, LayerBlob, LayerContents};
 use crate::cache::layers::{content_key, record, recorded};
 use crate::digest::Digest;
 use crate::flight::SingleFlight;
@@ -38,20 +38,29 @@ struct Jobs {
     metrics: Arc<Metrics>,
     /// At most this many archives are written at once.
     slots: Semaphore,
+    /// Tar and compression settings of every layer.
+    archiver: Archiver,
     /// Store paths are read from below this root (`/` in production; see [`crate::archive`]).
     store_root: PathBuf,
     flights: SingleFlight<Digest, LayerResult>,
 }
 
 impl LayerJobs {
-    pub fn new(storage: Arc<Storage>, metrics: Arc<Metrics>, slots: usize, store_root: PathBuf) -> Self {
-        let jobs = Jobs { storage, metrics, slots: Semaphore::new(slots), store_root, flights: SingleFlight::new() };
+    pub fn new(
+        storage: Arc<Storage>,
+        metrics: Arc<Metrics>,
+        slots: usize,
+        archiver: Archiver,
+        store_root: PathBuf,
+    ) -> Self {
+        let slots = Semaphore::new(slots);
+        let jobs = Jobs { storage, metrics, slots, archiver, store_root, flights: SingleFlight::new() };
         LayerJobs { inner: Arc::new(jobs) }
     }
 
     /// The blob of `contents`: from its record, from a job already running, or archived now.
     pub async fn layer(&self, contents: LayerContents) -> LayerResult {
-        let key = content_key(&contents);
+        let key = content_key(&contents, self.inner.archiver.compression());
         let jobs = self.inner.clone();
         let job_key = key.clone();
         let start = move || async move { jobs.build(&job_key, contents).await.map_err(Arc::new) }.boxed();
@@ -67,9 +76,9 @@ impl Jobs {
         }
         let _slot = self.slots.acquire().await.expect("layer slots are never closed");
         let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-        let store_root = self.store_root.clone();
+        let (store_root, archiver) = (self.store_root.clone(), self.archiver.clone());
         let writer = tokio::task::spawn_blocking(move || {
-            let (mut sink, blob) = write_layer_from(&store_root, &contents, ChannelWriter::new(tx))?;
+            let (mut sink, blob) = archiver.write_layer_from(&store_root, &contents, ChannelWriter::new(tx))?;
             sink.flush()?;
             Ok::<_, std::io::Error>(blob)
         });
@@ -91,6 +100,8 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::ArchivePolicy;
+    use crate::compression::Compression;
     use crate::nix::StorePath;
     use crate::storage::Memory;
     use flate2::read::GzDecoder;
@@ -112,7 +123,12 @@ mod tests {
         memory: Memory,
         storage: Arc<Storage>,
         metrics: Arc<Metrics>,
+        store_root: std::path::PathBuf,
         jobs: LayerJobs,
+    }
+
+    fn archiver(compression: Compression) -> Archiver {
+        Archiver::new(ArchivePolicy { compression, ..ArchivePolicy::default() }).unwrap()
     }
 
     impl Fixture {
@@ -120,12 +136,27 @@ mod tests {
             let memory = Memory::new();
             let storage = Arc::new(Storage::Memory(memory.clone()));
             let metrics = Arc::new(Metrics::default());
-            let jobs = LayerJobs::new(storage.clone(), metrics.clone(), 2, store_root.to_owned());
-            Fixture { memory, storage, metrics, jobs }
+            let (gzip, store_root) = (archiver(Compression::Gzip), store_root.to_owned());
+            let jobs = LayerJobs::new(storage.clone(), metrics.clone(), 2, gzip, store_root.clone());
+            Fixture { memory, storage, metrics, store_root, jobs }
         }
 
+        /// A gzip layer, as servers build them by default.
         async fn build(&self, contents: &LayerContents) -> LayerResult {
             self.jobs.layer(contents.clone()).await
+        }
+
+        /// A layer as a server with `compression` builds it (a server has one compression;
+        /// the jobs of two servers sharing storage are two [`LayerJobs`]).
+        async fn build_as(&self, compression: Compression, contents: &LayerContents) -> LayerResult {
+            let jobs = LayerJobs::new(
+                self.storage.clone(),
+                self.metrics.clone(),
+                2,
+                archiver(compression),
+                self.store_root.clone(),
+            );
+            jobs.layer(contents.clone()).await
         }
 
         fn built_and_hits(&self) -> (u64, u64) {
@@ -146,7 +177,8 @@ mod tests {
         let mut tar = Vec::new();
         GzDecoder::new(&stored[..]).read_to_end(&mut tar).unwrap();
         assert_eq!(Digest::of(&tar), blob.diff_id);
-        let record = f.storage.get(&ObjectKey::build(&content_key(&contents))).await.unwrap().expect("a record");
+        let record = ObjectKey::build(&content_key(&contents, Compression::Gzip));
+        let record = f.storage.get(&record).await.unwrap().expect("a record");
         assert_eq!(serde_json::from_slice::<LayerBlob>(&record).unwrap(), blob);
         assert!(f.memory.keys("staging/").is_empty(), "staging leftovers: {:?}", f.memory.keys("staging/"));
         assert_eq!(f.built_and_hits(), (1, 0));
@@ -174,7 +206,7 @@ mod tests {
         let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "b", "lib")]);
         let f = Fixture::new(dir.path());
         let phantom = LayerBlob { digest: Digest::of(b"gone"), diff_id: Digest::of(b"gone"), size: 4 };
-        let record = ObjectKey::build(&content_key(&contents));
+        let record = ObjectKey::build(&content_key(&contents, Compression::Gzip));
         f.storage.put(&record, serde_json::to_vec(&phantom).unwrap().into()).await.unwrap();
         let blob = f.build(&contents).await.unwrap();
         assert_ne!(blob, phantom);
@@ -193,5 +225,27 @@ mod tests {
         assert!(matches!(*err, BuildError::Archive(_)), "{err:?}");
         assert!(f.memory.keys("").is_empty(), "left behind: {:?}", f.memory.keys(""));
         assert_eq!(f.built_and_hits(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn switching_the_compression_builds_and_records_the_other_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents = LayerContents::StorePaths(vec![store_path(dir.path(), "f", "tool")]);
+        let f = Fixture::new(dir.path());
+        let gzip = f.build_as(Compression::Gzip, &contents).await.unwrap();
+        // The gzip record is not the zstd layer's: a new archive, recorded under its own key.
+        let zstd = f.build_as(Compression::Zstd, &contents).await.unwrap();
+        assert_eq!(f.built_and_hits(), (2, 0));
+        assert_ne!(zstd.digest, gzip.digest);
+        assert_eq!(zstd.diff_id, gzip.diff_id, "the same tar under both");
+        let stored = f.storage.get(&ObjectKey::blob(&zstd.digest)).await.unwrap().expect("the zstd blob");
+        assert_eq!(Digest::of(&zstd::decode_all(&stored[..]).unwrap()), zstd.diff_id);
+        for (compression, blob) in [(Compression::Gzip, &gzip), (Compression::Zstd, &zstd)] {
+            let record = ObjectKey::build(&content_key(&contents, compression));
+            let recorded: LayerBlob = serde_json::from_slice(&f.storage.get(&record).await.unwrap().unwrap()).unwrap();
+            assert_eq!(&recorded, blob, "{compression}");
+            assert_eq!(&f.build_as(compression, &contents).await.unwrap(), blob, "{compression}");
+        }
+        assert_eq!(f.built_and_hits(), (2, 2), "each found its own record");
     }
 }

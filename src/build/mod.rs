@@ -13,8 +13,9 @@
 
 mod layer;
 
-use crate::archive::LayerBlob;
+use crate::archive::{Archiver, LayerBlob};
 use crate::cache::{CachePolicy, CachedManifest, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache};
+use crate::compression::Compression;
 use crate::flight::SingleFlight;
 use crate::image::{ImageSpec, Tag};
 use crate::layers::LayerPolicy;
@@ -110,6 +111,7 @@ impl Builder {
     pub fn new(
         policy: &BuildPolicy,
         cache: CachePolicy,
+        archiver: Archiver,
         storage: Arc<Storage>,
         popularity: Popularity,
         metrics: Arc<Metrics>,
@@ -121,14 +123,20 @@ impl Builder {
                 planner: Planner::new(nix, popularity, policy.layers),
                 sources: SourceCache::new(policy.source.clone(), cache.source_ttl, metrics.clone()),
                 manifests: ManifestCache::new(storage.clone(), cache.manifest_memory),
-                layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, "/".into()),
-                recipe: Recipe::new(policy.layers, &policy.nix.nixpkgs_config),
+                recipe: Recipe::new(policy.layers, archiver.compression(), &policy.nix.nixpkgs_config),
+                layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, archiver, "/".into()),
                 storage,
                 metrics,
                 images: SingleFlight::new(),
                 manifest_flights: SingleFlight::new(),
             }),
         })
+    }
+
+    /// The compression of this builder's layers, which decides the manifest formats it can
+    /// answer in ([`ManifestFormat::negotiate_for`]).
+    pub fn compression(&self) -> Compression {
+        self.inner.recipe.compression
     }
 
     /// The manifest of `spec` at `tag` in `format`: from memory when the tag's resolution is
@@ -169,14 +177,15 @@ impl Inner {
             move || async move { inner.build(image_key).await.map(Arc::new).map_err(Arc::new) }.boxed()
         };
         let image = self.images.run(image_key, start).await?;
-        // Both formats at once: a client asking for the other one later gets it from the
-        // caches instead of planning the image again.
+        // Every format the layers can be described in, at once: a client asking for the other
+        // one later gets it from the caches instead of planning the image again.
         let mut wanted = None;
-        for format in [ManifestFormat::Docker, ManifestFormat::Oci] {
-            let doc = manifest::manifest(format, &image.config, &image.layers);
-            let key = ManifestKey { format, ..key.clone() };
+        let compression = self.recipe.compression;
+        for format in ManifestFormat::for_compression(compression) {
+            let doc = manifest::manifest(*format, compression, &image.config, &image.layers);
+            let key = ManifestKey { format: *format, ..key.clone() };
             let cached = self.manifests.insert(key, doc).await.map_err(|e| Arc::new(e.into()))?;
-            wanted = wanted.or((format == key_format).then_some(cached));
+            wanted = wanted.or((*format == key_format).then_some(cached));
         }
         Ok((wanted.expect("every format is rendered"), Outcome::Cold))
     }

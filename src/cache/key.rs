@@ -14,6 +14,7 @@
 //! path: the revision is shared behind an [`Arc`]) and, for a commit, the storage key:
 //! `manifests/<sha256 of the key's JSON>`, where the JSON carries [`ManifestKey::VERSION`].
 
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::image::ImageSpec;
 use crate::layers::{Grouping, LayerPolicy};
@@ -29,16 +30,17 @@ use std::sync::Arc;
 pub struct Recipe {
     pub layers: LayerPolicy,
     /// The layer archive format (tar layout and compression; [`super::layers::FORMAT_VERSION`]).
-    /// A configurable compression becomes a field next to it.
     pub archive: &'static str,
+    /// The layers' compression (NIXERY_LAYER_COMPRESSION).
+    pub compression: Compression,
     /// The digest of nixpkgs' configuration's identity ([`NixpkgsConfig::identity`]).
     pub nixpkgs_config: Digest,
 }
 
 impl Recipe {
-    pub fn new(layers: LayerPolicy, nixpkgs_config: &NixpkgsConfig) -> Self {
+    pub fn new(layers: LayerPolicy, compression: Compression, nixpkgs_config: &NixpkgsConfig) -> Self {
         let nixpkgs_config = Digest::of(nixpkgs_config.identity().to_string().as_bytes());
-        Recipe { layers, archive: super::layers::FORMAT_VERSION, nixpkgs_config }
+        Recipe { layers, archive: super::layers::FORMAT_VERSION, compression, nixpkgs_config }
     }
 }
 
@@ -52,7 +54,8 @@ pub struct ManifestKey {
 }
 
 impl ManifestKey {
-    /// Version 4: nixpkgs' configuration is part of the recipe, and packages are exact
+    /// Version 4: nixpkgs' configuration and the layers' compression are part of the recipe,
+    /// and packages are exact
     /// outputs (version 3 took `meta.outputsToInstall`); version 3 made the source a resolved
     /// commit with its remote and added the recipe (version 2 held only source,
     /// architecture, packages and format).
@@ -74,6 +77,7 @@ impl ManifestKey {
             "format": self.format.media_type(),
             "layers": { "grouping": grouping, "budget": self.recipe.layers.budget },
             "archive": self.recipe.archive,
+            "compression": self.recipe.compression.id(),
             "nixpkgs_config": self.recipe.nixpkgs_config,
         });
         Some(ObjectKey::manifest_cache(&Digest::of(text.to_string().as_bytes())))
@@ -94,7 +98,11 @@ mod tests {
             source: Arc::new(source),
             image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
             format,
-            recipe: Recipe::new(LayerPolicy { grouping: Grouping::Stable, budget }, &NixpkgsConfig::default()),
+            recipe: Recipe::new(
+                LayerPolicy { grouping: Grouping::Stable, budget },
+                Compression::Gzip,
+                &NixpkgsConfig::default(),
+            ),
         }
     }
 
@@ -120,9 +128,12 @@ mod tests {
         assert_ne!(nixery.storage_key().unwrap(), stored);
         let Value::Object(unfree) = json!({ "allowUnfree": true }) else { unreachable!() };
         let mut configured = base.clone();
-        configured.recipe = Recipe::new(base.recipe.layers, &NixpkgsConfig::Attrs(unfree));
+        configured.recipe = Recipe::new(base.recipe.layers, Compression::Gzip, &NixpkgsConfig::Attrs(unfree));
         assert_ne!(configured.storage_key().unwrap(), stored);
         assert_ne!(configured, base);
+        let mut zstd = base.clone();
+        zstd.recipe.compression = Compression::Zstd;
+        assert_ne!(zstd.storage_key().unwrap(), stored);
     }
 
     #[test]

@@ -1,27 +1,30 @@
 //! Layer records: which blob a layer's store paths became.
 //!
 //! A layer is identified by its content key, the hash of its kind and store paths (store
-//! paths name their contents, so equal keys mean equal layers) and of [`FORMAT_VERSION`].
+//! paths name their contents, so equal keys mean equal layers), its compression (the same
+//! store paths give another blob in each) and [`FORMAT_VERSION`].
 //! `builds/<content key>` holds the [`LayerBlob`] it became; a record whose blob is still
 //! present means the layer is never archived again, also after a restart or on another
 //! replica sharing the storage. (Concurrent builds of one layer share one archive job:
 //! [`crate::build`].)
 
 use crate::archive::{LayerBlob, LayerContents};
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::storage::{ObjectKey, Storage, StorageError};
 
 /// Bumped whenever the archive format changes, so old records are not reused (and part of
-/// every manifest key, see [`super::Recipe`]).
-pub const FORMAT_VERSION: &str = "nixery-layer-v1";
+/// every manifest key, see [`super::Recipe`]). v2: gzip in parallel blocks with noise stored
+/// (see [`crate::archive`]), and the compression in the key.
+pub const FORMAT_VERSION: &str = "nixery-layer-v2";
 
-/// The content key of a layer.
-pub fn content_key(contents: &LayerContents) -> Digest {
+/// The content key of a layer archived with `compression`.
+pub fn content_key(contents: &LayerContents, compression: Compression) -> Digest {
     let (kind, paths) = match contents {
         LayerContents::StorePaths(p) => ("store-paths", p),
         LayerContents::Forest(p) => ("symlink-forest", p),
     };
-    let mut text = format!("{FORMAT_VERSION}\n{kind}\n");
+    let mut text = format!("{FORMAT_VERSION}\n{}\n{kind}\n", compression.id());
     for p in paths {
         text.push_str(p.as_str());
         text.push('\n');
@@ -55,8 +58,9 @@ mod tests {
     use crate::nix::StorePath;
 
     #[test]
-    fn content_keys_depend_on_kind_and_paths() {
+    fn content_keys_depend_on_kind_paths_and_compression() {
         let path = |hash: &str| StorePath::parse(&format!("/nix/store/{}-x", hash.repeat(32))).unwrap();
+        let content_key = |contents: &LayerContents| super::content_key(contents, Compression::Gzip);
         let a = LayerContents::StorePaths(vec![path("a")]);
         let a2 = LayerContents::StorePaths(vec![path("a")]);
         let b = LayerContents::StorePaths(vec![path("b")]);
@@ -64,5 +68,6 @@ mod tests {
         assert_eq!(content_key(&a), content_key(&a2));
         assert_ne!(content_key(&a), content_key(&b));
         assert_ne!(content_key(&a), content_key(&fa));
+        assert_ne!(content_key(&a), super::content_key(&a, Compression::Zstd));
     }
 }

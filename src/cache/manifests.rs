@@ -114,7 +114,11 @@ mod tests {
             source: Arc::new(source),
             image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
             format: ManifestFormat::Docker,
-            recipe: Recipe::new(LayerPolicy { grouping: Default::default(), budget: 94 }, &Default::default()),
+            recipe: Recipe::new(
+                LayerPolicy { grouping: Default::default(), budget: 94 },
+                Default::default(),
+                &Default::default(),
+            ),
         }
     }
 

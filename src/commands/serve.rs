@@ -1,5 +1,6 @@
 //! `nixery` (no subcommand): open storage, load popularity data, serve until SIGINT/SIGTERM.
 
+use crate::archive::Archiver;
 use crate::config::{Config, StorageConfig};
 use crate::metrics::Metrics;
 use crate::popularity::Popularity;
@@ -14,6 +15,8 @@ pub enum ServeError {
     Storage { setting: String, source: crate::storage::SetupError },
     #[error("NIX_POPULARITY_URL: {0}")]
     Popularity(#[from] crate::popularity::PopularityError),
+    #[error("cannot start the compression threads: {0}")]
+    Workers(std::io::Error),
     #[error("cannot write the Nix expressions to a temporary directory: {0}")]
     Expressions(std::io::Error),
     #[error("cannot listen on {addr} (NIXERY_HOST, PORT): {source}")]
@@ -31,8 +34,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let storage = open_storage(&config.storage).await?;
     let metrics = Arc::new(Metrics::default());
     let storage = Arc::new(storage);
-    let builder = build::Builder::new(&config.build.policy, config.cache, storage.clone(), popularity, metrics.clone())
-        .map_err(ServeError::Expressions)?;
+    let archiver = Archiver::new(config.archive).map_err(ServeError::Workers)?;
+    let builder =
+        build::Builder::new(&config.build.policy, config.cache, archiver, storage.clone(), popularity, metrics.clone())
+            .map_err(ServeError::Expressions)?;
     let app = crate::app(AppState { builder, storage, metrics });
 
     let addr = std::net::SocketAddr::new(config.host, config.port);
@@ -41,6 +46,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(
         %addr,
         source = ?config.build.policy.source,
+        archive = ?config.archive,
         storage = ?config.storage,
         local_builds = nix.local_builds,
         max_nix_jobs = nix.max_jobs,

@@ -54,8 +54,8 @@ pub struct GzipParams {
     /// Store blocks that look like noise (see [`looks_like_noise`]) instead of deflating
     /// them. deflate at level 6 spends as long failing to compress random or already
     /// compressed bytes as compressing text, and then stores them anyway; storing them
-    /// directly is several times faster for about the same output. Off by default: layers
-    /// are plain level 6 unless the operator's setting says otherwise (not wired yet).
+    /// directly is several times faster for about the same output. Off in `default()`
+    /// (plain `gzip -6`, as pigz writes it), on in layers ([`GzipParams::LAYERS`]).
     pub store_noise: bool,
 }
 
@@ -66,6 +66,10 @@ impl GzipParams {
     /// CPU-second from 128 KiB to 1 MiB on binaries, within the noise) and their output was
     /// slightly larger: each block's Huffman codes adapt to its own data.
     pub const BLOCK_SIZE: usize = 128 * 1024;
+    /// The parameters of layer archives, part of the layer format (whatever changes them
+    /// changes its version, `FORMAT_VERSION` in build/layer.rs): level 6, 128 KiB blocks,
+    /// noise stored.
+    pub const LAYERS: GzipParams = GzipParams { level: Self::LEVEL, block_size: Self::BLOCK_SIZE, store_noise: true };
 }
 
 impl Default for GzipParams {

@@ -70,11 +70,12 @@ impl Compression {
         }
     }
 
-    /// An encoder writing this compression of what it is given into `out`, on `workers`
-    /// (zstd: on as many threads of its own).
+    /// An encoder writing this compression of what it is given into `out` as layers are
+    /// compressed ([`GzipParams::LAYERS`], [`ZstdParams::default`]), on `workers` (zstd: on
+    /// as many threads of its own).
     pub fn encoder<W: Write>(self, out: W, workers: Arc<Workers>) -> io::Result<Encoder<W>> {
         Ok(match self {
-            Compression::Gzip => Encoder::Gzip(ParallelGzip::new(out, workers, GzipParams::default())),
+            Compression::Gzip => Encoder::Gzip(ParallelGzip::new(out, workers, GzipParams::LAYERS)),
             Compression::Zstd => Encoder::Zstd(ParallelZstd::new(out, ZstdParams::default(), workers.count())?),
         })
     }

@@ -4,6 +4,7 @@
 
 use crate::build::{BuildError, ManifestError};
 use crate::image::NameError;
+use crate::manifest::{Unreadable, Unservable};
 use crate::nix::NixError;
 use crate::pkgsource::SourceError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -80,6 +81,25 @@ impl From<NameError> for RegistryError {
             NameError::BadDigest(_) => Code::DigestInvalid,
         };
         Self::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    }
+}
+
+/// Distribution's answer to a client that does not accept the only format a manifest exists
+/// in ("OCI manifest found, but accept header does not support OCI manifests"): 404
+/// `MANIFEST_UNKNOWN`, whose message Docker, skopeo and podman print.
+impl From<Unreadable> for RegistryError {
+    fn from(e: Unreadable) -> Self {
+        Self::new(StatusCode::NOT_FOUND, Code::ManifestUnknown, e.to_string())
+    }
+}
+
+/// A client that refuses both formats gets 406 (RFC 9110 §15.5.7), before anything is built.
+impl From<Unservable> for RegistryError {
+    fn from(e: Unservable) -> Self {
+        match e {
+            Unservable::Refused => Self::new(StatusCode::NOT_ACCEPTABLE, Code::Unsupported, e.to_string()),
+            Unservable::Unreadable(unreadable) => unreadable.into(),
+        }
     }
 }
 

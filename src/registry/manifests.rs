@@ -1,7 +1,9 @@
 //! `GET|HEAD /v2/<name>/manifests/<tag|digest>`.
 //!
 //! By tag: the manifest comes from the caches (see [`crate::cache`]: a warm answer is shared
-//! bytes and headers rendered once) or the image is built, in the format the client accepts. By digest: the stored manifest is returned as it was first served, so containerd
+//! bytes and headers rendered once) or the image is built, in the format the client accepts
+//! (zstd layers: OCI only, and not to Docker before 23; else `MANIFEST_UNKNOWN` saying why,
+//! before any build). By digest: the stored manifest is returned as it was first served, so containerd
 //! can HEAD the tag and then GET the digest. Every answer carries `Content-Type`,
 //! `Content-Length`, `Docker-Content-Digest` and `ETag` (the quoted digest), and
 //! `If-Match` / `If-None-Match` are evaluated against it as for blobs
@@ -33,7 +35,8 @@ pub async fn get(
 ) -> Result<Response, RegistryError> {
     match reference {
         Reference::Tag(tag) => {
-            let format = ManifestFormat::negotiate(accepted(headers)).ok_or_else(not_acceptable)?;
+            let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+            let format = ManifestFormat::negotiate_for(accepted(headers), user_agent, state.builder.compression())?;
             let spec = ImageSpec::from_name(name);
             let manifest = state.builder.manifest(spec, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
             respond_cached(&manifest, headers)
@@ -60,19 +63,6 @@ pub async fn get(
 /// All `Accept` values of all `Accept` lines (skopeo sends six lines).
 fn accepted(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
-}
-
-/// 406: the client refused (`q=0`) every format a manifest can be served in.
-fn not_acceptable() -> RegistryError {
-    RegistryError::new(
-        StatusCode::NOT_ACCEPTABLE,
-        Code::Unsupported,
-        format!(
-            "the Accept header refuses both manifest formats this registry serves: {}, {}",
-            ManifestFormat::Docker.media_type(),
-            ManifestFormat::Oci.media_type()
-        ),
-    )
 }
 
 /// `If-Match` / `If-None-Match` against the manifest's digest: `None` means serve it.

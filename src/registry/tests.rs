@@ -2,6 +2,7 @@
 //! that is answered before a build, and blobs.
 
 use super::*;
+use crate::archive::Archiver;
 use crate::build::Builder;
 use crate::config::Config;
 use crate::digest::Digest;
@@ -14,11 +15,24 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 fn state() -> AppState {
-    let config = Config::parse_from(["nixery", "--pkgs-path", "/"]).unwrap();
+    state_with(&[])
+}
+
+/// The state of a server started with `args` added to its command line.
+fn state_with(args: &[&'static str]) -> AppState {
+    let config = Config::parse_from(["nixery", "--pkgs-path", "/"].into_iter().chain(args.iter().copied())).unwrap();
     let storage = Arc::new(Storage::Memory(Memory::new()));
     let metrics = Arc::new(Metrics::default());
-    let builder =
-        Builder::new(&config.build.policy, config.cache, storage.clone(), Default::default(), metrics.clone()).unwrap();
+    let archiver = Archiver::new(config.archive).unwrap();
+    let builder = Builder::new(
+        &config.build.policy,
+        config.cache,
+        archiver,
+        storage.clone(),
+        Default::default(),
+        metrics.clone(),
+    )
+    .unwrap();
     AppState { builder, storage, metrics }
 }
 
@@ -474,8 +488,16 @@ async fn a_stored_commit_manifest_is_served_from_storage_then_memory() {
     let config = Config::parse_from(["nixery", "--pkgs-repo", "https://git.invalid/pkgs"]).unwrap();
     let storage = Arc::new(Storage::Memory(Memory::new()));
     let metrics = Arc::new(Metrics::default());
-    let builder =
-        Builder::new(&config.build.policy, config.cache, storage.clone(), Default::default(), metrics.clone()).unwrap();
+    let archiver = Archiver::new(config.archive).unwrap();
+    let builder = Builder::new(
+        &config.build.policy,
+        config.cache,
+        archiver,
+        storage.clone(),
+        Default::default(),
+        metrics.clone(),
+    )
+    .unwrap();
     let s = AppState { builder, storage, metrics };
 
     let commit = "c".repeat(40);
@@ -486,7 +508,11 @@ async fn a_stored_commit_manifest_is_served_from_storage_then_memory() {
         }),
         image: ImageSpec::from_name(&ImageName::parse("shell/hello").unwrap()),
         format: ManifestFormat::Docker,
-        recipe: Recipe::new(config.build.policy.layers, &config.build.policy.nix.nixpkgs_config),
+        recipe: Recipe::new(
+            config.build.policy.layers,
+            config.archive.compression,
+            &config.build.policy.nix.nixpkgs_config,
+        ),
     };
     let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
     s.storage.put(&key.storage_key().unwrap(), manifest.to_vec().into()).await.unwrap();
@@ -504,4 +530,35 @@ async fn a_stored_commit_manifest_is_served_from_storage_then_memory() {
         assert_eq!(s.metrics.manifest_requests(outcome), before + 1, "{method} was not {outcome:?}");
     }
     assert_eq!((s.metrics.nix_invocations.get(), s.metrics.source_resolutions.get()), (0, 0));
+}
+
+#[tokio::test]
+async fn zstd_layers_refuse_clients_without_oci_before_building() {
+    let s = state_with(&["--layer-compression", "zstd"]);
+    let docker_only = [
+        ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
+        ("Accept", "application/vnd.docker.distribution.manifest.list.v2+json"),
+    ];
+    // Docker 20.10 accepts OCI manifests, but not zstd layers.
+    let docker_20 = [
+        ("Accept", "application/vnd.oci.image.manifest.v1+json"),
+        ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
+        ("User-Agent", "docker/20.10.24+dfsg1 go/go1.19.8 git-commit/5d6db84 os/linux arch/amd64"),
+    ];
+    for (headers, says) in [(&docker_only[..], "OCI image manifests"), (&docker_20[..], "this is Docker 20")] {
+        for method in ["GET", "HEAD"] {
+            let (status, answer, body) = call(&s, method, "/v2/shell/hello/manifests/latest", headers).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{says}: {method}");
+            assert_eq!(answer[header::CONTENT_TYPE], "application/json", "{says}: {method}");
+            if method == "GET" {
+                assert_eq!(error_code(&body), "MANIFEST_UNKNOWN");
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let message = v["errors"][0]["message"].as_str().unwrap();
+                assert!(message.contains("zstd") && message.contains(says), "{message}");
+            }
+        }
+    }
+    // Nothing was built: the answer came before Nix (whose package set here is `/`).
+    assert_eq!(s.metrics.image_builds.get(), 0);
+    assert_eq!(s.metrics.nix_invocations.get(), 0);
 }

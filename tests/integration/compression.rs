@@ -3,6 +3,7 @@
 //! Python's gzip module and flate2 read back, zstd frames that the `zstd` command reads
 //! back, and a failing sink that ends in an error, not a hang.
 
+use crate::harness::decompressors::PYTHON_GZIP;
 use flate2::read::GzDecoder;
 use nixery::compression::{Compression, GzipParams, ParallelGzip, ParallelZstd, Workers, ZstdParams};
 use nixery::digest::Digest;
@@ -327,18 +328,6 @@ fn run(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     output.stdout
 }
-
-/// Python reads the stream as one gzip member and gives back the input (sha256 of it).
-const PYTHON_GZIP: &str = r#"
-import gzip, hashlib, sys, zlib
-data = sys.stdin.buffer.read()
-d = zlib.decompressobj(wbits=31)
-out = d.decompress(data)
-assert d.eof, "the gzip member does not end"
-assert d.unused_data == b"", f"{len(d.unused_data)} bytes after the first member"
-assert gzip.decompress(data) == out
-print("sha256:" + hashlib.sha256(out).hexdigest())
-"#;
 
 #[test]
 fn real_gzip_tools_accept_one_member_and_get_the_input_back() {

@@ -14,6 +14,7 @@ mod clients;
 mod compression;
 mod conformance;
 mod http_details;
+mod layer_compression;
 mod nix_failures;
 mod object_storage;
 mod popcount;

@@ -282,6 +282,16 @@ let
           i=$((i + 1))
         done
       '';
+
+    # Real binaries and libraries, for the compression benchmark (scripts/bench-compression,
+    # which adds a directory of this machine to the store and names it in NIXERY_BENCH_FILES):
+    # random data alone flatters a compressor that stores noise. The store path is taken as
+    # it is (`builtins.storePath`), not copied at evaluation time as `builtins.path` would
+    # (hashing hundreds of MB on every request the benchmark times), and linked from $out so
+    # it is in the closure. Unset, the attribute fails to evaluate: nothing else builds it.
+    bench-files = let path = builtins.getEnv "NIXERY_BENCH_FILES"; in
+      if path == "" then throw "bench-files needs NIXERY_BENCH_FILES (scripts/bench-compression)"
+      else mk "bench-files" "ln -s ${builtins.storePath path} $out/files";
   };
 in
 self

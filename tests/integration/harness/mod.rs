@@ -11,6 +11,7 @@
 //!   up the way it works on these machines (shared/CLIENTS.md); [`docker`] runs a private
 //!   Docker engine. [`client`] drives any of the four through one interface, for tables of
 //!   cases (pull and run; pull and read what the client printed).
+//! * [`decompressors`]: layer blobs read back by Python's gzip and the `zstd` command.
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
 //!   for channel and git sources.
@@ -35,6 +36,7 @@
 pub mod binary_cache;
 pub mod client;
 pub mod containerd;
+pub mod decompressors;
 pub mod docker;
 pub mod emulators;
 pub mod http;

@@ -304,6 +304,13 @@ impl Server {
             .and_then(|mut f| writeln!(f, "=== harness: server stopped: {status:?} ==="));
         self.launch();
     }
+
+    /// [`Server::restart`] with `env` added to its environment (overriding what it set), e.g.
+    /// to change a setting on the same storage.
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        self.env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.restart();
+    }
 }
 
 /// The `nixery` binary without the test process's settings: `PORT`, `STORAGE_PATH`,
