@@ -17,6 +17,7 @@ pub mod layers;
 pub mod manifest;
 pub mod metrics;
 pub mod nix;
+pub mod ownership;
 pub mod pkgsource;
 pub mod popcount;
 pub mod popularity;

@@ -10,6 +10,7 @@ mod harness;
 mod api;
 mod clients;
 mod compression;
+mod hardening;
 mod object_storage;
 mod popularity;
 mod storage_backends;

@@ -43,7 +43,7 @@ use tempfile::TempDir;
 pub use containerd::Containerd;
 pub use podman::Podman;
 pub use process::{require_tool, run};
-pub use server::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server};
+pub use server::{DOCKER_MANIFEST_V2, Launch, OCI_MANIFEST_V1, Server};
 pub use skopeo_umoci::pull_and_unpack;
 
 /// A string unique per call, across threads and processes: `PID-NANOS-COUNTER`.

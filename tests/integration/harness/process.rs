@@ -68,6 +68,56 @@ pub fn read_log(path: &Path) -> String {
     fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
+/// PIDs of the processes whose command line mentions `needle` (a nonce of a test's Nix
+/// build: `nix-store`'s arguments name the derivation, the builder's its script).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The fields of `/proc/PID/stat` after the command name: state, parent, process group, ….
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The processes in process group `pgid`.
+pub fn process_group_members(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if stat_fields(pid).and_then(|f| f.get(2).cloned()) == Some(pgid.to_string()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Asks `done` every 100 ms for at most `limit`; whether it said yes.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
 fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
@@ -273,6 +323,14 @@ impl Daemon {
                 Err(_) => std::thread::sleep(POLL),
             }
         }
+    }
+
+    /// Sends `signal` to its PID, or with `group` to its whole process group (a wrapper such
+    /// as `unshare --fork` does not pass SIGTERM on to the process it runs).
+    pub fn signal(&self, signal: libc::c_int, group: bool) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) of our own, not yet reaped child, or of the process group it leads.
+        unsafe { libc::kill(if group { -pid } else { pid }, signal) };
     }
 
     /// SIGTERM to its PID, up to 10 s to exit, then SIGKILL; then SIGKILL to whatever is

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::http::{self, Response};
-use super::process::{COMMAND_TIMEOUT, Daemon, NotReady, read_log, run_checked, tail};
+use super::process::{COMMAND_TIMEOUT, Daemon, NotReady, process_group_members, read_log, run_checked, tail};
 use super::{free_port, sha256_digest, temp_dir};
 
 /// How long [`Server::start`] waits for `GET /v2/` to answer 200.
@@ -33,6 +33,7 @@ pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manife
 pub const OCI_MANIFEST_V1: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// The `nixery` binary under test, stopped (SIGTERM, then SIGKILL) when dropped.
+/// [`Server::launch_with`] runs it under a wrapper command or on another server's storage.
 ///
 /// Environment given to it (later entries win):
 /// 1. the test process's environment, minus `PORT`, `STORAGE_PATH`, `NIX_TIMEOUT`,
@@ -51,7 +52,23 @@ pub struct Server {
     dir: TempDir,
     log_path: PathBuf,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
+    storage: PathBuf,
     starts: u32,
+}
+
+/// How [`Server::launch_with`] starts a server, beyond [`Server::start_with`]'s environment.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Environment overrides, as for [`Server::start_with`].
+    pub env: &'a [(&'a str, &'a str)],
+    /// A command the server runs under, e.g. `["unshare", "--pid", "--fork"]` or
+    /// `["prlimit", "--nofile=256:1024"]`. Signals go to the whole process group then,
+    /// since a wrapper may not pass them on.
+    pub wrapper: &'a [&'a str],
+    /// The storage directory, to share another server's ([`Server::storage`]); a fresh
+    /// one by default.
+    pub storage: Option<&'a Path>,
 }
 
 /// Why one start failed, and whether another port may help.
@@ -69,22 +86,44 @@ impl Server {
     /// Starts a server with extra environment variables that override the defaults, e.g.
     /// `&[("NIXERY_TEST_NONCE", &nonce()), ("NIX_TIMEOUT", "5")]`.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        Self::launch_with(Launch { env, ..Launch::default() })
+    }
+
+    /// Starts a server as `launch` says.
+    pub fn launch_with(launch: Launch) -> Server {
         let dir = temp_dir("server");
-        fs::create_dir_all(dir.path().join("storage")).expect("create storage dir");
+        let storage = launch.storage.map_or_else(|| dir.path().join("storage"), Path::to_owned);
+        fs::create_dir_all(&storage).expect("create storage dir");
         let mut server = Server {
             daemon: None,
             port: 0,
             log_path: dir.path().join("server.log"),
             dir,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: launch.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: launch.wrapper.iter().map(|w| w.to_string()).collect(),
+            storage,
             starts: 0,
         };
         server.launch();
         server
     }
 
-    fn storage(&self) -> PathBuf {
-        self.dir.path().join("storage")
+    /// Its storage directory (`STORAGE_PATH`).
+    pub fn storage(&self) -> &Path {
+        &self.storage
+    }
+
+    /// The PID of the process the harness started: the server, or its wrapper.
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().unwrap_or_else(|| self.fail("the server is not running")).pid()
+    }
+
+    /// Appends a harness line to the server log.
+    fn note(&self, what: &str) {
+        let _ = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .and_then(|mut f| writeln!(f, "=== harness: {what} ==="));
     }
 
     fn launch(&mut self) {
@@ -113,7 +152,14 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_nixery"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_nixery")),
+        };
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy();
             if k.starts_with("NIXERY_")
@@ -127,7 +173,7 @@ impl Server {
         cmd.env("PORT", self.port.to_string())
             .env("NIXERY_HOST", "127.0.0.1")
             .env("NIXERY_PKGS_PATH", &pkgs)
-            .env("STORAGE_PATH", self.storage())
+            .env("STORAGE_PATH", &self.storage)
             .env("NIX_TIMEOUT", DEFAULT_NIX_TIMEOUT)
             .env("NIX_CONFIG", "substituters =")
             .env("RUST_LOG", rust_log)
@@ -145,7 +191,7 @@ impl Server {
                 "=== harness: starting nixery (start #{}) on 127.0.0.1:{} with storage {} ===",
                 self.starts,
                 self.port,
-                self.storage().display()
+                self.storage.display()
             )
         });
         let mut daemon = Daemon::spawn(&mut self.command(), &self.log_path)
@@ -279,11 +325,17 @@ impl Server {
     /// another port.
     pub fn restart(&mut self) {
         let status = self.daemon.take().and_then(Daemon::stop);
-        let _ = OpenOptions::new()
-            .append(true)
-            .open(&self.log_path)
-            .and_then(|mut f| writeln!(f, "=== harness: server stopped: {status:?} ==="));
+        self.note(&format!("server stopped: {status:?}"));
         self.launch();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A wrapper such as `unshare --fork` ignores SIGTERM: the server gets it directly.
+        if let Some(daemon) = self.daemon.as_ref().filter(|_| !self.wrapper.is_empty()) {
+            daemon.signal(libc::SIGTERM, true);
+        }
     }
 }
 
@@ -331,14 +383,18 @@ fn owns_listening_port(pid: u32, port: u16) -> bool {
     if inodes.is_empty() {
         return false;
     }
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
+    // The server itself, or (under a wrapper) a process of the group the harness started.
+    let holds = |pid: u32| {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            fs::read_link(fd.path())
+                .ok()
+                .and_then(|t| t.to_str().map(str::to_owned))
+                .and_then(|t| t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).map(str::to_owned))
+                .is_some_and(|inode| inodes.contains(&inode))
+        })
     };
-    fds.flatten().any(|fd| {
-        fs::read_link(fd.path())
-            .ok()
-            .and_then(|t| t.to_str().map(str::to_owned))
-            .and_then(|t| t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).map(str::to_owned))
-            .is_some_and(|inode| inodes.contains(&inode))
-    })
+    holds(pid) || process_group_members(pid).into_iter().any(holds)
 }
