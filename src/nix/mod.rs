@@ -7,6 +7,7 @@
 //! the closure with sizes and references. They share one deadline (`NIX_TIMEOUT`), and each is
 //! stopped when the request that needs it is abandoned.
 
+mod child;
 pub mod derivation;
 mod exprs;
 mod graph;
@@ -14,6 +15,7 @@ mod process;
 mod source;
 mod store_path;
 
+pub use child::stop_all;
 pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info};
 pub use process::ProcessError;
 pub use store_path::{StorePath, StorePathError};

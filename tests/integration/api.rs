@@ -3,7 +3,7 @@
 //! build caching, timeouts and cancellation, and the package-name rules.
 
 use crate::harness::http::{self, Response};
-use crate::harness::process::{processes_mentioning, wait_until};
+use crate::harness::process::{processes_mentioning, wait_until, zombie_children};
 use crate::harness::{
     DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nonce, pull_and_unpack, run, sha256_digest, temp_dir,
 };
@@ -266,6 +266,8 @@ fn nix_timeouts_answer_504_and_stop_the_build() {
     );
 }
 
+/// Also defect 3 of issue 11: the stopped `nix-store` stayed `<defunct>` until the next
+/// request; now it is reaped when it exits.
 #[test]
 fn an_abandoned_request_stops_nix() {
     let n = nonce();
@@ -284,6 +286,11 @@ fn an_abandoned_request_stops_nix() {
         wait_until(Duration::from_secs(15), || processes_mentioning(&n).is_empty()),
         "{}",
         server.context(&format!("the builder outlived its request: {:?}", processes_mentioning(&n)))
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || zombie_children(server.pid()).is_empty()),
+        "{}",
+        server.context(&format!("unreaped children: {:?}", zombie_children(server.pid())))
     );
 }
 

@@ -3,10 +3,33 @@
 //! issue it covers; each failed against the server as it was before the fix.
 
 use crate::harness::http;
-use crate::harness::process::{require_tool, wait_until};
-use crate::harness::{Launch, Server, sha256_hex};
+use crate::harness::process::{processes_mentioning, require_tool, wait_until};
+use crate::harness::{Launch, Server, nonce, sha256_hex, temp_dir};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+fn connect(server: &Server) -> TcpStream {
+    let addr: SocketAddr = server.addr().parse().expect("an address");
+    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| server.fail(&format!("cannot connect to the server: {e}")))
+}
+
+/// Starts `GET path` on a connection of its own and returns it (the answer is not read).
+fn send_request(server: &Server, path: &str) -> TcpStream {
+    let mut conn = connect(server);
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr()).expect("sending a request");
+    conn
+}
+
+/// Waits until the test package set's `slow` builder of nonce `n` runs.
+fn wait_for_slow_builder(server: &Server, n: &str) {
+    let builder = format!("slow build {n} starting");
+    if !wait_until(Duration::from_secs(60), || !processes_mentioning(&builder).is_empty()) {
+        server.fail("the slow builder never started");
+    }
+}
 
 /// The PID the server has inside its own PID namespace, when run by `unshare --fork`
 /// (the last `NSpid` of the wrapper's child).
@@ -101,4 +124,43 @@ fn two_servers_in_their_own_pid_namespaces_share_one_storage_directory() {
         }
     }
     assert_eq!(files(&storage.join("staging")), [], "uploads left in staging/");
+}
+
+/// The `nixery-nix-*` directories (Nix expressions of a server) in `dir`.
+fn expression_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().contains("nixery-nix-")).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// Defect 3 (orphans): after `kill -9` of the server, `nix-store` and its builder kept
+/// running, and every crash left a `nixery-nix-*` directory behind. Now Nix dies with the
+/// server, and the next start removes what the dead one left.
+#[test]
+fn a_crashed_servers_nix_processes_die_and_a_restart_clears_its_leftovers() {
+    let n = nonce();
+    let tmp = temp_dir("tmpdir");
+    let tmpdir = tmp.path().to_string_lossy().into_owned();
+    let mut server = Server::start_with(&[("NIXERY_TEST_NONCE", &n), ("TMPDIR", &tmpdir)]);
+    let before = expression_dirs(tmp.path());
+    assert_eq!(before.len(), 1, "{}", server.context(&format!("expression directories: {before:?}")));
+    let _build = send_request(&server, "/v2/slow/manifests/latest");
+    wait_for_slow_builder(&server, &n);
+
+    server.crash();
+    assert!(
+        wait_until(Duration::from_secs(10), || processes_mentioning(&n).is_empty()),
+        "{}",
+        server.context(&format!("Nix processes outlived the killed server: {:?}", processes_mentioning(&n)))
+    );
+    server.start_again();
+    let after = expression_dirs(tmp.path());
+    assert!(
+        after.len() == 1 && after[0] != before[0],
+        "{}",
+        server.context(&format!("expression directories after a restart: {after:?} (the dead server's: {before:?})"))
+    );
+    assert_eq!(files(&server.storage().join("staging")), [], "uploads left in staging/");
 }

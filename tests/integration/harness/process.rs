@@ -92,6 +92,21 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
+/// The children of `parent` that have exited and not been reaped (`<defunct>`).
+pub fn zombie_children(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Some(fields) = stat_fields(pid) else { continue };
+        if fields.first().map(String::as_str) == Some("Z") && fields.get(1) == Some(&parent.to_string()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 /// The processes in process group `pgid`.
 pub fn process_group_members(pgid: u32) -> Vec<u32> {
     let mut pids = Vec::new();

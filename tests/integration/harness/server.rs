@@ -118,6 +118,21 @@ impl Server {
         self.daemon.as_ref().unwrap_or_else(|| self.fail("the server is not running")).pid()
     }
 
+    /// SIGKILL: the server crashes, leaving whatever it leaves. [`Server::start_again`]
+    /// starts it again.
+    pub fn crash(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.kill();
+        }
+        self.note("server killed (SIGKILL)");
+    }
+
+    /// Starts it again after [`Server::crash`] or [`Server::terminate`], on the same storage
+    /// and environment, on another port.
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
     /// Appends a harness line to the server log.
     fn note(&self, what: &str) {
         let _ = OpenOptions::new()
