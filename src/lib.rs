@@ -22,6 +22,7 @@ pub mod pkgsource;
 pub mod popcount;
 pub mod popularity;
 pub mod registry;
+pub mod server;
 pub mod storage;
 
 use std::sync::Arc;

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Blocking work still running (a layer archive whose upload was dropped) must not hold
+    // up the exit: the shutdown timeout is already spent.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

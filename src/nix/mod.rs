@@ -15,7 +15,7 @@ mod process;
 mod source;
 mod store_path;
 
-pub use child::stop_all;
+pub use child::{TERM_GRACE, stop_all};
 pub use graph::{GraphError, PathInfo, RuntimeGraph, parse_path_info};
 pub use process::ProcessError;
 pub use store_path::{StorePath, StorePathError};

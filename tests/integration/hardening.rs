@@ -5,10 +5,13 @@
 use crate::harness::http;
 use crate::harness::process::{processes_mentioning, require_tool, wait_until};
 use crate::harness::{Launch, Server, nonce, sha256_hex, temp_dir};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A request that never ends: the request line and a header, but not the blank line.
+const HALF_SENT: &[u8] = b"GET /v2/ HTTP/1.1\r\nHost: nixery\r\nX-Slow: ";
 
 fn connect(server: &Server) -> TcpStream {
     let addr: SocketAddr = server.addr().parse().expect("an address");
@@ -21,6 +24,43 @@ fn send_request(server: &Server, path: &str) -> TcpStream {
     let mut conn = connect(server);
     write!(conn, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr()).expect("sending a request");
     conn
+}
+
+/// `GET path` on a fresh connection (`Connection: close`, so no pooled connection is
+/// involved): the status and how long the answer took, or why there was none.
+fn get_fresh(server: &Server, path: &str, limit: Duration) -> Result<(u16, Duration), String> {
+    let started = Instant::now();
+    let addr: SocketAddr = server.addr().parse().expect("an address");
+    let mut conn = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
+    conn.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).map_err(|e| format!("read after {:?}: {e}", started.elapsed()))?;
+    let status = String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP answer: {:?}", String::from_utf8_lossy(&answer)))?;
+    Ok((status, started.elapsed()))
+}
+
+/// How long until the server closes `conn` (a read sees the end), at most `limit`.
+fn closed_after(conn: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    conn.set_read_timeout(Some(limit)).expect("a read timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return None;
+            }
+            // A reset is a close too.
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
 }
 
 /// Waits until the test package set's `slow` builder of nonce `n` runs.
@@ -124,6 +164,153 @@ fn two_servers_in_their_own_pid_namespaces_share_one_storage_directory() {
         }
     }
     assert_eq!(files(&storage.join("staging")), [], "uploads left in staging/");
+}
+
+/// Raises this test process's own descriptor limit so it can hold `connections` sockets.
+fn allow_open_files(connections: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let want = (connections + 512).min(limit.rlim_max);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+    assert!(
+        // SAFETY: as above.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur
+        } >= connections + 64,
+        "the test process may open only {} files",
+        limit.rlim_cur
+    );
+}
+
+/// The soft limit of open files of process `pid`.
+fn open_files_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Defect 2 (slow clients exhaust the server): half-sent requests used to hold a descriptor
+/// each until `accept` failed and `/v2/` stopped answering. Here the server may open 256
+/// files (hard limit 1024) and 2,000 connections send part of a request and hold, with a
+/// long header timeout so the connection limit, not the timeout, is what helps. The server
+/// raises its limit to the hard one and closes the oldest half-sent connections to make
+/// room: `/v2/` and a manifest keep answering quickly throughout.
+#[test]
+fn a_flood_of_half_sent_requests_does_not_stop_the_server_answering() {
+    require_tool(&["prlimit"]);
+    const FLOOD: u64 = 2000;
+    allow_open_files(FLOOD);
+    let server = Server::launch_with(Launch {
+        env: &[("NIXERY_HEADER_TIMEOUT", "300")],
+        wrapper: &["prlimit", "--nofile=256:1024"],
+        storage: None,
+    });
+    server.manifest("shell/hello", "latest");
+    let addr: SocketAddr = server.addr().parse().unwrap();
+
+    let mut flood = Vec::new();
+    let mut refused_in_a_row = 0;
+    let mut slowest = Duration::ZERO;
+    for i in 0..FLOOD {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(mut conn) => {
+                // The server may already have closed it to make room: that is fine.
+                let _ = conn.write_all(HALF_SENT);
+                flood.push(conn);
+                refused_in_a_row = 0;
+            }
+            Err(_) => refused_in_a_row += 1,
+        }
+        if refused_in_a_row == 5 {
+            break;
+        }
+        if i % 250 == 249 {
+            let answer = get_fresh(&server, "/v2/", Duration::from_secs(5));
+            let (status, took) = answer.unwrap_or_else(|e| {
+                server.fail(&format!("GET /v2/ failed after {} half-sent requests: {e}", flood.len()))
+            });
+            assert_eq!(status, 200, "{}", server.context("GET /v2/ during the flood"));
+            slowest = slowest.max(took);
+        }
+    }
+    assert_eq!(refused_in_a_row, 0, "{}", server.context(&format!("connections refused after {}", flood.len())));
+    for _ in 0..10 {
+        let (status, took) = get_fresh(&server, "/v2/", Duration::from_secs(5))
+            .unwrap_or_else(|e| server.fail(&format!("GET /v2/ failed with the flood held: {e}")));
+        assert_eq!(status, 200);
+        slowest = slowest.max(took);
+    }
+    assert!(slowest < Duration::from_secs(2), "{}", server.context(&format!("GET /v2/ took {slowest:?}")));
+    let (status, _) = get_fresh(&server, "/v2/shell/hello/manifests/latest", Duration::from_secs(120))
+        .unwrap_or_else(|e| server.fail(&format!("a manifest request failed with the flood held: {e}")));
+    assert_eq!(status, 200, "{}", server.context("a manifest with the flood held"));
+    assert_eq!(open_files_limit(server.pid()), Some(1024), "the soft descriptor limit was not raised to the hard one");
+    drop(flood);
+}
+
+/// Defect 2 (no timeout on incomplete request headers, nor on idle connections): a
+/// half-sent request, a connection that sends nothing and a keep-alive connection after
+/// its answer are each closed after their timeout. Before the fix all three stayed open.
+#[test]
+fn half_sent_silent_and_idle_connections_are_closed_after_their_timeouts() {
+    let server = Server::start_with(&[("NIXERY_HEADER_TIMEOUT", "2"), ("NIXERY_IDLE_TIMEOUT", "4")]);
+    let mut half = connect(&server);
+    half.write_all(HALF_SENT).unwrap();
+    let mut silent = connect(&server);
+    let mut idle = send_request(&server, "/v2/");
+    // Read the answer (`{}`, two bytes of body) and leave the connection open.
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"{}") {
+        let n = idle.read(&mut buf).unwrap_or_else(|e| server.fail(&format!("reading the answer: {e}")));
+        assert_ne!(n, 0, "{}", server.context("the connection closed before its answer"));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let limit = Duration::from_secs(15);
+    let closed = [("half-sent", closed_after(&mut half, limit)), ("silent", closed_after(&mut silent, limit))];
+    for (what, after) in closed {
+        // Both were opened before the idle connection's request: at most 2 s + the check's tick.
+        let after = after.unwrap_or_else(|| server.fail(&format!("the {what} connection stayed open for {limit:?}")));
+        assert!(after < Duration::from_secs(5), "the {what} connection was closed only after {after:?}");
+    }
+    let after = closed_after(&mut idle, limit).unwrap_or_else(|| server.fail("the idle connection stayed open"));
+    assert!(after < Duration::from_secs(6), "the idle connection was closed only after {after:?}");
+}
+
+/// Defect 2 (unbounded shutdown): SIGTERM used to wait as long as one half-sent request
+/// stayed open, and for running Nix builds. With `NIXERY_SHUTDOWN_TIMEOUT=5`, a half-sent
+/// request open and a slow build running, the server exits within the bound and no process
+/// of the build is left.
+#[test]
+fn sigterm_exits_within_the_shutdown_timeout_and_stops_nix() {
+    let n = nonce();
+    let mut server = Server::start_with(&[("NIXERY_TEST_NONCE", &n), ("NIXERY_SHUTDOWN_TIMEOUT", "5")]);
+    let _build = send_request(&server, "/v2/slow/manifests/latest");
+    wait_for_slow_builder(&server, &n);
+    let mut half = connect(&server);
+    half.write_all(HALF_SENT).unwrap();
+    let log = server.dir().join("server.log");
+
+    let started = Instant::now();
+    let status = server.terminate(Duration::from_secs(30));
+    let took = started.elapsed();
+    let log = crate::harness::process::read_log(&log);
+    let status = status.unwrap_or_else(|| panic!("the server did not exit within 30 s of SIGTERM\n{log}"));
+    assert!(status.success(), "the server exited with {status}\n{log}");
+    assert!(took < Duration::from_secs(7), "the server took {took:?} to exit (timeout 5 s)\n{log}");
+    assert!(
+        wait_until(Duration::from_secs(2), || processes_mentioning(&n).is_empty()),
+        "Nix processes outlived the server: {:?}\n{log}",
+        processes_mentioning(&n)
+    );
 }
 
 /// The `nixery-nix-*` directories (Nix expressions of a server) in `dir`.

@@ -348,6 +348,20 @@ impl Daemon {
         unsafe { libc::kill(if group { -pid } else { pid }, signal) };
     }
 
+    /// Waits at most `limit` for it to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM to its PID, up to 10 s to exit, then SIGKILL; then SIGKILL to whatever is
     /// left of its process group. Returns its exit status if it could be waited for.
     pub fn stop(mut self) -> Option<ExitStatus> {

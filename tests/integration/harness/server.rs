@@ -113,6 +113,11 @@ impl Server {
         &self.storage
     }
 
+    /// Its own temp dir (the log, the storage unless shared), for files a test gives it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The PID of the process the harness started: the server, or its wrapper.
     pub fn pid(&self) -> u32 {
         self.daemon.as_ref().unwrap_or_else(|| self.fail("the server is not running")).pid()
@@ -131,6 +136,19 @@ impl Server {
     /// and environment, on another port.
     pub fn start_again(&mut self) {
         self.launch();
+    }
+
+    /// SIGTERM, then waits at most `limit` for it to exit: its exit status if it did (it is
+    /// killed if it did not).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut daemon = self.daemon.take().unwrap_or_else(|| self.fail("the server is not running"));
+        daemon.signal(libc::SIGTERM, !self.wrapper.is_empty());
+        let status = daemon.wait_exit(limit);
+        if status.is_none() {
+            daemon.kill();
+        }
+        self.note(&format!("server terminated (SIGTERM): {status:?}"));
+        status
     }
 
     /// Appends a harness line to the server log.
