@@ -4,7 +4,8 @@
 //! and git, built when first asked for. The modules follow the pipeline:
 //! [`image`] (names → specs) → [`nix`] (realise, runtime graph) → [`layers`] (grouping) →
 //! [`archive`] (deterministic tar, [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by
-//! [`build`] and served by [`registry`].
+//! [`build`] and served by [`registry`] through [`server`] (connections, shutdown), with
+//! [`ops`] around it (request log, panics, health).
 
 pub mod archive;
 pub mod build;
@@ -17,6 +18,7 @@ pub mod layers;
 pub mod manifest;
 pub mod metrics;
 pub mod nix;
+pub mod ops;
 pub mod ownership;
 pub mod pkgsource;
 pub mod popcount;
@@ -35,7 +37,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: the registry, the health endpoints, and around both the
+/// request log and the panic handler.
 pub fn app(state: AppState) -> axum::Router {
-    registry::router().with_state(state).layer(tower_http::trace::TraceLayer::new_for_http())
+    let health = ops::health::router(state.storage.clone());
+    ops::layers(registry::router().with_state(state).merge(health))
 }

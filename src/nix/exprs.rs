@@ -52,16 +52,15 @@ fn remove_abandoned(tmp: &Path) {
         if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
             continue;
         }
-        let dir = entry.path();
+        let (dir, name) = (entry.path(), entry.file_name());
+        let name = name.to_string_lossy();
         match ownership::claim_abandoned_dir(&dir) {
             Ok(Some(_lock)) => match std::fs::remove_dir_all(&dir) {
-                Ok(()) => tracing::info!(dir = %dir.display(), "removed the Nix expressions of a dead server"),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a dead server's Nix expressions")
-                }
+                Ok(()) => tracing::info!(%name, "removed the Nix expressions of a dead server"),
+                Err(e) => tracing::warn!(%name, error = %e, "cannot remove a dead server's Nix expressions"),
             },
             Ok(None) => {}
-            Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "cannot check a Nix expression directory"),
+            Err(e) => tracing::debug!(%name, error = %e, "cannot check a Nix expression directory"),
         }
     }
 }

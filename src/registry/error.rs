@@ -19,6 +19,8 @@ pub enum Code {
     DigestInvalid,
     Unsupported,
     NameUnknown,
+    /// The registry cannot serve now (Docker's distribution uses it with 503).
+    Unavailable,
     Unknown,
 }
 
@@ -32,6 +34,7 @@ impl Code {
             Code::DigestInvalid => "DIGEST_INVALID",
             Code::Unsupported => "UNSUPPORTED",
             Code::NameUnknown => "NAME_UNKNOWN",
+            Code::Unavailable => "UNAVAILABLE",
             Code::Unknown => "UNKNOWN",
         }
     }

@@ -61,13 +61,18 @@ async fn dispatch(State(state): State<AppState>, Path(path): Path<String>, req: 
     if method != Method::GET && method != Method::HEAD {
         return RegistryError::unsupported(method.as_str()).into_response();
     }
-    let result = match endpoint {
-        Endpoint::Manifest { name, reference } => manifests::get(&state, &name, reference, req.headers()).await,
-        Endpoint::Blob { digest } => blobs::get(&state.storage, &digest, &method, req.headers()).await,
-        Endpoint::Tags { name } => Ok(tags(&name)),
-        Endpoint::Upload => Err(RegistryError::unsupported(method.as_str())),
+    let (result, image) = match endpoint {
+        Endpoint::Manifest { name, reference } => {
+            (manifests::get(&state, &name, reference, req.headers()).await, Some(name))
+        }
+        Endpoint::Blob { digest } => (blobs::get(&state.storage, &digest, &method, req.headers()).await, None),
+        Endpoint::Tags { name } => (Ok(tags(&name)), Some(name)),
+        Endpoint::Upload => (Err(RegistryError::unsupported(method.as_str())), None),
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(image) = image {
+        resp.extensions_mut().insert(crate::ops::RequestedImage(image));
+    }
     resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     if method == Method::HEAD {
         // Same status and headers (Content-Length included) as GET, no body.

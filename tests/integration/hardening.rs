@@ -351,3 +351,72 @@ fn a_crashed_servers_nix_processes_die_and_a_restart_clears_its_leftovers() {
     );
     assert_eq!(files(&server.storage().join("staging")), [], "uploads left in staging/");
 }
+
+/// Defect 6 (operations): one line per request at INFO, with method, path, status, latency
+/// and the image name of manifest requests. Before the fix requests were logged only at
+/// DEBUG.
+#[test]
+fn every_request_is_logged_once_at_info() {
+    let server = Server::start_with(&[("RUST_LOG", "info")]);
+    let manifest_path = "/v2/shell/hello/manifests/latest";
+    // Only what this test asks (the harness asked for /v2/ to see the server was up).
+    let before = server.log().len();
+    server.get_ok("/v2/", &[]);
+    let (_, manifest) = server.manifest("shell/hello", "latest");
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    let blob_path = format!("/v2/shell/hello/blobs/{config}");
+    server.get_ok(&blob_path, &[]);
+    let bad = server.get("/v2/shell/hello/manifests/-bad");
+    assert_eq!(bad.status, 400);
+
+    let lines_for = |path: &str| -> Vec<String> {
+        let needle = format!(" path={path} ");
+        let log = server.log();
+        log[before..].lines().filter(|l| l.contains(&needle) && l.contains(" INFO ")).map(str::to_owned).collect()
+    };
+    // The log is written by a background thread: give it a moment.
+    wait_until(Duration::from_secs(5), || !lines_for("/v2/shell/hello/manifests/-bad").is_empty());
+    for (path, status, image) in [
+        ("/v2/", 200, None),
+        (manifest_path, 200, Some("shell/hello")),
+        // Blobs are content-addressed: the name in their path plays no part.
+        (blob_path.as_str(), 200, None),
+        ("/v2/shell/hello/manifests/-bad", 400, None),
+    ] {
+        let lines = lines_for(path);
+        assert_eq!(lines.len(), 1, "{}", server.context(&format!("log lines of {path}: {lines:?}")));
+        let line = &lines[0];
+        for field in ["method=GET", &format!("status={status}"), "latency_ms="] {
+            assert!(line.contains(field), "{field} missing in {line}");
+        }
+        match image {
+            Some(image) => assert!(line.contains(&format!("image={image}")), "no image in {line}"),
+            None => assert!(!line.contains("image="), "an image in {line}"),
+        }
+    }
+}
+
+/// Defect 6 (operations): `/healthz` answers while the process does; `/readyz` answers 200
+/// while the storage is reachable and 503 with a JSON reason while it is not. Before the fix
+/// neither existed.
+#[test]
+fn liveness_and_readiness_follow_the_storage() {
+    let server = Server::start();
+    assert_eq!(server.get("/healthz").status, 200, "{}", server.context("/healthz"));
+    let ready = server.get("/readyz");
+    assert_eq!(ready.status, 200, "{}", server.context(&ready.describe()));
+
+    let away = server.dir().join("storage-away");
+    std::fs::rename(server.storage(), &away).unwrap();
+    let unready = server.get("/readyz");
+    assert_eq!(unready.status, 503, "{}", server.context(&unready.describe()));
+    assert_eq!(unready.header("Content-Type"), Some("application/json"), "{}", unready.describe());
+    let message = unready.json()["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("storage"), "{}", unready.describe());
+    assert!(!message.contains(&server.storage().to_string_lossy().into_owned()), "a server path in {message}");
+    assert_eq!(server.get("/healthz").status, 200, "liveness must not depend on the storage");
+
+    std::fs::rename(&away, server.storage()).unwrap();
+    let ready = server.get("/readyz");
+    assert_eq!(ready.status, 200, "{}", server.context(&ready.describe()));
+}
