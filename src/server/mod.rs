@@ -10,7 +10,8 @@
 //! them are busy with a request and which only wait:
 //!
 //! - a request's headers must arrive within the header timeout, and a keep-alive connection
-//!   may sit idle between requests for the idle timeout;
+//!   may sit idle between requests for the idle timeout; a connection buffers at most
+//!   [`MAX_BUFFER`], so larger request headers are refused (431);
 //! - at most [`Limits::max_connections`] are open (fewer if the descriptor limit, raised to
 //!   its hard limit at start-up, leaves less room: [`fd_limit`]); at the limit, the
 //!   connections that have waited longest without sending a request are closed to make
@@ -51,6 +52,10 @@ impl Limits {
         (self.header_timeout.min(self.idle_timeout) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 }
+
+/// The most a connection buffers: request headers of registry clients (a bearer token,
+/// a few `Accept` lines) are a few KiB.
+const MAX_BUFFER: usize = 64 * 1024;
 
 /// How often running out of descriptors is logged, at most.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -95,6 +100,9 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     // Timeouts are the connection table's (hyper's would need a timer and only cover headers).
     http.header_read_timeout(None);
+    // What a connection may buffer (hyper's default is about 400 KiB): a waiting connection
+    // holds at most this much memory, and larger request headers are answered 431.
+    http.max_buf_size(MAX_BUFFER);
     let stop = CancellationToken::new();
     let mut last_warning: Option<Instant> = None;
 

@@ -285,6 +285,25 @@ fn half_sent_silent_and_idle_connections_are_closed_after_their_timeouts() {
     assert!(after < Duration::from_secs(6), "the idle connection was closed only after {after:?}");
 }
 
+/// Defect 2 (slow clients exhaust the server: 20,060 half-sent requests took 577 MB): a
+/// connection buffers at most 64 KiB, so request headers larger than that are refused with
+/// 431 instead of being held in memory (hyper's default was about 400 KiB per connection).
+#[test]
+fn oversized_request_headers_are_refused() {
+    let server = Server::start();
+    let mut conn = connect(&server);
+    let filler = "x".repeat(100 * 1024);
+    let request = format!("GET /v2/ HTTP/1.1\r\nHost: {}\r\nX-Filler: {filler}\r\n\r\n", server.addr());
+    // The server may answer and close before it has read all of it.
+    let _ = conn.write_all(request.as_bytes());
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{}", server.context(&format!("answer: {answer:?}")));
+    assert_eq!(get_fresh(&server, "/v2/", Duration::from_secs(5)).map(|(s, _)| s), Ok(200));
+}
+
 /// Defect 2 (unbounded shutdown): SIGTERM used to wait as long as one half-sent request
 /// stayed open, and for running Nix builds. With `NIXERY_SHUTDOWN_TIMEOUT=5`, a half-sent
 /// request open and a slow build running, the server exits within the bound and no process
