@@ -20,10 +20,19 @@ RUN apt-get update \
 # passed on the command line where the server needs it, so no experimental feature is
 # enabled; substituters keep Nix's default, cache.nixos.org with its key.
 RUN echo 'sandbox = false' > /etc/nix/nix.conf
+# Runs as an ordinary user (deploy/nixery.yaml: runAsNonRoot). Single-user Nix needs only
+# a /nix it owns; the storage directory and $HOME (Nix's caches) are its own too. Without
+# root Nix uses no build users; substitutes from a binary cache, what most images are made
+# of, need none.
+RUN useradd --uid 10001 --user-group --create-home --home-dir /home/nixery nixery \
+ && mkdir -p /nix /var/lib/nixery \
+ && chown -R nixery:nixery /nix /var/lib/nixery
 COPY --from=build /src/target/release/nixery /usr/local/bin/nixery
 ENV STORAGE_PATH=/var/lib/nixery \
     NIXERY_STORAGE_BACKEND=filesystem \
-    PORT=8080
+    PORT=8080 \
+    HOME=/home/nixery
+USER 10001:10001
 VOLUME /var/lib/nixery
 EXPOSE 8080
 CMD ["nixery"]

@@ -4,7 +4,8 @@
 //! Every setting is a `--flag` and an environment variable with Nixery's name, so an existing
 //! Nixery deployment's environment works unchanged. Values are checked here, at start-up, and
 //! mapped into the domain's types ([`BuildPolicy`], [`NixPolicy`], [`LayerPolicy`],
-//! [`PkgSource`], [`CachePolicy`], [`ArchivePolicy`], [`StorageConfig`]), which know nothing of flags or variables. A bad value stops the server
+//! [`PkgSource`], [`CachePolicy`], [`ArchivePolicy`], [`StorageConfig`], [`server::Limits`]),
+//! which know nothing of flags or variables. A bad value stops the server
 //! with a message naming the variable and the flag.
 //!
 //! # Reading the environment
@@ -36,6 +37,7 @@ use crate::digest::Digest;
 use crate::layers::{Grouping, LayerPolicy};
 use crate::nix::{NixPolicy, NixpkgsConfig};
 use crate::pkgsource::{Channel, PkgSource, RemoteUrl};
+use crate::server;
 use crate::storage::{GcsConfig, S3Config};
 use clap::builder::{BoolValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -226,6 +228,34 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub s3: S3Args,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// Client connections and shutdown (mapped to [`server::Limits`] and
+/// [`Config::shutdown_timeout`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ConnectionArgs {
+    /// Seconds a client has to send a request's headers, from its first byte (or from
+    /// connecting).
+    #[arg(long, env = "NIXERY_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+
+    /// Seconds a keep-alive connection may wait for its next request, and a client may
+    /// leave an answer unread.
+    #[arg(long, env = "NIXERY_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout: u64,
+
+    /// Most connections open at once (fewer if the open file limit is lower); at the limit,
+    /// the connections that waited longest without a request are closed to make room.
+    #[arg(long, env = "NIXERY_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Seconds from SIGTERM until the process has exited: answers in progress may finish
+    /// until shortly before, then Nix builds are stopped.
+    #[arg(long, env = "NIXERY_SHUTDOWN_TIMEOUT", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_timeout: u64,
 }
 
 /// `NIXERY_LAYER_COMPRESSION`'s values, mapped to the domain's [`Compression`].
@@ -386,6 +416,9 @@ pub struct Config {
     pub cache: CachePolicy,
     pub archive: ArchivePolicy,
     pub storage: StorageConfig,
+    pub connections: server::Limits,
+    /// From a shutdown signal until the process has exited.
+    pub shutdown_timeout: Duration,
 }
 
 /// What the binary was asked to do, with checked settings.
@@ -594,6 +627,11 @@ impl Config {
             }
         };
         let build = args.build.check(args.source)?;
+        let connections = server::Limits {
+            header_timeout: Duration::from_secs(args.connections.header_timeout),
+            idle_timeout: Duration::from_secs(args.connections.idle_timeout),
+            max_connections: usize::try_from(args.connections.max_connections).unwrap_or(usize::MAX),
+        };
         Ok(Config {
             host: args.host,
             port: args.port,
@@ -601,6 +639,8 @@ impl Config {
             cache: args.cache.into(),
             archive: args.archive.into(),
             storage,
+            connections,
+            shutdown_timeout: Duration::from_secs(args.connections.shutdown_timeout),
         })
     }
 
@@ -891,6 +931,32 @@ mod tests {
         let ConfigError::Help(help) = command(&["--help"], &[]).unwrap_err() else { panic!("--help is not help") };
         assert!(help.to_string().contains("NIXERY_LAYER_COMPRESSION"), "{help}");
         assert!(!help.to_string().contains("NIXERY_COMPRESSION_WORKERS"), "a setting for tests: {help}");
+    }
+
+    #[test]
+    fn connection_limits_and_shutdown_have_defaults_and_bounds() {
+        let c = serve(&[], &[]).unwrap();
+        let expected = server::Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        };
+        assert_eq!((c.connections, c.shutdown_timeout), (expected, Duration::from_secs(25)));
+        let vars = [
+            ("NIXERY_HEADER_TIMEOUT", "2"),
+            ("NIXERY_IDLE_TIMEOUT", "3"),
+            ("NIXERY_MAX_CONNECTIONS", "100"),
+            ("NIXERY_SHUTDOWN_TIMEOUT", "5"),
+        ];
+        let c = serve(&[], &vars).unwrap();
+        assert_eq!(c.connections.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(3));
+        assert_eq!(c.connections.max_connections, 100);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        let (var, _, _) = invalid(serve(&[], &[("NIXERY_HEADER_TIMEOUT", "0")]).unwrap_err());
+        assert_eq!(var, "NIXERY_HEADER_TIMEOUT");
+        let (var, _, _) = invalid(serve(&[], &[("NIXERY_MAX_CONNECTIONS", "3")]).unwrap_err());
+        assert_eq!(var, "NIXERY_MAX_CONNECTIONS");
     }
 
     #[test]

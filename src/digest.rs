@@ -80,16 +80,34 @@ impl From<Digest> for String {
     }
 }
 
+/// The digest and length of bytes that arrive in pieces.
+#[derive(Clone, Default)]
+pub struct Hasher {
+    sha: Sha256,
+    count: u64,
+}
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+        self.count += bytes.len() as u64;
+    }
+
+    /// The digest and the number of bytes.
+    pub fn finish(self) -> (Digest, u64) {
+        (Digest(self.sha.finalize().into()), self.count)
+    }
+}
+
 /// A writer that hashes and counts everything written through it.
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
-    count: u64,
+    hasher: Hasher,
 }
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashingWriter { inner, hasher: Hasher::default() }
     }
 
     pub fn get_mut(&mut self) -> &mut W {
@@ -98,7 +116,8 @@ impl<W: Write> HashingWriter<W> {
 
     /// The inner writer, the digest and the number of bytes written.
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest(self.hasher.finalize().into()), self.count)
+        let (digest, count) = self.hasher.finish();
+        (self.inner, digest, count)
     }
 }
 
@@ -106,7 +125,6 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.count += n as u64;
         Ok(n)
     }
 

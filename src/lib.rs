@@ -5,8 +5,9 @@
 //! [`image`] (names → specs) and [`pkgsource`] (tags → pinned revisions) → [`plan`]
 //! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic tar,
 //! [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by [`build`]
-//! behind the caches of [`cache`], and served by [`registry`]. [`popcount`] computes
-//! popularity data from a [`binary_cache`]'s narinfo files.
+//! behind the caches of [`cache`], and served by [`registry`] through [`server`]
+//! (connections, shutdown), with [`ops`] around it (request log, panics, health).
+//! [`popcount`] computes popularity data from a [`binary_cache`]'s narinfo files.
 
 pub mod archive;
 pub mod binary_cache;
@@ -22,11 +23,14 @@ pub mod layers;
 pub mod manifest;
 pub mod metrics;
 pub mod nix;
+pub mod ops;
+pub mod ownership;
 pub mod pkgsource;
 pub mod plan;
 pub mod popcount;
 pub mod popularity;
 pub mod registry;
+pub mod server;
 pub mod storage;
 
 use std::sync::Arc;
@@ -39,7 +43,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: the registry, the health endpoints, and around both the
+/// request log and the panic handler.
 pub fn app(state: AppState) -> axum::Router {
-    registry::router().with_state(state).layer(tower_http::trace::TraceLayer::new_for_http())
+    let health = ops::health::router(state.storage.clone());
+    ops::layers(registry::router().with_state(state).merge(health))
 }

@@ -25,9 +25,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Log lines go to stderr from a thread of their own: a slow reader of the log (a
+    // container runtime's pipe) must not stall requests. If it falls far behind, lines are
+    // dropped rather than requests held up. Colours only on a terminal.
+    let (log_writer, _log_flushed_on_drop) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
@@ -45,6 +50,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Blocking work still running (a layer archive whose upload was dropped) must not hold
+    // up the exit: the shutdown timeout is already spent.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

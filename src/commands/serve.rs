@@ -1,4 +1,11 @@
-//! `nixery` (no subcommand): open storage, load popularity data, serve until SIGINT/SIGTERM.
+//! `nixery` (no subcommand): open storage, load popularity data, serve until SIGINT/SIGTERM,
+//! then exit within `NIXERY_SHUTDOWN_TIMEOUT`.
+//!
+//! The shutdown timeout is split in two: answers in progress may finish during the first
+//! part ([`crate::server::serve`]'s drain); what is still running then is dropped, which
+//! stops its Nix builds, and the second part ([`nix_stop_grace`] and a second) is for Nix to
+//! stop its builders (SIGTERM, then SIGKILL) and be reaped, so that no Nix process outlives
+//! the server.
 
 use crate::archive::Archiver;
 use crate::config::{Config, StorageConfig};
@@ -7,6 +14,7 @@ use crate::popularity::Popularity;
 use crate::storage::{Filesystem, Gcs, S3, Storage};
 use crate::{AppState, build};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +29,6 @@ pub enum ServeError {
     Expressions(std::io::Error),
     #[error("cannot listen on {addr} (NIXERY_HOST, PORT): {source}")]
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
     #[error(transparent)]
     NixVersion(#[from] crate::nix::version::VersionError),
 }
@@ -52,7 +58,18 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         max_nix_jobs = nix.max_jobs,
         "nixery serving"
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.map_err(ServeError::Serve)
+    let stop_grace = nix_stop_grace(config.shutdown_timeout);
+    let drain = config.shutdown_timeout.saturating_sub(stop_grace + Duration::from_secs(1));
+    crate::server::serve(listener, app, config.connections, drain, crate::server::shutdown_signal()).await;
+    crate::nix::stop_all(stop_grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// How long Nix builds get to stop at shutdown before SIGKILL: Nix's own grace, or a
+/// quarter of a short shutdown timeout.
+fn nix_stop_grace(shutdown_timeout: Duration) -> Duration {
+    crate::nix::TERM_GRACE.min(shutdown_timeout / 4)
 }
 
 /// Opens the configured backend; the filesystem clears its staging leftovers.
@@ -79,13 +96,4 @@ pub async fn load_popularity(location: Option<&str>) -> Result<Popularity, crate
         }
         None => Ok(Popularity::default()),
     }
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -1,8 +1,18 @@
 //! The Nix expressions of nix/, shipped inside the binary and written to a private
 //! directory at start-up, so the server runs from anywhere and the expressions can import
 //! each other (`./source.nix`).
+//!
+//! The directory (`$TMPDIR/nixery-nix-<pid>-<random>`; the PID is for people, it says
+//! nothing across PID namespaces) is removed when the server stops, but a server that is
+//! killed leaves it behind. So it is marked as owned with a lock (see [`crate::ownership`])
+//! that the kernel releases when its server dies, however it dies, and every server removes
+//! the directories of dead ones when it starts. A directory without the lock file is not
+//! touched: it may be a live server's of an older version.
 
-use std::path::PathBuf;
+use crate::ownership;
+use std::path::{Path, PathBuf};
+
+const PREFIX: &str = "nixery-nix-";
 
 const FILES: [(&str, &str); 3] = [
     ("source.nix", include_str!("../../nix/source.nix")),
@@ -13,19 +23,74 @@ const FILES: [(&str, &str); 3] = [
 /// The expressions on disk, removed when dropped.
 pub struct Expressions {
     dir: tempfile::TempDir,
+    /// Tells other servers this directory is in use.
+    _owner: std::fs::File,
 }
 
 impl Expressions {
+    /// Removes what dead servers left, then writes the expressions to a new directory.
     pub fn write() -> std::io::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("nixery-nix-").tempdir()?;
+        remove_abandoned(&std::env::temp_dir());
+        let dir = tempfile::Builder::new().prefix(&format!("{PREFIX}{}-", std::process::id())).tempdir()?;
+        let owner = ownership::lock_dir(dir.path())?;
         for (name, text) in FILES {
             std::fs::write(dir.path().join(name), text)?;
         }
-        Ok(Expressions { dir })
+        Ok(Expressions { dir, _owner: owner })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         debug_assert!(FILES.iter().any(|(n, _)| *n == name), "unknown expression {name}");
         self.dir.path().join(name)
+    }
+}
+
+/// Removes the expression directories in `tmp` whose servers are gone.
+fn remove_abandoned(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let (dir, name) = (entry.path(), entry.file_name());
+        let name = name.to_string_lossy();
+        match ownership::claim_abandoned_dir(&dir) {
+            Ok(Some(_lock)) => match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(%name, "removed the Nix expressions of a dead server"),
+                Err(e) => tracing::warn!(%name, error = %e, "cannot remove a dead server's Nix expressions"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::debug!(%name, error = %e, "cannot check a Nix expression directory"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_directories_of_dead_owners_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("lookup.nix"), "{}").unwrap();
+            dir
+        };
+        let dead = make("nixery-nix-1-dead");
+        drop(ownership::lock_dir(&dead).unwrap());
+        let alive = make("nixery-nix-1-alive");
+        let _owner = ownership::lock_dir(&alive).unwrap();
+        let unmarked = make("nixery-nix-older");
+        let other = tmp.path().join("something-else");
+        std::fs::create_dir(&other).unwrap();
+        drop(ownership::lock_dir(&other).unwrap());
+
+        remove_abandoned(tmp.path());
+        assert!(!dead.exists(), "a dead server's directory is left");
+        assert!(alive.join("lookup.nix").exists(), "a live server's directory was removed");
+        assert!(unmarked.exists(), "a directory without a lock was removed");
+        assert!(other.exists(), "a directory of something else was removed");
     }
 }

@@ -22,6 +22,7 @@
 //! compute store paths and write no derivation ([`Derivations`]).
 
 mod attribution;
+mod child;
 mod derivation;
 mod diagnostic;
 mod error;
@@ -36,6 +37,7 @@ mod source;
 mod store_path;
 pub mod version;
 
+pub use child::{TERM_GRACE, stop_all};
 pub use diagnostic::Scrubber;
 pub use error::{
     BuildFailure, NixError, NotSubstitutable, PackageFailure, PackageProblems, Step, Substitute, UntrustedSignature,

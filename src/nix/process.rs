@@ -2,7 +2,7 @@
 //! stdout and stderr read concurrently (so neither pipe can fill and stall Nix), stderr kept
 //! in full up to a bound ([`STDERR_LIMIT`]) plus always its last lines (memory stays bounded
 //! however chatty a build is), and the whole process group stopped when the caller goes away
-//! or the deadline passes.
+//! or the deadline passes, and when the server dies ([`super::child`]).
 //!
 //! Stderr is kept whole (not only its tail) because several answers live there: the lists of
 //! `nix-store --realise --dry-run` (thousands of paths for a big closure), the warnings about
@@ -12,9 +12,9 @@
 //! sessions of their own, so signalling Nix's group alone would orphan them); anything still
 //! alive after a grace period gets SIGKILL.
 
+use super::child;
 use std::collections::VecDeque;
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -25,8 +25,6 @@ const LOG_TAIL_LINES: usize = 30;
 pub const STDERR_LIMIT: usize = 4 << 20;
 /// Longest line kept (longer ones are cut).
 const MAX_LINE: usize = 64 << 10;
-/// How long Nix gets to stop its builders after SIGTERM before everything gets SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a Nix command did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -95,17 +93,18 @@ pub struct Output {
 /// its output. Dropping the returned future stops the process group.
 pub async fn run(mut command: Command, started: Instant, deadline: Instant) -> Result<Output, ProcessError> {
     let program = command.as_std().get_program().to_string_lossy().into_owned();
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = command.spawn().map_err(|source| ProcessError::Spawn { program: program.clone(), source })?;
-    let guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Dropping `running` before it is reaped stops the process group.
+    let mut running =
+        child::spawn(command).await.map_err(|source| ProcessError::Spawn { program: program.clone(), source })?;
+    let mut stdout = running.child().stdout.take().expect("stdout is piped");
+    let stderr = running.child().stderr.take().expect("stderr is piped");
 
     let work = async {
         let mut out = Vec::new();
         let read_out = stdout.read_to_end(&mut out);
         let read_err = capture(stderr, &program);
-        let (out_res, tail, status) = tokio::join!(read_out, read_err, child.wait());
+        let (out_res, tail, status) = tokio::join!(read_out, read_err, running.child().wait());
         let io = |source| ProcessError::Io { program: program.clone(), source };
         out_res.map_err(io)?;
         let status = status.map_err(io)?;
@@ -118,7 +117,7 @@ pub async fn run(mut command: Command, started: Instant, deadline: Instant) -> R
             return Err(ProcessError::Timeout { program, seconds });
         }
     };
-    guard.disarm();
+    running.reaped();
     if status.success() { Ok(Output { stdout, stderr }) } else { Err(ProcessError::Failed { program, status, stderr }) }
 }
 
@@ -158,42 +157,10 @@ async fn capture(stream: tokio::process::ChildStderr, program: &str) -> Captured
     captured
 }
 
-/// Stops a process group when dropped, unless disarmed after the process exited.
-struct GroupGuard {
-    pgid: Option<i32>,
-}
-
-impl GroupGuard {
-    fn disarm(mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        let Some(pgid) = self.pgid else { return };
-        tracing::info!(pgid, "stopping abandoned nix process group");
-        // SAFETY: plain syscall on a process group id we created.
-        unsafe { libc::killpg(pgid, libc::SIGTERM) };
-        std::thread::spawn(move || {
-            let end = std::time::Instant::now() + TERM_GRACE;
-            // kill(…, 0) tells whether any member of the group is left.
-            while std::time::Instant::now() < end {
-                // SAFETY: as above.
-                if unsafe { libc::killpg(pgid, 0) } != 0 {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            // SAFETY: as above.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn sh(script: &str) -> Command {
         let mut c = Command::new("/bin/sh");

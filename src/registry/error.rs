@@ -22,6 +22,8 @@ pub enum Code {
     DigestInvalid,
     Unsupported,
     NameUnknown,
+    /// The registry cannot serve now (Docker's distribution uses it with 503).
+    Unavailable,
     Unknown,
 }
 
@@ -36,6 +38,7 @@ impl Code {
             Code::DigestInvalid => "DIGEST_INVALID",
             Code::Unsupported => "UNSUPPORTED",
             Code::NameUnknown => "NAME_UNKNOWN",
+            Code::Unavailable => "UNAVAILABLE",
             Code::Unknown => "UNKNOWN",
         }
     }

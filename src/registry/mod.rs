@@ -32,6 +32,7 @@ mod tags;
 pub use error::{Code, RegistryError};
 
 use crate::AppState;
+use crate::image::ImageName;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -76,29 +77,45 @@ async fn base(method: Method) -> Response {
 }
 
 async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let result = if serves(&method) {
+    let (result, image) = if serves(&method) {
         answer(&state, method == Method::HEAD, &uri, &headers).await
     } else {
-        Err(RegistryError::unsupported(method.as_str()))
+        (Err(RegistryError::unsupported(method.as_str())), None)
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(image) = image {
+        resp.extensions_mut().insert(crate::ops::RequestedImage(image));
+    }
     resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
-/// The answer to a GET or HEAD under `/v2/`.
-async fn answer(state: &AppState, head: bool, uri: &Uri, headers: &HeaderMap) -> Result<Response, RegistryError> {
+/// The answer to a GET or HEAD under `/v2/`, and the image it was about (for the request
+/// log, [`crate::ops::RequestedImage`]).
+async fn answer(
+    state: &AppState,
+    head: bool,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> (Result<Response, RegistryError>, Option<ImageName>) {
     let raw = uri.path().strip_prefix("/v2/").unwrap_or_default();
-    match path::parse(raw)? {
-        Endpoint::Manifest { name, reference } => manifests::get(state, &name, reference, headers).await,
-        Endpoint::Blob { digest } => blobs::get(&state.storage, &digest, head, headers).await,
-        Endpoint::Tags { name } => tags::list(&name, uri),
-        Endpoint::Referrers => Ok(referrers::list(uri)),
-        Endpoint::Upload => Err(RegistryError::new(
-            StatusCode::NOT_FOUND,
-            Code::BlobUploadUnknown,
-            "this registry takes no uploads, so it has none",
-        )),
+    let endpoint = match path::parse(raw) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return (Err(e.into()), None),
+    };
+    match endpoint {
+        Endpoint::Manifest { name, reference } => (manifests::get(state, &name, reference, headers).await, Some(name)),
+        Endpoint::Blob { digest } => (blobs::get(&state.storage, &digest, head, headers).await, None),
+        Endpoint::Tags { name } => (tags::list(&name, uri), Some(name)),
+        Endpoint::Referrers => (Ok(referrers::list(uri)), None),
+        Endpoint::Upload => (
+            Err(RegistryError::new(
+                StatusCode::NOT_FOUND,
+                Code::BlobUploadUnknown,
+                "this registry takes no uploads, so it has none",
+            )),
+            None,
+        ),
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! A backend provides four primitives, each on one key: [`stage`](StorageBackend::stage) an
 //! upload under a fresh `staging/` name, [`commit`](StorageBackend::commit) it to its key,
-//! look up a [`size`](StorageBackend::size), [`read`](StorageBackend::read) bytes; and, if
+//! look up a [`size`](StorageBackend::size), [`read`](StorageBackend::read) bytes,
+//! [`ping`](StorageBackend::ping) the store (readiness); and, if
 //! clients can fetch objects from the store itself, a [`url`](StorageBackend::url). Everything
 //! callers use is built on them here, once: [`upload`](StorageBackend::upload) (stage, learn
 //! the key, commit), [`put`](StorageBackend::put), [`get`](StorageBackend::get) and
@@ -43,6 +44,10 @@ pub trait StorageBackend: Clone + Send + Sync + 'static {
         key: &ObjectKey,
         range: Option<Range<u64>>,
     ) -> impl Future<Output = Result<Option<ByteStream>, StorageError>> + Send;
+
+    /// Whether the store answers, cheaply (a readiness check calls it every few seconds):
+    /// `Ok` if it does, the failure of a small request otherwise.
+    fn ping(&self) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// A URL clients fetch an existing object from, or `None` to stream it through this
     /// server (the default).

@@ -1,23 +1,58 @@
-//! The local filesystem backend: the embedded default.
+//! The local filesystem backend: the embedded default, and a directory several servers may
+//! share (replicas on one ReadWriteMany volume or NFS export).
 //!
-//! Uploads stream into `staging/<unique>`, are fsynced, then renamed onto their key; a rename
-//! within one filesystem is atomic, so readers see either nothing or the whole object. A
-//! [`StagedFile`] that is dropped without being committed deletes itself, and whatever a
-//! crash left in `staging/` is removed at start-up.
+//! Uploads stream into `staging/<name>`, are hashed as they are written, fsynced, then
+//! renamed onto their key; a rename within one filesystem is atomic, so readers see either
+//! nothing or the whole object. A [`StagedFile`] that is dropped without being committed
+//! deletes itself.
+//!
+//! Shared by several servers (in containers, each of them PID 1), three rules keep every
+//! object whole and right:
+//!
+//! - **Staging names are never shared.** A name is 128 random bits from the OS
+//!   ([`staging_name`]), and the file is created with `O_EXCL`: a name that exists already
+//!   is never written into, it is drawn again.
+//! - **Only abandoned staging files are removed.** A writer holds a lock on its staging file
+//!   until it is committed or discarded ([`crate::ownership`]). At start-up and then every
+//!   [`SWEEP_EVERY`], a file is removed only if nobody holds its lock *and* nobody wrote to it
+//!   for [`STAGING_GRACE`] (the second condition covers network filesystems whose locks do
+//!   not cross hosts; see the ownership module on NFS). So another server's start-up never
+//!   removes an upload in progress, and a crashed server's leftovers go within
+//!   `STAGING_GRACE` + `SWEEP_EVERY`.
+//! - **A blob is committed only under the digest it has.** A content-addressed key
+//!   (`layers/sha256:…`, `manifests/sha256:…`) is committed only if the bytes this backend
+//!   wrote hash to it, and only if the staging file is still the one it wrote (same inode,
+//!   same length: nobody wrote into it or replaced it). A mistake upstream (an archive
+//!   pipeline naming a layer wrongly) or another process touching the file is refused with
+//!   an [`Integrity`](super::ErrorKind::Integrity) error instead of being served. What is
+//!   left is outside the server: a process writing into `layers/` directly, the disk itself,
+//!   and blobs committed by earlier versions (which had none of this; a directory that
+//!   several of those shared should be emptied).
 
 use super::error::io_kind;
 use super::keys::staging_name;
-use super::{ByteStream, ObjectKey, Op, SetupError, StorageBackend, StorageError};
+use super::{ByteStream, ErrorKind, ObjectKey, Op, SetupError, StorageBackend, StorageError};
+use crate::digest::{Digest, Hasher};
+use crate::ownership;
 use futures::StreamExt;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 const PREFIXES: [&str; 4] = ["staging", "layers", "manifests", "builds"];
 /// Buffer of uploads and reads.
 const BUFFER: usize = 256 * 1024;
+/// How long an unlocked staging file must have gone unwritten before it counts as
+/// abandoned. A live upload writes every few milliseconds; ten minutes is far beyond any
+/// pause and any clock skew between hosts sharing a network filesystem.
+pub const STAGING_GRACE: Duration = Duration::from_secs(600);
+/// How often abandoned staging files are looked for after start-up.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(300);
+/// How often a staging name is drawn again when it exists already (it never does).
+const NAME_ATTEMPTS: usize = 4;
 
 /// A storage directory.
 #[derive(Clone)]
@@ -25,16 +60,21 @@ pub struct Filesystem {
     root: Arc<Path>,
 }
 
-/// An upload sitting in `staging/`; dropping it removes it.
+/// An upload sitting in `staging/`, locked while it lives; dropping it removes it.
 #[derive(Debug)]
 pub struct StagedFile {
     path: PathBuf,
+    /// Holds the lock that tells other servers this upload is alive.
+    lock: std::fs::File,
+    /// What was written: digest and length.
+    written: Option<(Digest, u64)>,
     committed: bool,
 }
 
 impl Drop for StagedFile {
     fn drop(&mut self) {
         if !self.committed {
+            // Removed while the lock is still held (`lock` is dropped after this).
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -46,6 +86,15 @@ impl Drop for StagedFile {
 pub struct OpenError {
     what: String,
     source: io::Error,
+}
+
+/// Why a staged upload was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitRefused {
+    #[error("the staged bytes have digest {staged}, not the key's")]
+    DigestMismatch { staged: Digest },
+    #[error("the staging file was written to or replaced by another process")]
+    Tampered,
 }
 
 fn fail(op: Op, key: impl ToString) -> impl FnOnce(io::Error) -> StorageError {
@@ -61,8 +110,14 @@ fn absent_is_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
 impl Filesystem {
-    /// Opens (creating) the storage directory and clears leftovers of interrupted uploads.
+    /// Opens (creating) the storage directory, removes abandoned uploads, and keeps removing
+    /// them every [`SWEEP_EVERY`] while the backend is in use.
     pub async fn open(root: &Path) -> Result<Self, SetupError> {
         let fail = |what: &str| {
             let what = what.to_owned();
@@ -71,17 +126,21 @@ impl Filesystem {
         for p in PREFIXES {
             tokio::fs::create_dir_all(root.join(p)).await.map_err(fail(&format!("creating {p}/")))?;
         }
-        let mut leftovers = tokio::fs::read_dir(root.join("staging")).await.map_err(fail("clearing staging/"))?;
-        let mut removed = 0;
-        while let Some(entry) = leftovers.next_entry().await.map_err(fail("clearing staging/"))? {
-            tokio::fs::remove_file(entry.path()).await.map_err(fail("clearing staging/"))?;
-            removed += 1;
-        }
-        if removed > 0 {
-            tracing::info!(removed, "removed leftovers of interrupted uploads from staging/");
-        }
-        let root = tokio::fs::canonicalize(root).await.map_err(fail("resolving the directory"))?;
-        Ok(Filesystem { root: root.into() })
+        let root: Arc<Path> = tokio::fs::canonicalize(root).await.map_err(fail("resolving the directory"))?.into();
+        let staging = root.join("staging");
+        blocking(move || sweep_staging(&staging, STAGING_GRACE)).await.map_err(fail("clearing staging/"))?;
+        let weak = Arc::downgrade(&root);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(root) = weak.upgrade() else { return };
+                let staging = root.join("staging");
+                if let Err(e) = blocking(move || sweep_staging(&staging, STAGING_GRACE)).await {
+                    tracing::warn!(error = %e, "cannot look for abandoned uploads in staging/");
+                }
+            }
+        });
+        Ok(Filesystem { root })
     }
 
     fn path(&self, key: &ObjectKey) -> PathBuf {
@@ -89,27 +148,86 @@ impl Filesystem {
     }
 }
 
+/// Removes the files of `staging` that are abandoned: unlocked and unwritten for `grace`.
+fn sweep_staging(staging: &Path, grace: Duration) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(staging)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let result = ownership::claim_abandoned(&entry.path(), grace)
+            .and_then(|claimed| claimed.map(|_lock| absent_is_none(std::fs::remove_file(entry.path()))).transpose());
+        match result {
+            Ok(Some(Some(()))) => removed += 1,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(file = name, error = %e, "cannot check a staging file"),
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed abandoned uploads from staging/");
+    }
+    Ok(removed)
+}
+
+/// A new staging file, created (never opened: `O_EXCL`) and locked.
+fn create_staging(root: &Path) -> io::Result<(String, PathBuf, std::fs::File)> {
+    let mut last = None;
+    for _ in 0..NAME_ATTEMPTS {
+        let key = staging_name();
+        let path = root.join(&key);
+        match ownership::create_locked(&path) {
+            Ok(file) => return Ok((key, path, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// Whether `path` is still the file behind `lock`, with `len` bytes.
+fn unchanged(lock: &std::fs::File, path: &Path, len: u64) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = lock.metadata()?;
+    let named = std::fs::metadata(path)?;
+    Ok(ours.len() == len && (ours.dev(), ours.ino()) == (named.dev(), named.ino()))
+}
+
 impl StorageBackend for Filesystem {
     type Staged = StagedFile;
 
     async fn stage(&self, mut body: ByteStream) -> Result<StagedFile, StorageError> {
-        let key = staging_name();
-        let path = self.root.join(&key);
-        let file = tokio::fs::File::create(&path).await.map_err(fail(Op::Upload, &key))?;
+        let root = self.root.clone();
+        let (key, path, file) = blocking(move || create_staging(&root)).await.map_err(fail(Op::Upload, "staging/"))?;
+        let writer = file.try_clone().map_err(fail(Op::Upload, &key))?;
         // From here on, dropping `staged` removes the file, on every error path too.
-        let staged = StagedFile { path, committed: false };
-        let mut out = tokio::io::BufWriter::with_capacity(BUFFER, file);
+        let mut staged = StagedFile { path, lock: file, written: None, committed: false };
+        let mut out = tokio::io::BufWriter::with_capacity(BUFFER, tokio::fs::File::from_std(writer));
+        let mut hasher = Hasher::default();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| StorageError::body(&key, e))?;
+            hasher.update(&chunk);
             out.write_all(&chunk).await.map_err(fail(Op::Upload, &key))?;
         }
         out.flush().await.map_err(fail(Op::Upload, &key))?;
         out.into_inner().sync_all().await.map_err(fail(Op::Upload, &key))?;
+        staged.written = Some(hasher.finish());
         Ok(staged)
     }
 
     async fn commit(&self, mut staged: StagedFile, key: &ObjectKey) -> Result<(), StorageError> {
-        tokio::fs::rename(&staged.path, self.path(key)).await.map_err(fail(Op::Commit, key))?;
+        let (digest, len) = staged.written.clone().expect("only finished uploads are staged");
+        if key.content_digest().is_some_and(|want| want != digest) {
+            let refused = CommitRefused::DigestMismatch { staged: digest };
+            return Err(StorageError::new(Op::Commit, key, ErrorKind::Integrity, refused));
+        }
+        let lock = staged.lock.try_clone().map_err(fail(Op::Commit, key))?;
+        let (from, to) = (staged.path.clone(), self.path(key));
+        let moved = blocking(move || {
+            if !unchanged(&lock, &from, len)? {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, CommitRefused::Tampered));
+            }
+            std::fs::rename(&from, &to)
+        });
+        moved.await.map_err(fail(Op::Commit, key))?;
         staged.committed = true;
         Ok(())
     }
@@ -133,13 +251,23 @@ impl StorageBackend for Filesystem {
         };
         Ok(Some(body))
     }
+
+    /// The storage directories are there: a volume that was unmounted, removed or went stale
+    /// (NFS) fails here.
+    async fn ping(&self) -> Result<(), StorageError> {
+        for p in PREFIXES {
+            let meta = tokio::fs::metadata(self.root.join(p)).await.map_err(fail(Op::Stat, format!("{p}/")))?;
+            if !meta.is_dir() {
+                return Err(StorageError::new(Op::Stat, format!("{p}/"), ErrorKind::NotFound, "not a directory"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
-    use crate::storage::ErrorKind;
     use bytes::Bytes;
 
     fn stream(chunks: Vec<io::Result<Bytes>>) -> ByteStream {
@@ -195,13 +323,103 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
     }
 
+    /// Sets the modification time of `path` to `ago` in the past.
+    fn age(path: &Path, ago: Duration) {
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - ago).unwrap();
+    }
+
+    fn staging_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("staging")).unwrap().count()
+    }
+
     #[tokio::test]
     async fn start_up_clears_crash_leftovers() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("staging")).unwrap();
-        std::fs::write(dir.path().join("staging/123-0"), "half a layer").unwrap();
+        let leftover = dir.path().join("staging/123-0");
+        std::fs::write(&leftover, "half a layer").unwrap();
+        age(&leftover, STAGING_GRACE + Duration::from_secs(1));
         Filesystem::open(dir.path()).await.unwrap();
-        assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
+        assert_eq!(staging_files(dir.path()), 0);
+    }
+
+    /// Another server's upload in progress survives this one's start-up: it is locked (a
+    /// live writer), or it is young (a writer whose lock this host cannot see).
+    #[tokio::test]
+    async fn start_up_keeps_uploads_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Filesystem::open(dir.path()).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
+        let body: ByteStream = Box::pin(futures::stream::poll_fn({
+            let mut rx = rx;
+            move |cx| rx.poll_recv(cx)
+        }));
+        let upload = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.stage(body).await }
+        });
+        tx.send(Ok("first half ".into())).await.unwrap();
+        while staging_files(dir.path()) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let in_progress = std::fs::read_dir(dir.path().join("staging")).unwrap().next().unwrap().unwrap().path();
+        age(&in_progress, STAGING_GRACE * 2);
+        // A young file nobody locks (as a writer on another host may look).
+        let young = dir.path().join("staging/young");
+        std::fs::write(&young, "x").unwrap();
+
+        Filesystem::open(dir.path()).await.unwrap();
+        assert!(in_progress.exists(), "a locked upload was removed");
+        assert!(young.exists(), "a young upload was removed");
+
+        tx.send(Ok("second half".into())).await.unwrap();
+        drop(tx);
+        let staged = upload.await.unwrap().unwrap();
+        let key = ObjectKey::blob(&Digest::of(b"first half second half"));
+        writer.commit(staged, &key).await.unwrap();
+        assert_eq!(writer.get(&key).await.unwrap().unwrap(), "first half second half");
+    }
+
+    #[tokio::test]
+    async fn a_blob_is_committed_only_under_its_own_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Filesystem::open(dir.path()).await.unwrap();
+        let staged = fs.stage(stream(vec![Ok("the real bytes".into())])).await.unwrap();
+        let wrong = ObjectKey::blob(&Digest::of(b"other bytes"));
+        let err = fs.commit(staged, &wrong).await.unwrap_err();
+        assert_eq!((err.op(), err.kind()), (Op::Commit, ErrorKind::Integrity));
+        assert!(err.to_string().contains(&Digest::of(b"the real bytes").to_string()), "{err}");
+        assert_eq!(fs.size(&wrong).await.unwrap(), None);
+        assert_eq!(staging_files(dir.path()), 0, "the refused upload was not discarded");
+        // Keys that do not name their contents take any bytes.
+        let staged = fs.stage(stream(vec![Ok("{}".into())])).await.unwrap();
+        fs.commit(staged, &ObjectKey::build(&Digest::of(b"layer"))).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_staging_file_written_by_another_process_is_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Filesystem::open(dir.path()).await.unwrap();
+        let staged = fs.stage(stream(vec![Ok("311 bytes, say".into())])).await.unwrap();
+        // Someone else appends to the same file (as a writer sharing the name did).
+        let mut other = std::fs::OpenOptions::new().append(true).open(&staged.path).unwrap();
+        io::Write::write_all(&mut other, b" and 537 MB more").unwrap();
+        let key = ObjectKey::blob(&Digest::of(b"311 bytes, say"));
+        let err = fs.commit(staged, &key).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+        assert_eq!(fs.size(&key).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn ping_fails_when_the_directory_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Filesystem::open(&dir.path().join("store")).await.unwrap();
+        fs.ping().await.unwrap();
+        std::fs::rename(dir.path().join("store"), dir.path().join("moved")).unwrap();
+        let err = fs.ping().await.unwrap_err();
+        assert_eq!((err.op(), err.kind()), (Op::Stat, ErrorKind::NotFound));
+        assert!(!err.to_string().contains(&dir.path().to_string_lossy().into_owned()), "a path in {err}");
     }
 
     #[tokio::test]

@@ -29,6 +29,18 @@ impl ObjectKey {
         ObjectKey(format!("builds/{}", key.hex()))
     }
 
+    /// A key that is never written: what a readiness check looks up to see that the store
+    /// answers (its absence is the expected answer).
+    pub fn probe() -> Self {
+        ObjectKey("staging/readiness-probe".to_owned())
+    }
+
+    /// The digest a content-addressed key names (see [`ObjectKey::is_content_addressed`]).
+    pub fn content_digest(&self) -> Option<Digest> {
+        let digest = self.0.strip_prefix("layers/").or_else(|| self.0.strip_prefix("manifests/"))?;
+        digest.starts_with("sha256:").then(|| digest.parse().ok())?
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -40,18 +52,19 @@ impl ObjectKey {
     }
 }
 
-/// A fresh `staging/` name, unique across processes and machines sharing a bucket: the
-/// process's random hash seed (drawn from the OS), the time and a counter.
+/// A fresh `staging/` name: 128 random bits from the operating system, in hex.
+///
+/// Unique across processes, PID namespaces and hosts sharing a directory or a bucket without
+/// any coordination: two names collide with probability 2^-128 per pair. Nothing in it comes
+/// from the process (in containers every server is PID 1, and clocks and counters repeat
+/// across replicas). The filesystem backend creates the file with `O_EXCL` all the same, so
+/// even a collision could not make two writers share a file.
 pub(crate) fn staging_name() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| std::collections::hash_map::RandomState::new().build_hasher().finish());
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("staging/{seed:016x}-{}-{nanos:x}-{n}", std::process::id())
+    let mut random = [0u8; 16];
+    // The kernel's getrandom(2) does not fail once the entropy pool is initialised (early
+    // boot), which it is long before a server starts.
+    getrandom::fill(&mut random).expect("the operating system's random number generator");
+    format!("staging/{}", hex::encode(random))
 }
 
 impl fmt::Display for ObjectKey {
@@ -81,6 +94,11 @@ mod tests {
         assert!(ObjectKey::manifest(&d).is_content_addressed());
         assert!(!ObjectKey::manifest_cache(&d).is_content_addressed());
         assert!(!ObjectKey::build(&d).is_content_addressed());
+        assert_eq!(ObjectKey::blob(&d).content_digest(), Some(d.clone()));
+        assert_eq!(ObjectKey::manifest(&d).content_digest(), Some(d.clone()));
+        assert_eq!(ObjectKey::manifest_cache(&d).content_digest(), None);
+        assert_eq!(ObjectKey::build(&d).content_digest(), None);
+        assert_eq!(ObjectKey::probe().content_digest(), None);
     }
 
     #[test]
@@ -90,5 +108,39 @@ mod tests {
         assert!(a.starts_with("staging/") && b.starts_with("staging/"));
         assert_ne!(a, b);
         assert!(!a[8..].contains('/'));
+    }
+
+    /// Two processes that are alike in everything a name could be derived from (both PID 1
+    /// of their own PID namespace, started at once) still draw different names.
+    #[test]
+    fn staging_names_differ_between_pid_1_processes() {
+        const CHILD: &str = "NIXERY_STAGING_NAME_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            assert_eq!(std::process::id(), 1, "not PID 1");
+            println!("name={}", staging_name());
+            return;
+        }
+        if std::process::Command::new("unshare").args(["--pid", "--fork", "true"]).status().is_err() {
+            return; // no unshare(1): nothing to compare
+        }
+        let name = "storage::keys::tests::staging_names_differ_between_pid_1_processes";
+        let draw = || {
+            let out = std::process::Command::new("unshare")
+                .args(["--pid", "--fork"])
+                .arg(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--nocapture"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+            text.lines().find_map(|l| l.strip_prefix("name=")).expect("a name").to_owned()
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(draw);
+            let b = s.spawn(draw);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_ne!(a, b);
     }
 }

@@ -89,6 +89,11 @@ impl StorageBackend for Memory {
         };
         Ok(Some(Box::pin(futures::stream::once(async move { Ok(bytes) })) as ByteStream))
     }
+
+    /// The map is always there.
+    async fn ping(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

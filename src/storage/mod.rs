@@ -108,6 +108,11 @@ impl Storage {
         dispatch!(self, b => b.read(key, range).await)
     }
 
+    /// See [`StorageBackend::ping`].
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        dispatch!(self, b => b.ping().await)
+    }
+
     /// See [`StorageBackend::download`].
     pub async fn download(&self, key: &ObjectKey) -> Result<Option<Download>, StorageError> {
         dispatch!(self, b => b.download(key).await)

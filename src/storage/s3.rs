@@ -289,6 +289,12 @@ impl StorageBackend for S3 {
         Ok(result.map(|r| -> ByteStream { Box::pin(r.into_stream().map_err(std::io::Error::other)) }))
     }
 
+    /// A HEAD of an object that is never written: one small request with the permissions
+    /// the server needs anyway (`s3:GetObject`, `s3:ListBucket` for a 404), answered 404.
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.size(&ObjectKey::probe()).await.map(|_| ())
+    }
+
     /// A presigned GET URL, unless blobs are proxied.
     async fn url(&self, key: &ObjectKey) -> Result<Option<String>, StorageError> {
         if self.proxy {

@@ -3,6 +3,7 @@
 //! build caching, timeouts and cancellation, and the package-name rules.
 
 use crate::harness::http::{self, Response};
+use crate::harness::process::{processes_mentioning, wait_until, zombie_children};
 use crate::harness::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nonce, pull_and_unpack, sha256_digest, temp_dir};
 use flate2::read::GzDecoder;
 use std::io::{Read, Write};
@@ -23,32 +24,6 @@ fn manifest(server: &Server, name: &str) -> (String, serde_json::Value, Vec<u8>)
 fn error_code(r: &Response) -> String {
     assert_eq!(r.header("Content-Type"), Some("application/json"), "{}", r.describe());
     r.json()["errors"][0]["code"].as_str().unwrap_or_else(|| panic!("no error code\n{}", r.describe())).to_owned()
-}
-
-/// PIDs of processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
 }
 
 #[test]
@@ -290,6 +265,8 @@ fn nix_timeouts_answer_504_and_stop_the_build() {
     );
 }
 
+/// Also defect 3 of issue 11: the stopped `nix-store` stayed `<defunct>` until the next
+/// request; now it is reaped when it exits.
 #[test]
 fn an_abandoned_request_stops_nix() {
     let n = nonce();
@@ -308,6 +285,11 @@ fn an_abandoned_request_stops_nix() {
         wait_until(Duration::from_secs(15), || processes_mentioning(&n).is_empty()),
         "{}",
         server.context(&format!("the builder outlived its request: {:?}", processes_mentioning(&n)))
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || zombie_children(server.pid()).is_empty()),
+        "{}",
+        server.context(&format!("unreaped children: {:?}", zombie_children(server.pid())))
     );
 }
 

@@ -13,6 +13,7 @@ mod caching;
 mod clients;
 mod compression;
 mod conformance;
+mod hardening;
 mod http_details;
 mod layer_compression;
 mod nix_failures;

@@ -227,6 +227,7 @@ async fn the_emulator_dies_mid_stream(#[values(GCS_ON_DISK, S3)] backend: Backen
     let storage = store.storage_with(|g| g.chunk_size = MIB, |_| {}).await;
     let before = b"committed before the crash".to_vec();
     storage.put(&key_of(&before), Bytes::from(before.clone())).await.unwrap();
+    storage.ping().await.expect("the store answers a readiness check");
 
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
     let body: ByteStream = Box::pin(futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|c| (c, rx)) }));
@@ -250,8 +251,12 @@ async fn the_emulator_dies_mid_stream(#[values(GCS_ON_DISK, S3)] backend: Backen
     let err = result.expect_err("an upload to a dead store succeeded");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "unexpected error {err:?}");
     assert!(started.elapsed() < Duration::from_secs(60), "gave up only after {:?}", started.elapsed());
+    // A readiness check fails (or hangs: the server bounds it) while the store is down.
+    let down = tokio::time::timeout(Duration::from_secs(20), storage.ping()).await;
+    assert!(!matches!(down, Ok(Ok(()))), "a dead store passed the readiness check");
 
     store.emulator().restart();
+    storage.ping().await.expect("the restarted store answers a readiness check");
     assert_eq!(storage.size(&key).await.unwrap(), None, "a partial object is visible");
     if backend == GCS_ON_DISK {
         // Objects on disk survived the restart; nothing of the broken upload did.

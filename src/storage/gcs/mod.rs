@@ -251,6 +251,12 @@ impl StorageBackend for Gcs {
         self.inner.media(key.as_str(), range).await
     }
 
+    /// The metadata of an object that is never written: one small request with the
+    /// permission the server needs anyway (`storage.objects.get`), answered 404.
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.size(&ObjectKey::probe()).await.map(|_| ())
+    }
+
     /// A signed URL with a service account key, else the public URL; none when proxying.
     async fn url(&self, key: &ObjectKey) -> Result<Option<String>, StorageError> {
         if self.inner.proxy {

@@ -68,6 +68,71 @@ pub fn read_log(path: &Path) -> String {
     fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
+/// PIDs of the processes whose command line mentions `needle` (a nonce of a test's Nix
+/// build: `nix-store`'s arguments name the derivation, the builder's its script).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The fields of `/proc/PID/stat` after the command name: state, parent, process group, ….
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may itself hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The children of `parent` that have exited and not been reaped (`<defunct>`).
+pub fn zombie_children(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Some(fields) = stat_fields(pid) else { continue };
+        if fields.first().map(String::as_str) == Some("Z") && fields.get(1) == Some(&parent.to_string()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The processes in process group `pgid`.
+pub fn process_group_members(pgid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if stat_fields(pid).and_then(|f| f.get(2).cloned()) == Some(pgid.to_string()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Asks `done` every 100 ms for at most `limit`; whether it said yes.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
 fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
@@ -221,16 +286,20 @@ pub fn owns_listening_port(pid: u32, port: u16) -> bool {
     if inodes.is_empty() {
         return false;
     }
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
+    // The daemon itself, or (under a wrapper such as `unshare`) a process of its group.
+    let holds = |pid: u32| {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            fs::read_link(fd.path())
+                .ok()
+                .and_then(|t| t.to_str().map(str::to_owned))
+                .and_then(|t| t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).map(str::to_owned))
+                .is_some_and(|inode| inodes.contains(&inode))
+        })
     };
-    fds.flatten().any(|fd| {
-        fs::read_link(fd.path())
-            .ok()
-            .and_then(|t| t.to_str().map(str::to_owned))
-            .and_then(|t| t.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).map(str::to_owned))
-            .is_some_and(|inode| inodes.contains(&inode))
-    })
+    holds(pid) || process_group_members(pid).into_iter().any(holds)
 }
 
 /// A long-running process of a test, stopped (see [`Daemon::stop`]) when dropped.
@@ -303,6 +372,28 @@ impl Daemon {
                 Err(last) if Instant::now() >= deadline => return Err(NotReady::TimedOut { after: limit, last }),
                 Err(_) => std::thread::sleep(POLL),
             }
+        }
+    }
+
+    /// Sends `signal` to its PID, or with `group` to its whole process group (a wrapper such
+    /// as `unshare --fork` does not pass SIGTERM on to the process it runs).
+    pub fn signal(&self, signal: libc::c_int, group: bool) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) of our own, not yet reaped child, or of the process group it leads.
+        unsafe { libc::kill(if group { -pid } else { pid }, signal) };
+    }
+
+    /// Waits at most `limit` for it to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

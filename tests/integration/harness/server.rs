@@ -7,7 +7,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manife
 pub const OCI_MANIFEST_V1: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// The `nixery` binary under test, stopped (SIGTERM, then SIGKILL) when dropped.
+/// [`Server::launch_with`] runs it under a wrapper command or on another server's storage.
 ///
 /// Environment given to it (later entries win):
 /// 1. the test process's environment, minus `PORT`, `STORAGE_PATH`, `NIX_TIMEOUT`,
@@ -50,7 +51,23 @@ pub struct Server {
     dir: TempDir,
     log_path: PathBuf,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
+    storage: PathBuf,
     starts: u32,
+}
+
+/// How [`Server::launch_with`] starts a server, beyond [`Server::start_with`]'s environment.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Environment overrides, as for [`Server::start_with`].
+    pub env: &'a [(&'a str, &'a str)],
+    /// A command the server runs under, e.g. `["unshare", "--pid", "--fork"]` or
+    /// `["prlimit", "--nofile=256:1024"]`. Signals go to the whole process group then,
+    /// since a wrapper may not pass them on.
+    pub wrapper: &'a [&'a str],
+    /// The storage directory, to share another server's ([`Server::storage`]); a fresh
+    /// one by default.
+    pub storage: Option<&'a Path>,
 }
 
 /// Why one start failed, and whether another port may help.
@@ -68,14 +85,22 @@ impl Server {
     /// Starts a server with extra environment variables that override the defaults, e.g.
     /// `&[("NIXERY_TEST_NONCE", &nonce()), ("NIX_TIMEOUT", "5")]`.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        Self::launch_with(Launch { env, ..Launch::default() })
+    }
+
+    /// Starts a server as `launch` says.
+    pub fn launch_with(launch: Launch) -> Server {
         let dir = temp_dir("server");
-        fs::create_dir_all(dir.path().join("storage")).expect("create storage dir");
+        let storage = launch.storage.map_or_else(|| dir.path().join("storage"), Path::to_owned);
+        fs::create_dir_all(&storage).expect("create storage dir");
         let mut server = Server {
             daemon: None,
             port: 0,
             log_path: dir.path().join("server.log"),
             dir,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: launch.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: launch.wrapper.iter().map(|w| w.to_string()).collect(),
+            storage,
             starts: 0,
         };
         server.launch();
@@ -89,8 +114,55 @@ impl Server {
         Self::start_with(&env)
     }
 
-    fn storage(&self) -> PathBuf {
-        self.dir.path().join("storage")
+    /// Its storage directory (`STORAGE_PATH`).
+    pub fn storage(&self) -> &Path {
+        &self.storage
+    }
+
+    /// Its own temp dir (the log, the storage unless shared), for files a test gives it.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The PID of the process the harness started: the server, or its wrapper.
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().unwrap_or_else(|| self.fail("the server is not running")).pid()
+    }
+
+    /// SIGKILL: the server crashes, leaving whatever it leaves. [`Server::start_again`]
+    /// starts it again.
+    pub fn crash(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.kill();
+        }
+        self.note("server killed (SIGKILL)");
+    }
+
+    /// Starts it again after [`Server::crash`] or [`Server::terminate`], on the same storage
+    /// and environment, on another port.
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
+    /// SIGTERM, then waits at most `limit` for it to exit: its exit status if it did (it is
+    /// killed if it did not).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut daemon = self.daemon.take().unwrap_or_else(|| self.fail("the server is not running"));
+        daemon.signal(libc::SIGTERM, !self.wrapper.is_empty());
+        let status = daemon.wait_exit(limit);
+        if status.is_none() {
+            daemon.kill();
+        }
+        self.note(&format!("server terminated (SIGTERM): {status:?}"));
+        status
+    }
+
+    /// Appends a harness line to the server log.
+    fn note(&self, what: &str) {
+        let _ = OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .and_then(|mut f| writeln!(f, "=== harness: {what} ==="));
     }
 
     fn launch(&mut self) {
@@ -119,12 +191,12 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = nixery_command();
+        let mut cmd = nixery_command(&self.wrapper);
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
         cmd.env("PORT", self.port.to_string())
             .env("NIXERY_HOST", "127.0.0.1")
             .env("NIXERY_PKGS_PATH", TEST_PKGS)
-            .env("STORAGE_PATH", self.storage())
+            .env("STORAGE_PATH", &self.storage)
             .env("NIX_TIMEOUT", DEFAULT_NIX_TIMEOUT)
             .env("NIX_CONFIG", "substituters =")
             .env("RUST_LOG", rust_log)
@@ -142,7 +214,7 @@ impl Server {
                 "=== harness: starting nixery (start #{}) on 127.0.0.1:{} with storage {} ===",
                 self.starts,
                 self.port,
-                self.storage().display()
+                self.storage.display()
             )
         });
         let mut daemon = Daemon::spawn(&mut self.command(), &self.log_path)
@@ -168,11 +240,6 @@ impl Server {
                 Err(StartFailure { message: format!("the server (pid {pid}) {e}; it was killed"), port_clash: false })
             }
         }
-    }
-
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.daemon.as_ref().map(Daemon::pid).unwrap_or_else(|| self.fail("the server is not running"))
     }
 
     /// `127.0.0.1:PORT`: what image references start with.
@@ -298,10 +365,7 @@ impl Server {
     /// another port.
     pub fn restart(&mut self) {
         let status = self.daemon.take().and_then(Daemon::stop);
-        let _ = OpenOptions::new()
-            .append(true)
-            .open(&self.log_path)
-            .and_then(|mut f| writeln!(f, "=== harness: server stopped: {status:?} ==="));
+        self.note(&format!("server stopped: {status:?}"));
         self.launch();
     }
 
@@ -315,8 +379,15 @@ impl Server {
 
 /// The `nixery` binary without the test process's settings: `PORT`, `STORAGE_PATH`,
 /// `NIX_TIMEOUT`, `NIX_POPULARITY_URL` and every `NIXERY_*` variable removed.
-fn nixery_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixery"));
+fn nixery_command(wrapper: &[String]) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(env!("CARGO_BIN_EXE_nixery"));
+            cmd
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_nixery")),
+    };
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         if k.starts_with("NIXERY_")
@@ -332,9 +403,18 @@ fn nixery_command() -> Command {
 /// settings (see [`nixery_command`]), with `NIX_CONFIG="substituters ="` and
 /// `RUST_LOG=warn`, for the test to add arguments and environment to.
 pub fn nixery_cli() -> Command {
-    let mut cmd = nixery_command();
+    let mut cmd = nixery_command(&[]);
     cmd.env("NIX_CONFIG", "substituters =").env("RUST_LOG", "warn");
     cmd
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A wrapper such as `unshare --fork` ignores SIGTERM: the server gets it directly.
+        if let Some(daemon) = self.daemon.as_ref().filter(|_| !self.wrapper.is_empty()) {
+            daemon.signal(libc::SIGTERM, true);
+        }
+    }
 }
 
 /// Sums the samples of metric `name` (with or without labels) in Prometheus text.
