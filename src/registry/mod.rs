@@ -101,7 +101,7 @@ async fn answer(
     let raw = uri.path().strip_prefix("/v2/").unwrap_or_default();
     let endpoint = match path::parse(raw) {
         Ok(endpoint) => endpoint,
-        Err(e) => return (Err(e.into()), None),
+        Err(e) => return (Err(e), None),
     };
     match endpoint {
         Endpoint::Manifest { name, reference } => (manifests::get(state, &name, reference, headers).await, Some(name)),
