@@ -10,8 +10,9 @@
 //! them are busy with a request and which only wait:
 //!
 //! - a request's headers must arrive within the header timeout, and a keep-alive connection
-//!   may sit idle between requests for the idle timeout; a connection buffers at most
-//!   [`MAX_BUFFER`], so larger request headers are refused (431);
+//!   may sit idle between requests for the idle timeout; a connection's read buffer is
+//!   bounded by [`MAX_BUFFER`] (hyper may read once more past it before it gives up), so
+//!   request headers of hundreds of KiB are refused (431);
 //! - at most [`Limits::max_connections`] are open (fewer if the descriptor limit, raised to
 //!   its hard limit at start-up, leaves less room: [`fd_limit`]); at the limit, the
 //!   connections that have waited longest without sending a request are closed to make

@@ -1,0 +1,322 @@
+//! The server's configuration: the only place that knows the command line and the
+//! environment.
+//!
+//! Every setting is a `--flag` and an environment variable with Nixery's name, so an existing
+//! Nixery deployment's environment works unchanged. Values are checked here, at start-up, and
+//! mapped into the domain's types ([`BuildPolicy`], [`NixPolicy`], [`LayerPolicy`],
+//! [`PkgSource`], [`CachePolicy`], [`ArchivePolicy`], [`StorageConfig`], [`server::Limits`]),
+//! which know nothing of flags or variables. A bad value stops the server
+//! with a message naming the variable and the flag.
+//!
+//! # Reading the environment
+//!
+//! [`Command::parse`] takes the environment as an argument, so what it returns depends only
+//! on its inputs: the tests give it a map and never see the developer's `PORT` or
+//! `NIXERY_*`; [`Command::from_env`] gives it the process's. clap's `env = "..."` annotations
+//! stay on the arguments, for `--help` (which lists every variable) and as the one list of
+//! which variable sets which flag, but parsing uses a copy of the command without them:
+//! a variable that is set (and not empty: empty counts as unset, as in Nixery) and whose flag
+//! the command line does not give becomes that flag, `--flag=value`, placed after the command
+//! line's own flags of the same (sub)command, as clap reads variables after the command line.
+//! So clap checks a variable's value exactly as it checks the flag's, the command line still
+//! wins, and its mistakes are still reported first. (One difference in order: clap reads the
+//! top-level variables after a subcommand's arguments, here they come before the
+//! subcommand's name, so `PORT=eighty nixery layers` reports `PORT` before the missing
+//! image.)
+//!
+//! A bad value becomes [`ConfigError::InvalidValue`], built from clap's structured error (the
+//! argument, the value, the value parser's own error), never from its rendered text.
+//! `--help`, `--version` and malformed command lines come back as clap's answers for `main`
+//! to print: nothing in here prints or exits.
+
+mod args;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use args::*;
+use parse::{parse_args, reason, set, variables};
+
+use crate::archive::ArchivePolicy;
+use crate::build::BuildPolicy;
+use crate::cache::CachePolicy;
+use crate::digest::Digest;
+use crate::layers::LayerPolicy;
+use crate::nix::{NixPolicy, NixpkgsConfig};
+use crate::pkgsource::{Channel, PkgSource, RemoteUrl};
+use crate::server;
+use crate::storage::{GcsConfig, S3Config};
+use clap::CommandFactory;
+use reqwest::Url;
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Nixery's default package source when none is configured.
+pub const DEFAULT_CHANNEL: &str = "nixos-unstable";
+/// Where channels are resolved and fetched from unless `NIXERY_CHANNEL_REPO` says otherwise.
+pub const DEFAULT_CHANNEL_REPO: &str = "https://github.com/NixOS/nixpkgs";
+/// Where `popcount` reads narinfo files by default, as Nixery's popcount does.
+pub const DEFAULT_BINARY_CACHE: &str = "https://cache.nixos.org";
+
+/// Checked settings shared by everything that builds images: the domain's policy, and where
+/// popularity data is loaded from.
+#[derive(Clone, Debug)]
+pub struct BuildSettings {
+    pub policy: BuildPolicy,
+    pub popularity_url: Option<String>,
+}
+
+/// Where the server keeps blobs, manifests and build records.
+#[derive(Clone, Debug)]
+pub enum StorageConfig {
+    Filesystem(PathBuf),
+    Gcs(GcsConfig),
+    S3(S3Config),
+}
+
+/// The checked configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub build: BuildSettings,
+    pub cache: CachePolicy,
+    pub archive: ArchivePolicy,
+    pub storage: StorageConfig,
+    pub connections: server::Limits,
+    /// From a shutdown signal until the process has exited.
+    pub shutdown_timeout: Duration,
+}
+
+/// What the binary was asked to do, with checked settings.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Serve(Box<Config>),
+    Popcount(PopcountSettings),
+    Layers { image: String, tag: String, json: bool, build: BuildSettings },
+}
+
+/// Checked settings of `nixery popcount`.
+#[derive(Clone, Debug)]
+pub struct PopcountSettings {
+    pub source: PkgSource,
+    pub output: PathBuf,
+    /// Attributes per Nix evaluation.
+    pub batch: usize,
+    pub nix_timeout: Duration,
+    pub binary_cache: Url,
+    /// narinfo requests in flight at once.
+    pub connections: usize,
+}
+
+/// A configuration the server cannot start with, or clap's answer to the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--help` or `--version`: what was asked for, for `main` to print (not a failure).
+    #[error(transparent)]
+    Help(clap::Error),
+    /// A malformed command line (an unknown flag, a missing argument, a bad value for a flag
+    /// without a variable): clap's message with the usage.
+    #[error(transparent)]
+    Usage(clap::Error),
+    #[error("invalid value '{value}' for {variable} ({flag}): {}", reason(.source))]
+    InvalidValue {
+        variable: String,
+        flag: String,
+        /// The value, or `***` for a secret's.
+        value: String,
+        source: clap::Error,
+    },
+    #[error("set at most one package source, got {}", .0.join(" and "))]
+    SeveralSources(Vec<&'static str>),
+    #[error("NIXERY_PKGS_PATH {}: {source}", .path.display())]
+    PkgsPath { path: PathBuf, source: std::io::Error },
+    #[error("NIXERY_STORAGE_BACKEND={backend} needs {variable}")]
+    MissingBucket { backend: &'static str, variable: &'static str },
+    #[error("NIXERY_CHANNEL must not be empty")]
+    EmptyChannel,
+    #[error("NIXERY_CHANNEL_REPO applies to the channel source only, not to {0}")]
+    ChannelRepoWithoutChannel(&'static str),
+    #[error("NIXERY_NIXPKGS_CONFIG: {0}")]
+    NixpkgsConfig(String),
+}
+
+/// Looks up an environment variable (`std::env::var_os` in production, a map in tests).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+impl Command {
+    /// The command line and environment of this process.
+    ///
+    /// Must be called before the process starts any thread: variables of this configuration
+    /// that are set to the empty string are removed from the process environment, so that
+    /// libraries reading the same variables themselves (google-cloud-auth's Application
+    /// Default Credentials read `GOOGLE_APPLICATION_CREDENTIALS`) treat them as unset too.
+    pub fn from_env() -> Result<Command, ConfigError> {
+        for var in variables(&Args::command()) {
+            if std::env::var_os(&var).is_some_and(|v| v.is_empty()) {
+                // SAFETY: documented precondition: no other thread exists yet.
+                unsafe { std::env::remove_var(&var) };
+            }
+        }
+        Command::parse(std::env::args_os(), &|var| std::env::var_os(var))
+    }
+
+    /// Parses `argv` (the program name first), taking settings from `env` where the command
+    /// line does not give them. Reads nothing else: not the process environment.
+    pub fn parse(argv: impl IntoIterator<Item = impl Into<OsString>>, env: Env) -> Result<Command, ConfigError> {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        Command::from_args(parse_args(&argv, env)?, env)
+    }
+
+    fn from_args(args: Args, env: Env) -> Result<Command, ConfigError> {
+        Ok(match args.command {
+            None => Command::Serve(Box::new(Config::from_args(args.serve, env)?)),
+            Some(Subcommand::Popcount(p)) => Command::Popcount(PopcountSettings {
+                source: p.source.resolve()?,
+                output: p.output,
+                batch: p.batch as usize,
+                nix_timeout: Duration::from_secs(p.nix_timeout),
+                binary_cache: p.binary_cache,
+                connections: p.connections as usize,
+            }),
+            Some(Subcommand::Layers(l)) => {
+                Command::Layers { image: l.image, tag: l.tag, json: l.json, build: l.build.check(l.source)? }
+            }
+        })
+    }
+}
+
+impl SourceArgs {
+    /// The one configured package source (nixos-unstable when none is given).
+    fn resolve(self) -> Result<PkgSource, ConfigError> {
+        let given: Vec<&'static str> = [
+            self.channel.as_ref().map(|_| "NIXERY_CHANNEL"),
+            self.pkgs_repo.as_ref().map(|_| "NIXERY_PKGS_REPO"),
+            self.pkgs_path.as_ref().map(|_| "NIXERY_PKGS_PATH"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if given.len() > 1 {
+            return Err(ConfigError::SeveralSources(given));
+        }
+        if let (Some(_), Some(other)) = (&self.channel_repo, given.first().filter(|s| **s != "NIXERY_CHANNEL")) {
+            return Err(ConfigError::ChannelRepoWithoutChannel(other));
+        }
+        Ok(if let Some(path) = self.pkgs_path {
+            let path = std::fs::canonicalize(&path).map_err(|source| ConfigError::PkgsPath { path, source })?;
+            PkgSource::Path(path)
+        } else if let Some(repo) = self.pkgs_repo {
+            PkgSource::Git(RemoteUrl::new(repo))
+        } else {
+            let channel = self.channel.as_deref().unwrap_or(DEFAULT_CHANNEL);
+            let channel = Channel::parse(channel).ok_or(ConfigError::EmptyChannel)?;
+            let repo = RemoteUrl::new(self.channel_repo.as_deref().unwrap_or(DEFAULT_CHANNEL_REPO));
+            PkgSource::Channel { repo, channel }
+        })
+    }
+}
+
+impl BuildArgs {
+    fn check(self, source: SourceArgs) -> Result<BuildSettings, ConfigError> {
+        let nix = NixPolicy {
+            timeout: Duration::from_secs(self.nix_timeout),
+            local_builds: self.local_builds,
+            max_jobs: self.max_nix_jobs.map_or_else(crate::nix::cores, |n| n as usize),
+            nixpkgs_config: nixpkgs_config(self.nixpkgs_config.as_deref())?,
+        };
+        let policy = BuildPolicy {
+            source: source.resolve()?,
+            nix,
+            layers: LayerPolicy { grouping: self.layer_grouping.into(), budget: self.layer_budget.into() },
+        };
+        Ok(BuildSettings { policy, popularity_url: self.popularity_url })
+    }
+}
+
+/// NIXERY_NIXPKGS_CONFIG: a JSON object given inline (it starts with `{`), or a file: a
+/// `.json` file is read and checked here, any other (`.nix`) is imported by Nix and only its
+/// content's digest is taken (for cache keys).
+fn nixpkgs_config(value: Option<&str>) -> Result<NixpkgsConfig, ConfigError> {
+    let object = |text: &str, what: &str| match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(attrs)) => Ok(NixpkgsConfig::Attrs(attrs)),
+        Ok(_) => Err(ConfigError::NixpkgsConfig(format!("{what} is JSON but not an object"))),
+        Err(e) => Err(ConfigError::NixpkgsConfig(format!("{what} is not a JSON object: {e}"))),
+    };
+    let Some(value) = value.map(str::trim) else { return Ok(NixpkgsConfig::default()) };
+    if value.starts_with('{') {
+        return object(value, "the value");
+    }
+    let unreadable = |e: std::io::Error| ConfigError::NixpkgsConfig(format!("{value}: {e}"));
+    let path = std::fs::canonicalize(value).map_err(unreadable)?;
+    let bytes = std::fs::read(&path).map_err(unreadable)?;
+    if path.extension().is_some_and(|e| e == "json") {
+        return object(&String::from_utf8_lossy(&bytes), value);
+    }
+    Ok(NixpkgsConfig::File { digest: Digest::of(&bytes), path })
+}
+
+impl Config {
+    fn from_args(args: ServeArgs, env: Env) -> Result<Config, ConfigError> {
+        let url_ttl = Duration::from_secs(args.signed_url_ttl);
+        let storage = match args.storage_backend {
+            StorageBackend::Filesystem => StorageConfig::Filesystem(args.storage_path),
+            StorageBackend::Gcs => {
+                let bucket =
+                    args.gcs.gcs_bucket.ok_or(ConfigError::MissingBucket { backend: "gcs", variable: "GCS_BUCKET" })?;
+                let mut gcs = GcsConfig::new(bucket);
+                gcs.emulator_host = args.gcs.storage_emulator_host;
+                gcs.credentials_file = args.gcs.google_application_credentials;
+                gcs.proxy_blobs = args.proxy_blobs;
+                gcs.url_ttl = url_ttl;
+                StorageConfig::Gcs(gcs)
+            }
+            StorageBackend::S3 => {
+                let s3_args = args.s3;
+                let bucket = s3_args
+                    .s3_bucket
+                    .ok_or(ConfigError::MissingBucket { backend: "s3", variable: "NIXERY_S3_BUCKET" })?;
+                let mut s3 = S3Config::new(bucket);
+                // The AWS SDKs' fallbacks: the generic variables after the specific ones.
+                let fallback = |var: &str| set(env, var).map(|v| v.to_string_lossy().into_owned());
+                s3.region = s3_args.aws_region.or_else(|| fallback("AWS_DEFAULT_REGION"));
+                s3.endpoint = s3_args.aws_endpoint_url_s3.or_else(|| fallback("AWS_ENDPOINT_URL"));
+                s3.access_key_id = s3_args.aws_access_key_id;
+                s3.secret_access_key = s3_args.aws_secret_access_key;
+                s3.session_token = s3_args.aws_session_token;
+                s3.web_identity_token_file = s3_args.aws_web_identity_token_file;
+                s3.role_arn = s3_args.aws_role_arn;
+                s3.container_credentials_relative_uri = s3_args.aws_container_credentials_relative_uri;
+                s3.virtual_hosted_style = s3_args.s3_virtual_hosted_style;
+                s3.proxy_blobs = args.proxy_blobs;
+                s3.url_ttl = url_ttl;
+                StorageConfig::S3(s3)
+            }
+        };
+        let build = args.build.check(args.source)?;
+        let connections = server::Limits {
+            header_timeout: Duration::from_secs(args.connections.header_timeout),
+            idle_timeout: Duration::from_secs(args.connections.idle_timeout),
+            max_connections: usize::try_from(args.connections.max_connections).unwrap_or(usize::MAX),
+        };
+        Ok(Config {
+            host: args.host,
+            port: args.port,
+            build,
+            cache: args.cache.into(),
+            archive: args.archive.into(),
+            storage,
+            connections,
+            shutdown_timeout: Duration::from_secs(args.connections.shutdown_timeout),
+        })
+    }
+
+    /// The serve configuration from an argument list alone, with no environment (for tests
+    /// and embedding).
+    pub fn parse_from<I: IntoIterator<Item = &'static str>>(argv: I) -> Result<Config, ConfigError> {
+        let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
+        Config::from_args(parse_args(&argv, &|_| None)?.serve, &|_| None)
+    }
+}
