@@ -39,19 +39,19 @@ impl RemoteUrl {
         authority.rfind('@').map(|at| &authority[..at])
     }
 
-    /// The URL with any user info replaced by `***`: what logs and answers show.
+    /// The URL without credentials ([`crate::redact::credentials`]): what logs and answers
+    /// show.
     pub fn redacted(&self) -> String {
-        match self.user_info() {
-            Some(info) if !info.is_empty() => self.0.replacen(&format!("{info}@"), "***@", 1),
-            _ => self.0.clone(),
-        }
+        crate::redact::credentials(&self.0).into_owned()
     }
 
-    /// `text` (a message of git's) with this URL's credentials replaced by `***`.
+    /// `text` (a message of git's) with credentials removed: those of any URL in it, and
+    /// this URL's user info wherever it shows on its own.
     pub fn redact_in(&self, text: &str) -> String {
+        let text = crate::redact::credentials(text);
         match self.user_info() {
-            Some(info) if !info.is_empty() => text.replace(info, "***"),
-            _ => text.to_owned(),
+            Some(info) if !info.is_empty() => text.replace(info, crate::redact::MASK),
+            _ => text.into_owned(),
         }
     }
 

@@ -17,7 +17,7 @@ use super::{digest_value, etag};
 use crate::AppState;
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
-use crate::image::{ImageName, ImageSpec, Reference};
+use crate::image::{ImageName, Reference};
 use crate::manifest::{self, ManifestFormat};
 use crate::storage::ObjectKey;
 use axum::body::Body;
@@ -34,8 +34,7 @@ pub async fn get(
     match reference {
         Reference::Tag(tag) => {
             let format = ManifestFormat::negotiate(accepted(headers)).ok_or_else(not_acceptable)?;
-            let spec = ImageSpec::from_name(name);
-            let manifest = state.builder.manifest(spec, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
+            let manifest = state.builder.manifest(name, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
             respond_cached(&manifest, headers)
         }
         Reference::Digest(digest) => {
