@@ -109,7 +109,9 @@ fn the_operators_nixpkgs_config_allows_what_it_names() {
 
 #[test]
 fn a_package_set_that_does_not_evaluate_is_one_error_not_one_per_name() {
-    // A git source whose tag names no ref: the set itself fails, whatever the names.
+    // A git source pinned at a commit it does not have: the set itself fails in Nix (a tag
+    // naming no ref never gets there: `git ls-remote` refuses it first, as the second half
+    // checks), whatever the names.
     let repo = crate::harness::temp_dir("broken-source");
     let git = |args: &[&str]| {
         run(Command::new("git")
@@ -124,11 +126,18 @@ fn a_package_set_that_does_not_evaluate_is_one_error_not_one_per_name() {
     git(&["commit", "-q", "-m", "v1"]);
     let url = format!("file://{}", repo.path().display());
     let server = Server::start_with(&[("NIXERY_PKGS_REPO", &url), ("NIXERY_PKGS_PATH", "")]);
-    let r = server.get("/v2/hello/curl/manifests/no-such-branch");
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let r = server.get(&format!("/v2/hello/curl/manifests/{missing}"));
     assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
     let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
     assert!(message.starts_with("the package set does not evaluate: "), "{message}");
-    assert!(message.contains("no-such-branch"), "Nix's reason is kept: {message}");
+    assert!(message.contains(missing), "Nix's reason is kept: {message}");
+    assert!(!r.text().contains(&repo.path().display().to_string()), "the repository's path shows: {}", r.text());
+    // A tag naming no ref: 422 naming the tag, not the repository's path.
+    let r = server.get("/v2/hello/curl/manifests/no-such-branch");
+    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
+    let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert_eq!(message, "the package source has no branch or tag 'no-such-branch'");
     assert!(!r.text().contains(&repo.path().display().to_string()), "the repository's path shows: {}", r.text());
     // The good revision of the same source still serves.
     server.get_ok("/v2/hello/manifests/main", &[]);
