@@ -10,6 +10,11 @@
 //! one build, whatever manifest format each wants, and concurrent requests for the same
 //! manifest share one storage look-up and one write ([`SingleFlight`]). A build goes on while
 //! any request waits for it and stops (with its Nix processes) when the last one leaves.
+//!
+//! A failed build is logged inside its flight, so once however many requests wait for it: a
+//! failure of the image at WARN with the name and tag that started it and the cause, a fault
+//! of the server at ERROR with the detail its answer leaves out ([`crate::registry`] maps
+//! both to answers and logs nothing itself).
 
 mod layer;
 
