@@ -29,6 +29,7 @@ pub mod pkgsource;
 pub mod plan;
 pub mod popcount;
 pub mod popularity;
+pub mod redact;
 pub mod registry;
 pub mod server;
 pub mod storage;

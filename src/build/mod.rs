@@ -10,6 +10,11 @@
 //! one build, whatever manifest format each wants, and concurrent requests for the same
 //! manifest share one storage look-up and one write ([`SingleFlight`]). A build goes on while
 //! any request waits for it and stops (with its Nix processes) when the last one leaves.
+//!
+//! A failed build is logged inside its flight, so once however many requests wait for it: a
+//! failure of the image at WARN with the name and tag that started it and the cause, a fault
+//! of the server at ERROR with the detail its answer leaves out ([`crate::registry`] maps
+//! both to answers and logs nothing itself).
 
 mod layer;
 
@@ -17,7 +22,7 @@ use crate::archive::{Archiver, LayerBlob};
 use crate::cache::{CachePolicy, CachedManifest, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache};
 use crate::compression::Compression;
 use crate::flight::SingleFlight;
-use crate::image::{ImageSpec, Tag};
+use crate::image::{ImageName, ImageSpec, Tag};
 use crate::layers::LayerPolicy;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
@@ -143,20 +148,21 @@ impl Builder {
     /// fresh and the image known (no Nix, no git, no I/O), else from storage, else built.
     pub async fn manifest(
         &self,
-        spec: ImageSpec,
+        name: &ImageName,
         tag: &Tag,
         format: ManifestFormat,
     ) -> Result<Arc<CachedManifest>, ManifestError> {
         let inner = &self.inner;
         let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
-        let key = ManifestKey { source, image: spec, format, recipe: inner.recipe.clone() };
+        let key = ManifestKey { source, image: ImageSpec::from_name(name), format, recipe: inner.recipe.clone() };
         if let Some(hit) = inner.manifests.in_memory(&key) {
             inner.metrics.manifest_served(freshness.memory_outcome());
             return Ok(hit);
         }
         let start = {
             let (inner, key) = (self.inner.clone(), key.clone());
-            move || async move { inner.stored_or_built(key).await }.boxed()
+            let image = format!("{name}:{}", tag.as_str());
+            move || async move { inner.stored_or_built(key, image).await }.boxed()
         };
         let (manifest, outcome) = inner.manifest_flights.run(key, start).await.map_err(ManifestError::Build)?;
         inner.metrics.manifest_served(outcome);
@@ -164,27 +170,61 @@ impl Builder {
     }
 }
 
+/// Logs a failed build, once per build however many requests wait for it (it runs inside
+/// the image's single flight): a failure of the image at WARN with its cause, a fault of the
+/// server at ERROR with the detail its error answer leaves out.
+fn log_failure(image: &str, e: &BuildError) {
+    let image_failure = match e {
+        BuildError::Nix(nix) => nix.is_image_failure(),
+        BuildError::Layer(layer) => matches!(layer.as_ref(), BuildError::Nix(nix) if nix.is_image_failure()),
+        BuildError::Storage(_) | BuildError::Archive(_) | BuildError::Task(_) => false,
+    };
+    if image_failure {
+        tracing::warn!(image, cause = %e, "image failed");
+    } else {
+        tracing::error!(image, error = %e, "image build failed");
+    }
+}
+
+/// A storage fault around a build (reading or writing the manifest), logged once per manifest
+/// flight.
+fn logged_fault(image: &str, e: StorageError) -> Arc<BuildError> {
+    let e = BuildError::from(e);
+    log_failure(image, &e);
+    Arc::new(e)
+}
+
 impl Inner {
     /// A manifest not in memory: from storage, or built.
-    async fn stored_or_built(self: Arc<Self>, key: ManifestKey) -> ManifestResult {
+    /// `image` (name and tag as requested) names the image in the log.
+    async fn stored_or_built(self: Arc<Self>, key: ManifestKey, image: String) -> ManifestResult {
         let key_format = key.format;
-        if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| Arc::new(e.into()))? {
+        if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| logged_fault(&image, e))? {
             return Ok((stored, Outcome::Stored));
         }
         let image_key = ImageKey { source: key.source.clone(), spec: key.image.clone() };
         let start = {
-            let (inner, image_key) = (self.clone(), image_key.clone());
-            move || async move { inner.build(image_key).await.map(Arc::new).map_err(Arc::new) }.boxed()
+            let (inner, image_key, image) = (self.clone(), image_key.clone(), image.clone());
+            move || {
+                async move {
+                    let built = inner.build(image_key).await;
+                    if let Err(e) = &built {
+                        log_failure(&image, e);
+                    }
+                    built.map(Arc::new).map_err(Arc::new)
+                }
+                .boxed()
+            }
         };
-        let image = self.images.run(image_key, start).await?;
+        let built = self.images.run(image_key, start).await?;
         // Every format the layers can be described in, at once: a client asking for the other
         // one later gets it from the caches instead of planning the image again.
         let mut wanted = None;
         let compression = self.recipe.compression;
         for format in ManifestFormat::for_compression(compression) {
-            let doc = manifest::manifest(*format, compression, &image.config, &image.layers);
+            let doc = manifest::manifest(*format, compression, &built.config, &built.layers);
             let key = ManifestKey { format: *format, ..key.clone() };
-            let cached = self.manifests.insert(key, doc).await.map_err(|e| Arc::new(e.into()))?;
+            let cached = self.manifests.insert(key, doc).await.map_err(|e| logged_fault(&image, e))?;
             wanted = wanted.or((*format == key_format).then_some(cached));
         }
         Ok((wanted.expect("every format is rendered"), Outcome::Cold))

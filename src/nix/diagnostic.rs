@@ -120,9 +120,7 @@ impl Scrubber {
     pub fn log_line(&self, text: &str) -> String {
         static SOURCE: LazyLock<Regex> =
             LazyLock::new(|| Regex::new(r"/nix/store/[0-9a-df-np-sv-z]{32}-source/").expect("regex"));
-        static CREDENTIALS: LazyLock<Regex> =
-            LazyLock::new(|| Regex::new(r#"([a-z][a-z0-9+.-]*://)[^\s/@'"]+@"#).expect("regex"));
-        let text = CREDENTIALS.replace_all(text, "${1}***@");
+        let text = crate::redact::credentials(text);
         let text = SOURCE.replace_all(&text, "");
         match &self.local_prefix {
             Some(prefix) => text.replace(prefix.as_str(), ""),

@@ -131,7 +131,8 @@ async fn capture(stream: tokio::process::ChildStderr, program: &str) -> Captured
     let mut line = Vec::new();
     let mut emit = |line: &mut Vec<u8>| {
         let text = String::from_utf8_lossy(line).into_owned();
-        tracing::debug!(target: "nixery::nix::log", program, "{text}");
+        // Nix echoes fetched URLs, credentials included: never into the log.
+        tracing::debug!(target: "nixery::nix::log", program, "{}", crate::redact::credentials(&text));
         captured.push(text);
         line.clear();
     };

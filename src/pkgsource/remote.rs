@@ -58,21 +58,20 @@ impl RemoteUrl {
         }
     }
 
-    /// The URL with any user info replaced by `***` (part of cache identities, where a
-    /// token must not count but a local path must).
+    /// The URL without credentials ([`crate::redact::credentials`]; part of cache
+    /// identities, where a token must not count but a local path must).
     pub fn redacted(&self) -> String {
-        match self.user_info() {
-            Some(info) if !info.is_empty() => self.0.replacen(&format!("{info}@"), "***@", 1),
-            _ => self.0.clone(),
-        }
+        crate::redact::credentials(&self.0).into_owned()
     }
 
-    /// `text` (a message of git's) with this URL's credentials replaced by `***`, and a
-    /// local remote's path by what [`Self::shown`] says.
+    /// `text` (a message of git's) with credentials removed (those of any URL in it, and this
+    /// URL's user info wherever it shows on its own), and a local remote's path replaced by
+    /// what [`Self::shown`] says.
     pub fn redact_in(&self, text: &str) -> String {
+        let text = crate::redact::credentials(text);
         let text = match self.user_info() {
-            Some(info) if !info.is_empty() => text.replace(info, "***"),
-            _ => text.to_owned(),
+            Some(info) if !info.is_empty() => text.replace(info, crate::redact::MASK),
+            _ => text.into_owned(),
         };
         match self.local_path() {
             Some(path) if !path.is_empty() => text.replace(&self.0, LOCAL).replace(path, LOCAL),

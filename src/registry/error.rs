@@ -1,6 +1,32 @@
 //! Registry errors: every failure becomes the distribution spec's JSON body
-//! `{"errors":[{"code","message","detail"}]}` with the right status, in this one place.
-//! Internal details (storage paths, I/O errors) are logged, not sent.
+//! `{"errors":[{"code","message","detail"}]}` with the right status and, for failures of the
+//! requested image, a reason phrase that carries the cause, in this one place.
+//!
+//! # What each client shows, and so which status
+//!
+//! Measured with the four clients users pull with (README's error table has their lines):
+//! docker, podman and skopeo print the JSON `message` of any 4xx answer and nothing of a 5xx
+//! body; containerd (`ctr`, the kubelet) resolves a tag with HEAD, so it never sees a body, and
+//! prints only "not found" for a 404, dropping the reason phrase, while for any other status it
+//! prints the status line, reason phrase included. All four print a custom reason phrase.
+//!
+//! So a failure of the requested image — names the package set lacks or refuses (with
+//! nixpkgs' reason), an evaluation error (with the culprit), a failed build (its derivation
+//! and last log line), paths no binary cache has while local builds are off, an untrusted
+//! signature, a Nix timeout, a tag that selects no package set — is **422 Unprocessable
+//! Content** with code `MANIFEST_UNKNOWN` (the spec's code for a manifest that cannot be
+//! had), the cause as `message`, its structured data as `detail`, and the cause again as the
+//! reason phrase ([`super::reason`]), so that every client's user reads it. Not 404: a user of
+//! Kubernetes would read only "not found". HEAD answers carry the same status and phrase.
+//!
+//! What stays: 404 for a digest or path this registry does not know, 400 for a malformed
+//! name, tag or digest, 405/406/412/416 as the spec says. Faults of the server itself (storage
+//! down, a Nix failure this server cannot classify, a bug) are 500, no free Nix job slot
+//! within NIX_TIMEOUT and an unreachable package source 503 and 502: with the standard reason
+//! phrase and a body that names no internal detail; the detail goes to the log, once, where
+//! the failure happened ([`crate::build`]; [`crate::cache::sources`] for the source).
+//! Messages never carry URL credentials ([`crate::redact`]) or the server's file paths (Nix's
+//! messages are scrubbed by [`crate::nix`]; source messages here name no URL).
 
 use crate::build::{BuildError, ManifestError};
 use crate::image::NameError;
@@ -9,7 +35,10 @@ use crate::nix::NixError;
 use crate::pkgsource::SourceError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hyper::ext::ReasonPhrase;
 use serde_json::{Value, json};
+
+use super::reason;
 
 /// Error codes of the distribution spec (plus `UNKNOWN`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,15 +80,34 @@ pub struct RegistryError {
     pub code: Code,
     pub message: String,
     pub detail: Value,
+    /// A reason phrase of its own (already one line of visible ASCII), or the standard one.
+    pub reason: Option<String>,
 }
 
 impl RegistryError {
     pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
-        RegistryError { status, code, message: message.into(), detail: Value::Null }
+        RegistryError { status, code, message: message.into(), detail: Value::Null, reason: None }
+    }
+
+    /// A failure of the requested image: 422 `MANIFEST_UNKNOWN`, the message also as the
+    /// reason phrase (see the module docs).
+    pub fn image_failure(message: impl Into<String>) -> Self {
+        let message = message.into();
+        let reason = reason::phrase(&message);
+        RegistryError {
+            reason: Some(reason),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestUnknown, message)
+        }
     }
 
     pub fn with_detail(mut self, detail: Value) -> Self {
         self.detail = detail;
+        self
+    }
+
+    /// `cause` (any text) as the reason phrase.
+    pub fn with_reason(mut self, cause: &str) -> Self {
+        self.reason = Some(reason::phrase(cause));
         self
     }
 
@@ -106,14 +154,14 @@ impl From<Unservable> for RegistryError {
     }
 }
 
+/// Server faults were logged where they happened ([`crate::build`]): here they only become
+/// the generic answer.
 impl From<&BuildError> for RegistryError {
     fn from(e: &BuildError) -> Self {
         match e {
             BuildError::Nix(nix) => nix.into(),
-            other => {
-                tracing::error!(error = %other, "image build failed");
-                Self::internal()
-            }
+            BuildError::Layer(layer) => layer.as_ref().into(),
+            BuildError::Storage(_) | BuildError::Archive(_) | BuildError::Task(_) => Self::internal(),
         }
     }
 }
@@ -127,50 +175,63 @@ impl From<&ManifestError> for RegistryError {
     }
 }
 
-/// A tag that selects nothing is a failure of the requested image: 422 `MANIFEST_UNKNOWN`
-/// naming the tag (clients show a 4xx answer's message). A remote that cannot be asked is
-/// not the image's fault: 502, with git's (redacted) message.
+/// A tag that selects nothing is a failure of the requested image (422, naming the tag, not
+/// the remote: its URL may be a server path). A remote that cannot be asked is not the
+/// image's fault: 502 without git's message, which is in the log.
 impl From<&SourceError> for RegistryError {
     fn from(e: &SourceError) -> Self {
         match e {
-            SourceError::UnknownRef { .. } | SourceError::PathTag(_) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestUnknown, e.to_string())
+            SourceError::UnknownRef { reference, .. } => {
+                Self::image_failure(format!("the package source has no branch or tag '{reference}'"))
             }
-            SourceError::Remote { .. } | SourceError::Timeout { .. } => {
-                Self::new(StatusCode::BAD_GATEWAY, Code::Unknown, e.to_string())
-            }
-            SourceError::Spawn(_) => {
-                tracing::error!(error = %e, "resolving the package source failed");
-                Self::internal()
-            }
+            SourceError::PathTag(_) => Self::image_failure(e.to_string()),
+            SourceError::Remote { reference, .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                Code::Unknown,
+                format!("the package source could not be asked for '{reference}', see the server log"),
+            ),
+            SourceError::Timeout { reference, seconds, .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                Code::Unknown,
+                format!("the package source did not resolve '{reference}' within {seconds} s"),
+            ),
+            SourceError::Spawn(_) => Self::internal(),
         }
     }
 }
 
-/// A Nix failure: its message (which names each cause, and no server path) and its
-/// structured data as `detail`. Statuses: 404 for names that are missing or refused, as
-/// before; the kinds added with issue 9 (a name whose evaluation fails, a package set that
-/// does not evaluate, not in any cache, an untrusted signature) 422, by the decided policy
-/// for failures of the requested image; a failed build 500 and a timeout 504, as before;
-/// no Nix job slot in time 503; the server's own faults 500.
+/// A Nix failure of the image: 422 with Nix's message (which names each cause, and no server
+/// path), its structured data as `detail` and [`headline`] as the reason phrase. No Nix job
+/// slot in time: 503. The server's own faults: 500, generic.
 impl From<&NixError> for RegistryError {
     fn from(nix: &NixError) -> Self {
-        let (status, code) = match nix {
-            NixError::Packages(p) if p.failing.is_empty() => (StatusCode::NOT_FOUND, Code::ManifestUnknown),
-            NixError::Packages(_)
-            | NixError::PackageSet { .. }
-            | NixError::NotSubstitutable(_)
-            | NixError::UntrustedSignature(_) => (StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestUnknown),
-            NixError::Build(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown),
-            NixError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, Code::Unknown),
-            NixError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::Unknown),
-            NixError::Command { .. } | NixError::Output { .. } | NixError::Graph(_) => {
-                tracing::error!(error = %nix, "nix failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown)
+        if nix.is_image_failure() {
+            return Self::image_failure(nix.to_string()).with_detail(nix.detail()).with_reason(&headline(nix));
+        }
+        match nix {
+            NixError::Busy(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, Code::Unknown, nix.to_string()).with_detail(nix.detail())
             }
-        };
-        Self::new(status, code, nix.to_string()).with_detail(nix.detail())
+            _ => Self::internal(),
+        }
     }
+}
+
+/// The cause of an image's Nix failure in the words that fit a status line: a failed build
+/// as the derivation's name (without its hash) and its last log line; every other failure as
+/// its message, whose first words are its cause.
+fn headline(nix: &NixError) -> String {
+    let NixError::Build(build) = nix else { return nix.to_string() };
+    let what = build.derivation.as_ref().map(|d| d.name().trim_end_matches(".drv").to_owned());
+    let mut line = format!("build of {} failed", what.as_deref().unwrap_or("the packages"));
+    if !build.packages.is_empty() {
+        line.push_str(&format!(" (needed by {})", build.packages.join(", ")));
+    }
+    if let Some(last) = build.log_tail.iter().rev().map(|l| l.trim()).find(|l| !l.is_empty()) {
+        line.push_str(": ");
+        line.push_str(last);
+    }
+    line
 }
 
 impl IntoResponse for RegistryError {
@@ -182,9 +243,87 @@ impl IntoResponse for RegistryError {
         let body = json!({ "errors": [error] });
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(phrase) = self.reason.and_then(|r| ReasonPhrase::try_from(r.into_bytes()).ok()) {
+            resp.extensions_mut().insert(phrase);
+        }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::PackageName;
+    use crate::nix::{BuildFailure, PackageProblems, StorePath};
+
+    fn phrase_of(e: RegistryError) -> (StatusCode, Option<String>, String) {
+        let resp = e.into_response();
+        let phrase =
+            resp.extensions().get::<ReasonPhrase>().map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
+        (resp.status(), phrase, format!("{:?}", resp.headers()))
+    }
+
+    #[test]
+    fn a_failed_build_is_422_with_the_derivation_and_last_line_on_the_status_line() {
+        let drv = StorePath::parse(&format!("/nix/store/{}-broken-1.0.drv", "a".repeat(32))).unwrap();
+        let nix = NixError::Build(BuildFailure {
+            derivation: Some(drv),
+            packages: vec![PackageName::parse("broken").unwrap()],
+            log_tail: vec!["compiling broken...".into(), "error: this package is broken on purpose".into(), "".into()],
+        });
+        let e = RegistryError::from(&nix);
+        assert_eq!((e.status, e.code), (StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestUnknown));
+        assert_eq!(e.detail["packages"][0], "broken");
+        let (status, phrase, _) = phrase_of(e);
+        assert_eq!(status, 422);
+        assert_eq!(
+            phrase.as_deref(),
+            Some("build of broken-1.0 failed (needed by broken): error: this package is broken on purpose")
+        );
+    }
+
+    #[test]
+    fn every_failure_of_the_image_is_422_with_its_message_as_the_phrase() {
+        let missing = NixError::Packages(PackageProblems {
+            missing: vec![PackageName::parse("nosuchpkg").unwrap()],
+            ..Default::default()
+        });
+        let timeout = NixError::Timeout { step: crate::nix::Step::Realise, seconds: 2 };
+        for nix in [missing, timeout] {
+            let (status, phrase, _) = phrase_of(RegistryError::from(&nix));
+            assert_eq!(status, 422, "{nix}");
+            assert_eq!(phrase, Some(nix.to_string()));
+        }
+    }
+
+    #[test]
+    fn server_faults_are_generic() {
+        let source = serde_json::from_str::<u8>("/srv/secret-path").unwrap_err();
+        let nix = NixError::Output { step: crate::nix::Step::QueryGraph, source };
+        let e = RegistryError::from(&nix);
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.message, "internal error, see the server log");
+        assert!(e.detail.is_null());
+        let (_, phrase, _) = phrase_of(e);
+        assert_eq!(phrase, None, "the standard reason phrase");
+
+        let remote = SourceError::Remote {
+            remote: "file:///srv/pkgs".into(),
+            reference: crate::pkgsource::RemoteRef::Head,
+            message: "fatal: '/srv/pkgs' does not appear to be a git repository".into(),
+        };
+        let e = RegistryError::from(&remote);
+        assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        assert!(!e.message.contains("/srv"), "{}", e.message);
+        let unknown = SourceError::UnknownRef {
+            remote: "file:///srv/pkgs".into(),
+            reference: crate::pkgsource::RemoteRef::Named("v9".into()),
+        };
+        let e = RegistryError::from(&unknown);
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.message, "the package source has no branch or tag 'v9'");
     }
 }

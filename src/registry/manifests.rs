@@ -19,7 +19,7 @@ use super::{digest_value, etag};
 use crate::AppState;
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
-use crate::image::{ImageName, ImageSpec, Reference};
+use crate::image::{ImageName, Reference};
 use crate::manifest::{self, ManifestFormat};
 use crate::storage::ObjectKey;
 use axum::body::Body;
@@ -37,8 +37,7 @@ pub async fn get(
         Reference::Tag(tag) => {
             let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
             let format = ManifestFormat::negotiate_for(accepted(headers), user_agent, state.builder.compression())?;
-            let spec = ImageSpec::from_name(name);
-            let manifest = state.builder.manifest(spec, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
+            let manifest = state.builder.manifest(name, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
             respond_cached(&manifest, headers)
         }
         Reference::Digest(digest) => {

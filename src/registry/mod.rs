@@ -26,6 +26,7 @@ mod conditional;
 mod error;
 mod manifests;
 mod path;
+mod reason;
 mod referrers;
 mod tags;
 

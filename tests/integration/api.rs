@@ -99,20 +99,21 @@ fn every_blob_matches_its_digest_and_diff_id() {
 fn bad_requests_get_registry_errors() {
     let server = Server::start();
 
+    // Failures of the requested image are 422 (not 404, whose reason containerd drops).
     let r = server.get("/v2/hello/nosuchthing/alsomissing/manifests/latest");
-    assert_eq!(r.status, 404, "{}", r.describe());
+    assert_eq!(r.status, 422, "{}", r.describe());
     assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
     let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("nosuchthing") && message.contains("alsomissing"), "{message}");
     assert!(!message.contains("hello"), "found packages are not missing: {message}");
 
     let r = server.get("/v2/hello/lib/manifests/latest");
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 422);
     assert!(r.json()["errors"][0]["message"].as_str().unwrap().contains("lib"));
 
     let r = server.get("/v2/broken/manifests/latest");
-    assert_eq!(r.status, 500, "{}", r.describe());
-    assert_eq!(error_code(&r), "UNKNOWN");
+    assert_eq!(r.status, 422, "{}", r.describe());
+    assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
     let log = r.json()["errors"][0]["detail"]["log"].to_string();
     assert!(log.contains("this package is broken on purpose"), "the Nix log tail is missing: {log}");
 
@@ -249,12 +250,14 @@ fn concurrent_pulls_of_a_new_image_run_nix_once() {
 }
 
 #[test]
-fn nix_timeouts_answer_504_and_stop_the_build() {
+fn nix_timeouts_answer_422_and_stop_the_build() {
     let n = nonce();
     let server = Server::start_with(&[("NIXERY_TEST_NONCE", &n), ("NIX_TIMEOUT", "3")]);
     let started = Instant::now();
     let r = server.get("/v2/slow/manifests/latest");
-    assert_eq!(r.status, 504, "{}", server.context(&r.describe()));
+    // The image's failure (it cannot be had in time), not the server's: 422 with the cause.
+    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
+    assert_eq!(error_code(&r), "MANIFEST_UNKNOWN");
     assert!(started.elapsed() < Duration::from_secs(30));
     let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("timed out"), "{message}");

@@ -123,7 +123,6 @@ fn a_cache_signed_by_an_untrusted_key_is_not_used() {
 /// With `NIXERY_LOCAL_BUILDS=false`, an image whose paths only an untrusted cache has is
 /// refused before anything is built or downloaded, with an error that says why.
 #[test]
-#[ignore = "needs NIXERY_LOCAL_BUILDS (branch s9-nix)"]
 fn without_local_builds_an_untrusted_cache_is_refused_with_a_clear_error() {
     let cache = BinaryCache::start(&[PACKAGE]);
     let endpoint = cache.endpoint(Trust::OtherKey);

@@ -10,6 +10,7 @@ mod harness;
 mod api;
 mod binary_cache;
 mod caching;
+mod client_errors;
 mod clients;
 mod compression;
 mod conformance;

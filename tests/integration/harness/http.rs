@@ -119,6 +119,17 @@ pub fn get(url: &str) -> Response {
 /// bytes that are not UTF-8 in the request target, a GET with a body, a body announced and
 /// never sent. The body is as it came (not de-chunked). `Err` if nothing parseable came back.
 pub fn raw(addr: &str, request: &[u8]) -> Result<Response, String> {
+    raw_with_status_line(addr, request).map(|(_, response)| response)
+}
+
+/// `method path` at `addr` (`host:port`) as its status line (`HTTP/1.1 422 <reason
+/// phrase>`: the one thing a client that reads no body shows) and the response.
+pub fn status_line(addr: &str, method: &str, path: &str) -> Result<(String, Response), String> {
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    raw_with_status_line(addr, request.as_bytes())
+}
+
+fn raw_with_status_line(addr: &str, request: &[u8]) -> Result<(String, Response), String> {
     use std::io::{Read, Write};
     let shown = String::from_utf8_lossy(request.split(|&b| b == b'\r').next().unwrap_or_default()).into_owned();
     let fail = |e: &dyn std::fmt::Display| format!("{shown} (raw, to {addr}): {e}");
@@ -136,7 +147,8 @@ pub fn raw(addr: &str, request: &[u8]) -> Result<Response, String> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Ok(Response { request: shown, status, headers, body: answer[split + 4..].to_vec() })
+    let response = Response { request: shown, status, headers, body: answer[split + 4..].to_vec() };
+    Ok((status_line.to_owned(), response))
 }
 
 /// An error with its sources: reqwest's own message hides the cause ("error sending request").
