@@ -5,9 +5,11 @@
 //! [`image`] (names → specs) and [`pkgsource`] (tags → pinned revisions) → [`plan`]
 //! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic tar,
 //! [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by [`build`]
-//! behind the caches of [`cache`], and served by [`registry`]. [`popcount`] computes
+//! behind the caches of [`cache`], and served by [`registry`]; [`web`] draws pages for
+//! people from what [`activity`] recorded. [`popcount`] computes
 //! popularity data from a [`binary_cache`]'s narinfo files.
 
+pub mod activity;
 pub mod archive;
 pub mod binary_cache;
 pub mod build;
@@ -28,6 +30,7 @@ pub mod popcount;
 pub mod popularity;
 pub mod registry;
 pub mod storage;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -41,5 +44,5 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> axum::Router {
-    registry::router().with_state(state).layer(tower_http::trace::TraceLayer::new_for_http())
+    registry::router().merge(web::router()).with_state(state).layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -13,6 +13,7 @@
 
 mod layer;
 
+use crate::activity::{Activity, BuildRecord, FailureRecord, ImageId, PlannedImage};
 use crate::archive::LayerBlob;
 use crate::cache::{CachePolicy, CachedManifest, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache};
 use crate::flight::SingleFlight;
@@ -22,7 +23,7 @@ use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError, NixPolicy};
 use crate::pkgsource::{PkgSource, SourceError, SourceRevision};
-use crate::plan::Planner;
+use crate::plan::{ImagePlan, Planner};
 use crate::popularity::Popularity;
 use crate::storage::{ObjectKey, Storage, StorageError};
 use futures::FutureExt;
@@ -104,6 +105,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     images: SingleFlight<ImageKey, BuildResult>,
     manifest_flights: SingleFlight<ManifestKey, ManifestResult>,
+    /// Recent builds and failures, and plans for the web pages ([`crate::activity`]).
+    activity: Arc<Activity>,
 }
 
 impl Builder {
@@ -127,6 +130,7 @@ impl Builder {
                 metrics,
                 images: SingleFlight::new(),
                 manifest_flights: SingleFlight::new(),
+                activity: Arc::default(),
             }),
         })
     }
@@ -147,18 +151,37 @@ impl Builder {
             return Ok(hit);
         }
         let start = {
-            let (inner, key) = (self.inner.clone(), key.clone());
-            move || async move { inner.stored_or_built(key).await }.boxed()
+            let (inner, key, tag) = (self.inner.clone(), key.clone(), tag.clone());
+            move || async move { inner.stored_or_built(key, tag).await }.boxed()
         };
         let (manifest, outcome) = inner.manifest_flights.run(key, start).await.map_err(ManifestError::Build)?;
         inner.metrics.manifest_served(outcome);
         Ok(manifest)
     }
+
+    /// The layer plan of `spec` at `tag`, for the web pages: the recorded plan of a recent
+    /// build or page view, else planned now (Nix, under the job slots; nothing archived).
+    pub async fn plan(&self, spec: ImageSpec, tag: &Tag) -> Result<Arc<PlannedImage>, ManifestError> {
+        let (source, _) = self.inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
+        let inner = self.inner.clone();
+        let plan = move |id: ImageId| async move { Ok(inner.planner.plan(&id.source, &id.spec).await?) }.boxed();
+        self.inner.activity.plan(ImageId { source, spec }, plan).await.map_err(ManifestError::Build)
+    }
+
+    /// What the server did recently.
+    pub fn activity(&self) -> &Activity {
+        &self.inner.activity
+    }
+
+    /// The configured source and its resolutions.
+    pub fn sources(&self) -> &SourceCache {
+        &self.inner.sources
+    }
 }
 
 impl Inner {
     /// A manifest not in memory: from storage, or built.
-    async fn stored_or_built(self: Arc<Self>, key: ManifestKey) -> ManifestResult {
+    async fn stored_or_built(self: Arc<Self>, key: ManifestKey, tag: Tag) -> ManifestResult {
         let key_format = key.format;
         if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| Arc::new(e.into()))? {
             return Ok((stored, Outcome::Stored));
@@ -166,7 +189,7 @@ impl Inner {
         let image_key = ImageKey { source: key.source.clone(), spec: key.image.clone() };
         let start = {
             let (inner, image_key) = (self.clone(), image_key.clone());
-            move || async move { inner.build(image_key).await.map(Arc::new).map_err(Arc::new) }.boxed()
+            move || async move { inner.build_recorded(image_key, tag).await }.boxed()
         };
         let image = self.images.run(image_key, start).await?;
         // Both formats at once: a client asking for the other one later gets it from the
@@ -181,7 +204,28 @@ impl Inner {
         Ok((wanted.expect("every format is rendered"), Outcome::Cold))
     }
 
-    async fn build(&self, image: ImageKey) -> Result<BuiltImage, BuildError> {
+    /// [`Inner::build`], recorded in [`Activity`] (once per build, however many wait).
+    async fn build_recorded(&self, image: ImageKey, tag: Tag) -> BuildResult {
+        let (started, finished) = (std::time::Instant::now(), std::time::SystemTime::now);
+        let id = ImageId { source: image.source.clone(), spec: image.spec.clone() };
+        match self.build(image).await {
+            Ok((built, plan)) => {
+                let image = Arc::new(PlannedImage::new(id, plan));
+                let blobs = built.layers.clone();
+                let took = started.elapsed();
+                self.activity.built(BuildRecord { image, tag, finished: finished(), took, blobs });
+                Ok(Arc::new(built))
+            }
+            Err(e) => {
+                let error = Arc::new(e);
+                let took = started.elapsed();
+                self.activity.failed(FailureRecord { id, tag, failed: finished(), took, error: error.clone() });
+                Err(error)
+            }
+        }
+    }
+
+    async fn build(&self, image: ImageKey) -> Result<(BuiltImage, ImagePlan), BuildError> {
         let ImageKey { source, spec } = image;
         self.metrics.image_builds.inc();
         let started = std::time::Instant::now();
@@ -201,6 +245,6 @@ impl Inner {
             seconds = started.elapsed().as_secs_f64(),
             "built image"
         );
-        Ok(BuiltImage { layers: blobs, config })
+        Ok((BuiltImage { layers: blobs, config }, plan))
     }
 }

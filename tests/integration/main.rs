@@ -20,3 +20,4 @@ mod popcount;
 mod popularity;
 mod sources;
 mod storage_backends;
+mod web;
