@@ -90,7 +90,7 @@ pub struct FailureRecord {
 /// One other recent image that holds a layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sharer {
-    pub spec: ImageSpec,
+    pub id: ImageId,
     /// The tag it was built or planned under.
     pub tag: Option<Tag>,
 }
@@ -195,8 +195,8 @@ impl Activity {
             .map(|key| {
                 let mut sharers: Vec<Sharer> = Vec::new();
                 for (other, tag) in &others {
-                    let sharer = Sharer { spec: other.id.spec.clone(), tag: tag.cloned() };
-                    if other.keys.contains(key) && !sharers.iter().any(|s| s.spec == sharer.spec) {
+                    let sharer = Sharer { id: other.id.clone(), tag: tag.cloned() };
+                    if other.keys.contains(key) && !sharers.iter().any(|s| s.id.spec == sharer.id.spec) {
                         sharers.push(sharer);
                     }
                 }
@@ -281,7 +281,7 @@ mod tests {
         let a = activity.build_of(&id("a")).unwrap();
         let sharers = activity.sharers(&a.image);
         assert_eq!(sharers.len(), 3, "two store-path layers and the forest");
-        assert_eq!(sharers[0], [Sharer { spec: id("b").spec, tag: Some(Tag::latest()) }]);
+        assert_eq!(sharers[0], [Sharer { id: id("b"), tag: Some(Tag::latest()) }]);
         assert!(sharers[1].is_empty(), "{sharers:?}");
         assert_eq!(sharers[2].len(), 1, "the same forest (one top-level path) is the same layer");
     }

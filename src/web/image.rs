@@ -117,8 +117,7 @@ fn layer_block(view: &View<'_>, index: usize, layer: LayerView<'_>, widest: u64)
                         span.tag { "shared" } " with "
                         @for (i, s) in sharers.iter().enumerate() {
                             @if i > 0 { ", " }
-                            @let name = s.spec.canonical_name();
-                            a href=(ui_link(&name, s.tag.as_ref().unwrap_or(&Tag::latest()))) { (name) }
+                            a href=(ui_link(&s.id, s.tag.as_ref())) { (s.id.spec.canonical_name()) }
                         }
                     }
                 }

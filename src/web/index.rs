@@ -13,7 +13,7 @@
 //!   pulling client was told (the registry's message for it: Nix's cause, no server path).
 
 use super::layout::{duration, moment, page, size};
-use crate::activity::{BuildRecord, FailureRecord};
+use crate::activity::{BuildRecord, FailureRecord, ImageId};
 use crate::cache::KnownRevision;
 use crate::image::Tag;
 use crate::pkgsource::{Channel, PkgSource, SourceRevision};
@@ -119,7 +119,7 @@ fn source(configured: &PkgSource, known: Option<&KnownRevision>, now: SystemTime
 
 fn revision(known: Option<&KnownRevision>, now: SystemTime) -> Markup {
     let Some(known) = known else {
-        return html! { span.muted { "not resolved yet: the first pull of latest resolves it" } };
+        return html! { span.muted { "no resolution kept: the next pull of latest resolves it" } };
     };
     html! {
         @match known.revision.as_ref() {
@@ -135,9 +135,13 @@ fn revision(known: Option<&KnownRevision>, now: SystemTime) -> Markup {
     }
 }
 
-/// `/ui/<name>`, with `?tag=` unless the tag is `latest`.
-pub fn ui_link(name: &str, tag: &Tag) -> String {
-    if *tag == Tag::latest() { format!("/ui/{name}") } else { format!("/ui/{name}?tag={}", tag.as_str()) }
+/// The `/ui/` page of `id`: its canonical name, and the commit it was built from as the tag
+/// (which selects exactly that revision, so the page shows the recorded plan however the
+/// branch moved since), else `tag` (a local path's `latest`).
+pub fn ui_link(id: &ImageId, tag: Option<&Tag>) -> String {
+    let name = id.spec.canonical_name();
+    let tag = id.source.commit().map(|c| c.as_str()).or(tag.map(Tag::as_str)).unwrap_or("latest");
+    if tag == "latest" { format!("/ui/{name}") } else { format!("/ui/{name}?tag={tag}") }
 }
 
 fn builds(records: &[std::sync::Arc<BuildRecord>], now: SystemTime) -> Markup {
@@ -153,7 +157,7 @@ fn builds(records: &[std::sync::Arc<BuildRecord>], now: SystemTime) -> Markup {
                 @for b in records {
                     @let name = b.image.id.spec.canonical_name();
                     tr {
-                        td { a href=(ui_link(&name, &b.tag)) { (name) } }
+                        td { a href=(ui_link(&b.image.id, Some(&b.tag))) { (name) } }
                         td { code { (b.tag.as_str()) } }
                         td { (moment(b.finished, now)) }
                         td.num { (duration(b.took)) }
@@ -237,11 +241,27 @@ mod tests {
     }
 
     #[test]
+    fn links_to_image_pages_pin_the_commit_an_image_was_built_from() {
+        use crate::image::{ImageName, ImageSpec};
+        use crate::pkgsource::{CommitHash, RemoteUrl};
+        let spec = ImageSpec::from_name(&ImageName::parse("git/shell").unwrap());
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let url = RemoteUrl::new("https://example.org/pkgs");
+        let pinned = SourceRevision::Git { url, commit: CommitHash::parse(commit).unwrap() };
+        let id = |source| ImageId { source: std::sync::Arc::new(source), spec: spec.clone() };
+        let branch = Tag::parse("main").unwrap();
+        assert_eq!(ui_link(&id(pinned), Some(&branch)), format!("/ui/shell/git?tag={commit}"));
+        let path = || SourceRevision::Path { path: "/srv/pkgs".into(), generation: 2 };
+        assert_eq!(ui_link(&id(path()), Some(&Tag::latest())), "/ui/shell/git");
+        assert_eq!(ui_link(&id(path()), None), "/ui/shell/git");
+    }
+
+    #[test]
     fn sources_are_shown_without_credentials_or_server_paths() {
         let url = crate::pkgsource::RemoteUrl::new("https://user:s3cret@git.example/pkgs.git");
         let shown = source(&PkgSource::Git(url), None, SystemTime::now()).into_string();
         assert!(shown.contains("https://***@git.example/pkgs.git") && !shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("not resolved yet"), "{shown}");
+        assert!(shown.contains("no resolution kept"), "{shown}");
         let path = source(&PkgSource::Path("/srv/secret-place/pkgs".into()), None, SystemTime::now()).into_string();
         assert!(!path.contains("secret-place"), "{path}");
     }

@@ -49,11 +49,11 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .paths td.name { width: 45%; overflow-wrap: anywhere; }
 .paths td.bar { width: 40%; }
 .links { margin: .2rem 0 0; }
-td.nowrap { white-space: nowrap; }
+td.nowrap, td code { white-space: nowrap; }
 .path-bar { height: .45rem; background: var(--bar); opacity: .55; border-radius: 2px; min-width: 2px; }
 .tag { display: inline-block; font-size: .75rem; padding: 0 .4rem; border-radius: 9px; border: 1px solid var(--shared); color: var(--shared); }
 @media (max-width: 40rem) { body { font-size: 14px; } main { padding: .6rem; } dl.facts { grid-template-columns: 1fr; }
-  .paths td.name, .paths td.bar { width: auto; } .hide-small { display: none; } td.nowrap { white-space: normal; } }
+  .paths td.name, .paths td.bar { width: auto; } .hide-small { display: none; } }
 "#;
 
 /// A whole page: `title` (for `<title>` and the heading) and the content.
