@@ -10,6 +10,10 @@
 //! one build, whatever manifest format each wants, and concurrent requests for the same
 //! manifest share one storage look-up and one write ([`SingleFlight`]). A build goes on while
 //! any request waits for it and stops (with its Nix processes) when the last one leaves.
+//!
+//! Every build that finishes or fails is recorded once, however many requests waited for it,
+//! in [`crate::activity`] (with its layer plan and the tag of the request that started it),
+//! which the web pages show; [`Builder::plan`] gives those pages the plan of an image.
 
 mod layer;
 
@@ -106,7 +110,7 @@ struct Inner {
     images: SingleFlight<ImageKey, BuildResult>,
     manifest_flights: SingleFlight<ManifestKey, ManifestResult>,
     /// Recent builds and failures, and plans for the web pages ([`crate::activity`]).
-    activity: Arc<Activity>,
+    activity: Activity,
 }
 
 impl Builder {
@@ -130,7 +134,7 @@ impl Builder {
                 metrics,
                 images: SingleFlight::new(),
                 manifest_flights: SingleFlight::new(),
-                activity: Arc::default(),
+                activity: Activity::default(),
             }),
         })
     }

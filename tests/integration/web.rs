@@ -6,7 +6,7 @@
 //! Browser launches are slow on two cores, so one test drives all of it with four.
 
 use crate::harness::chromium::{dump_dom, screenshot};
-use crate::harness::{Server, TEST_PKGS, temp_dir};
+use crate::harness::{Server, TEST_PKGS, nonce, temp_dir};
 use regex::Regex;
 
 /// A failure message with markup in it, as a package set can say anything in a `throw`.
@@ -136,7 +136,7 @@ fn pages_show_pulls_failures_and_layer_plans_in_chromium() {
 
 #[test]
 fn pages_answer_html_with_statuses_and_head() {
-    let server = Server::start();
+    let server = Server::start_with(&[("NIXERY_TEST_NONCE", &nonce()), ("NIX_TIMEOUT", "5")]);
     let get = server.get("/");
     assert_eq!(get.status, 200, "{}", get.describe());
     assert_eq!(get.header("Content-Type"), Some("text/html; charset=utf-8"));
@@ -175,4 +175,27 @@ fn pages_answer_html_with_statuses_and_head() {
     // JSON errors stay for the registry.
     let r = server.get("/v2/bad..name/manifests/latest");
     assert_eq!(r.header("Content-Type"), Some("application/json"));
+
+    // Clients waiting for one build make one entry: a new package, and one that outlasts
+    // NIX_TIMEOUT (504 for every client).
+    for (name, status) in [("fresh", 200), ("slow", 504)] {
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            let pulls: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        server.get(&format!("/v2/{name}/manifests/latest")).status
+                    })
+                })
+                .collect();
+            for pull in pulls {
+                assert_eq!(pull.join().unwrap(), status, "{}", server.context(name));
+            }
+        });
+    }
+    let index = server.get("/").text();
+    assert_eq!(index.matches("<a href=\"/ui/fresh\">fresh</a>").count(), 1, "one build of fresh: {index}");
+    assert_eq!(index.matches("<code>slow</code>").count(), 1, "one failure of slow: {index}");
+    assert!(index.contains("<td class=\"status\">504</td>"), "{index}");
 }
