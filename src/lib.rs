@@ -6,9 +6,11 @@
 //! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic tar,
 //! [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by [`build`]
 //! behind the caches of [`cache`], and served by [`registry`] through [`server`]
-//! (connections, shutdown), with [`ops`] around it (request log, panics, health).
-//! [`popcount`] computes popularity data from a [`binary_cache`]'s narinfo files.
+//! (connections, shutdown), with [`ops`] around it (request log, panics, health); [`web`]
+//! draws pages for people from what [`activity`] recorded. [`popcount`] computes popularity
+//! data from a [`binary_cache`]'s narinfo files.
 
+pub mod activity;
 pub mod archive;
 pub mod binary_cache;
 pub mod build;
@@ -33,6 +35,7 @@ pub mod redact;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -48,5 +51,5 @@ pub struct AppState {
 /// request log and the panic handler.
 pub fn app(state: AppState) -> axum::Router {
     let health = ops::health::router(state.storage.clone());
-    ops::layers(registry::router().with_state(state).merge(health))
+    ops::layers(registry::router().merge(web::router()).with_state(state).merge(health))
 }

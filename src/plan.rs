@@ -14,7 +14,7 @@ use crate::layers::{Layer, LayerPolicy};
 use crate::nix::{Nix, NixError, StorePath};
 use crate::pkgsource::SourceRevision;
 use crate::popularity::Popularity;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What an image will consist of.
 #[derive(Clone, Debug)]
@@ -25,6 +25,8 @@ pub struct ImagePlan {
     pub forest: Vec<StorePath>,
     /// Whether the image has an interactive shell, which becomes its command.
     pub runs_bash: bool,
+    /// Each store path's NAR size (what the web pages show per path).
+    pub sizes: BTreeMap<StorePath, u64>,
 }
 
 impl ImagePlan {
@@ -58,6 +60,7 @@ impl Planner {
             .collect();
         let layers = self.layers.group(&realised.graph, &self.popularity, &very_popular);
         let runs_bash = realised.packages.iter().any(|p| p.attr == image::INTERACTIVE_SHELL);
-        Ok(ImagePlan { layers, forest: realised.graph.roots, runs_bash })
+        let sizes = realised.graph.paths.iter().map(|(path, info)| (path.clone(), info.nar_size)).collect();
+        Ok(ImagePlan { layers, forest: realised.graph.roots, runs_bash, sizes })
     }
 }

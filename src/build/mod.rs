@@ -15,9 +15,14 @@
 //! failure of the image at WARN with the name and tag that started it and the cause, a fault
 //! of the server at ERROR with the detail its answer leaves out ([`crate::registry`] maps
 //! both to answers and logs nothing itself).
+//!
+//! Every build that finishes or fails is recorded once, however many requests waited for it,
+//! in [`crate::activity`] (with its layer plan and the tag of the request that started it),
+//! which the web pages show; [`Builder::plan`] gives those pages the plan of an image.
 
 mod layer;
 
+use crate::activity::{Activity, BuildRecord, FailureRecord, ImageId, PlannedImage};
 use crate::archive::{Archiver, LayerBlob};
 use crate::cache::{CachePolicy, CachedManifest, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache};
 use crate::compression::Compression;
@@ -28,7 +33,7 @@ use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixError, NixPolicy};
 use crate::pkgsource::{PkgSource, SourceError, SourceRevision};
-use crate::plan::Planner;
+use crate::plan::{ImagePlan, Planner};
 use crate::popularity::Popularity;
 use crate::storage::{ObjectKey, Storage, StorageError};
 use futures::FutureExt;
@@ -110,6 +115,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     images: SingleFlight<ImageKey, BuildResult>,
     manifest_flights: SingleFlight<ManifestKey, ManifestResult>,
+    /// Recent builds and failures, and plans for the web pages ([`crate::activity`]).
+    activity: Activity,
 }
 
 impl Builder {
@@ -134,6 +141,7 @@ impl Builder {
                 metrics,
                 images: SingleFlight::new(),
                 manifest_flights: SingleFlight::new(),
+                activity: Activity::default(),
             }),
         })
     }
@@ -160,13 +168,32 @@ impl Builder {
             return Ok(hit);
         }
         let start = {
-            let (inner, key) = (self.inner.clone(), key.clone());
+            let (inner, key, tag) = (self.inner.clone(), key.clone(), tag.clone());
             let image = format!("{name}:{}", tag.as_str());
-            move || async move { inner.stored_or_built(key, image).await }.boxed()
+            move || async move { inner.stored_or_built(key, image, tag).await }.boxed()
         };
         let (manifest, outcome) = inner.manifest_flights.run(key, start).await.map_err(ManifestError::Build)?;
         inner.metrics.manifest_served(outcome);
         Ok(manifest)
+    }
+
+    /// The layer plan of `spec` at `tag`, for the web pages: the recorded plan of a recent
+    /// build or page view, else planned now (Nix, under the job slots; nothing archived).
+    pub async fn plan(&self, spec: ImageSpec, tag: &Tag) -> Result<Arc<PlannedImage>, ManifestError> {
+        let (source, _) = self.inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
+        let inner = self.inner.clone();
+        let plan = move |id: ImageId| async move { Ok(inner.planner.plan(&id.source, &id.spec).await?) }.boxed();
+        self.inner.activity.plan(ImageId { source, spec }, plan).await.map_err(ManifestError::Build)
+    }
+
+    /// What the server did recently.
+    pub fn activity(&self) -> &Activity {
+        &self.inner.activity
+    }
+
+    /// The configured source and its resolutions.
+    pub fn sources(&self) -> &SourceCache {
+        &self.inner.sources
     }
 }
 
@@ -196,8 +223,8 @@ fn logged_fault(image: &str, e: StorageError) -> Arc<BuildError> {
 
 impl Inner {
     /// A manifest not in memory: from storage, or built.
-    /// `image` (name and tag as requested) names the image in the log.
-    async fn stored_or_built(self: Arc<Self>, key: ManifestKey, image: String) -> ManifestResult {
+    /// `image` (name and tag as requested) names the image in the log; `tag` is recorded.
+    async fn stored_or_built(self: Arc<Self>, key: ManifestKey, image: String, tag: Tag) -> ManifestResult {
         let key_format = key.format;
         if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| logged_fault(&image, e))? {
             return Ok((stored, Outcome::Stored));
@@ -205,16 +232,7 @@ impl Inner {
         let image_key = ImageKey { source: key.source.clone(), spec: key.image.clone() };
         let start = {
             let (inner, image_key, image) = (self.clone(), image_key.clone(), image.clone());
-            move || {
-                async move {
-                    let built = inner.build(image_key).await;
-                    if let Err(e) = &built {
-                        log_failure(&image, e);
-                    }
-                    built.map(Arc::new).map_err(Arc::new)
-                }
-                .boxed()
-            }
+            move || async move { inner.build_recorded(image_key, tag, &image).await }.boxed()
         };
         let built = self.images.run(image_key, start).await?;
         // Every format the layers can be described in, at once: a client asking for the other
@@ -230,7 +248,29 @@ impl Inner {
         Ok((wanted.expect("every format is rendered"), Outcome::Cold))
     }
 
-    async fn build(&self, image: ImageKey) -> Result<BuiltImage, BuildError> {
+    /// [`Inner::build`], recorded in [`Activity`] (once per build, however many wait).
+    async fn build_recorded(&self, image: ImageKey, tag: Tag, log_name: &str) -> BuildResult {
+        let (started, finished) = (std::time::Instant::now(), std::time::SystemTime::now);
+        let id = ImageId { source: image.source.clone(), spec: image.spec.clone() };
+        match self.build(image).await {
+            Ok((built, plan)) => {
+                let image = Arc::new(PlannedImage::new(id, plan));
+                let blobs = built.layers.clone();
+                let took = started.elapsed();
+                self.activity.built(BuildRecord { image, tag, finished: finished(), took, blobs });
+                Ok(Arc::new(built))
+            }
+            Err(e) => {
+                log_failure(log_name, &e);
+                let error = Arc::new(e);
+                let took = started.elapsed();
+                self.activity.failed(FailureRecord { id, tag, failed: finished(), took, error: error.clone() });
+                Err(error)
+            }
+        }
+    }
+
+    async fn build(&self, image: ImageKey) -> Result<(BuiltImage, ImagePlan), BuildError> {
         let ImageKey { source, spec } = image;
         self.metrics.image_builds.inc();
         let started = std::time::Instant::now();
@@ -250,6 +290,6 @@ impl Inner {
             seconds = started.elapsed().as_secs_f64(),
             "built image"
         );
-        Ok(BuiltImage { layers: blobs, config })
+        Ok((BuiltImage { layers: blobs, config }, plan))
     }
 }

@@ -53,7 +53,7 @@ pub mod sources;
 
 pub use key::{ManifestKey, Recipe};
 pub use manifests::{CachedManifest, ManifestCache};
-pub use sources::{Freshness, SourceCache};
+pub use sources::{Freshness, KnownRevision, SourceCache};
 
 use std::time::Duration;
 

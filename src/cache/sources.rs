@@ -25,7 +25,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 /// How long one `git ls-remote` may take.
@@ -62,6 +62,18 @@ impl Freshness {
 struct Entry {
     revision: Arc<SourceRevision>,
     until: Instant,
+    /// Wall-clock time of the resolution, for people ([`SourceCache::known`]).
+    resolved_at: SystemTime,
+}
+
+/// What a tag means as far as the process knows, without asking anyone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownRevision {
+    pub revision: Arc<SourceRevision>,
+    /// When it was resolved; `None` when the tag is a commit (pinned, nothing resolved).
+    pub resolved_at: Option<SystemTime>,
+    /// Whether the resolution's TTL has run out (the next request resolves again).
+    pub expired: bool,
 }
 
 type Resolution = Result<Arc<SourceRevision>, Arc<SourceError>>;
@@ -113,6 +125,22 @@ impl SourceCache {
         &self.shared.source
     }
 
+    /// The revision `tag` means as far as this process knows (the last resolution, even an
+    /// expired one), without resolving anything; `None` when it was never resolved (or a
+    /// TTL of 0 keeps no resolution) or selects nothing.
+    pub fn known(&self, tag: &Tag) -> Option<KnownRevision> {
+        match self.shared.source.select(tag).ok()? {
+            Selection::Pinned(revision) => {
+                Some(KnownRevision { revision: Arc::new(revision), resolved_at: None, expired: false })
+            }
+            Selection::Moving(moving) => self.entries.peek(&moving).map(|e| KnownRevision {
+                revision: e.revision,
+                resolved_at: Some(e.resolved_at),
+                expired: Instant::now() >= e.until,
+            }),
+        }
+    }
+
     /// The revision `tag` means now, and what finding it took.
     pub async fn resolve(&self, tag: &Tag) -> Result<(Arc<SourceRevision>, Freshness), Arc<SourceError>> {
         let moving = match self.shared.source.select(tag).map_err(Arc::new)? {
@@ -129,7 +157,9 @@ impl SourceCache {
         let revision =
             self.flights.run(moving.clone(), move || async move { shared.resolve(key).await }.boxed()).await?;
         if !self.ttl.is_zero() {
-            self.entries.insert(moving, Entry { revision: revision.clone(), until: Instant::now() + self.ttl });
+            let entry =
+                Entry { revision: revision.clone(), until: Instant::now() + self.ttl, resolved_at: SystemTime::now() };
+            self.entries.insert(moving, entry);
         }
         Ok((revision, Freshness::Resolved))
     }
@@ -233,6 +263,23 @@ mod tests {
         let (rev, how) = cache.resolve(&Tag::latest()).await.unwrap();
         assert_eq!((commit_of(&rev), how, remote.calls()), (B, Freshness::Resolved, 2), "after the TTL");
         assert_eq!(cache.shared.metrics.source_resolutions.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_known_revision_is_the_last_resolution_without_resolving() {
+        let remote = FakeRemote::default();
+        remote.set("HEAD", A);
+        let cache = remote.cache(git(), Duration::from_secs(60));
+        assert_eq!(cache.known(&Tag::latest()), None, "never resolved");
+        cache.resolve(&Tag::latest()).await.unwrap();
+        let known = cache.known(&Tag::latest()).unwrap();
+        assert_eq!((commit_of(&known.revision), known.expired), (A, false));
+        assert!(known.resolved_at.is_some());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(cache.known(&Tag::latest()).unwrap().expired);
+        let pinned = cache.known(&Tag::parse(B).unwrap()).unwrap();
+        assert_eq!((commit_of(&pinned.revision), pinned.resolved_at), (B, None));
+        assert_eq!(remote.calls(), 1, "known() asks no remote");
     }
 
     #[tokio::test(start_paused = true)]

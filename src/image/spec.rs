@@ -74,6 +74,25 @@ impl ImageSpec {
         packages.extend(ALWAYS_INCLUDED.map(PackageName::from_static));
         ImageSpec { arch, packages }
     }
+
+    /// A name that gives this spec back ([`ImageSpec::from_name`]), for pages that list
+    /// images: the architecture's meta-package, `shell` if all its packages are there, then
+    /// the other packages, without the always-included ones (unless there is nothing else).
+    pub fn canonical_name(&self) -> String {
+        let has_shell = SHELL_PACKAGES.iter().all(|p| self.packages.contains(*p));
+        let arm64 = (self.arch == Arch::Arm64).then_some("arm64");
+        let shell = has_shell.then_some("shell");
+        let rest = self
+            .packages
+            .iter()
+            .map(PackageName::as_str)
+            .filter(|p| !(ALWAYS_INCLUDED.contains(p) || has_shell && SHELL_PACKAGES.contains(p)));
+        let mut parts: Vec<&str> = arm64.into_iter().chain(shell).chain(rest).collect();
+        if parts.len() == usize::from(arm64.is_some()) {
+            parts.extend(ALWAYS_INCLUDED);
+        }
+        parts.join("/")
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +128,21 @@ mod tests {
         assert_eq!(s.arch.nix_system(), "aarch64-linux");
         assert!(!s.packages.contains("arm64"));
         assert_ne!(spec("arm64/hello"), spec("hello"));
+    }
+
+    #[test]
+    fn canonical_names_give_the_spec_back() {
+        for (name, canonical) in [
+            ("git/shell/hello", "shell/git/hello"),
+            ("hello/arm64", "arm64/hello"),
+            ("bashInteractive/coreutils/nano", "bashInteractive/coreutils/nano"),
+            ("cacert", "cacert/iana-etc"),
+            ("arm64/iana-etc", "arm64/cacert/iana-etc"),
+        ] {
+            let s = spec(name);
+            assert_eq!(s.canonical_name(), canonical, "{name}");
+            assert_eq!(spec(&s.canonical_name()), s, "{name}");
+        }
     }
 
     #[test]

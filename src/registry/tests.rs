@@ -97,7 +97,7 @@ async fn bad_input_gets_json_errors_with_the_right_status() {
         // No endpoint, in /v2/ and outside.
         ("GET", "/v2/hello/whatever".to_string(), StatusCode::NOT_FOUND, "UNSUPPORTED"),
         ("GET", "/v2/_catalog".to_string(), StatusCode::NOT_FOUND, "UNSUPPORTED"),
-        ("GET", "/".to_string(), StatusCode::NOT_FOUND, "UNSUPPORTED"),
+        ("GET", "/favicon.ico".to_string(), StatusCode::NOT_FOUND, "UNSUPPORTED"),
         ("GET", "/v3/hello/manifests/latest".to_string(), StatusCode::NOT_FOUND, "UNSUPPORTED"),
         ("POST", "/nothing%FF".to_string(), StatusCode::NOT_FOUND, "UNSUPPORTED"),
         ("POST", "/metrics".to_string(), StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),

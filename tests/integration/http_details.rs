@@ -126,7 +126,7 @@ fn every_error_is_registry_json() {
     assert_eq!(server.get("/v2/").status, 200, "the server survived it");
 
     for (method, path, status, code) in [
-        ("GET", "/", 404, "UNSUPPORTED"),
+        ("GET", "/favicon.ico", 404, "UNSUPPORTED"),
         ("GET", "/v3/hello/manifests/latest", 404, "UNSUPPORTED"),
         ("GET", "/v2/_catalog", 404, "UNSUPPORTED"),
         ("GET", "/v2/hello/whatever", 404, "UNSUPPORTED"),

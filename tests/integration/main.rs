@@ -23,3 +23,4 @@ mod popcount;
 mod popularity;
 mod sources;
 mod storage_backends;
+mod web;

@@ -16,6 +16,8 @@
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
 //!   for channel and git sources.
 //! * [`nginx`]: a real web server for files (popularity data, a binary cache).
+//! * [`chromium`]: headless Chromium for the web pages: their DOM, and screenshots kept
+//!   under `target/ui-screenshots/`.
 //! * [`binary_cache`]: a signed Nix binary cache of salted test packages, served by nginx,
 //!   whose paths are not in the local store until a server's Nix substitutes them.
 //!
@@ -34,6 +36,7 @@
 //! ```
 
 pub mod binary_cache;
+pub mod chromium;
 pub mod client;
 pub mod containerd;
 pub mod decompressors;

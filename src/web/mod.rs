@@ -1,0 +1,123 @@
+//! Pages for people: `GET /` ([`index`]: how to pull, the package source, recent builds and
+//! failures) and `GET /ui/<image>[?tag=]` ([`image`]: the layer plan, drawn as bars).
+//!
+//! Why this shape:
+//! - **Server-rendered HTML and one inline stylesheet**, no JavaScript and no external
+//!   asset: the pages work offline, behind any proxy, in any browser, and a registry that
+//!   serves no scripts has no script to be tricked into running.
+//! - **Escaped everywhere**, by construction: pages are [`maud`] templates, which escape every
+//!   spliced value (opting out takes `PreEscaped`, used only for the constant stylesheet).
+//!   What reaches a page from outside is the `Host` header, names and tags (validated too),
+//!   and failure messages from Nix (which may quote anything a package set says).
+//! - **No secrets, no server paths**: the same rules as the registry's answers (source URLs
+//!   redacted, a local package set's path not shown, failure messages as clients get them).
+//! - **Bounded cost**: the index page reads memory only; `/ui/` of an image built or viewed
+//!   recently reads memory only, and of any other image plans it under the Nix job limit
+//!   without archiving, once however many ask ([`crate::activity`]).
+//! - Answers are `text/html; charset=utf-8`, errors included (400 for a bad name or tag,
+//!   and the registry's status for a failure of the image, e.g. 404 for unknown packages);
+//!   HEAD gets GET's headers; other methods 405. The registry's JSON errors stay for `/v2/`.
+
+mod image;
+mod index;
+mod layout;
+
+use crate::AppState;
+use crate::image::{ImageName, ImageSpec, NameError, Tag};
+use crate::registry::RegistryError;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::get;
+use layout::{error_page, respond};
+use percent_encoding::percent_decode_str;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index_page).fallback(method_not_allowed))
+        .route("/ui", get(image_page).fallback(method_not_allowed))
+        .route("/ui/", get(image_page).fallback(method_not_allowed))
+        .route("/ui/{*name}", get(image_page).fallback(method_not_allowed))
+}
+
+async fn index_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    respond(StatusCode::OK, index::render(&state, &headers))
+}
+
+async fn method_not_allowed() -> Response {
+    error_page(StatusCode::METHOD_NOT_ALLOWED, "These pages are read-only: use GET or HEAD.")
+}
+
+/// Why a `/ui/` request names no image.
+#[derive(Debug, thiserror::Error)]
+enum UiRequestError {
+    #[error("{0}")]
+    Name(#[from] NameError),
+    #[error("the image name is not valid UTF-8 once percent-decoded")]
+    NotUtf8,
+}
+
+/// The image name and tag of a `/ui/<name>?tag=<tag>` request.
+fn parse_request(uri: &Uri) -> Result<(ImageName, Tag), UiRequestError> {
+    let raw = uri.path().strip_prefix("/ui").unwrap_or_default().trim_matches('/');
+    let name = percent_decode_str(raw).decode_utf8().map_err(|_| UiRequestError::NotUtf8)?;
+    let name = ImageName::parse(&name)?;
+    let tag = uri.query().unwrap_or_default().split('&').find_map(|pair| pair.strip_prefix("tag="));
+    let tag = match tag {
+        Some(t) => Tag::parse(&percent_decode_str(t).decode_utf8().map_err(|_| UiRequestError::NotUtf8)?)?,
+        None => Tag::latest(),
+    };
+    Ok((name, tag))
+}
+
+async fn image_page(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let (name, tag) = match parse_request(&uri) {
+        Ok(request) => request,
+        Err(e) => return error_page(StatusCode::BAD_REQUEST, &format!("Not an image name this registry serves: {e}.")),
+    };
+    let builder = &state.builder;
+    let planned = match builder.plan(ImageSpec::from_name(&name), &tag).await {
+        Ok(planned) => planned,
+        Err(e) => {
+            let answer = RegistryError::from(&e);
+            return error_page(answer.status, &answer.message);
+        }
+    };
+    let activity = builder.activity();
+    let built = activity.build_of(&planned.id);
+    let sharers = activity.sharers(&planned);
+    let reached = index::Reached::from_headers(&headers);
+    let view = image::View {
+        name: name.as_str(),
+        tag: &tag,
+        planned: &planned,
+        built: built.as_deref(),
+        sharers: &sharers,
+        reached: &reached,
+    };
+    respond(StatusCode::OK, image::render(&view))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(uri: &str) -> Result<(String, String), String> {
+        parse_request(&uri.parse().unwrap())
+            .map(|(n, t)| (n.as_str().to_owned(), t.as_str().to_owned()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ui_requests_name_an_image_and_maybe_a_tag() {
+        assert_eq!(parse("/ui/shell/git"), Ok(("shell/git".into(), "latest".into())));
+        assert_eq!(parse("/ui/shell/git/?tag=nixos-24.11"), Ok(("shell/git".into(), "nixos-24.11".into())));
+        assert_eq!(parse("/ui/hello?x=1&tag=v1"), Ok(("hello".into(), "v1".into())));
+        assert_eq!(parse("/ui/bash%49nteractive"), Ok(("bashInteractive".into(), "latest".into())));
+        assert!(parse("/ui/").unwrap_err().contains("empty"));
+        assert!(parse("/ui/a%3Cb").unwrap_err().contains("'a<b'"));
+        assert!(parse("/ui/%ff").unwrap_err().contains("UTF-8"));
+        assert!(parse("/ui/hello?tag=-x").unwrap_err().contains("tag '-x'"));
+    }
+}
