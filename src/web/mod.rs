@@ -15,7 +15,7 @@
 //!   recently reads memory only, and of any other image plans it under the Nix job limit
 //!   without archiving, once however many ask ([`crate::activity`]).
 //! - Answers are `text/html; charset=utf-8`, errors included (400 for a bad name or tag,
-//!   and the registry's status for a failure of the image, e.g. 404 for unknown packages);
+//!   and the registry's status for a failure of the image, e.g. 422 for unknown packages);
 //!   HEAD gets GET's headers; other methods 405. The registry's JSON errors stay for `/v2/`.
 
 mod image;

@@ -17,6 +17,7 @@ use rstest::rstest;
 
 use crate::harness::binary_cache::Endpoint;
 use crate::harness::http::{self, Response};
+use crate::harness::process::wait_until;
 use crate::harness::{BinaryCache, Client, Server, TEST_PKGS, Trust, nonce};
 
 /// The package set's directory: a server path no answer may show.
@@ -202,6 +203,10 @@ fn a_failure_shared_by_ten_clients_is_logged_once() {
         assert!(r.text().contains("timed out"), "{}", r.describe());
     }
     assert_eq!(server.metric("nixery_image_builds_total"), 1, "the ten did not share one build");
+    // Log lines are written by a thread of their own: wait until the ten answers' lines,
+    // which come after the failure's, are in the log.
+    let answered = |n: usize| server.log().matches("path=/v2/slow/manifests/latest status=422").count() >= n;
+    assert!(wait_until(Duration::from_secs(10), || answered(10)), "{}", server.context("request lines missing"));
     let warnings = warnings_about(&server, "slow:latest");
     assert_eq!(warnings.len(), 1, "{}", server.context(&format!("one WARN line expected: {warnings:#?}")));
     assert!(warnings[0].contains("timed out after 3 s"), "the cause is not logged: {}", warnings[0]);
@@ -209,6 +214,7 @@ fn a_failure_shared_by_ten_clients_is_logged_once() {
     // A second failure is a second line.
     let r = server.get("/v2/slow/manifests/latest");
     assert_eq!(r.status, 422, "{}", r.describe());
+    assert!(wait_until(Duration::from_secs(10), || answered(11)), "{}", server.context("request line missing"));
     assert_eq!(
         warnings_about(&server, "slow:latest").len(),
         2,

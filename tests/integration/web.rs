@@ -52,9 +52,9 @@ fn pages_show_pulls_failures_and_layer_plans_in_chromium() {
     let (_, shell_hello) = server.manifest("shell/hello", "latest");
     let (_, hello) = server.manifest("hello", "latest");
     let r = server.get("/v2/broken/manifests/latest");
-    assert_eq!(r.status, 500, "{}", server.context(&r.describe()));
+    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
     let r = server.get("/v2/tagsoup/manifests/latest");
-    assert_eq!(r.status, 404, "{}", server.context(&r.describe()));
+    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
     assert!(r.text().contains("<script>document.title"), "the message reaches the client as is: {}", r.text());
 
     // The start page, as the browser built it.
@@ -92,9 +92,9 @@ fn pages_show_pulls_failures_and_layer_plans_in_chromium() {
     }
     assert_eq!(builds.matches("<tr>").count(), 3, "{}", context("a header and two builds"));
     let failures = index.split("<table class=\"failures\">").nth(1).unwrap_or_default();
-    let broken = Regex::new(r#"<td class="nowrap"><code>broken</code></td><td class="nowrap"><code>latest</code></td><td class="nowrap"><time[^>]*>[^<]+</time></td><td class="status">500</td><td><pre class="error-message">[^<]*this package is broken on purpose"#).unwrap();
+    let broken = Regex::new(r#"<td class="nowrap"><code>broken</code></td><td class="nowrap"><code>latest</code></td><td class="nowrap"><time[^>]*>[^<]+</time></td><td class="status">422</td><td><pre class="error-message">[^<]*this package is broken on purpose"#).unwrap();
     assert!(broken.is_match(failures), "{}", context("the broken package's failure and its message"));
-    assert!(failures.contains("<td class=\"status\">404</td>"), "{}", context("the refused name"));
+    assert!(failures.contains("<td class=\"status\">422</td>"), "{}", context("the refused name"));
     assert!(
         failures.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;&lt;b&gt;not bold&lt;/b&gt; &amp; more"),
         "{}",
@@ -149,7 +149,7 @@ fn pages_answer_html_with_statuses_and_head() {
         ("/ui/bad..name", 400, "'bad..name'"),
         ("/ui/", 400, "empty"),
         ("/ui/hello?tag=-x", 400, "tag '-x'"),
-        ("/ui/hello/nosuchpkg", 404, "nosuchpkg"),
+        ("/ui/hello/nosuchpkg", 422, "nosuchpkg"),
         ("/ui/hello?tag=v1", 422, "use the tag 'latest'"),
     ] {
         let r = server.get(path);
@@ -177,8 +177,8 @@ fn pages_answer_html_with_statuses_and_head() {
     assert_eq!(r.header("Content-Type"), Some("application/json"));
 
     // Clients waiting for one build make one entry: a new package, and one that outlasts
-    // NIX_TIMEOUT (504 for every client).
-    for (name, status) in [("fresh", 200), ("slow", 504)] {
+    // NIX_TIMEOUT (422 for every client, the image's failure).
+    for (name, status) in [("fresh", 200), ("slow", 422)] {
         let start = std::sync::Barrier::new(4);
         std::thread::scope(|s| {
             let pulls: Vec<_> = (0..4)
@@ -197,5 +197,5 @@ fn pages_answer_html_with_statuses_and_head() {
     let index = server.get("/").text();
     assert_eq!(index.matches("<a href=\"/ui/fresh\">fresh</a>").count(), 1, "one build of fresh: {index}");
     assert_eq!(index.matches("<code>slow</code>").count(), 1, "one failure of slow: {index}");
-    assert!(index.contains("<td class=\"status\">504</td>"), "{index}");
+    assert!(index.contains("<td class=\"status\">422</td>"), "{index}");
 }
