@@ -6,8 +6,8 @@
 //! a 10 GB layer costs what a 10 kB one does.
 //!
 //! Determinism is what lets two servers, or one server after a restart, agree on digests:
-//! entries are sorted byte-wise, directories are included, owners are 0:0 with no user or
-//! group names, every mtime is 1 (as in the Nix store), modes and symlinks are kept, hard links
+//! entries are sorted byte-wise, directories are included, owners are numeric with no user
+//! or group names (0:0 but for the nonroot user's home, see [`Forest`]), every mtime is 1 (as in the Nix store), modes and symlinks are kept, hard links
 //! are written as plain files (so store optimisation cannot change a layer), and gzip's header
 //! carries no timestamp or file name.
 //!
@@ -17,6 +17,7 @@
 //! targets still name `/nix/store/…`, which is also how the tests build layers of store
 //! paths without writing into the real store.
 
+mod accounts;
 mod forest;
 mod stream;
 mod tar_writer;
@@ -25,6 +26,7 @@ pub use forest::Forest;
 pub use stream::ChannelWriter;
 
 use crate::digest::{Digest, HashingWriter};
+use crate::image::ImageUser;
 use crate::nix::StorePath;
 use flate2::{Compression, GzBuilder};
 use std::io::{self, Write};
@@ -50,8 +52,9 @@ pub struct LayerBlob {
 pub enum LayerContents {
     /// Whole store paths (sorted), under `nix/store/`.
     StorePaths(Vec<StorePath>),
-    /// The symlink forest of these top-level store paths (first wins on conflicts).
-    Forest(Vec<StorePath>),
+    /// The symlink forest of these top-level store paths (first wins on conflicts), with
+    /// the user database of an image run by `user`.
+    Forest { packages: Vec<StorePath>, user: ImageUser },
 }
 
 /// Writes the gzipped tar of `contents` into `out` and returns `out` with the blob's identity.
@@ -72,7 +75,7 @@ pub fn write_layer_from<W: Write>(root: &Path, contents: &LayerContents, out: W)
                 tar.tree(&on_disk(root, p), relative(p))?;
             }
         }
-        LayerContents::Forest(packages) => Forest::link(root, packages)?.write(&mut tar)?,
+        LayerContents::Forest { packages, user } => Forest::link(root, packages, *user)?.write(&mut tar)?,
     }
     let (gzip, diff_id, _) = tar.finish()?.finish();
     let (out, digest, size) = gzip.finish()?.finish();

@@ -189,7 +189,8 @@ impl Inner {
         let jobs = plan.contents().into_iter().map(|c| self.layer_jobs.layer(c));
         let blobs = futures::future::try_join_all(jobs).await.map_err(BuildError::Layer)?;
 
-        let config = manifest::image_config(spec.arch, &blobs, plan.runs_bash);
+        let exec = manifest::Exec { cmd: plan.command.as_deref(), user: spec.user.config_user() };
+        let config = manifest::image_config(spec.arch, &blobs, exec);
         let config_key = ObjectKey::blob(&config.digest);
         if self.storage.size(&config_key).await?.is_none() {
             self.storage.put(&config_key, config.bytes.clone()).await?;

@@ -52,11 +52,13 @@ pub struct ManifestKey {
 }
 
 impl ManifestKey {
-    /// Version 4: nixpkgs' configuration is part of the recipe, and packages are exact
+    /// Version 5: the image's user (`nonroot`) is part of the spec, images have a user
+    /// database and a default command from `meta.mainProgram`, and a key names the document
+    /// (a manifest, or an index of platforms). Version 4: nixpkgs' configuration is part of the recipe, and packages are exact
     /// outputs (version 3 took `meta.outputsToInstall`); version 3 made the source a resolved
     /// commit with its remote and added the recipe (version 2 held only source,
     /// architecture, packages and format).
-    pub const VERSION: u32 = 4;
+    pub const VERSION: u32 = 5;
 
     /// Where storage keeps this manifest; `None` for a revision that is not a commit (a path's
     /// reading means nothing to another process).
@@ -71,6 +73,7 @@ impl ManifestKey {
             "source": source,
             "arch": self.image.arch.oci_name(),
             "packages": self.image.packages,
+            "user": self.image.user.key_name(),
             "format": self.format.media_type(),
             "layers": { "grouping": grouping, "budget": self.recipe.layers.budget },
             "archive": self.recipe.archive,
@@ -109,6 +112,7 @@ mod tests {
             key(&"b".repeat(40), "shell/hello", ManifestFormat::Docker, 94),
             key(&a, "shell/hello/git", ManifestFormat::Docker, 94),
             key(&a, "arm64/shell/hello", ManifestFormat::Docker, 94),
+            key(&a, "nonroot/shell/hello", ManifestFormat::Docker, 94),
             key(&a, "shell/hello", ManifestFormat::Oci, 94),
             key(&a, "shell/hello", ManifestFormat::Docker, 10),
         ] {

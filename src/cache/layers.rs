@@ -9,17 +9,20 @@
 
 use crate::archive::{LayerBlob, LayerContents};
 use crate::digest::Digest;
+use crate::image::ImageUser;
 use crate::storage::{ObjectKey, Storage, StorageError};
 
 /// Bumped whenever the archive format changes, so old records are not reused (and part of
 /// every manifest key, see [`super::Recipe`]).
-pub const FORMAT_VERSION: &str = "nixery-layer-v1";
+/// v2: the symlink forest carries the user database, `/root` and the nonroot home.
+pub const FORMAT_VERSION: &str = "nixery-layer-v2";
 
 /// The content key of a layer.
 pub fn content_key(contents: &LayerContents) -> Digest {
     let (kind, paths) = match contents {
         LayerContents::StorePaths(p) => ("store-paths", p),
-        LayerContents::Forest(p) => ("symlink-forest", p),
+        LayerContents::Forest { packages, user: ImageUser::Root } => ("symlink-forest", packages),
+        LayerContents::Forest { packages, user: ImageUser::NonRoot } => ("symlink-forest nonroot", packages),
     };
     let mut text = format!("{FORMAT_VERSION}\n{kind}\n");
     for p in paths {
@@ -60,9 +63,11 @@ mod tests {
         let a = LayerContents::StorePaths(vec![path("a")]);
         let a2 = LayerContents::StorePaths(vec![path("a")]);
         let b = LayerContents::StorePaths(vec![path("b")]);
-        let fa = LayerContents::Forest(vec![path("a")]);
+        let fa = LayerContents::Forest { packages: vec![path("a")], user: ImageUser::Root };
+        let fa_nonroot = LayerContents::Forest { packages: vec![path("a")], user: ImageUser::NonRoot };
         assert_eq!(content_key(&a), content_key(&a2));
         assert_ne!(content_key(&a), content_key(&b));
         assert_ne!(content_key(&a), content_key(&fa));
+        assert_ne!(content_key(&fa), content_key(&fa_nonroot));
     }
 }

@@ -9,4 +9,6 @@ mod name;
 mod spec;
 
 pub use name::{ImageName, NameError, PackageName, Reference, Tag};
-pub use spec::{ALWAYS_INCLUDED, Arch, INTERACTIVE_SHELL, ImageSpec, SHELL_PACKAGES, is_always_included};
+pub use spec::{
+    ALWAYS_INCLUDED, Arch, INTERACTIVE_SHELL, ImageSpec, ImageUser, NONROOT, SHELL_PACKAGES, is_always_included,
+};
