@@ -31,6 +31,7 @@
 use crate::build::BuildPolicy;
 use crate::cache::CachePolicy;
 use crate::digest::Digest;
+use crate::image::Platforms;
 use crate::layers::{Grouping, LayerPolicy};
 use crate::nix::{NixPolicy, NixpkgsConfig};
 use crate::pkgsource::{Channel, PkgSource, RemoteUrl};
@@ -177,6 +178,11 @@ pub struct BuildArgs {
     /// hold functions, e.g. allowUnfreePredicate).
     #[arg(long, env = "NIXERY_NIXPKGS_CONFIG")]
     pub nixpkgs_config: Option<String>,
+
+    /// Platforms images are built for, comma-separated (`linux/amd64,linux/arm64`); with
+    /// several, a client that accepts an image index gets one per tag [default: the host's].
+    #[arg(long, env = "NIXERY_PLATFORMS", value_parser = Platforms::parse)]
+    pub platforms: Option<Platforms>,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -488,6 +494,7 @@ impl BuildArgs {
             source: source.resolve()?,
             nix,
             layers: LayerPolicy { grouping: self.layer_grouping.into(), budget: self.layer_budget.into() },
+            platforms: self.platforms.unwrap_or_default(),
         };
         Ok(BuildSettings { policy, popularity_url: self.popularity_url })
     }
@@ -774,6 +781,7 @@ mod tests {
         assert!(c.build.policy.nix.local_builds, "Nixery builds what no cache has");
         assert_eq!(c.build.policy.nix.max_jobs, crate::nix::cores());
         assert_eq!(c.build.policy.nix.nixpkgs_config, NixpkgsConfig::default());
+        assert_eq!(c.build.policy.platforms, Platforms::host(), "one platform, the host's");
         assert_eq!(c.port, 8080);
         assert_eq!(serve(&[], &[]).unwrap().port, 8080);
     }
@@ -807,6 +815,19 @@ mod tests {
         // The repository alone selects the default channel there.
         let c = serve(&[], &[("NIXERY_CHANNEL_REPO", "file:///x")]).unwrap();
         assert!(matches!(c.build.policy.source, PkgSource::Channel { ref repo, .. } if repo.as_str() == "file:///x"));
+    }
+
+    #[test]
+    fn platforms_are_a_checked_list() {
+        let c = serve(&[], &[("NIXERY_PLATFORMS", "linux/arm64,linux/amd64")]).unwrap();
+        assert_eq!(c.build.policy.platforms.to_string(), "linux/amd64,linux/arm64");
+        let (var, flag, value) = invalid(serve(&[], &[("NIXERY_PLATFORMS", "linux/amd64,linux/s390x")]).unwrap_err());
+        assert_eq!(
+            (var.as_str(), flag.as_str(), value.as_str()),
+            ("NIXERY_PLATFORMS", "--platforms", "linux/amd64,linux/s390x")
+        );
+        let err = serve(&["--platforms", "windows/amd64"], &[]).unwrap_err();
+        assert!(err.to_string().contains("unknown platform 'windows/amd64'"), "{err}");
     }
 
     #[test]

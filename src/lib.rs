@@ -18,6 +18,7 @@ pub mod config;
 pub mod digest;
 pub mod flight;
 pub mod image;
+pub mod index;
 pub mod layers;
 pub mod manifest;
 pub mod metrics;

@@ -91,6 +91,20 @@ impl ManifestFormat {
     }
 }
 
+/// How the client's `Accept` values match `media_type`: the specificity (2 named, 1
+/// `type/*`, 0 `*/*`) and q-value (thousandths) of the most specific range that matches, as
+/// [`ManifestFormat::negotiate`] weighs them; `None` when no range matches.
+pub(crate) fn acceptance<'a>(accepted: impl IntoIterator<Item = &'a str>, media_type: &str) -> Option<(u8, u16)> {
+    let mut best: Option<Match> = None;
+    for range in accepted.into_iter().filter_map(MediaRange::parse) {
+        let Some(specificity) = range.specificity_for(media_type) else { continue };
+        if best.is_none_or(|b| (specificity, range.q) > (b.specificity, b.q)) {
+            best = Some(Match { specificity, q: range.q });
+        }
+    }
+    best.map(|m| (m.specificity, m.q))
+}
+
 /// How a media range matched a format: its specificity (2 exact, 1 `type/*`, 0 `*/*`) and
 /// q-value in thousandths.
 #[derive(Clone, Copy, Debug)]
@@ -174,7 +188,7 @@ pub struct Document {
 }
 
 impl Document {
-    fn new(bytes: Vec<u8>) -> Self {
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
         let digest = Digest::of(&bytes);
         Document { bytes: bytes.into(), digest }
     }

@@ -6,17 +6,23 @@
 //! per process whoever asks, or taken from its record) → image config → manifests in every
 //! format, stored by digest (so clients can fetch them again) and by key ([`crate::cache`]).
 //!
+//! With several platforms (`NIXERY_PLATFORMS`), a tag can also be answered with an index of
+//! every platform's manifest ([`index`]), each built as above.
+//!
 //! Concurrent requests for the same image (same revision, architecture and packages) share
 //! one build, whatever manifest format each wants, and concurrent requests for the same
 //! manifest share one storage look-up and one write ([`SingleFlight`]). A build goes on while
 //! any request waits for it and stops (with its Nix processes) when the last one leaves.
 
+mod index;
 mod layer;
 
 use crate::archive::LayerBlob;
-use crate::cache::{CachePolicy, CachedManifest, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache};
+use crate::cache::{
+    CachePolicy, CachedManifest, DocumentKind, Freshness, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache,
+};
 use crate::flight::SingleFlight;
-use crate::image::{ImageSpec, Tag};
+use crate::image::{Arch, ImageSpec, Platforms, Tag};
 use crate::layers::LayerPolicy;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
@@ -26,6 +32,7 @@ use crate::plan::Planner;
 use crate::popularity::Popularity;
 use crate::storage::{ObjectKey, Storage, StorageError};
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use layer::LayerJobs;
 use std::sync::Arc;
 
@@ -37,6 +44,8 @@ pub struct BuildPolicy {
     /// How Nix runs: its deadline, local builds, job slots, nixpkgs' config.
     pub nix: NixPolicy,
     pub layers: LayerPolicy,
+    /// What a tag's index holds (`NIXERY_PLATFORMS`).
+    pub platforms: Platforms,
 }
 
 /// Why an image could not be built.
@@ -53,6 +62,9 @@ pub enum BuildError {
     /// A layer job this build shared with others failed.
     #[error(transparent)]
     Layer(Arc<BuildError>),
+    /// One platform's image of an index failed.
+    #[error("the {} image: {}", .0.platform(), .1)]
+    Platform(Arch, Arc<BuildError>),
 }
 
 /// Why a manifest could not be served.
@@ -63,6 +75,9 @@ pub enum ManifestError {
     Source(Arc<SourceError>),
     #[error(transparent)]
     Build(Arc<BuildError>),
+    /// One platform's image of an index failed (the request fails with it).
+    #[error("the {} image: {error}", platform.platform())]
+    Platform { platform: Arch, error: Arc<BuildError> },
 }
 
 impl From<StorageError> for ManifestError {
@@ -100,6 +115,7 @@ struct Inner {
     manifests: ManifestCache,
     layer_jobs: LayerJobs,
     recipe: Recipe,
+    platforms: Platforms,
     storage: Arc<Storage>,
     metrics: Arc<Metrics>,
     images: SingleFlight<ImageKey, BuildResult>,
@@ -123,6 +139,7 @@ impl Builder {
                 manifests: ManifestCache::new(storage.clone(), cache.manifest_memory),
                 layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, "/".into()),
                 recipe: Recipe::new(policy.layers, &policy.nix.nixpkgs_config),
+                platforms: policy.platforms.clone(),
                 storage,
                 metrics,
                 images: SingleFlight::new(),
@@ -141,22 +158,40 @@ impl Builder {
     ) -> Result<Arc<CachedManifest>, ManifestError> {
         let inner = &self.inner;
         let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
-        let key = ManifestKey { source, image: spec, format, recipe: inner.recipe.clone() };
-        if let Some(hit) = inner.manifests.in_memory(&key) {
-            inner.metrics.manifest_served(freshness.memory_outcome());
-            return Ok(hit);
-        }
-        let start = {
-            let (inner, key) = (self.inner.clone(), key.clone());
-            move || async move { inner.stored_or_built(key).await }.boxed()
-        };
-        let (manifest, outcome) = inner.manifest_flights.run(key, start).await.map_err(ManifestError::Build)?;
+        let key =
+            ManifestKey { source, image: spec, format, recipe: inner.recipe.clone(), document: DocumentKind::Manifest };
+        let (manifest, outcome) = inner.clone().cached(key, freshness).await.map_err(ManifestError::Build)?;
         inner.metrics.manifest_served(outcome);
         Ok(manifest)
+    }
+
+    /// The configured platforms.
+    pub fn platforms(&self) -> &Platforms {
+        &self.inner.platforms
     }
 }
 
 impl Inner {
+    /// The document of `key` (a manifest or an index), from memory, else from storage or
+    /// built, once for all concurrent requests. (Boxed: an index's build asks this for each
+    /// platform's manifest, and a recursive `async fn` has no nameable type.)
+    fn cached(self: Arc<Self>, key: ManifestKey, freshness: Freshness) -> BoxFuture<'static, ManifestResult> {
+        async move {
+            if let Some(hit) = self.manifests.in_memory(&key) {
+                return Ok((hit, freshness.memory_outcome()));
+            }
+            let start = {
+                let (inner, key) = (self.clone(), key.clone());
+                move || match key.document {
+                    DocumentKind::Manifest => async move { inner.stored_or_built(key).await }.boxed(),
+                    DocumentKind::Index(_) => async move { inner.stored_or_indexed(key).await }.boxed(),
+                }
+            };
+            self.manifest_flights.run(key, start).await
+        }
+        .boxed()
+    }
+
     /// A manifest not in memory: from storage, or built.
     async fn stored_or_built(self: Arc<Self>, key: ManifestKey) -> ManifestResult {
         let key_format = key.format;
@@ -175,6 +210,7 @@ impl Inner {
         for format in [ManifestFormat::Docker, ManifestFormat::Oci] {
             let doc = manifest::manifest(format, &image.config, &image.layers);
             let key = ManifestKey { format, ..key.clone() };
+            debug_assert_eq!(key.document, DocumentKind::Manifest);
             let cached = self.manifests.insert(key, doc).await.map_err(|e| Arc::new(e.into()))?;
             wanted = wanted.or((format == key_format).then_some(cached));
         }

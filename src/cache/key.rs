@@ -15,7 +15,7 @@
 //! `manifests/<sha256 of the key's JSON>`, where the JSON carries [`ManifestKey::VERSION`].
 
 use crate::digest::Digest;
-use crate::image::ImageSpec;
+use crate::image::{ImageSpec, Platforms};
 use crate::layers::{Grouping, LayerPolicy};
 use crate::manifest::ManifestFormat;
 use crate::nix::NixpkgsConfig;
@@ -42,13 +42,24 @@ impl Recipe {
     }
 }
 
-/// What a cached manifest was built from.
+/// Which document a key names: one platform's manifest, or the index of several
+/// platforms' manifests (whose spec's architecture is then the default platform's, so the
+/// key has one spelling).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DocumentKind {
+    Manifest,
+    Index(Platforms),
+}
+
+/// What a cached manifest (or index) was built from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ManifestKey {
     pub source: Arc<SourceRevision>,
     pub image: ImageSpec,
+    /// The manifest format; an index is in this format's index type.
     pub format: ManifestFormat,
     pub recipe: Recipe,
+    pub document: DocumentKind,
 }
 
 impl ManifestKey {
@@ -62,6 +73,14 @@ impl ManifestKey {
 
     /// Where storage keeps this manifest; `None` for a revision that is not a commit (a path's
     /// reading means nothing to another process).
+    /// The media type the document is served with.
+    pub fn media_type(&self) -> &'static str {
+        match self.document {
+            DocumentKind::Manifest => self.format.media_type(),
+            DocumentKind::Index(_) => self.format.index_media_type(),
+        }
+    }
+
     pub fn storage_key(&self) -> Option<ObjectKey> {
         let source = self.source.pinned_identity()?;
         let grouping = match self.recipe.layers.grouping {
@@ -75,6 +94,10 @@ impl ManifestKey {
             "packages": self.image.packages,
             "user": self.image.user.key_name(),
             "format": self.format.media_type(),
+            "document": match &self.document {
+                DocumentKind::Manifest => json!("manifest"),
+                DocumentKind::Index(platforms) => json!({ "index": platforms.to_string() }),
+            },
             "layers": { "grouping": grouping, "budget": self.recipe.layers.budget },
             "archive": self.recipe.archive,
             "nixpkgs_config": self.recipe.nixpkgs_config,
@@ -98,6 +121,7 @@ mod tests {
             image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
             format,
             recipe: Recipe::new(LayerPolicy { grouping: Grouping::Stable, budget }, &NixpkgsConfig::default()),
+            document: DocumentKind::Manifest,
         }
     }
 
@@ -127,6 +151,18 @@ mod tests {
         configured.recipe = Recipe::new(base.recipe.layers, &NixpkgsConfig::Attrs(unfree));
         assert_ne!(configured.storage_key().unwrap(), stored);
         assert_ne!(configured, base);
+        let index = |platforms: &str| ManifestKey {
+            document: DocumentKind::Index(Platforms::parse(platforms).unwrap()),
+            ..base.clone()
+        };
+        let both = index("linux/amd64,linux/arm64");
+        assert_ne!(both.storage_key().unwrap(), stored, "an index is not the manifest");
+        assert_ne!(both.storage_key(), index("linux/arm64").storage_key(), "the platforms are in the key");
+        assert_eq!(both.storage_key(), index("linux/arm64,linux/amd64").storage_key());
+        assert_eq!(both.media_type(), "application/vnd.docker.distribution.manifest.list.v2+json");
+        let oci = ManifestKey { format: ManifestFormat::Oci, ..both.clone() };
+        assert_ne!(oci.storage_key(), both.storage_key());
+        assert_eq!(oci.media_type(), "application/vnd.oci.image.index.v1+json");
     }
 
     #[test]

@@ -100,6 +100,15 @@ impl From<&ManifestError> for RegistryError {
         match e {
             ManifestError::Source(source) => source.as_ref().into(),
             ManifestError::Build(build) => build.as_ref().into(),
+            // One platform of an index: that platform's answer, its message naming it.
+            ManifestError::Platform { platform, error } => {
+                let mut answer = RegistryError::from(error.as_ref());
+                answer.message = format!("{}: {}", platform.platform(), answer.message);
+                if let Value::Object(detail) = &mut answer.detail {
+                    detail.insert("platform".to_owned(), platform.platform().into());
+                }
+                answer
+            }
         }
     }
 }

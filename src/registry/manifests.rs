@@ -8,6 +8,10 @@
 //! ([`super::conditional`]; by tag, after the image is built). `Range` is not supported on
 //! manifests (no `Accept-Ranges`): it is ignored, as RFC 9110 §14.2 allows.
 //!
+//! With several platforms configured (`NIXERY_PLATFORMS`), a request by tag from a client
+//! that accepts an image index gets one ([`crate::index`] has the rule), unless the name
+//! selects an architecture (`arm64`); everyone else gets the default platform's manifest.
+//!
 //! A client that refuses both manifest formats (`q=0` on each, e.g. `*/*;q=0`) gets 406
 //! before anything is built: a refused type is never chosen (RFC 9110 §12.4.2).
 
@@ -33,9 +37,19 @@ pub async fn get(
 ) -> Result<Response, RegistryError> {
     match reference {
         Reference::Tag(tag) => {
-            let format = ManifestFormat::negotiate(accepted(headers)).ok_or_else(not_acceptable)?;
-            let spec = ImageSpec::from_name(name);
-            let manifest = state.builder.manifest(spec, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
+            let accept: Vec<&str> = accepted(headers).collect();
+            let format = ManifestFormat::negotiate(accept.iter().copied()).ok_or_else(not_acceptable)?;
+            let platforms = state.builder.platforms();
+            let spec = ImageSpec::for_platform(name, platforms.default_arch());
+            let index = platforms.several()
+                && ImageSpec::arch_in_name(name).is_none()
+                && format.index_accepted(accept.iter().copied());
+            let manifest = if index {
+                state.builder.index(spec, &tag, format).await
+            } else {
+                state.builder.manifest(spec, &tag, format).await
+            };
+            let manifest = manifest.map_err(|e| RegistryError::from(&e))?;
             respond_cached(&manifest, headers)
         }
         Reference::Digest(digest) => {
