@@ -16,6 +16,7 @@ mod conformance;
 mod http_details;
 mod nix_failures;
 mod object_storage;
+mod platforms;
 mod popcount;
 mod popularity;
 mod sources;

@@ -221,6 +221,15 @@ let
       exit 1
     '';
 
+    # A package that builds for x86_64-linux only (the arm64 image of it fails), like
+    # nixpkgs' packages with prebuilt x86 binaries.
+    x86only = if system == "aarch64-linux"
+      then mk "x86only-1.0" ''
+        echo "error: x86only has no aarch64 port" >&2
+        exit 1
+      ''
+      else script "x86only" ''echo "x86 only"'';
+
     # A package that takes long to build; with a fresh nonce it is never in the store.
     slow = mk "slow-${if nonce == "" then "0" else nonce}" ''
       echo "slow build ${nonce} starting"
