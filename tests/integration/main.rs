@@ -21,3 +21,4 @@ mod popcount;
 mod popularity;
 mod sources;
 mod storage_backends;
+mod users;
