@@ -104,6 +104,14 @@ fn the_index_lists_both_platforms_and_every_document_is_stored_by_digest() {
     let arm = server.get_ok("/v2/arm64/hello/manifests/latest", &INDEX_ACCEPT);
     assert_eq!(arm.expect_header("Content-Type"), DOCKER_MANIFEST_V2, "{}", arm.describe());
     assert_eq!(config_of(&server, "arm64/hello", &arm.json())["architecture"], "arm64");
+
+    // Every answer above came from two builds, one per platform, each cached under its own
+    // key; the index, asked again, is served from memory.
+    assert_eq!(server.metric("nixery_image_builds_total"), 2, "{}", server.context("builds"));
+    let warm = server.metric_labelled("nixery_manifest_requests_total", "cache=\"warm\"");
+    let again = server.get_ok("/v2/hello/manifests/latest", &INDEX_ACCEPT);
+    assert_eq!(again.body, by_tag.body);
+    assert_eq!(server.metric_labelled("nixery_manifest_requests_total", "cache=\"warm\""), warm + 1);
 }
 
 /// `nix-support/system` of the package `/bin/hello` belongs to, in an unpacked image.
