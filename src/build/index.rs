@@ -29,20 +29,9 @@ impl Builder {
         tag: &Tag,
         format: ManifestFormat,
     ) -> Result<Arc<CachedManifest>, ManifestError> {
-        let inner = &self.inner;
-        let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
-        let platforms = inner.platforms.clone();
+        let platforms = self.inner.platforms.clone();
         let image = ImageSpec { arch: platforms.default_arch(), ..spec };
-        let document = DocumentKind::Index(platforms);
-        let key = ManifestKey { source, image, format, recipe: inner.recipe.clone(), document };
-        let (index, outcome) = inner.clone().cached(key, freshness).await.map_err(|e| match e.as_ref() {
-            super::BuildError::Platform(platform, error) => {
-                ManifestError::Platform { platform: *platform, error: error.clone() }
-            }
-            _ => ManifestError::Build(e),
-        })?;
-        inner.metrics.manifest_served(outcome);
-        Ok(index)
+        self.document(tag, image, format, DocumentKind::Index(platforms)).await
     }
 }
 

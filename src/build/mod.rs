@@ -156,13 +156,29 @@ impl Builder {
         tag: &Tag,
         format: ManifestFormat,
     ) -> Result<Arc<CachedManifest>, ManifestError> {
+        self.document(tag, spec, format, DocumentKind::Manifest).await
+    }
+
+    /// The document `document` of `spec` at `tag` in `format`, through the caches; the
+    /// request is counted by what answering it took.
+    async fn document(
+        &self,
+        tag: &Tag,
+        image: ImageSpec,
+        format: ManifestFormat,
+        document: DocumentKind,
+    ) -> Result<Arc<CachedManifest>, ManifestError> {
         let inner = &self.inner;
         let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
-        let key =
-            ManifestKey { source, image: spec, format, recipe: inner.recipe.clone(), document: DocumentKind::Manifest };
-        let (manifest, outcome) = inner.clone().cached(key, freshness).await.map_err(ManifestError::Build)?;
+        let key = ManifestKey { source, image, format, recipe: inner.recipe.clone(), document };
+        let (doc, outcome) = inner.clone().cached(key, freshness).await.map_err(|e| match e.as_ref() {
+            BuildError::Platform(platform, error) => {
+                ManifestError::Platform { platform: *platform, error: error.clone() }
+            }
+            _ => ManifestError::Build(e),
+        })?;
         inner.metrics.manifest_served(outcome);
-        Ok(manifest)
+        Ok(doc)
     }
 
     /// The configured platforms.
