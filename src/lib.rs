@@ -4,7 +4,8 @@
 //! and git, built when first asked for. The modules follow the pipeline:
 //! [`image`] (names → specs) and [`pkgsource`] (tags → pinned revisions) → [`plan`]
 //! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic tar,
-//! [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by [`build`]
+//! [`compression`] on every core) → [`storage`] → [`manifest`] (one per platform, and an
+//! [`index`] of them when several are configured), orchestrated by [`build`]
 //! behind the caches of [`cache`], and served by [`registry`]. [`popcount`] computes
 //! popularity data from a [`binary_cache`]'s narinfo files.
 

@@ -252,3 +252,27 @@ fn a_failing_platform_fails_the_index_and_is_named() {
     assert_eq!(plain.expect_header("Content-Type"), DOCKER_MANIFEST_V2);
     assert_eq!(config_of(&server, "x86only", &manifest)["architecture"], "amd64");
 }
+
+/// A commit tag's index is stored like its manifests: after a restart the same index (and
+/// each platform's manifest by digest) is served from storage, with no Nix and no build.
+#[test]
+fn a_pinned_index_survives_a_restart_without_building() {
+    let repo = crate::harness::PackageRepo::new();
+    let mut server =
+        Server::start_with(&[("NIXERY_PKGS_REPO", &repo.url()), ("NIXERY_PKGS_PATH", ""), ("NIXERY_PLATFORMS", BOTH)]);
+    let path = format!("/v2/hello/manifests/{}", repo.first);
+    let first = server.get_ok(&path, &INDEX_ACCEPT);
+    assert_eq!(first.expect_header("Content-Type"), DOCKER_LIST, "{}", first.describe());
+    assert_eq!(server.metric("nixery_image_builds_total"), 2);
+
+    server.restart();
+    let again = server.get_ok(&path, &INDEX_ACCEPT);
+    assert_eq!(again.body, first.body, "{}", server.context("another index after a restart"));
+    assert_eq!(server.metric("nixery_image_builds_total"), 0, "{}", server.metrics());
+    assert_eq!(server.metric("nixery_nix_invocations_total"), 0, "{}", server.metrics());
+    assert_eq!(server.metric_labelled("nixery_manifest_requests_total", "cache=\"stored\""), 1);
+    for arch in ["amd64", "arm64"] {
+        let digest = entry(&server, &again.json(), arch)["digest"].as_str().unwrap().to_owned();
+        server.get_ok(&format!("/v2/hello/manifests/{digest}"), &[]);
+    }
+}
