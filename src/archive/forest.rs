@@ -17,7 +17,9 @@
 //! `--user`, can still read what the image put there). They are in this layer rather than in
 //! one of their own because the forest is already particular to each image, while a separate
 //! layer would add a blob per image and buy no reuse (the files depend on the user and the
-//! shell, both of which vary with the packages).
+//! shell, both of which vary with the packages). A package whose `etc` (or `home`) is a
+//! symlink rather than a directory loses it to a real directory here: the user database has
+//! to be in the image, and a symlinked `/etc` would put it in the package's store path.
 
 use super::accounts::{NONROOT_HOME, user_database};
 use super::tar_writer::TarWriter;
