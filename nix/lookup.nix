@@ -13,7 +13,8 @@
 #   resolve  every name, each under builtins.tryEval, so a `throw` or failed `assert` (how
 #            nixpkgs refuses unfree, broken, insecure and removed packages) makes that name
 #            "unusable" instead of failing the whole evaluation. The result is JSON:
-#              [ { status = "ok"; name; attr; output; drvPath; outputs = [ store path ]; }
+#              [ { status = "ok"; name; attr; output; drvPath; outputs = [ store path ];
+#                  mainProgram = <meta.mainProgram if it is a string, else null>; }
 #                { status = "missing"; name; }
 #                { status = "unusable"; name; reason = <text, or null if it threw>; } ]
 #            tryEval drops the text of what was thrown; `single` recovers it.
@@ -75,9 +76,14 @@ let
       r = walk strict pkgs (split name) [ ];
       drv = r.value;
       output = drv.outputName or "out";
+      # meta.mainProgram, the program `nix run` starts: the image's default command when it
+      # is the only requested package with one. A meta that throws means no program.
+      mainProgram =
+        let m = builtins.tryEval (drv.meta.mainProgram or null); in
+        if m.success && builtins.isString m.value then m.value else null;
       info = try strict (builtins.deepSeq [ drv.drvPath drv.outPath ] {
         status = "ok";
-        inherit name output;
+        inherit name output mainProgram;
         attr = builtins.concatStringsSep "." r.attrPath;
         drvPath = drv.drvPath;
         outputs = [ drv.outPath ];

@@ -236,7 +236,13 @@ mod tests {
                 popularity: 1,
             })
             .collect();
-        ImagePlan { layers, forest: vec![path("top")], runs_bash: false, sizes: Default::default() }
+        ImagePlan {
+            layers,
+            forest: vec![path("top")],
+            user: Default::default(),
+            command: None,
+            sizes: Default::default(),
+        }
     }
 
     fn built(name: &str, layers: &[&[&str]]) -> BuildRecord {

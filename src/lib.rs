@@ -4,11 +4,12 @@
 //! and git, built when first asked for. The modules follow the pipeline:
 //! [`image`] (names → specs) and [`pkgsource`] (tags → pinned revisions) → [`plan`]
 //! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic tar,
-//! [`compression`] on every core) → [`storage`] → [`manifest`], orchestrated by [`build`]
-//! behind the caches of [`cache`], and served by [`registry`] through [`server`]
-//! (connections, shutdown), with [`ops`] around it (request log, panics, health); [`web`]
-//! draws pages for people from what [`activity`] recorded. [`popcount`] computes popularity
-//! data from a [`binary_cache`]'s narinfo files.
+//! [`compression`] on every core) → [`storage`] → [`manifest`] (one per platform, and an
+//! [`index`] of them when several are configured), orchestrated by [`build`] behind the caches
+//! of [`cache`], and served by [`registry`] through [`server`] (connections, shutdown), with
+//! [`ops`] around it (request log, panics, health); [`web`] draws pages for people from what
+//! [`activity`] recorded. [`popcount`] computes popularity data from a [`binary_cache`]'s
+//! narinfo files.
 
 pub mod activity;
 pub mod archive;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod digest;
 pub mod flight;
 pub mod image;
+pub mod index;
 pub mod layers;
 pub mod manifest;
 pub mod metrics;

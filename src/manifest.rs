@@ -178,6 +178,20 @@ impl ManifestFormat {
     }
 }
 
+/// How the client's `Accept` values match `media_type`: the specificity (2 named, 1
+/// `type/*`, 0 `*/*`) and q-value (thousandths) of the most specific range that matches, as
+/// [`ManifestFormat::negotiate`] weighs them; `None` when no range matches.
+pub(crate) fn acceptance<'a>(accepted: impl IntoIterator<Item = &'a str>, media_type: &str) -> Option<(u8, u16)> {
+    let mut best: Option<Match> = None;
+    for range in accepted.into_iter().filter_map(MediaRange::parse) {
+        let Some(specificity) = range.specificity_for(media_type) else { continue };
+        if best.is_none_or(|b| (specificity, range.q) > (b.specificity, b.q)) {
+            best = Some(Match { specificity, q: range.q });
+        }
+    }
+    best.map(|m| (m.specificity, m.q))
+}
+
 /// How a media range matched a format: its specificity (2 exact, 1 `type/*`, 0 `*/*`) and
 /// q-value in thousandths.
 #[derive(Clone, Copy, Debug)]
@@ -261,20 +275,31 @@ pub struct Document {
 }
 
 impl Document {
-    fn new(bytes: Vec<u8>) -> Self {
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
         let digest = Digest::of(&bytes);
         Document { bytes: bytes.into(), digest }
     }
 }
 
-/// The image config: architecture, OS, diff_ids in layer order, `Env`, and `Cmd ["bash"]`
-/// when the image has bashInteractive. `config` is always an object, never null
+/// How an image runs: its default command (`Cmd`) and user (`User`, numeric `uid:gid`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Exec<'a> {
+    pub cmd: Option<&'a [String]>,
+    pub user: Option<&'a str>,
+}
+
+/// The image config: architecture, OS, diff_ids in layer order, `Env`, and the default
+/// command and user of `exec`, when it has them. `config` is always an object, never null
 /// (Kubernetes rejects null).
-pub fn image_config(arch: Arch, layers: &[LayerBlob], has_bash: bool) -> Document {
-    let mut exec = ConfigBuilder::default().env(vec![PATH_ENV.to_owned(), SSL_CERT_ENV.to_owned()]);
-    if has_bash {
-        exec = exec.cmd(vec!["bash".to_owned()]);
+pub fn image_config(arch: Arch, layers: &[LayerBlob], exec: Exec) -> Document {
+    let mut config = ConfigBuilder::default().env(vec![PATH_ENV.to_owned(), SSL_CERT_ENV.to_owned()]);
+    if let Some(cmd) = exec.cmd {
+        config = config.cmd(cmd.to_vec());
     }
+    if let Some(user) = exec.user {
+        config = config.user(user.to_owned());
+    }
+    let exec = config;
     let rootfs = RootFsBuilder::default()
         .typ("layers")
         .diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>())
@@ -459,7 +484,7 @@ mod tests {
 
     #[test]
     fn config_lists_diff_ids_in_order_and_never_a_null_config() {
-        let doc = image_config(Arch::Arm64, &[layer(1), layer(2)], false);
+        let doc = image_config(Arch::Arm64, &[layer(1), layer(2)], Exec::default());
         let v: Value = serde_json::from_slice(&doc.bytes).unwrap();
         assert_eq!(v["architecture"], "arm64");
         assert_eq!(v["os"], "linux");
@@ -469,17 +494,21 @@ mod tests {
         assert!(v["config"].is_object());
         assert_eq!(v["config"]["Env"], serde_json::json!([PATH_ENV, SSL_CERT_ENV]));
         assert!(v["config"].get("Cmd").is_none());
+        assert!(v["config"].get("User").is_none(), "root is the runtimes' default");
         assert!(v.get("created").is_none(), "timestamps would break determinism");
         assert_eq!(doc.digest, Digest::of(&doc.bytes));
 
-        let with_bash: Value = serde_json::from_slice(&image_config(Arch::Amd64, &[layer(1)], true).bytes).unwrap();
+        let bash = ["bash".to_owned()];
+        let exec = Exec { cmd: Some(&bash), user: Some("1000:1000") };
+        let with_bash: Value = serde_json::from_slice(&image_config(Arch::Amd64, &[layer(1)], exec).bytes).unwrap();
         assert_eq!(with_bash["config"]["Cmd"], serde_json::json!(["bash"]));
+        assert_eq!(with_bash["config"]["User"], "1000:1000");
         assert_eq!(with_bash["architecture"], "amd64");
     }
 
     #[test]
     fn manifests_in_both_formats_and_zstd_in_oci() {
-        let config = image_config(Arch::Amd64, &[layer(1)], false);
+        let config = image_config(Arch::Amd64, &[layer(1)], Exec::default());
         for (format, compression, layer_type, config_type) in [
             (
                 ManifestFormat::Docker,

@@ -6,15 +6,28 @@
 //! image's bytes apart from the archive format: store-path layers in manifest order (the
 //! configured grouping and budget, with the outputs of the packages every image carries
 //! counted as the most popular, [`crate::image::is_always_included`]), the packages of the
-//! symlink forest, and whether the image runs bash.
+//! symlink forest and who runs the image, and the image's default command.
+//!
+//! # Default command
+//!
+//! An image with bashInteractive (`shell`) runs `bash`, as Nixery's do. Otherwise, when
+//! exactly one *requested* package declares `meta.mainProgram` (the program `nix run`
+//! starts), that program is the command, as an absolute path into the symlink forest
+//! (`/bin/hello`), so it runs whatever `PATH` the runtime uses; the packages every image
+//! carries do not count (cacert's or iana-etc's would otherwise make every image ambiguous).
+//! With two or more, which one the user means is a guess, so there is no command (a
+//! `docker run` without one fails with the runtime's "no command specified", which says what
+//! to do). A mainProgram that is not a file name, or that the package does not have in
+//! `bin/`, gives no command and a warning: a command that cannot start is worse than none.
 
 use crate::archive::LayerContents;
-use crate::image::{self, ImageSpec};
+use crate::image::{self, ImageSpec, ImageUser};
 use crate::layers::{Layer, LayerPolicy};
-use crate::nix::{Nix, NixError, StorePath};
+use crate::nix::{Nix, NixError, ResolvedPackage, StorePath};
 use crate::pkgsource::SourceRevision;
 use crate::popularity::Popularity;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 /// What an image will consist of.
 #[derive(Clone, Debug)]
@@ -23,8 +36,10 @@ pub struct ImagePlan {
     pub layers: Vec<Layer>,
     /// The top-level packages linked into the symlink forest, the last layer.
     pub forest: Vec<StorePath>,
-    /// Whether the image has an interactive shell, which becomes its command.
-    pub runs_bash: bool,
+    /// Who runs the image (decides the forest's users and the config's `User`).
+    pub user: ImageUser,
+    /// The image's default command (`Cmd`), if it has one.
+    pub command: Option<Vec<String>>,
     /// Each store path's NAR size (what the web pages show per path).
     pub sizes: BTreeMap<StorePath, u64>,
 }
@@ -33,8 +48,36 @@ impl ImagePlan {
     /// Every layer's contents, in manifest order (the symlink forest last).
     pub fn contents(&self) -> Vec<LayerContents> {
         let paths = self.layers.iter().map(|l| LayerContents::StorePaths(l.contents.clone()));
-        paths.chain(std::iter::once(LayerContents::Forest(self.forest.clone()))).collect()
+        let forest = LayerContents::Forest { packages: self.forest.clone(), user: self.user };
+        paths.chain(std::iter::once(forest)).collect()
     }
+}
+
+/// The default command of an image of `packages` (see the module docs); `has_program` says
+/// whether a package's output has `bin/<program>`.
+pub fn default_command(
+    packages: &[ResolvedPackage],
+    has_program: impl Fn(&ResolvedPackage, &str) -> bool,
+) -> Option<Vec<String>> {
+    if packages.iter().any(|p| p.attr == image::INTERACTIVE_SHELL) {
+        return Some(vec!["bash".to_owned()]);
+    }
+    let mut declared =
+        packages.iter().filter(|p| !image::is_always_included(&p.name)).filter(|p| p.main_program.is_some());
+    let (package, None) = (declared.next()?, declared.next()) else {
+        return None;
+    };
+    let program = package.main_program.as_deref().expect("filtered on");
+    let file_name = !program.is_empty() && !program.contains(['/', '\0']) && program != "." && program != "..";
+    if !file_name || !has_program(package, program) {
+        tracing::warn!(
+            package = %package.name,
+            program,
+            "meta.mainProgram is not a program in the package's bin/: the image has no default command"
+        );
+        return None;
+    }
+    Some(vec![format!("/bin/{program}")])
 }
 
 /// Plans images: Nix, popularity data and the layer policy.
@@ -59,8 +102,51 @@ impl Planner {
             .flat_map(|p| p.outputs.iter().cloned())
             .collect();
         let layers = self.layers.group(&realised.graph, &self.popularity, &very_popular);
-        let runs_bash = realised.packages.iter().any(|p| p.attr == image::INTERACTIVE_SHELL);
+        let command = default_command(&realised.packages, |p, program| {
+            p.outputs.iter().any(|o| Path::new(o.as_str()).join("bin").join(program).exists())
+        });
         let sizes = realised.graph.paths.iter().map(|(path, info)| (path.clone(), info.nar_size)).collect();
-        Ok(ImagePlan { layers, forest: realised.graph.roots, runs_bash, sizes })
+        Ok(ImagePlan { layers, forest: realised.graph.roots, user: spec.user, command, sizes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::PackageName;
+
+    fn package(name: &str, main_program: Option<&str>) -> ResolvedPackage {
+        let path = StorePath::parse(&format!("/nix/store/{}-{name}", "a".repeat(32))).unwrap();
+        ResolvedPackage {
+            name: PackageName::parse(name).unwrap(),
+            attr: name.to_owned(),
+            output: "out".to_owned(),
+            drv_path: path.clone(),
+            outputs: vec![path],
+            main_program: main_program.map(str::to_owned),
+        }
+    }
+
+    fn command(packages: &[ResolvedPackage]) -> Option<Vec<String>> {
+        default_command(packages, |_, program| program != "missing")
+    }
+
+    #[test]
+    fn the_one_main_program_of_the_requested_packages_is_the_command() {
+        let base = [package("cacert", Some("update-ca")), package("iana-etc", None)];
+        let hello = [&base[..], &[package("hello", Some("hello")), package("greeting", None)]].concat();
+        assert_eq!(command(&hello), Some(vec!["/bin/hello".to_owned()]));
+        let two = [&hello[..], &[package("git", Some("git"))]].concat();
+        assert_eq!(command(&two), None, "two programs: which one is a guess");
+        assert_eq!(command(&base), None, "always-included packages do not count");
+        let shell = [&two[..], &[package("bashInteractive", Some("bash"))]].concat();
+        assert_eq!(command(&shell), Some(vec!["bash".to_owned()]), "shell keeps bash");
+    }
+
+    #[test]
+    fn a_main_program_that_is_no_program_gives_no_command() {
+        for bad in ["missing", "", "../../etc/passwd", "a/b", ".."] {
+            assert_eq!(command(&[package("x", Some(bad))]), None, "{bad:?}");
+        }
     }
 }

@@ -33,8 +33,8 @@
 //! # The format
 //!
 //! Determinism is what lets two servers, or one server after a restart, agree on digests:
-//! entries are sorted byte-wise, directories are included, owners are 0:0 with no user or
-//! group names, every mtime is 1 (as in the Nix store), modes and symlinks are kept, hard links
+//! entries are sorted byte-wise, directories are included, owners are numeric with no user
+//! or group names (0:0 but for the nonroot user's home, see [`Forest`]), every mtime is 1 (as in the Nix store), modes and symlinks are kept, hard links
 //! are written as plain files (so store optimisation cannot change a layer). The compressed
 //! bytes depend only on the tar and the [`Compression`], never on the number of workers or on
 //! timing ([`crate::compression`]):
@@ -54,6 +54,7 @@
 //! same, entries and symlink targets still name `/nix/store/…`, which is also how the tests
 //! build layers of store paths without writing into the real store.
 
+mod accounts;
 mod forest;
 mod stream;
 mod tar_writer;
@@ -63,6 +64,7 @@ pub use stream::ChannelWriter;
 
 use crate::compression::{Compression, Workers};
 use crate::digest::{Digest, HashingWriter};
+use crate::image::ImageUser;
 use crate::nix::StorePath;
 use std::fmt;
 use std::io::{self, Write};
@@ -90,8 +92,9 @@ pub struct LayerBlob {
 pub enum LayerContents {
     /// Whole store paths (sorted), under `nix/store/`.
     StorePaths(Vec<StorePath>),
-    /// The symlink forest of these top-level store paths (first wins on conflicts).
-    Forest(Vec<StorePath>),
+    /// The symlink forest of these top-level store paths (first wins on conflicts), with
+    /// the user database of an image run by `user`.
+    Forest { packages: Vec<StorePath>, user: ImageUser },
 }
 
 /// How layer archives are compressed, in the domain's terms (the configuration maps
@@ -160,7 +163,7 @@ impl Archiver {
                     tar.tree(&on_disk(root, p), relative(p))?;
                 }
             }
-            LayerContents::Forest(packages) => Forest::link(root, packages)?.write(&mut tar)?,
+            LayerContents::Forest { packages, user } => Forest::link(root, packages, *user)?.write(&mut tar)?,
         }
         let (encoder, diff_id, _) = tar.finish()?.finish();
         let (out, digest, size) = encoder.finish()?.finish();

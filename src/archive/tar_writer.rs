@@ -18,20 +18,32 @@ impl<W: Write> TarWriter<W> {
         TarWriter { builder: Builder::new(inner) }
     }
 
+    /// A header owned by root (uid and gid 0), as every store path is in an image.
     fn header(kind: EntryType, mode: u32, size: u64) -> Header {
+        Self::owned_header(kind, mode, size, 0)
+    }
+
+    /// A header owned by uid and gid `owner`, numerically (no user or group names: the
+    /// image's own `/etc/passwd` gives the names).
+    fn owned_header(kind: EntryType, mode: u32, size: u64, owner: u32) -> Header {
         let mut h = Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(mode & 0o7777);
         h.set_size(size);
-        h.set_uid(0);
-        h.set_gid(0);
+        h.set_uid(owner.into());
+        h.set_gid(owner.into());
         h.set_mtime(MTIME);
         h
     }
 
     /// A directory entry; `path` is relative (no leading `/`).
     pub fn dir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
-        let mut h = Self::header(EntryType::Directory, mode, 0);
+        self.dir_owned(path, mode, 0)
+    }
+
+    /// A directory entry owned by uid and gid `owner` (a home directory).
+    pub fn dir_owned(&mut self, path: &Path, mode: u32, owner: u32) -> io::Result<()> {
+        let mut h = Self::owned_header(EntryType::Directory, mode, 0, owner);
         self.builder.append_data(&mut h, path, io::empty())
     }
 

@@ -1,6 +1,7 @@
 //! Archives on real directory trees: determinism, contents, the forest rules, and both compressions.
 
 use super::*;
+use crate::image::ImageUser;
 use flate2::read::GzDecoder;
 use sha2::Digest as _;
 use std::fs;
@@ -53,6 +54,10 @@ fn entries(blob: &[u8]) -> Vec<Entry> {
             }
         })
         .collect()
+}
+
+fn forest_of(packages: Vec<StorePath>, user: ImageUser) -> LayerContents {
+    LayerContents::Forest { packages, user }
 }
 
 fn archiver(compression: Compression, workers: Option<usize>) -> Archiver {
@@ -156,8 +161,8 @@ fn the_forest_merges_packages_and_adds_tmp_and_env() {
     let core =
         package(tmp.path(), '1', "coreutils", &[("bin/env", "env"), ("bin/ls", "ls"), ("nix-support/x", "meta")]);
     let git = package(tmp.path(), '2', "git", &[("bin/git", "git"), ("bin/ls", "other ls"), ("share/git/x", "x")]);
-    let forest = Forest::link(tmp.path(), &[core.clone(), git.clone()]).unwrap();
-    let (bytes, _) = build(tmp.path(), &LayerContents::Forest(vec![core.clone(), git.clone()]));
+    let forest = Forest::link(tmp.path(), &[core.clone(), git.clone()], ImageUser::Root).unwrap();
+    let (bytes, _) = build(tmp.path(), &forest_of(vec![core.clone(), git.clone()], ImageUser::Root));
     let e = entries(&bytes);
     let get = |p: &str| {
         e.iter()
@@ -180,7 +185,7 @@ fn the_forest_merges_packages_and_adds_tmp_and_env() {
 fn no_usr_bin_env_without_an_env() {
     let tmp = TempDir::new().unwrap();
     let hello = package(tmp.path(), 'h', "hello", &[("bin/hello", "hi")]);
-    let (bytes, _) = build(tmp.path(), &LayerContents::Forest(vec![hello]));
+    let (bytes, _) = build(tmp.path(), &forest_of(vec![hello], ImageUser::Root));
     let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.path).collect();
     assert!(!names.iter().any(|n| n.starts_with("usr")), "{names:?}");
     assert!(names.contains(&"tmp".to_string()), "{names:?}");
@@ -211,7 +216,7 @@ fn layers_do_not_depend_on_the_number_of_workers() {
     // 3 MiB of text and 3 MiB of noise: 48 gzip blocks, 3 zstd jobs.
     fs::write(on_disk(tmp.path(), &a).join("share/big"), text_then_noise(3 << 20)).unwrap();
     let contents = LayerContents::StorePaths(vec![a.clone()]);
-    let forest = LayerContents::Forest(vec![a]);
+    let forest = forest_of(vec![a], ImageUser::Root);
     for compression in Compression::ALL {
         let write = |workers, contents: &LayerContents| {
             archiver(compression, Some(workers)).write_layer_from(tmp.path(), contents, Vec::new()).unwrap()
@@ -224,4 +229,57 @@ fn layers_do_not_depend_on_the_number_of_workers() {
         }
         assert_eq!(write(1, &forest), write(8, &forest), "{compression}: the forest");
     }
+}
+
+/// Every forest has root in a user database of real files, and /root; a package's own
+/// etc/passwd loses to the registry's.
+#[test]
+fn the_forest_has_users_root_and_the_registrys_passwd_wins() {
+    let tmp = TempDir::new().unwrap();
+    let bash = package(tmp.path(), 'b', "bash", &[("bin/bash", "bash")]);
+    let shadow = package(tmp.path(), 'p', "passwd-pkg", &[("etc/passwd", "evil:x:0:0::/:/bin/sh\n"), ("etc/x", "x")]);
+    let (bytes, _) = build(tmp.path(), &forest_of(vec![bash.clone(), shadow], ImageUser::Root));
+    let e = entries(&bytes);
+    let get = |p: &str| e.iter().find(|e| e.path.trim_end_matches('/') == p).unwrap_or_else(|| panic!("{p} missing"));
+    let passwd = get("etc/passwd");
+    assert_eq!(passwd.kind, tar::EntryType::Regular, "a real file, not a link into a package");
+    assert_eq!((passwd.mode, passwd.uid, passwd.mtime), (0o644, 0, 1));
+    let text = String::from_utf8(passwd.data.clone()).unwrap();
+    assert!(text.starts_with("root:x:0:0:root:/root:/bin/bash\n"), "bash present: {text}");
+    assert!(!text.contains("evil"), "{text}");
+    assert!(String::from_utf8_lossy(&get("etc/group").data).starts_with("root:x:0:\n"));
+    assert!(String::from_utf8_lossy(&get("etc/nsswitch.conf").data).contains("passwd:    files"));
+    assert_eq!(get("etc/x").kind, tar::EntryType::Symlink, "the package's other files stay");
+    assert_eq!((get("root").kind, get("root").mode), (tar::EntryType::Directory, 0o700));
+    assert!(!e.iter().any(|e| e.path.starts_with("home")), "no home without nonroot");
+    assert_eq!(e.iter().filter(|e| e.path.trim_end_matches('/') == "etc/passwd").count(), 1);
+
+    // Without bash root's shell is /bin/sh; the order of entries stays sorted.
+    let hello = package(tmp.path(), 'h', "hello", &[("bin/hello", "hi")]);
+    let (bytes, _) = build(tmp.path(), &forest_of(vec![hello], ImageUser::Root));
+    let e = entries(&bytes);
+    let passwd = e.iter().find(|e| e.path == "etc/passwd").unwrap();
+    assert!(String::from_utf8_lossy(&passwd.data).starts_with("root:x:0:0:root:/root:/bin/sh\n"));
+    let paths: Vec<&str> = e.iter().map(|e| e.path.trim_end_matches('/')).collect();
+    let mut sorted = paths.clone();
+    sorted.sort_by_key(|p| p.split('/').map(str::to_owned).collect::<Vec<_>>());
+    assert_eq!(paths, sorted);
+}
+
+/// A nonroot forest adds user 1000 and its home, owned by it; a package's `home` link is
+/// replaced by the directory.
+#[test]
+fn a_nonroot_forest_has_the_user_and_its_home() {
+    let tmp = TempDir::new().unwrap();
+    let hello = package(tmp.path(), 'h', "hello", &[("bin/hello", "hi"), ("home", "a file where home goes")]);
+    let (bytes, blob) = build(tmp.path(), &forest_of(vec![hello.clone()], ImageUser::NonRoot));
+    let e = entries(&bytes);
+    let get = |p: &str| e.iter().find(|e| e.path.trim_end_matches('/') == p).unwrap_or_else(|| panic!("{p} missing"));
+    assert_eq!((get("home").kind, get("home").mode, get("home").uid), (tar::EntryType::Directory, 0o755, 0));
+    let home = get("home/nonroot");
+    assert_eq!((home.kind, home.mode, home.uid), (tar::EntryType::Directory, 0o755, 1000));
+    let passwd = String::from_utf8(get("etc/passwd").data.clone()).unwrap();
+    assert!(passwd.contains("\nnonroot:x:1000:1000:nonroot:/home/nonroot:/bin/sh\n"), "{passwd}");
+    let (_, root_blob) = build(tmp.path(), &forest_of(vec![hello], ImageUser::Root));
+    assert_ne!(blob.diff_id, root_blob.diff_id);
 }

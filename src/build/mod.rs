@@ -6,6 +6,9 @@
 //! per process whoever asks, or taken from its record) → image config → manifests in every
 //! format, stored by digest (so clients can fetch them again) and by key ([`crate::cache`]).
 //!
+//! With several platforms (`NIXERY_PLATFORMS`), a tag can also be answered with an index of
+//! every platform's manifest ([`index`]), each built as above.
+//!
 //! Concurrent requests for the same image (same revision, architecture and packages) share
 //! one build, whatever manifest format each wants, and concurrent requests for the same
 //! manifest share one storage look-up and one write ([`SingleFlight`]). A build goes on while
@@ -20,14 +23,17 @@
 //! in [`crate::activity`] (with its layer plan and the tag of the request that started it),
 //! which the web pages show; [`Builder::plan`] gives those pages the plan of an image.
 
+mod index;
 mod layer;
 
 use crate::activity::{Activity, BuildRecord, FailureRecord, ImageId, PlannedImage};
 use crate::archive::{Archiver, LayerBlob};
-use crate::cache::{CachePolicy, CachedManifest, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache};
+use crate::cache::{
+    CachePolicy, CachedManifest, DocumentKind, Freshness, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache,
+};
 use crate::compression::Compression;
 use crate::flight::SingleFlight;
-use crate::image::{ImageName, ImageSpec, Tag};
+use crate::image::{Arch, ImageName, ImageSpec, Platforms, Tag};
 use crate::layers::LayerPolicy;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::metrics::Metrics;
@@ -37,6 +43,7 @@ use crate::plan::{ImagePlan, Planner};
 use crate::popularity::Popularity;
 use crate::storage::{ObjectKey, Storage, StorageError};
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use layer::LayerJobs;
 use std::sync::Arc;
 
@@ -48,6 +55,8 @@ pub struct BuildPolicy {
     /// How Nix runs: its deadline, local builds, job slots, nixpkgs' config.
     pub nix: NixPolicy,
     pub layers: LayerPolicy,
+    /// What a tag's index holds (`NIXERY_PLATFORMS`).
+    pub platforms: Platforms,
 }
 
 /// Why an image could not be built.
@@ -64,6 +73,9 @@ pub enum BuildError {
     /// A layer job this build shared with others failed.
     #[error(transparent)]
     Layer(Arc<BuildError>),
+    /// One platform's image of an index failed.
+    #[error("the {} image: {}", .0.platform(), .1)]
+    Platform(Arch, Arc<BuildError>),
 }
 
 /// Why a manifest could not be served.
@@ -74,6 +86,9 @@ pub enum ManifestError {
     Source(Arc<SourceError>),
     #[error(transparent)]
     Build(Arc<BuildError>),
+    /// One platform's image of an index failed (the request fails with it).
+    #[error("the {} image: {error}", platform.platform())]
+    Platform { platform: Arch, error: Arc<BuildError> },
 }
 
 impl From<StorageError> for ManifestError {
@@ -111,6 +126,7 @@ struct Inner {
     manifests: ManifestCache,
     layer_jobs: LayerJobs,
     recipe: Recipe,
+    platforms: Platforms,
     storage: Arc<Storage>,
     metrics: Arc<Metrics>,
     images: SingleFlight<ImageKey, BuildResult>,
@@ -137,6 +153,7 @@ impl Builder {
                 manifests: ManifestCache::new(storage.clone(), cache.manifest_memory),
                 recipe: Recipe::new(policy.layers, archiver.compression(), &policy.nix.nixpkgs_config),
                 layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, archiver, "/".into()),
+                platforms: policy.platforms.clone(),
                 storage,
                 metrics,
                 images: SingleFlight::new(),
@@ -154,27 +171,44 @@ impl Builder {
 
     /// The manifest of `spec` at `tag` in `format`: from memory when the tag's resolution is
     /// fresh and the image known (no Nix, no git, no I/O), else from storage, else built.
+    /// `name` is what the client asked for (for the log).
     pub async fn manifest(
         &self,
         name: &ImageName,
+        spec: ImageSpec,
         tag: &Tag,
         format: ManifestFormat,
     ) -> Result<Arc<CachedManifest>, ManifestError> {
+        self.document(name, tag, spec, format, DocumentKind::Manifest).await
+    }
+
+    /// The document `document` of `spec` at `tag` in `format`, through the caches; the
+    /// request is counted by what answering it took.
+    async fn document(
+        &self,
+        name: &ImageName,
+        tag: &Tag,
+        image: ImageSpec,
+        format: ManifestFormat,
+        document: DocumentKind,
+    ) -> Result<Arc<CachedManifest>, ManifestError> {
         let inner = &self.inner;
         let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
-        let key = ManifestKey { source, image: ImageSpec::from_name(name), format, recipe: inner.recipe.clone() };
-        if let Some(hit) = inner.manifests.in_memory(&key) {
-            inner.metrics.manifest_served(freshness.memory_outcome());
-            return Ok(hit);
-        }
-        let start = {
-            let (inner, key, tag) = (self.inner.clone(), key.clone(), tag.clone());
-            let image = format!("{name}:{}", tag.as_str());
-            move || async move { inner.stored_or_built(key, image, tag).await }.boxed()
-        };
-        let (manifest, outcome) = inner.manifest_flights.run(key, start).await.map_err(ManifestError::Build)?;
+        let key = ManifestKey { source, image, format, recipe: inner.recipe.clone(), document };
+        let requested = Requested { log_name: format!("{name}:{}", tag.as_str()), tag: tag.clone() };
+        let (doc, outcome) = inner.clone().cached(key, freshness, requested).await.map_err(|e| match e.as_ref() {
+            BuildError::Platform(platform, error) => {
+                ManifestError::Platform { platform: *platform, error: error.clone() }
+            }
+            _ => ManifestError::Build(e),
+        })?;
         inner.metrics.manifest_served(outcome);
-        Ok(manifest)
+        Ok(doc)
+    }
+
+    /// The configured platforms.
+    pub fn platforms(&self) -> &Platforms {
+        &self.inner.platforms
     }
 
     /// The layer plan of `spec` at `tag`, for the web pages: the recorded plan of a recent
@@ -203,7 +237,9 @@ impl Builder {
 fn log_failure(image: &str, e: &BuildError) {
     let image_failure = match e {
         BuildError::Nix(nix) => nix.is_image_failure(),
-        BuildError::Layer(layer) => matches!(layer.as_ref(), BuildError::Nix(nix) if nix.is_image_failure()),
+        BuildError::Layer(layer) | BuildError::Platform(_, layer) => {
+            matches!(layer.as_ref(), BuildError::Nix(nix) if nix.is_image_failure())
+        }
         BuildError::Storage(_) | BuildError::Archive(_) | BuildError::Task(_) => false,
     };
     if image_failure {
@@ -221,10 +257,43 @@ fn logged_fault(image: &str, e: StorageError) -> Arc<BuildError> {
     Arc::new(e)
 }
 
+/// Who asked for a document: the name and tag as requested (for the log) and the tag (for
+/// the record of builds).
+#[derive(Clone, Debug)]
+pub(super) struct Requested {
+    log_name: String,
+    tag: Tag,
+}
+
 impl Inner {
+    /// The document of `key` (a manifest or an index), from memory, else from storage or
+    /// built, once for all concurrent requests. (Boxed: an index's build asks this for each
+    /// platform's manifest, and a recursive `async fn` has no nameable type.)
+    fn cached(
+        self: Arc<Self>,
+        key: ManifestKey,
+        freshness: Freshness,
+        requested: Requested,
+    ) -> BoxFuture<'static, ManifestResult> {
+        async move {
+            if let Some(hit) = self.manifests.in_memory(&key) {
+                return Ok((hit, freshness.memory_outcome()));
+            }
+            let start = {
+                let (inner, key) = (self.clone(), key.clone());
+                move || match key.document {
+                    DocumentKind::Manifest => async move { inner.stored_or_built(key, requested).await }.boxed(),
+                    DocumentKind::Index(_) => async move { inner.stored_or_indexed(key, requested).await }.boxed(),
+                }
+            };
+            self.manifest_flights.run(key, start).await
+        }
+        .boxed()
+    }
+
     /// A manifest not in memory: from storage, or built.
-    /// `image` (name and tag as requested) names the image in the log; `tag` is recorded.
-    async fn stored_or_built(self: Arc<Self>, key: ManifestKey, image: String, tag: Tag) -> ManifestResult {
+    async fn stored_or_built(self: Arc<Self>, key: ManifestKey, requested: Requested) -> ManifestResult {
+        let Requested { log_name: image, tag } = requested;
         let key_format = key.format;
         if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| logged_fault(&image, e))? {
             return Ok((stored, Outcome::Stored));
@@ -278,7 +347,8 @@ impl Inner {
         let jobs = plan.contents().into_iter().map(|c| self.layer_jobs.layer(c));
         let blobs = futures::future::try_join_all(jobs).await.map_err(BuildError::Layer)?;
 
-        let config = manifest::image_config(spec.arch, &blobs, plan.runs_bash);
+        let exec = manifest::Exec { cmd: plan.command.as_deref(), user: spec.user.config_user() };
+        let config = manifest::image_config(spec.arch, &blobs, exec);
         let config_key = ObjectKey::blob(&config.digest);
         if self.storage.size(&config_key).await?.is_none() {
             self.storage.put(&config_key, config.bytes.clone()).await?;

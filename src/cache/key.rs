@@ -16,7 +16,7 @@
 
 use crate::compression::Compression;
 use crate::digest::Digest;
-use crate::image::ImageSpec;
+use crate::image::{ImageSpec, Platforms};
 use crate::layers::{Grouping, LayerPolicy};
 use crate::manifest::ManifestFormat;
 use crate::nix::NixpkgsConfig;
@@ -44,25 +44,46 @@ impl Recipe {
     }
 }
 
-/// What a cached manifest was built from.
+/// Which document a key names: one platform's manifest, or the index of several
+/// platforms' manifests (whose spec's architecture is then the default platform's, so the
+/// key has one spelling).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DocumentKind {
+    Manifest,
+    Index(Platforms),
+}
+
+/// What a cached manifest (or index) was built from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ManifestKey {
     pub source: Arc<SourceRevision>,
     pub image: ImageSpec,
+    /// The manifest format; an index is in this format's index type.
     pub format: ManifestFormat,
     pub recipe: Recipe,
+    pub document: DocumentKind,
 }
 
 impl ManifestKey {
-    /// Version 4: nixpkgs' configuration and the layers' compression are part of the recipe,
-    /// and packages are exact
+    /// Version 5: the image's user (`nonroot`) is part of the spec, images have a user
+    /// database and a default command from `meta.mainProgram`, and a key names the document
+    /// (a manifest, or an index of platforms). Version 4: nixpkgs' configuration and the
+    /// layers' compression are part of the recipe, and packages are exact
     /// outputs (version 3 took `meta.outputsToInstall`); version 3 made the source a resolved
     /// commit with its remote and added the recipe (version 2 held only source,
     /// architecture, packages and format).
-    pub const VERSION: u32 = 4;
+    pub const VERSION: u32 = 5;
 
     /// Where storage keeps this manifest; `None` for a revision that is not a commit (a path's
     /// reading means nothing to another process).
+    /// The media type the document is served with.
+    pub fn media_type(&self) -> &'static str {
+        match self.document {
+            DocumentKind::Manifest => self.format.media_type(),
+            DocumentKind::Index(_) => self.format.index_media_type(),
+        }
+    }
+
     pub fn storage_key(&self) -> Option<ObjectKey> {
         let source = self.source.pinned_identity()?;
         let grouping = match self.recipe.layers.grouping {
@@ -74,7 +95,12 @@ impl ManifestKey {
             "source": source,
             "arch": self.image.arch.oci_name(),
             "packages": self.image.packages,
+            "user": self.image.user.key_name(),
             "format": self.format.media_type(),
+            "document": match &self.document {
+                DocumentKind::Manifest => json!("manifest"),
+                DocumentKind::Index(platforms) => json!({ "index": platforms.to_string() }),
+            },
             "layers": { "grouping": grouping, "budget": self.recipe.layers.budget },
             "archive": self.recipe.archive,
             "compression": self.recipe.compression.id(),
@@ -103,6 +129,7 @@ mod tests {
                 Compression::Gzip,
                 &NixpkgsConfig::default(),
             ),
+            document: DocumentKind::Manifest,
         }
     }
 
@@ -117,6 +144,7 @@ mod tests {
             key(&"b".repeat(40), "shell/hello", ManifestFormat::Docker, 94),
             key(&a, "shell/hello/git", ManifestFormat::Docker, 94),
             key(&a, "arm64/shell/hello", ManifestFormat::Docker, 94),
+            key(&a, "nonroot/shell/hello", ManifestFormat::Docker, 94),
             key(&a, "shell/hello", ManifestFormat::Oci, 94),
             key(&a, "shell/hello", ManifestFormat::Docker, 10),
         ] {
@@ -134,6 +162,18 @@ mod tests {
         let mut zstd = base.clone();
         zstd.recipe.compression = Compression::Zstd;
         assert_ne!(zstd.storage_key().unwrap(), stored);
+        let index = |platforms: &str| ManifestKey {
+            document: DocumentKind::Index(Platforms::parse(platforms).unwrap()),
+            ..base.clone()
+        };
+        let both = index("linux/amd64,linux/arm64");
+        assert_ne!(both.storage_key().unwrap(), stored, "an index is not the manifest");
+        assert_ne!(both.storage_key(), index("linux/arm64").storage_key(), "the platforms are in the key");
+        assert_eq!(both.storage_key(), index("linux/arm64,linux/amd64").storage_key());
+        assert_eq!(both.media_type(), "application/vnd.docker.distribution.manifest.list.v2+json");
+        let oci = ManifestKey { format: ManifestFormat::Oci, ..both.clone() };
+        assert_ne!(oci.storage_key(), both.storage_key());
+        assert_eq!(oci.media_type(), "application/vnd.oci.image.index.v1+json");
     }
 
     #[test]

@@ -11,18 +11,21 @@
 use crate::archive::{LayerBlob, LayerContents};
 use crate::compression::Compression;
 use crate::digest::Digest;
+use crate::image::ImageUser;
 use crate::storage::{ObjectKey, Storage, StorageError};
 
 /// Bumped whenever the archive format changes, so old records are not reused (and part of
 /// every manifest key, see [`super::Recipe`]). v2: gzip in parallel blocks with noise stored
-/// (see [`crate::archive`]), and the compression in the key.
-pub const FORMAT_VERSION: &str = "nixery-layer-v2";
+/// (see [`crate::archive`]), and the compression in the key. v3: the symlink forest carries
+/// the user database, `/root` and the nonroot home.
+pub const FORMAT_VERSION: &str = "nixery-layer-v3";
 
 /// The content key of a layer archived with `compression`.
 pub fn content_key(contents: &LayerContents, compression: Compression) -> Digest {
     let (kind, paths) = match contents {
         LayerContents::StorePaths(p) => ("store-paths", p),
-        LayerContents::Forest(p) => ("symlink-forest", p),
+        LayerContents::Forest { packages, user: ImageUser::Root } => ("symlink-forest", packages),
+        LayerContents::Forest { packages, user: ImageUser::NonRoot } => ("symlink-forest nonroot", packages),
     };
     let mut text = format!("{FORMAT_VERSION}\n{}\n{kind}\n", compression.id());
     for p in paths {
@@ -64,10 +67,12 @@ mod tests {
         let a = LayerContents::StorePaths(vec![path("a")]);
         let a2 = LayerContents::StorePaths(vec![path("a")]);
         let b = LayerContents::StorePaths(vec![path("b")]);
-        let fa = LayerContents::Forest(vec![path("a")]);
+        let fa = LayerContents::Forest { packages: vec![path("a")], user: ImageUser::Root };
+        let fa_nonroot = LayerContents::Forest { packages: vec![path("a")], user: ImageUser::NonRoot };
         assert_eq!(content_key(&a), content_key(&a2));
         assert_ne!(content_key(&a), content_key(&b));
         assert_ne!(content_key(&a), content_key(&fa));
         assert_ne!(content_key(&a), super::content_key(&a, Compression::Zstd));
+        assert_ne!(content_key(&fa), content_key(&fa_nonroot));
     }
 }

@@ -78,7 +78,7 @@ impl ManifestCache {
             return Ok(None);
         };
         let digest = Digest::of(&bytes);
-        let cached = Arc::new(CachedManifest::new(Document { bytes, digest }, key.format.media_type()));
+        let cached = Arc::new(CachedManifest::new(Document { bytes, digest }, key.media_type()));
         self.memory.insert(key.clone(), cached.clone());
         Ok(Some(cached))
     }
@@ -93,7 +93,7 @@ impl ManifestCache {
         if let Some(object) = key.storage_key() {
             self.storage.put(&object, doc.bytes.clone()).await?;
         }
-        let cached = Arc::new(CachedManifest::new(doc, key.format.media_type()));
+        let cached = Arc::new(CachedManifest::new(doc, key.media_type()));
         self.memory.insert(key, cached.clone());
         Ok(cached)
     }
@@ -119,6 +119,7 @@ mod tests {
                 Default::default(),
                 &Default::default(),
             ),
+            document: crate::cache::DocumentKind::Manifest,
         }
     }
 

@@ -42,7 +42,9 @@
 //! # Extending
 //!
 //! A multi-architecture index is cached like a manifest: its key is a [`ManifestKey`] whose
-//! format names the index type, and the cached value is the same pre-rendered document. A
+//! [`DocumentKind`] names the index and its platforms (the format names the index type:
+//! Docker manifest list or OCI index), and the cached value is the same pre-rendered
+//! document; each platform's manifest has its own key. A
 //! setting that changes layer bytes (compression) is a field of [`Recipe`], which every key
 //! includes; a change to what keys mean bumps [`ManifestKey::VERSION`].
 
@@ -51,7 +53,7 @@ pub mod layers;
 pub mod manifests;
 pub mod sources;
 
-pub use key::{ManifestKey, Recipe};
+pub use key::{DocumentKind, ManifestKey, Recipe};
 pub use manifests::{CachedManifest, ManifestCache};
 pub use sources::{Freshness, KnownRevision, SourceCache};
 

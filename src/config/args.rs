@@ -6,6 +6,7 @@
 use crate::archive::ArchivePolicy;
 use crate::cache::CachePolicy;
 use crate::compression::Compression;
+use crate::image::Platforms;
 use crate::layers::Grouping;
 use clap::{Parser, ValueEnum};
 use reqwest::Url;
@@ -141,6 +142,11 @@ pub struct BuildArgs {
     /// hold functions, e.g. allowUnfreePredicate).
     #[arg(long, env = "NIXERY_NIXPKGS_CONFIG")]
     pub nixpkgs_config: Option<String>,
+
+    /// Platforms images are built for, comma-separated (`linux/amd64,linux/arm64`); with
+    /// several, a client that accepts an image index gets one per tag [default: the host's].
+    #[arg(long, env = "NIXERY_PLATFORMS", value_parser = Platforms::parse)]
+    pub platforms: Option<Platforms>,
 }
 
 #[derive(Clone, Debug, clap::Args)]

@@ -231,6 +231,7 @@ impl BuildArgs {
             source: source.resolve()?,
             nix,
             layers: LayerPolicy { grouping: self.layer_grouping.into(), budget: self.layer_budget.into() },
+            platforms: self.platforms.unwrap_or_default(),
         };
         Ok(BuildSettings { policy, popularity_url: self.popularity_url })
     }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::compression::Compression;
+use crate::image::Platforms;
 use crate::layers::Grouping;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -48,6 +49,7 @@ fn defaults_match_nixery() {
     assert!(c.build.policy.nix.local_builds, "Nixery builds what no cache has");
     assert_eq!(c.build.policy.nix.max_jobs, crate::nix::cores());
     assert_eq!(c.build.policy.nix.nixpkgs_config, NixpkgsConfig::default());
+    assert_eq!(c.build.policy.platforms, Platforms::host(), "one platform, the host's");
     assert_eq!(c.port, 8080);
     assert_eq!(serve(&[], &[]).unwrap().port, 8080);
 }
@@ -81,6 +83,19 @@ fn the_channel_repository_ttl_and_cache_size_are_configurable() {
     // The repository alone selects the default channel there.
     let c = serve(&[], &[("NIXERY_CHANNEL_REPO", "file:///x")]).unwrap();
     assert!(matches!(c.build.policy.source, PkgSource::Channel { ref repo, .. } if repo.as_str() == "file:///x"));
+}
+
+#[test]
+fn platforms_are_a_checked_list() {
+    let c = serve(&[], &[("NIXERY_PLATFORMS", "linux/arm64,linux/amd64")]).unwrap();
+    assert_eq!(c.build.policy.platforms.to_string(), "linux/amd64,linux/arm64");
+    let (var, flag, value) = invalid(serve(&[], &[("NIXERY_PLATFORMS", "linux/amd64,linux/s390x")]).unwrap_err());
+    assert_eq!(
+        (var.as_str(), flag.as_str(), value.as_str()),
+        ("NIXERY_PLATFORMS", "--platforms", "linux/amd64,linux/s390x")
+    );
+    let err = serve(&["--platforms", "windows/amd64"], &[]).unwrap_err();
+    assert!(err.to_string().contains("unknown platform 'windows/amd64'"), "{err}");
 }
 
 #[test]

@@ -6,7 +6,11 @@
 //! that mean the same thing (`git/shell`, `shell/git`, `shell/git/git`) are the same image.
 
 mod name;
+mod platform;
 mod spec;
 
 pub use name::{ImageName, NameError, PackageName, Reference, Tag};
-pub use spec::{ALWAYS_INCLUDED, Arch, INTERACTIVE_SHELL, ImageSpec, SHELL_PACKAGES, is_always_included};
+pub use platform::{PlatformError, Platforms};
+pub use spec::{
+    ALWAYS_INCLUDED, Arch, INTERACTIVE_SHELL, ImageSpec, ImageUser, NONROOT, SHELL_PACKAGES, is_always_included,
+};

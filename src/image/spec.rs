@@ -2,8 +2,12 @@
 //! de-duplicated set of package names, with meta-packages expanded.
 //!
 //! Nixery only honours meta-packages at the front of a name; here they are honoured
-//! anywhere, so that `git/shell` and `shell/git` are one image (nixpkgs has no `shell` or
-//! `arm64` attribute, so nothing is lost).
+//! anywhere, so that `git/shell` and `shell/git` are one image (nixpkgs has no `shell`,
+//! `arm64` or `nonroot` attribute, so nothing is lost).
+//!
+//! `nonroot` is not a package but a property of the image: who runs its command. It is part
+//! of the spec (so of every cache key) because it changes the symlink forest (`/etc/passwd`,
+//! `/home/nonroot`) and the config's `User`.
 
 use super::name::{ImageName, PackageName};
 use std::collections::BTreeSet;
@@ -22,6 +26,43 @@ pub fn is_always_included(name: &PackageName) -> bool {
     ALWAYS_INCLUDED.contains(&name.as_str())
 }
 
+/// The meta-package that makes an image run as [`ImageUser::NonRoot`].
+pub const NONROOT: &str = "nonroot";
+
+/// Who an image's command runs as. Every image has root in its user database (programs
+/// look users up by uid: `whoami`, git, ssh); `nonroot` adds user and group 1000 and runs
+/// the image as them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ImageUser {
+    #[default]
+    Root,
+    NonRoot,
+}
+
+impl ImageUser {
+    /// uid and gid of the `nonroot` user: the first regular user of Linux distributions,
+    /// which is also the uid CI runners and bind-mounted home directories usually have.
+    pub const NONROOT_ID: u32 = 1000;
+
+    /// The image config's `User`: numeric `uid:gid`, so a runtime need not read the image's
+    /// `/etc/passwd` to start the process and Kubernetes' `runAsNonRoot` (which only trusts
+    /// numeric users) accepts the image. `None` for root (the runtimes' default).
+    pub fn config_user(self) -> Option<&'static str> {
+        match self {
+            ImageUser::Root => None,
+            ImageUser::NonRoot => Some("1000:1000"),
+        }
+    }
+
+    /// The name in the cache keys.
+    pub fn key_name(self) -> &'static str {
+        match self {
+            ImageUser::Root => "root",
+            ImageUser::NonRoot => NONROOT,
+        }
+    }
+}
+
 /// The CPU architecture an image is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Arch {
@@ -38,6 +79,16 @@ impl Arch {
         }
     }
 
+    /// The architecture of the machine the server runs on (the default platform), if it is
+    /// one images can be built for.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::Amd64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+
     /// The GOARCH-style name used in image configs.
     pub fn oci_name(self) -> &'static str {
         match self {
@@ -47,32 +98,47 @@ impl Arch {
     }
 }
 
-/// What to build: the architecture and the sorted package names.
+/// What to build: the architecture, the sorted package names and who runs the image.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageSpec {
     pub arch: Arch,
     pub packages: BTreeSet<PackageName>,
+    pub user: ImageUser,
 }
 
 impl ImageSpec {
+    /// The spec of `name` for the host's platform unless the name says `arm64`.
     pub fn from_name(name: &ImageName) -> Self {
-        Self::from_packages(name.components())
+        Self::from_packages(name.components(), Arch::host().unwrap_or(Arch::Amd64))
     }
 
-    pub fn from_packages(components: &[PackageName]) -> Self {
-        let mut arch = Arch::Amd64;
+    /// The spec of `name`, built for `default` unless the name selects an architecture.
+    pub fn for_platform(name: &ImageName, default: Arch) -> Self {
+        Self::from_packages(name.components(), default)
+    }
+
+    /// The architecture the name itself selects (`arm64` anywhere in it), if any: such a
+    /// name is one platform's image, never an index.
+    pub fn arch_in_name(name: &ImageName) -> Option<Arch> {
+        name.components().iter().any(|c| c.as_str() == "arm64").then_some(Arch::Arm64)
+    }
+
+    pub fn from_packages(components: &[PackageName], default: Arch) -> Self {
+        let mut arch = default;
+        let mut user = ImageUser::Root;
         let mut packages = BTreeSet::new();
         for c in components {
             match c.as_str() {
                 "shell" => packages.extend(SHELL_PACKAGES.map(PackageName::from_static)),
                 "arm64" => arch = Arch::Arm64,
+                NONROOT => user = ImageUser::NonRoot,
                 _ => {
                     packages.insert(c.clone());
                 }
             }
         }
         packages.extend(ALWAYS_INCLUDED.map(PackageName::from_static));
-        ImageSpec { arch, packages }
+        ImageSpec { arch, packages, user }
     }
 
     /// A name that gives this spec back ([`ImageSpec::from_name`]), for pages that list
@@ -81,14 +147,15 @@ impl ImageSpec {
     pub fn canonical_name(&self) -> String {
         let has_shell = SHELL_PACKAGES.iter().all(|p| self.packages.contains(*p));
         let arm64 = (self.arch == Arch::Arm64).then_some("arm64");
+        let nonroot = (self.user == ImageUser::NonRoot).then_some(NONROOT);
         let shell = has_shell.then_some("shell");
         let rest = self
             .packages
             .iter()
             .map(PackageName::as_str)
             .filter(|p| !(ALWAYS_INCLUDED.contains(p) || has_shell && SHELL_PACKAGES.contains(p)));
-        let mut parts: Vec<&str> = arm64.into_iter().chain(shell).chain(rest).collect();
-        if parts.len() == usize::from(arm64.is_some()) {
+        let mut parts: Vec<&str> = arm64.into_iter().chain(nonroot).chain(shell).chain(rest).collect();
+        if parts.len() == usize::from(arm64.is_some()) + usize::from(nonroot.is_some()) {
             parts.extend(ALWAYS_INCLUDED);
         }
         parts.join("/")
@@ -138,11 +205,36 @@ mod tests {
             ("bashInteractive/coreutils/nano", "bashInteractive/coreutils/nano"),
             ("cacert", "cacert/iana-etc"),
             ("arm64/iana-etc", "arm64/cacert/iana-etc"),
+            ("hello/nonroot/arm64", "arm64/nonroot/hello"),
+            ("nonroot", "nonroot/cacert/iana-etc"),
         ] {
             let s = spec(name);
             assert_eq!(s.canonical_name(), canonical, "{name}");
             assert_eq!(spec(&s.canonical_name()), s, "{name}");
         }
+    }
+
+    #[test]
+    fn nonroot_counts_anywhere_and_is_not_a_package() {
+        let s = spec("hello/nonroot");
+        assert_eq!(s.user, ImageUser::NonRoot);
+        assert!(!s.packages.contains(NONROOT));
+        assert_eq!(s, spec("nonroot/hello"));
+        assert_ne!(s, spec("hello"));
+        assert_eq!(spec("hello").user, ImageUser::Root);
+        assert_eq!(ImageUser::NonRoot.config_user(), Some("1000:1000"));
+        assert_eq!(ImageUser::Root.config_user(), None);
+    }
+
+    #[test]
+    fn the_default_platform_applies_unless_the_name_selects_one() {
+        let hello = ImageName::parse("hello").unwrap();
+        assert_eq!(ImageSpec::for_platform(&hello, Arch::Arm64).arch, Arch::Arm64);
+        assert_eq!(ImageSpec::for_platform(&hello, Arch::Amd64).arch, Arch::Amd64);
+        let arm = ImageName::parse("hello/arm64").unwrap();
+        assert_eq!(ImageSpec::for_platform(&arm, Arch::Amd64).arch, Arch::Arm64);
+        assert_eq!(ImageSpec::arch_in_name(&arm), Some(Arch::Arm64));
+        assert_eq!(ImageSpec::arch_in_name(&hello), None);
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct ResolvedPackage {
     pub drv_path: StorePath,
     /// The output paths that go into the image (the one output's).
     pub outputs: Vec<StorePath>,
+    /// `meta.mainProgram`: the program the package is run as (`nix run`), if it says.
+    #[serde(default)]
+    pub main_program: Option<String>,
 }
 
 /// A top-level package of a package set, as nix/popcount.nix lists it.

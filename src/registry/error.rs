@@ -161,9 +161,23 @@ impl From<&BuildError> for RegistryError {
         match e {
             BuildError::Nix(nix) => nix.into(),
             BuildError::Layer(layer) => layer.as_ref().into(),
+            BuildError::Platform(platform, error) => for_platform(*platform, error),
             BuildError::Storage(_) | BuildError::Archive(_) | BuildError::Task(_) => Self::internal(),
         }
     }
+}
+
+/// One platform's failure: that platform's answer, its message and reason phrase naming it.
+fn for_platform(platform: crate::image::Arch, error: &BuildError) -> RegistryError {
+    let mut answer = RegistryError::from(error);
+    answer.message = format!("{}: {}", platform.platform(), answer.message);
+    if let Some(reason) = &answer.reason {
+        answer.reason = Some(reason::phrase(&format!("{}: {reason}", platform.platform())));
+    }
+    if let Value::Object(detail) = &mut answer.detail {
+        detail.insert("platform".to_owned(), platform.platform().into());
+    }
+    answer
 }
 
 impl From<&ManifestError> for RegistryError {
@@ -171,6 +185,8 @@ impl From<&ManifestError> for RegistryError {
         match e {
             ManifestError::Source(source) => source.as_ref().into(),
             ManifestError::Build(build) => build.as_ref().into(),
+            // One platform of an index: that platform's answer, its message naming it.
+            ManifestError::Platform { platform, error } => for_platform(*platform, error),
         }
     }
 }

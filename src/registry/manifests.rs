@@ -10,6 +10,10 @@
 //! ([`super::conditional`]; by tag, after the image is built). `Range` is not supported on
 //! manifests (no `Accept-Ranges`): it is ignored, as RFC 9110 §14.2 allows.
 //!
+//! With several platforms configured (`NIXERY_PLATFORMS`), a request by tag from a client
+//! that accepts an image index gets one ([`crate::index`] has the rule), unless the name
+//! selects an architecture (`arm64`); everyone else gets the default platform's manifest.
+//!
 //! A client that refuses both manifest formats (`q=0` on each, e.g. `*/*;q=0`) gets 406
 //! before anything is built: a refused type is never chosen (RFC 9110 §12.4.2).
 
@@ -19,7 +23,7 @@ use super::{digest_value, etag};
 use crate::AppState;
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
-use crate::image::{ImageName, Reference};
+use crate::image::{ImageName, ImageSpec, Reference};
 use crate::manifest::{self, ManifestFormat};
 use crate::storage::ObjectKey;
 use axum::body::Body;
@@ -35,9 +39,21 @@ pub async fn get(
 ) -> Result<Response, RegistryError> {
     match reference {
         Reference::Tag(tag) => {
+            let accept: Vec<&str> = accepted(headers).collect();
             let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-            let format = ManifestFormat::negotiate_for(accepted(headers), user_agent, state.builder.compression())?;
-            let manifest = state.builder.manifest(name, &tag, format).await.map_err(|e| RegistryError::from(&e))?;
+            let format =
+                ManifestFormat::negotiate_for(accept.iter().copied(), user_agent, state.builder.compression())?;
+            let platforms = state.builder.platforms();
+            let spec = ImageSpec::for_platform(name, platforms.default_arch());
+            let index = platforms.several()
+                && ImageSpec::arch_in_name(name).is_none()
+                && format.index_accepted(accept.iter().copied());
+            let manifest = if index {
+                state.builder.index(name, spec, &tag, format).await
+            } else {
+                state.builder.manifest(name, spec, &tag, format).await
+            };
+            let manifest = manifest.map_err(|e| RegistryError::from(&e))?;
             respond_cached(&manifest, headers)
         }
         Reference::Digest(digest) => {

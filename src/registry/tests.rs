@@ -513,6 +513,7 @@ async fn a_stored_commit_manifest_is_served_from_storage_then_memory() {
             config.archive.compression,
             &config.build.policy.nix.nixpkgs_config,
         ),
+        document: crate::cache::DocumentKind::Manifest,
     };
     let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
     s.storage.put(&key.storage_key().unwrap(), manifest.to_vec().into()).await.unwrap();

@@ -87,12 +87,18 @@ fn every_blob_matches_its_digest_and_diff_id() {
     assert_eq!(part.status, 206, "{}", part.describe());
     assert_eq!(part.body, full[100..200]);
 
-    // Without bash there is no Cmd, but still a config object.
+    // Without bash or a meta.mainProgram there is no Cmd, but still a config object.
+    let (_, m, _) = manifest(&server, "foobar");
+    let config_digest = m["config"]["digest"].as_str().unwrap();
+    let config = server.get_ok(&format!("/v2/foobar/blobs/{config_digest}"), &[]).json();
+    assert!(config["config"].is_object());
+    assert!(config["config"].get("Cmd").is_none(), "{config}");
+    assert!(config["config"].get("User").is_none(), "{config}");
+    // hello declares meta.mainProgram: its program is the command, by its path in the forest.
     let (_, m, _) = manifest(&server, "hello");
     let config_digest = m["config"]["digest"].as_str().unwrap();
     let config = server.get_ok(&format!("/v2/hello/blobs/{config_digest}"), &[]).json();
-    assert!(config["config"].is_object());
-    assert!(config["config"].get("Cmd").is_none(), "{config}");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/hello"]), "{config}");
 }
 
 #[test]

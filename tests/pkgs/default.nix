@@ -12,6 +12,9 @@
 # Derivations are always built for the host so arm64 images can be built here; the target is
 # recorded in each package's `nix-support/system` so tests can see what was asked.
 #
+# Some packages declare `meta.mainProgram` as nixpkgs' do (an attribute of the derivation
+# value, not of the derivation, so store paths do not change): `hello`, `hello-lib`, `whoami`.
+#
 # NIXERY_TEST_NONCE (read at evaluation time) changes the derivations of `slow` and `fresh`,
 # so a test can force a real, never-cached build.
 #
@@ -160,8 +163,12 @@ let
     coreutils = applets "coreutils-9.1" [
       "basename" "cat" "chmod" "cp" "cut" "date" "dirname" "echo" "env" "false" "head" "id"
       "ln" "ls" "mkdir" "mv" "printf" "pwd" "readlink" "rm" "sha256sum" "sleep" "sort" "stat"
-      "tail" "tee" "test" "touch" "tr" "true" "uname" "wc"
+      "tail" "tee" "test" "touch" "tr" "true" "uname" "wc" "whoami"
     ];
+
+    # Programs that need the image's user database: busybox's `whoami` and `id` look the
+    # uid up in /etc/passwd (mainProgram: `whoami`).
+    whoami = applets "whoami-1.0" [ "whoami" "id" ] // { meta.mainProgram = "whoami"; };
 
     moreutils = script "sponge" ''exec ${busybox}/bin/busybox tee "$@" >/dev/null'';
 
@@ -178,7 +185,7 @@ let
       printf 'http 80/tcp\nhttps 443/tcp\n' > $out/etc/services
     '';
 
-    hello = script "hello" ''echo "Hello, world!"'';
+    hello = script "hello" ''echo "Hello, world!"'' // { meta.mainProgram = "hello"; };
 
     # A program with a library: hello-lib's closure is hello-lib -> greeting -> busybox. It
     # runs busybox's cat by its store path, so it works in an image without a shell.
@@ -186,7 +193,8 @@ let
       mkdir -p $out/share
       echo "greetings from the nix store" > $out/share/greeting.txt
     '';
-    hello-lib = script "hello-lib" "exec ${busybox}/bin/busybox cat ${self.greeting}/share/greeting.txt";
+    hello-lib = script "hello-lib" "exec ${busybox}/bin/busybox cat ${self.greeting}/share/greeting.txt"
+      // { meta.mainProgram = "hello-lib"; };
 
     # camelCase attribute, reached from the lowercase registry name `fooBar` -> `foobar`.
     fooBar = script "foo-bar" ''echo "foo bar"'';
@@ -212,6 +220,15 @@ let
       echo "error: this package is broken on purpose" >&2
       exit 1
     '';
+
+    # A package that builds for x86_64-linux only (the arm64 image of it fails), like
+    # nixpkgs' packages with prebuilt x86 binaries.
+    x86only = if system == "aarch64-linux"
+      then mk "x86only-1.0" ''
+        echo "error: x86only has no aarch64 port" >&2
+        exit 1
+      ''
+      else script "x86only" ''echo "x86 only"'';
 
     # A package that takes long to build; with a fresh nonce it is never in the store.
     slow = mk "slow-${if nonce == "" then "0" else nonce}" ''
