@@ -49,6 +49,22 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
 }
 
+impl AppState {
+    /// A server's state for `config` on in-memory storage, without popularity data: what the
+    /// unit tests of the HTTP layer run against (no sockets, no emulators).
+    #[cfg(test)]
+    pub(crate) fn in_memory(config: &config::Config) -> AppState {
+        let storage = Arc::new(storage::Storage::Memory(storage::Memory::new()));
+        let metrics = Arc::new(metrics::Metrics::default());
+        let archiver = archive::Archiver::new(config.archive).expect("compression workers start");
+        let policy = &config.build.policy;
+        let builder =
+            build::Builder::new(policy, config.cache, archiver, storage.clone(), Default::default(), metrics.clone())
+                .expect("the Nix expressions are written");
+        AppState { builder, storage, metrics }
+    }
+}
+
 /// The whole HTTP application: the registry, the health endpoints, and around both the
 /// request log and the panic handler.
 pub fn app(state: AppState) -> axum::Router {

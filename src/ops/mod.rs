@@ -19,10 +19,7 @@ pub fn layers(app: axum::Router) -> axum::Router {
 mod tests {
     use super::*;
     use crate::AppState;
-    use crate::build::Builder;
     use crate::config::Config;
-    use crate::metrics::Metrics;
-    use crate::storage::{Memory, Storage};
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use std::sync::{Arc, Mutex};
@@ -63,19 +60,7 @@ mod tests {
 
     fn app() -> axum::Router {
         let config = Config::parse_from(["nixery", "--pkgs-path", "/"]).unwrap();
-        let storage = Arc::new(Storage::Memory(Memory::new()));
-        let metrics = Arc::new(Metrics::default());
-        let archiver = crate::archive::Archiver::new(config.archive).unwrap();
-        let builder = Builder::new(
-            &config.build.policy,
-            config.cache,
-            archiver,
-            storage.clone(),
-            Default::default(),
-            metrics.clone(),
-        )
-        .unwrap();
-        crate::app(AppState { builder, storage, metrics })
+        crate::app(AppState::in_memory(&config))
     }
 
     async fn get(app: &axum::Router, uri: &str) -> (StatusCode, serde_json::Value) {

@@ -2,12 +2,9 @@
 //! that is answered before a build, and blobs.
 
 use super::*;
-use crate::archive::Archiver;
-use crate::build::Builder;
 use crate::config::Config;
 use crate::digest::Digest;
-use crate::metrics::Metrics;
-use crate::storage::{Memory, ObjectKey, Storage};
+use crate::storage::ObjectKey;
 use axum::body::Body;
 use axum::http::Request;
 use axum::http::StatusCode;
@@ -21,19 +18,7 @@ fn state() -> AppState {
 /// The state of a server started with `args` added to its command line.
 fn state_with(args: &[&'static str]) -> AppState {
     let config = Config::parse_from(["nixery", "--pkgs-path", "/"].into_iter().chain(args.iter().copied())).unwrap();
-    let storage = Arc::new(Storage::Memory(Memory::new()));
-    let metrics = Arc::new(Metrics::default());
-    let archiver = Archiver::new(config.archive).unwrap();
-    let builder = Builder::new(
-        &config.build.policy,
-        config.cache,
-        archiver,
-        storage.clone(),
-        Default::default(),
-        metrics.clone(),
-    )
-    .unwrap();
-    AppState { builder, storage, metrics }
+    AppState::in_memory(&config)
 }
 
 async fn call(
@@ -486,19 +471,7 @@ async fn a_stored_commit_manifest_is_served_from_storage_then_memory() {
     use crate::pkgsource::{CommitHash, RemoteUrl, SourceRevision};
 
     let config = Config::parse_from(["nixery", "--pkgs-repo", "https://git.invalid/pkgs"]).unwrap();
-    let storage = Arc::new(Storage::Memory(Memory::new()));
-    let metrics = Arc::new(Metrics::default());
-    let archiver = Archiver::new(config.archive).unwrap();
-    let builder = Builder::new(
-        &config.build.policy,
-        config.cache,
-        archiver,
-        storage.clone(),
-        Default::default(),
-        metrics.clone(),
-    )
-    .unwrap();
-    let s = AppState { builder, storage, metrics };
+    let s = AppState::in_memory(&config);
 
     let commit = "c".repeat(40);
     let key = ManifestKey {
