@@ -84,11 +84,9 @@ pub enum ManifestError {
     /// The tag selects no package set (an unknown branch, a remote that did not answer).
     #[error(transparent)]
     Source(Arc<SourceError>),
+    /// The build failed; for an index, one platform's ([`BuildError::Platform`]).
     #[error(transparent)]
     Build(Arc<BuildError>),
-    /// One platform's image of an index failed (the request fails with it).
-    #[error("the {} image: {error}", platform.platform())]
-    Platform { platform: Arch, error: Arc<BuildError> },
 }
 
 impl From<StorageError> for ManifestError {
@@ -196,12 +194,7 @@ impl Builder {
         let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
         let key = ManifestKey { source, image, format, recipe: inner.recipe.clone(), document };
         let requested = Requested { log_name: format!("{name}:{}", tag.as_str()), tag: tag.clone() };
-        let (doc, outcome) = inner.clone().cached(key, freshness, requested).await.map_err(|e| match e.as_ref() {
-            BuildError::Platform(platform, error) => {
-                ManifestError::Platform { platform: *platform, error: error.clone() }
-            }
-            _ => ManifestError::Build(e),
-        })?;
+        let (doc, outcome) = inner.clone().cached(key, freshness, requested).await.map_err(ManifestError::Build)?;
         inner.metrics.manifest_served(outcome);
         Ok(doc)
     }

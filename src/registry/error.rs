@@ -186,7 +186,6 @@ impl From<&ManifestError> for RegistryError {
             ManifestError::Source(source) => source.as_ref().into(),
             ManifestError::Build(build) => build.as_ref().into(),
             // One platform of an index: that platform's answer, its message naming it.
-            ManifestError::Platform { platform, error } => for_platform(*platform, error),
         }
     }
 }
