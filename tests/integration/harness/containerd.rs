@@ -9,7 +9,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::process::{
-    COMMAND_TIMEOUT, Daemon, output_timeout, read_log, require_tool, run_checked, tail, unmount_under,
+    COMMAND_TIMEOUT, Daemon, output_timeout, read_log, require_tool, run_checked, run_checked_with_log, tail,
+    unmount_under,
 };
 use super::server::Server;
 use super::temp_dir;
@@ -79,13 +80,7 @@ impl Containerd {
     /// the command, its output and the containerd log tail (add the server log with
     /// [`Server::fail`]).
     pub fn try_ctr(&self, args: &[&str], timeout: Duration) -> Result<String, String> {
-        run_checked(self.ctr().args(args), timeout).map_err(|detail| {
-            format!(
-                "ctr failed\n{detail}\n--- containerd log tail ({}) ---\n{}",
-                self.log_path.display(),
-                tail(&self.log(), 30)
-            )
-        })
+        run_checked_with_log(self.ctr().args(args), timeout, "ctr", &self.log_path)
     }
 
     /// Like [`Containerd::try_ctr`] with [`COMMAND_TIMEOUT`], panicking with the server log

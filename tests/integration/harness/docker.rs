@@ -19,7 +19,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::process::{
-    COMMAND_TIMEOUT, Daemon, output_timeout, read_log, require_tool, run_checked, tail, unmount_under,
+    COMMAND_TIMEOUT, Daemon, output_timeout, read_log, require_tool, run_checked, run_checked_with_log, tail,
+    unmount_under,
 };
 use super::server::Server;
 use super::temp_dir;
@@ -94,13 +95,7 @@ impl Docker {
     /// Runs `docker ARGS...`; its stdout, or `Err` with the command, its output and the
     /// dockerd log tail (add the server log with [`Server::fail`]).
     pub fn try_docker(&self, args: &[&str], timeout: Duration) -> Result<String, String> {
-        run_checked(self.cmd().args(args), timeout).map_err(|detail| {
-            format!(
-                "docker failed\n{detail}\n--- dockerd log tail ({}) ---\n{}",
-                self.log_path.display(),
-                tail(&self.log(), 30)
-            )
-        })
+        run_checked_with_log(self.cmd().args(args), timeout, "docker", &self.log_path)
     }
 
     /// Like [`Docker::try_docker`] with [`COMMAND_TIMEOUT`], panicking with the server log

@@ -240,6 +240,14 @@ pub fn run_checked(cmd: &mut Command, timeout: Duration) -> Result<String, Strin
     }
 }
 
+/// [`run_checked`] for a daemon's client (`ctr`, `docker`): on failure, the message names
+/// `what` and ends with the tail of the daemon's log at `log`.
+pub fn run_checked_with_log(cmd: &mut Command, timeout: Duration, what: &str, log: &Path) -> Result<String, String> {
+    run_checked(cmd, timeout).map_err(|detail| {
+        format!("{what} failed\n{detail}\n--- log tail ({}) ---\n{}", log.display(), tail(&read_log(log), 30))
+    })
+}
+
 /// Runs `cmd` to completion (at most [`COMMAND_TIMEOUT`]) and returns its stdout.
 /// Panics with the command line, exit status, stdout and stderr if it fails or hangs.
 pub fn run(cmd: &mut Command) -> String {
