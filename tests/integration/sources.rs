@@ -58,7 +58,9 @@ fn git_tags_select_refs_and_commits_and_latest_is_the_default_branch() {
     let old = digest(&server, "hello", "old");
     assert_ne!(old, latest, "the tag did not select the branch");
     assert_eq!(digest(&server, "hello", &repo.first), old);
-    assert_eq!(digest(&server, "hello", "nixos-test"), digest(&server, "hello", "nixos-test"));
+    let third = digest(&server, "hello", "nixos-test");
+    assert_eq!(digest(&server, "hello", "nixos-test"), third, "a branch gives the same image again");
+    assert!(third != latest && third != old, "the nixos-test branch did not select its own package set");
     let message = refused(&server, "hello", "no-such-branch");
     assert!(message.contains("'no-such-branch'"), "{message}");
 }
