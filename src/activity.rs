@@ -3,7 +3,7 @@
 //!
 //! A bounded record in memory, [`KEEP`] entries of each kind (Nixery's page shows its last 15
 //! errors), newest first. It is filled by the builder where an image build finishes or fails
-//! ([`crate::build`]): builds are single-flight, so one build waited for by a hundred clients
+//! ([`crate::builder`]): builds are single-flight, so one build waited for by a hundred clients
 //! is one entry, not a hundred. Nothing is persisted: it is a view of this process, not an
 //! audit log, and a replica shows its own.
 //!
@@ -19,7 +19,7 @@
 //! planning are answered to the viewer, not recorded: they are not builds.
 
 use crate::archive::LayerBlob;
-use crate::build::BuildError;
+use crate::builder::BuildError;
 use crate::cache::layers::content_key;
 use crate::compression::Compression;
 use crate::digest::Digest;

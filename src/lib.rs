@@ -14,7 +14,7 @@
 pub mod activity;
 pub mod archive;
 pub mod binary_cache;
-pub mod build;
+pub mod builder;
 pub mod cache;
 pub mod commands;
 pub mod compression;
@@ -44,7 +44,7 @@ use std::sync::Arc;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub builder: build::Builder,
+    pub builder: builder::Builder,
     pub storage: Arc<storage::Storage>,
     pub metrics: Arc<metrics::Metrics>,
 }
@@ -59,7 +59,7 @@ impl AppState {
         let archiver = archive::Archiver::new(config.archive).expect("compression workers start");
         let policy = &config.build.policy;
         let builder =
-            build::Builder::new(policy, config.cache, archiver, storage.clone(), Default::default(), metrics.clone())
+            builder::Builder::new(policy, config.cache, archiver, storage.clone(), Default::default(), metrics.clone())
                 .expect("the Nix expressions are written");
         AppState { builder, storage, metrics }
     }

@@ -6,7 +6,7 @@
 //! `builds/<content key>` holds the [`LayerBlob`] it became; a record whose blob is still
 //! present means the layer is never archived again, also after a restart or on another
 //! replica sharing the storage. (Concurrent builds of one layer share one archive job:
-//! [`crate::build`].)
+//! [`crate::builder`].)
 
 use crate::archive::{LayerBlob, LayerContents};
 use crate::compression::Compression;

@@ -21,7 +21,7 @@
 //!    live in memory only (by digest they are stored like every other).
 //! 3. **Was this layer already archived?** [`layers`]: `builds/<content key>` records which
 //!    blob a layer's store paths became (concurrent builds share one archive job, see
-//!    [`crate::build`]).
+//!    [`crate::builder`]).
 //!
 //! A warm request (fresh resolution, manifest in memory) runs no Nix, no git and no storage
 //! I/O: two map look-ups and a response whose body and headers are shared, not rendered.

@@ -12,7 +12,7 @@ use crate::config::{Config, StorageConfig};
 use crate::metrics::Metrics;
 use crate::popularity::Popularity;
 use crate::storage::{Filesystem, Gcs, S3, Storage};
-use crate::{AppState, build};
+use crate::{AppState, builder};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +41,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
     let storage = Arc::new(storage);
     let archiver = Archiver::new(config.archive).map_err(ServeError::Workers)?;
-    let builder =
-        build::Builder::new(&config.build.policy, config.cache, archiver, storage.clone(), popularity, metrics.clone())
-            .map_err(ServeError::Expressions)?;
+    let builder = builder::Builder::new(
+        &config.build.policy,
+        config.cache,
+        archiver,
+        storage.clone(),
+        popularity,
+        metrics.clone(),
+    )
+    .map_err(ServeError::Expressions)?;
     let app = crate::app(AppState { builder, storage, metrics });
 
     let addr = std::net::SocketAddr::new(config.host, config.port);

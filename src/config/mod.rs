@@ -38,7 +38,7 @@ pub use args::*;
 use parse::{parse_args, reason, set, variables};
 
 use crate::archive::ArchivePolicy;
-use crate::build::BuildPolicy;
+use crate::builder::BuildPolicy;
 use crate::cache::CachePolicy;
 use crate::digest::Digest;
 use crate::layers::LayerPolicy;

@@ -1,7 +1,7 @@
 //! The platforms images are built for (`NIXERY_PLATFORMS`), and which one is the default.
 //!
 //! With more than one, a manifest request by tag from a client that accepts an image index
-//! gets an index with one manifest per platform ([`crate::build`]), so one name serves every
+//! gets an index with one manifest per platform ([`crate::builder`]), so one name serves every
 //! architecture of a cluster; the client picks its own. A client that accepts no index, and
 //! a name that selects an architecture itself (`arm64`), get one platform's manifest: the
 //! default's, or the named one's.

@@ -24,11 +24,11 @@
 //! down, a Nix failure this server cannot classify, a bug) are 500, no free Nix job slot
 //! within NIX_TIMEOUT and an unreachable package source 503 and 502: with the standard reason
 //! phrase and a body that names no internal detail; the detail goes to the log, once, where
-//! the failure happened ([`crate::build`]; [`crate::cache::sources`] for the source).
+//! the failure happened ([`crate::builder`]; [`crate::cache::sources`] for the source).
 //! Messages never carry URL credentials ([`crate::redact`]) or the server's file paths (Nix's
 //! messages are scrubbed by [`crate::nix`]; source messages here name no URL).
 
-use crate::build::{BuildError, ManifestError};
+use crate::builder::{BuildError, ManifestError};
 use crate::image::NameError;
 use crate::manifest::{Unreadable, Unservable};
 use crate::nix::NixError;
@@ -154,7 +154,7 @@ impl From<Unservable> for RegistryError {
     }
 }
 
-/// Server faults were logged where they happened ([`crate::build`]): here they only become
+/// Server faults were logged where they happened ([`crate::builder`]): here they only become
 /// the generic answer.
 impl From<&BuildError> for RegistryError {
     fn from(e: &BuildError) -> Self {

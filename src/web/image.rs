@@ -8,7 +8,7 @@
 //! The symlink forest, the last layer, has no NAR size (it is made of links): its bar is
 //! the narrowest, with its compressed size once built.
 //!
-//! Where the plan comes from, and what it costs, is [`crate::build::Builder::plan`]'s and
+//! Where the plan comes from, and what it costs, is [`crate::builder::Builder::plan`]'s and
 //! [`crate::activity`]'s business: recorded for recent builds (no Nix), else planned without
 //! archiving, under the Nix job limit.
 

@@ -18,7 +18,7 @@ use crate::cache::KnownRevision;
 use crate::image::Tag;
 use crate::pkgsource::{Channel, PkgSource, SourceRevision};
 use crate::registry::RegistryError;
-use crate::{AppState, build::BuildError};
+use crate::{AppState, builder::BuildError};
 use axum::http::{HeaderMap, StatusCode, header};
 use maud::{Markup, html};
 use std::time::SystemTime;
