@@ -5,7 +5,7 @@
 //! [`image`] (names → specs) and [`pkgsource`] (tags → pinned revisions) → [`plan`]
 //! ([`nix`]: realise, runtime graph; [`layers`]: grouping) → [`archive`] (deterministic tar,
 //! [`compression`] on every core) → [`storage`] → [`manifest`] (one per platform, and an
-//! [`index`] of them when several are configured), orchestrated by [`build`] behind the caches
+//! [`index`] of them when several are configured), orchestrated by [`builder`] behind the caches
 //! of [`cache`], and served by [`registry`] through [`server`] (connections, shutdown), with
 //! [`ops`] around it (request log, panics, health); [`web`] draws pages for people from what
 //! [`activity`] recorded. [`popcount`] computes popularity data from a [`binary_cache`]'s
