@@ -37,6 +37,16 @@ impl Digest {
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// The value of a `Docker-Content-Digest` header naming this digest.
+    pub fn header_value(&self) -> axum::http::HeaderValue {
+        axum::http::HeaderValue::from_str(&self.to_string()).expect("digests are ASCII")
+    }
+
+    /// A strong ETag for content with this digest: the digest, quoted.
+    pub fn etag(&self) -> axum::http::HeaderValue {
+        axum::http::HeaderValue::from_str(&format!("\"{self}\"")).expect("digests are ASCII")
+    }
 }
 
 impl fmt::Display for Digest {

@@ -31,8 +31,8 @@ impl CachedManifest {
         CachedManifest {
             content_type: HeaderValue::from_static(media_type),
             content_length: HeaderValue::from(doc.bytes.len()),
-            digest_header: crate::registry::digest_value(&doc.digest),
-            etag: crate::registry::etag(&doc.digest),
+            digest_header: doc.digest.header_value(),
+            etag: doc.digest.etag(),
             bytes: doc.bytes,
             digest: doc.digest,
         }

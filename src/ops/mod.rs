@@ -7,8 +7,6 @@ pub mod health;
 pub mod panics;
 pub mod request_log;
 
-pub use request_log::RequestedImage;
-
 /// Wraps the whole application: panics are caught inside the request log, so the log line
 /// of a request whose handler panicked says 500.
 pub fn layers(app: axum::Router) -> axum::Router {

@@ -6,7 +6,8 @@
 //!
 //! `latency_ms` is the time until the answer's head (a blob's bytes may take longer to
 //! arrive); `image` is the image a manifest or tag list was asked for, which the handler
-//! puts into the answer's extensions ([`RequestedImage`]). Successful health probes are
+//! puts into the answer's extensions ([`RequestedImage`]; the registry defines it, so this
+//! layer around the registry depends on it and not the other way round). Successful health probes are
 //! logged at DEBUG: an orchestrator sends one every few seconds.
 //!
 //! This replaces tower-http's `TraceLayer`, whose default output is a span and DEBUG events:
@@ -14,17 +15,13 @@
 //! path and image are formatted straight into the log line), so a busy server does not
 //! allocate per request to log it. The line goes to a non-blocking writer (see `main`).
 
-use crate::image::ImageName;
+use crate::registry::RequestedImage;
 use axum::http::{Method, Request, Response, StatusCode, Uri};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
-
-/// The image a request was about, for its log line.
-#[derive(Clone, Debug)]
-pub struct RequestedImage(pub ImageName);
 
 /// Logs every request that passes through it.
 #[derive(Clone, Copy, Debug, Default)]

@@ -29,7 +29,6 @@
 
 use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
-use super::{digest_value, etag};
 use crate::digest::Digest;
 use crate::storage::{Download, ErrorKind, ObjectKey, Storage, StorageError, Stream};
 use axum::body::Body;
@@ -70,7 +69,7 @@ fn redirect(digest: &Digest, url: &str) -> Result<Response, RegistryError> {
     })?;
     let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
     resp.headers_mut().insert(header::LOCATION, location);
-    resp.headers_mut().insert("Docker-Content-Digest", digest_value(digest));
+    resp.headers_mut().insert("Docker-Content-Digest", digest.header_value());
     Ok(resp)
 }
 
@@ -103,8 +102,8 @@ fn respond(digest: &Digest, len: u64, part: Option<Range<u64>>, body: Body) -> R
     }
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert("Docker-Content-Digest", digest_value(digest));
-    h.insert(header::ETAG, etag(digest));
+    h.insert("Docker-Content-Digest", digest.header_value());
+    h.insert(header::ETAG, digest.etag());
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let length = match &part {
         Some(r) => {
@@ -127,7 +126,7 @@ fn unsatisfiable(digest: &Digest, len: u64) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ASCII"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert("Docker-Content-Digest", digest_value(digest));
+    h.insert("Docker-Content-Digest", digest.header_value());
     resp
 }
 
@@ -263,7 +262,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::RANGE, HeaderValue::from_static("bytes=0-0"));
         assert_eq!(requested_range(&h, &d, 10), Ranged::Part(0..1));
-        h.insert(header::IF_RANGE, etag(&d));
+        h.insert(header::IF_RANGE, d.etag());
         assert_eq!(requested_range(&h, &d, 10), Ranged::Part(0..1));
         h.insert(header::IF_RANGE, HeaderValue::from_static("\"other\""));
         assert_eq!(requested_range(&h, &d, 10), Ranged::Whole);

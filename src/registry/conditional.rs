@@ -19,7 +19,6 @@
 //! `If-None-Match` is a plain GET.
 
 use super::error::{Code, RegistryError};
-use super::{digest_value, etag};
 use crate::digest::Digest;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -38,7 +37,7 @@ pub enum Precondition {
 
 /// Steps 1–4 of §13.2.2 for a GET or HEAD of the representation of `digest`.
 pub fn evaluate(headers: &HeaderMap, digest: &Digest) -> Precondition {
-    let etag = etag(digest);
+    let etag = digest.etag();
     if let Some(members) = members(headers, header::IF_MATCH)
         && !members.iter().any(|m| m.matches_strongly(&etag))
     {
@@ -58,7 +57,7 @@ pub fn if_range_holds(headers: &HeaderMap, digest: &Digest) -> bool {
     match headers.get(header::IF_RANGE) {
         None => true,
         Some(value) => match parse(value).as_slice() {
-            [Member::Tag { weak: false, opaque }] => *opaque == etag(digest).as_bytes(),
+            [Member::Tag { weak: false, opaque }] => *opaque == digest.etag().as_bytes(),
             _ => false,
         },
     }
@@ -71,8 +70,8 @@ pub fn not_modified(digest: &Digest, len: u64) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::NOT_MODIFIED;
     let h = resp.headers_mut();
-    h.insert(header::ETAG, etag(digest));
-    h.insert("Docker-Content-Digest", digest_value(digest));
+    h.insert(header::ETAG, digest.etag());
+    h.insert("Docker-Content-Digest", digest.header_value());
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }

@@ -19,7 +19,6 @@
 
 use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
-use super::{digest_value, etag};
 use crate::AppState;
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
@@ -115,7 +114,7 @@ fn respond(bytes: Bytes, digest: &Digest, media_type: &str, headers: &HeaderMap)
         HeaderValue::from_str(media_type).unwrap_or(HeaderValue::from_static("application/json")),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert("Docker-Content-Digest", digest_value(digest));
-    h.insert(header::ETAG, etag(digest));
+    h.insert("Docker-Content-Digest", digest.header_value());
+    h.insert(header::ETAG, digest.etag());
     Ok(resp)
 }

@@ -42,6 +42,12 @@ use axum::routing::{any, get};
 use path::Endpoint;
 use serde_json::json;
 
+/// The image a request was about, put into its answer's extensions for the request log
+/// ([`crate::ops`], which wraps the registry and so may depend on it; the registry never
+/// depends on `ops`).
+#[derive(Clone, Debug)]
+pub struct RequestedImage(pub ImageName);
+
 /// Header that tells clients this is a v2 registry.
 const API_VERSION: &str = "Docker-Distribution-API-Version";
 
@@ -52,16 +58,6 @@ pub fn router() -> Router<AppState> {
         .route("/v2/{*path}", any(dispatch))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
         .fallback(no_endpoint)
-}
-
-/// The `Docker-Content-Digest` value of a blob or manifest.
-pub(crate) fn digest_value(digest: &crate::digest::Digest) -> HeaderValue {
-    HeaderValue::from_str(&digest.to_string()).expect("digests are ASCII")
-}
-
-/// A strong ETag: the digest, quoted.
-pub(crate) fn etag(digest: &crate::digest::Digest) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ASCII")
 }
 
 fn serves(method: &Method) -> bool {
@@ -85,14 +81,14 @@ async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, heade
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
     if let Some(image) = image {
-        resp.extensions_mut().insert(crate::ops::RequestedImage(image));
+        resp.extensions_mut().insert(RequestedImage(image));
     }
     resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
 /// The answer to a GET or HEAD under `/v2/`, and the image it was about (for the request
-/// log, [`crate::ops::RequestedImage`]).
+/// log, [`RequestedImage`]).
 async fn answer(
     state: &AppState,
     head: bool,
