@@ -21,7 +21,12 @@
 //! Idempotent calls (metadata, reads, rewrite, delete, starting a session) are retried twice on
 //! a broken connection, 429 or 5xx; chunk uploads are not (a failed upload is abandoned and
 //! the build that made it fails; the client retries it).
+//!
+//! Here: the backend and its configuration. [`api`] has the JSON API calls, [`upload`] the
+//! resumable upload, [`access`] the endpoint and credentials, [`signing`] V4 URLs.
 
+mod access;
+mod api;
 mod error;
 mod signing;
 #[cfg(test)]
@@ -33,6 +38,8 @@ pub use error::{GcsError, GcsSetupError};
 use super::error::check_bucket;
 use super::keys::staging_name;
 use super::{ByteStream, ObjectKey, Op, SetupError, StorageBackend, StorageError};
+use access::{emulator_base, service_account_signer, token_credentials};
+use api::ObjectResource;
 use bytes::{Bytes, BytesMut};
 use error::{protocol, retryable, status_error, transport};
 use futures::{StreamExt, TryStreamExt};
@@ -135,20 +142,6 @@ impl Drop for StagedObject {
             }
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RewriteResponse {
-    done: bool,
-    #[serde(default)]
-    rewrite_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ObjectResource {
-    /// A decimal string in the JSON API.
-    size: String,
 }
 
 impl Gcs {
@@ -263,206 +256,5 @@ impl StorageBackend for Gcs {
             return Ok(None);
         }
         self.inner.url(key.as_str(), SystemTime::now()).await.map(Some)
-    }
-}
-
-/// `STORAGE_EMULATOR_HOST` as Google's clients read it: a URL, or `host:port` meaning http.
-fn emulator_base(host: &str) -> Result<String, GcsSetupError> {
-    let given = host.trim();
-    let url = if given.contains("://") { given.to_owned() } else { format!("http://{given}") };
-    let (scheme, rest) = url.split_once("://").expect("has a scheme");
-    let rest = rest.trim_end_matches('/');
-    if (scheme == "http" || scheme == "https") && !rest.is_empty() && !rest.contains('/') {
-        Ok(format!("{scheme}://{rest}"))
-    } else {
-        Err(GcsSetupError::EmulatorHost(given.to_owned()))
-    }
-}
-
-async fn service_account_signer(
-    path: &std::path::Path,
-    json: &serde_json::Value,
-) -> Result<(Signer, String), GcsSetupError> {
-    let bad = |source| GcsSetupError::SigningKey { path: path.to_owned(), source };
-    let signer = credentials::service_account::Builder::new(json.clone())
-        .build_signer()
-        .map_err(|source| GcsSetupError::BuildCredentials { path: Some(path.to_owned()), source })?;
-    let email = signer.client_email().await.map_err(bad)?;
-    // Parses the key now, so a broken key stops start-up rather than every blob request.
-    signer.sign(b"nixery start-up check".as_slice()).await.map_err(bad)?;
-    Ok((signer, email))
-}
-
-/// Access tokens from a credentials file's JSON, by its `type`.
-fn token_credentials(
-    json: serde_json::Value,
-) -> Result<AccessTokenCredentials, google_cloud_auth::build_errors::Error> {
-    use credentials::{external_account, impersonated, service_account, user_account};
-    match json["type"].as_str() {
-        Some("authorized_user") => user_account::Builder::new(json).build_access_token_credentials(),
-        Some("impersonated_service_account") => impersonated::Builder::new(json).build_access_token_credentials(),
-        Some("external_account") => external_account::Builder::new(json).build_access_token_credentials(),
-        // A service account, or an unknown type the builder names in its error.
-        _ => service_account::Builder::new(json).build_access_token_credentials(),
-    }
-}
-
-impl Inner {
-    fn object_url(&self, name: &str) -> String {
-        format!("{}/storage/v1/b/{}/o/{}", self.base, encode_component(&self.bucket), encode_component(name))
-    }
-
-    async fn authorize(&self, req: RequestBuilder, op: Op, key: &str) -> Result<RequestBuilder, StorageError> {
-        match &self.tokens {
-            None => Ok(req),
-            Some(creds) => {
-                let token = creds.access_token().await.map_err(|e| GcsError::Credentials(e).at(op, key))?;
-                Ok(req.bearer_auth(token.token))
-            }
-        }
-    }
-
-    /// Sends an idempotent request, retrying a broken connection, 429 and 5xx.
-    async fn send(&self, op: Op, key: &str, make: impl Fn() -> RequestBuilder) -> Result<Response, StorageError> {
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 1;
-        loop {
-            let req = self.authorize(make(), op, key).await?;
-            match req.send().await {
-                Ok(resp) if attempt < ATTEMPTS && retryable(resp.status()) => {
-                    tracing::debug!(%op, key, status = resp.status().as_u16(), "object store busy, retrying");
-                }
-                Ok(resp) => return Ok(resp),
-                Err(e) if attempt < ATTEMPTS => {
-                    tracing::debug!(%op, key, error = %e, "object store unreachable, retrying")
-                }
-                Err(e) => return Err(transport(op, key)(e)),
-            }
-            tokio::time::sleep(delay).await;
-            delay *= 4;
-            attempt += 1;
-        }
-    }
-
-    /// Server-side copy of `src` to `dst`; with `if_absent`, an existing `dst` is kept.
-    async fn rewrite(&self, src: &str, dst: &str, if_absent: bool) -> Result<(), StorageError> {
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_REWRITE_CALLS {
-            let mut url = format!(
-                "{}/rewriteTo/b/{}/o/{}",
-                self.object_url(src),
-                encode_component(&self.bucket),
-                encode_component(dst)
-            );
-            let mut sep = '?';
-            if if_absent {
-                url.push_str("?ifGenerationMatch=0");
-                sep = '&';
-            }
-            if let Some(t) = &token {
-                url.push_str(&format!("{sep}rewriteToken={}", encode_component(t)));
-            }
-            // No body: a request body would replace the object's metadata.
-            let resp = self.send(Op::Commit, dst, || self.http.post(&url).header(CONTENT_LENGTH, 0)).await?;
-            match resp.status() {
-                StatusCode::PRECONDITION_FAILED if if_absent => {
-                    tracing::debug!(key = dst, "already stored (by another replica)");
-                    return Ok(());
-                }
-                StatusCode::OK => {}
-                _ => return Err(status_error(Op::Commit, dst, resp).await),
-            }
-            let body = resp.bytes().await.map_err(transport(Op::Commit, dst))?;
-            let answer: RewriteResponse =
-                serde_json::from_slice(&body).map_err(|e| protocol(Op::Commit, dst, format!("rewrite answer: {e}")))?;
-            if answer.done {
-                return Ok(());
-            }
-            match answer.rewrite_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Err(protocol(Op::Commit, dst, "unfinished rewrite without a rewriteToken")),
-            }
-        }
-        Err(protocol(Op::Commit, dst, format!("rewrite unfinished after {MAX_REWRITE_CALLS} calls")))
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), StorageError> {
-        let url = self.object_url(name);
-        let resp = self.send(Op::Delete, name, || self.http.delete(&url).header(CONTENT_LENGTH, 0)).await?;
-        if resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(status_error(Op::Delete, name, resp).await)
-        }
-    }
-
-    /// Deletes a staging object, logging a failure (a leftover in `staging/` is only litter).
-    async fn delete_quietly(&self, name: &str) {
-        if let Err(e) = self.delete(name).await {
-            tracing::warn!(error = %e, "could not delete a staging object");
-        }
-    }
-
-    async fn size(&self, name: &str) -> Result<Option<u64>, StorageError> {
-        let url = format!("{}?fields=size", self.object_url(name));
-        let resp = self.send(Op::Stat, name, || self.http.get(&url)).await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::OK => {
-                let body = resp.bytes().await.map_err(transport(Op::Stat, name))?;
-                let object: ObjectResource = serde_json::from_slice(&body)
-                    .map_err(|e| protocol(Op::Stat, name, format!("object metadata: {e}")))?;
-                let size =
-                    object.size.parse().map_err(|_| protocol(Op::Stat, name, format!("size {:?}", object.size)))?;
-                Ok(Some(size))
-            }
-            _ => Err(status_error(Op::Stat, name, resp).await),
-        }
-    }
-
-    async fn media(&self, name: &str, range: Option<Range<u64>>) -> Result<Option<ByteStream>, StorageError> {
-        if let Some(r) = &range
-            && r.start >= r.end
-        {
-            return Ok(Some(Box::pin(futures::stream::empty())));
-        }
-        let url = format!("{}?alt=media", self.object_url(name));
-        let resp = self
-            .send(Op::Read, name, || {
-                let req = self.http.get(&url);
-                match &range {
-                    Some(r) => req.header(RANGE, format!("bytes={}-{}", r.start, r.end - 1)),
-                    None => req,
-                }
-            })
-            .await?;
-        match (resp.status(), &range) {
-            (StatusCode::NOT_FOUND, _) => Ok(None),
-            (StatusCode::OK, None) | (StatusCode::PARTIAL_CONTENT, Some(_)) => {
-                Ok(Some(Box::pin(resp.bytes_stream().map_err(std::io::Error::other))))
-            }
-            (StatusCode::OK, Some(_)) => Err(protocol(Op::Read, name, "the whole object instead of the range")),
-            _ => Err(status_error(Op::Read, name, resp).await),
-        }
-    }
-
-    /// The URL a client fetches an object from: signed when a key is configured.
-    async fn url(&self, name: &str, now: SystemTime) -> Result<String, StorageError> {
-        let Some((signer, email)) = &self.signer else {
-            return Ok(format!("{}/{}/{}", self.base, encode_component(&self.bucket), encode_path(name)));
-        };
-        let prepared = signing::prepare(&signing::UrlRequest {
-            base: &self.base,
-            bucket: &self.bucket,
-            object: name,
-            email,
-            unix_time: now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-            expires: self.url_ttl.as_secs(),
-        });
-        let signature = signer
-            .sign(prepared.string_to_sign.as_bytes())
-            .await
-            .map_err(|e| GcsError::Signing(e).at(Op::Sign, name))?;
-        Ok(signing::finish(&prepared, &signature))
     }
 }
