@@ -82,11 +82,13 @@ pub struct RegistryError {
     pub detail: Value,
     /// A reason phrase of its own (already one line of visible ASCII), or the standard one.
     pub reason: Option<String>,
+    /// When to ask again (`Retry-After`, in seconds), for an answer that says "not now".
+    pub retry_after: Option<u64>,
 }
 
 impl RegistryError {
     pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
-        RegistryError { status, code, message: message.into(), detail: Value::Null, reason: None }
+        RegistryError { status, code, message: message.into(), detail: Value::Null, reason: None, retry_after: None }
     }
 
     /// A failure of the requested image: 422 `MANIFEST_UNKNOWN`, the message also as the
@@ -108,6 +110,13 @@ impl RegistryError {
     /// `cause` (any text) as the reason phrase.
     pub fn with_reason(mut self, cause: &str) -> Self {
         self.reason = Some(reason::phrase(cause));
+        self
+    }
+
+    /// `Retry-After`: the client may ask again after `wait` (in whole seconds, at least one:
+    /// `0` would say "now").
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait.as_secs().max(1));
         self
     }
 
@@ -217,16 +226,18 @@ impl From<&SourceError> for RegistryError {
 
 /// A Nix failure of the image: 422 with Nix's message (which names each cause, and no server
 /// path), its structured data as `detail` and [`headline`] as the reason phrase. No Nix job
-/// slot in time: 503. The server's own faults: 500, generic.
+/// slot in time: 503 with `Retry-After` as long as the image waited (NIX_TIMEOUT): every image
+/// holding a slot now has at most that long left before its deadline, so by then one is
+/// free. The server's own faults: 500, generic.
 impl From<&NixError> for RegistryError {
     fn from(nix: &NixError) -> Self {
         if nix.is_image_failure() {
             return Self::image_failure(nix.to_string()).with_detail(nix.detail()).with_reason(&headline(nix));
         }
         match nix {
-            NixError::Busy(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, Code::Unknown, nix.to_string()).with_detail(nix.detail())
-            }
+            NixError::Busy(busy) => Self::new(StatusCode::SERVICE_UNAVAILABLE, Code::Unknown, nix.to_string())
+                .with_detail(nix.detail())
+                .retry_after(busy.waited),
             _ => Self::internal(),
         }
     }
@@ -260,6 +271,9 @@ impl IntoResponse for RegistryError {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(phrase) = self.reason.and_then(|r| ReasonPhrase::try_from(r.into_bytes()).ok()) {
             resp.extensions_mut().insert(phrase);
+        }
+        if let Some(seconds) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -340,5 +354,18 @@ mod tests {
         let e = RegistryError::from(&unknown);
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.message, "the package source has no branch or tag 'v9'");
+    }
+
+    #[test]
+    fn a_full_nix_queue_is_503_with_when_to_ask_again() {
+        use std::time::Duration;
+        let busy = NixError::Busy(crate::nix::Busy { waited: Duration::from_millis(2300), limit: 2 });
+        let resp = RegistryError::from(&busy).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2", "the wait, in whole seconds");
+        let short = RegistryError::new(StatusCode::TOO_MANY_REQUESTS, Code::Unknown, "x").retry_after(Duration::ZERO);
+        assert_eq!(short.into_response().headers()[header::RETRY_AFTER], "1", "never 0: that says now");
+        let (_, _, headers) = phrase_of(RegistryError::internal());
+        assert!(!headers.contains("retry-after"), "{headers}");
     }
 }

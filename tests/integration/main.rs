@@ -17,6 +17,7 @@ mod conformance;
 mod hardening;
 mod http_details;
 mod layer_compression;
+mod limits;
 mod nix_failures;
 mod object_storage;
 mod platforms;
