@@ -32,6 +32,7 @@ use crate::cache::{
     CachePolicy, CachedManifest, DocumentKind, Freshness, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache,
 };
 use crate::compression::Compression;
+use crate::digest::Digest;
 use crate::flight::SingleFlight;
 use crate::image::{Arch, ImageName, ImageSpec, Platforms, Tag};
 use crate::layers::LayerPolicy;
@@ -197,6 +198,12 @@ impl Builder {
         let (doc, outcome) = inner.clone().cached(key, freshness, requested).await.map_err(ManifestError::Build)?;
         inner.metrics.manifest_served(outcome);
         Ok(doc)
+    }
+
+    /// The manifest or index with `digest`, as first served (from memory once known; no
+    /// build: a digest names bytes, not a recipe).
+    pub async fn manifest_by_digest(&self, digest: &Digest) -> Result<Option<Arc<CachedManifest>>, StorageError> {
+        self.inner.manifests.by_digest(digest).await
     }
 
     /// The configured platforms.

@@ -1,15 +1,19 @@
-//! The manifest cache: manifests by [`ManifestKey`], in memory and in storage.
+//! The manifest cache: manifests by [`ManifestKey`] and by digest, in memory and in storage.
 //!
-//! Memory is a bounded map ([`quick_cache`]: sharded, S3-FIFO eviction, weighted by the
-//! manifest's size) of [`CachedManifest`]s: the bytes and every header of the answer rendered
-//! once, shared by every response (cloning one is a reference count). Storage holds the
-//! manifests of commits under [`ManifestKey::storage_key`], so a restarted server or another
-//! replica finds them without building; every manifest is also stored by digest, which is
-//! how clients fetch it again.
+//! Memory is two bounded maps ([`quick_cache`]: sharded, S3-FIFO eviction, weighted by the
+//! manifest's size) of [`CachedManifest`]s, one by key (what a request by tag looks up) and
+//! one by digest (what containerd asks for right after its HEAD of the tag, and what every
+//! client pinned to a digest asks for): the bytes and every header of the answer rendered
+//! once, shared by every response and by both maps (cloning one is a reference count), so a
+//! warm request by digest, like one by tag, does no I/O. Each map is bounded by the
+//! configured size; a manifest in both takes its memory once. Storage holds the manifests of
+//! commits under [`ManifestKey::storage_key`], so a restarted server or another replica finds
+//! them without building; every manifest is also stored by digest, which is how clients
+//! fetch it again and how a manifest by digest reaches this process's memory the first time.
 
 use super::ManifestKey;
 use crate::digest::Digest;
-use crate::manifest::Document;
+use crate::manifest::{self, Document, ManifestFormat};
 use crate::storage::{ObjectKey, Storage, StorageError};
 use axum::http::HeaderValue;
 use bytes::Bytes;
@@ -28,8 +32,20 @@ pub struct CachedManifest {
 
 impl CachedManifest {
     pub fn new(doc: Document, media_type: &'static str) -> Self {
+        Self::with_content_type(doc, HeaderValue::from_static(media_type))
+    }
+
+    /// A stored manifest read by its digest: its media type is what its `mediaType` says
+    /// (every manifest and index this registry renders has one), Docker's when it has none.
+    fn read_back(doc: Document) -> Self {
+        let media_type = manifest::media_type_of(&doc.bytes).and_then(|m| HeaderValue::from_str(&m).ok());
+        let media_type = media_type.unwrap_or(HeaderValue::from_static(ManifestFormat::Docker.media_type()));
+        Self::with_content_type(doc, media_type)
+    }
+
+    fn with_content_type(doc: Document, content_type: HeaderValue) -> Self {
         CachedManifest {
-            content_type: HeaderValue::from_static(media_type),
+            content_type,
             content_length: HeaderValue::from(doc.bytes.len()),
             digest_header: doc.digest.header_value(),
             etag: doc.digest.etag(),
@@ -43,15 +59,18 @@ impl CachedManifest {
 #[derive(Clone, Copy)]
 struct Size;
 
-impl quick_cache::Weighter<ManifestKey, Arc<CachedManifest>> for Size {
-    fn weight(&self, _: &ManifestKey, value: &Arc<CachedManifest>) -> u64 {
+impl<K> quick_cache::Weighter<K, Arc<CachedManifest>> for Size {
+    fn weight(&self, _: &K, value: &Arc<CachedManifest>) -> u64 {
         value.bytes.len() as u64 + 1024
     }
 }
 
-/// Manifests by what they were built from.
+type Map<K> = quick_cache::sync::Cache<K, Arc<CachedManifest>, Size>;
+
+/// Manifests by what they were built from, and by digest.
 pub struct ManifestCache {
-    memory: quick_cache::sync::Cache<ManifestKey, Arc<CachedManifest>, Size>,
+    memory: Map<ManifestKey>,
+    by_digest: Map<Digest>,
     storage: Arc<Storage>,
 }
 
@@ -60,7 +79,31 @@ impl ManifestCache {
     pub fn new(storage: Arc<Storage>, memory_bytes: u64) -> Self {
         // quick_cache sizes its tables from an estimate of the entry count (~8 KiB each).
         let estimated = (memory_bytes / 8192).clamp(16, 1 << 20) as usize;
-        ManifestCache { memory: quick_cache::sync::Cache::with_weighter(estimated, memory_bytes, Size), storage }
+        ManifestCache {
+            memory: Map::with_weighter(estimated, memory_bytes, Size),
+            by_digest: Map::with_weighter(estimated, memory_bytes, Size),
+            storage,
+        }
+    }
+
+    /// The manifest (or index) with `digest`, as it was first served: from memory, else read
+    /// from storage (built before a restart or by another replica) and kept in memory.
+    pub async fn by_digest(&self, digest: &Digest) -> Result<Option<Arc<CachedManifest>>, StorageError> {
+        if let Some(hit) = self.by_digest.get(digest) {
+            return Ok(Some(hit));
+        }
+        let Some(bytes) = self.storage.get(&ObjectKey::manifest(digest)).await? else {
+            return Ok(None);
+        };
+        let cached = Arc::new(CachedManifest::read_back(Document { bytes, digest: digest.clone() }));
+        self.by_digest.insert(digest.clone(), cached.clone());
+        Ok(Some(cached))
+    }
+
+    /// Keeps `cached` in memory under `key` and its digest.
+    fn remember(&self, key: ManifestKey, cached: &Arc<CachedManifest>) {
+        self.by_digest.insert(cached.digest.clone(), cached.clone());
+        self.memory.insert(key, cached.clone());
     }
 
     /// The manifest of `key` if it is in memory: no I/O.
@@ -79,7 +122,7 @@ impl ManifestCache {
         };
         let digest = Digest::of(&bytes);
         let cached = Arc::new(CachedManifest::new(Document { bytes, digest }, key.media_type()));
-        self.memory.insert(key.clone(), cached.clone());
+        self.remember(key.clone(), &cached);
         Ok(Some(cached))
     }
 
@@ -94,7 +137,7 @@ impl ManifestCache {
             self.storage.put(&object, doc.bytes.clone()).await?;
         }
         let cached = Arc::new(CachedManifest::new(doc, key.media_type()));
-        self.memory.insert(key, cached.clone());
+        self.remember(key, &cached);
         Ok(cached)
     }
 }
@@ -155,6 +198,33 @@ mod tests {
         assert_eq!((stored.bytes.clone(), stored.digest.clone()), (served.bytes.clone(), served.digest.clone()));
         assert!(restarted.in_memory(&pinned).is_some(), "read once, then kept in memory");
         assert!(restarted.stored(&path).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn manifests_by_digest_come_from_memory_once_known() {
+        let memory = Memory::new();
+        let storage = Arc::new(Storage::Memory(memory.clone()));
+        let cache = ManifestCache::new(storage.clone(), 1 << 20);
+        let built = cache
+            .insert(key(commit(), "hello"), doc("{\"mediaType\":\"application/vnd.oci.image.index.v1+json\"}"))
+            .await
+            .unwrap();
+        let by_digest = cache.by_digest(&built.digest).await.unwrap().expect("known");
+        assert!(Arc::ptr_eq(&by_digest, &built), "the built manifest itself, no read");
+        memory.remove(ObjectKey::manifest(&built.digest).as_str());
+        assert!(cache.by_digest(&built.digest).await.unwrap().is_some(), "served from memory, not storage");
+
+        // Another process: read from storage once (media type from the document), then memory.
+        let text = "{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[]}";
+        let stored = doc(text);
+        storage.put(&ObjectKey::manifest(&stored.digest), stored.bytes.clone()).await.unwrap();
+        let other = ManifestCache::new(storage, 1 << 20);
+        let read = other.by_digest(&stored.digest).await.unwrap().expect("in storage");
+        assert_eq!(read.content_type, "application/vnd.oci.image.index.v1+json");
+        assert_eq!((read.bytes.clone(), read.etag.clone()), (stored.bytes.clone(), stored.digest.etag()));
+        memory.remove(ObjectKey::manifest(&stored.digest).as_str());
+        assert!(Arc::ptr_eq(&other.by_digest(&stored.digest).await.unwrap().unwrap(), &read));
+        assert!(other.by_digest(&Digest::of(b"unknown")).await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -3,8 +3,9 @@
 //! By tag: the manifest comes from the caches (see [`crate::cache`]: a warm answer is shared
 //! bytes and headers rendered once) or the image is built, in the format the client accepts
 //! (zstd layers: OCI only, and not to Docker before 23; else `MANIFEST_UNKNOWN` saying why,
-//! before any build). By digest: the stored manifest is returned as it was first served, so containerd
-//! can HEAD the tag and then GET the digest. Every answer carries `Content-Type`,
+//! before any build). By digest: the manifest is returned as it was first served, so containerd
+//! can HEAD the tag and then GET the digest, from memory once this process knows it (the
+//! manifest cache keeps manifests by digest too), else from storage. Every answer carries `Content-Type`,
 //! `Content-Length`, `Docker-Content-Digest` and `ETag` (the quoted digest), and
 //! `If-Match` / `If-None-Match` are evaluated against it as for blobs
 //! ([`super::conditional`]; by tag, after the image is built). `Range` is not supported on
@@ -23,12 +24,10 @@ use crate::AppState;
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
 use crate::image::{ImageName, ImageSpec, Reference};
-use crate::manifest::{self, ManifestFormat};
-use crate::storage::ObjectKey;
+use crate::manifest::ManifestFormat;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
 pub async fn get(
     state: &AppState,
@@ -56,20 +55,18 @@ pub async fn get(
             respond_cached(&manifest, headers)
         }
         Reference::Digest(digest) => {
-            let stored = state.storage.get(&ObjectKey::manifest(&digest)).await.map_err(|e| {
+            let known = state.builder.manifest_by_digest(&digest).await.map_err(|e| {
                 tracing::error!(error = %e, "reading manifest");
                 RegistryError::internal()
             })?;
-            let Some(bytes) = stored else {
+            let Some(manifest) = known else {
                 return Err(RegistryError::new(
                     StatusCode::NOT_FOUND,
                     Code::ManifestUnknown,
                     format!("manifest {digest} is not known to this registry"),
                 ));
             };
-            let media =
-                manifest::media_type_of(&bytes).unwrap_or_else(|| ManifestFormat::Docker.media_type().to_owned());
-            respond(bytes, &digest, &media, headers)
+            respond_cached(&manifest, headers)
         }
     }
 }
@@ -99,22 +96,5 @@ fn respond_cached(manifest: &CachedManifest, headers: &HeaderMap) -> Result<Resp
     h.insert(header::CONTENT_LENGTH, manifest.content_length.clone());
     h.insert("Docker-Content-Digest", manifest.digest_header.clone());
     h.insert(header::ETAG, manifest.etag.clone());
-    Ok(resp)
-}
-
-fn respond(bytes: Bytes, digest: &Digest, media_type: &str, headers: &HeaderMap) -> Result<Response, RegistryError> {
-    let len = bytes.len();
-    if let Some(answer) = precondition(headers, digest, len) {
-        return answer;
-    }
-    let mut resp = bytes.into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(media_type).unwrap_or(HeaderValue::from_static("application/json")),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert("Docker-Content-Digest", digest.header_value());
-    h.insert(header::ETAG, digest.etag());
     Ok(resp)
 }

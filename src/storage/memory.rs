@@ -49,6 +49,12 @@ impl Memory {
         lock(&self.objects).keys().filter(|k| k.starts_with(prefix)).cloned().collect()
     }
 
+    /// Removes an object, as something outside this process would.
+    #[cfg(test)]
+    pub fn remove(&self, key: &str) {
+        lock(&self.objects).remove(key);
+    }
+
     fn object(&self, key: &ObjectKey) -> Option<Bytes> {
         lock(&self.objects).get(key.as_str()).cloned()
     }
