@@ -204,6 +204,34 @@ mod tests {
     }
 
     #[test]
+    fn only_a_flake_is_evaluated_purely_with_the_features_flakes_need() {
+        use super::super::{Derivations, Nix, NixPolicy};
+        let nix = Nix::new(NixPolicy::with_timeout(Duration::from_secs(10)), Default::default()).unwrap();
+        let args = |source: &SourceRevision| -> Vec<String> {
+            let command = nix.eval("lookup.nix", Derivations::Write, source, "x86_64-linux", &[("mode", "probe")]);
+            command.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+        };
+        let has =
+            |args: &[String], seq: &[&str]| args.windows(seq.len()).any(|w| w.iter().zip(seq).all(|(a, b)| a == b));
+        let lookup = nix.exprs.path("lookup.nix").display().to_string();
+
+        let plain = args(&SourceRevision::Path { path: "/srv/pkgs".into(), generation: 1 });
+        assert!(plain.contains(&lookup), "{plain:?}");
+        assert!(!plain.iter().any(|a| a.contains("flakes") || a == "pure-eval" || a == "--expr"), "{plain:?}");
+
+        let flake = FlakeRef::parse("git+file:///srv/flake", Path::new("/")).unwrap();
+        let commit = CommitHash::parse(&"a".repeat(40)).unwrap();
+        let locked = LockedFlake { flake, lock: FlakeLock::Commit(commit), nixpkgs: None, last_modified: None };
+        let pure = args(&SourceRevision::Flake(locked));
+        assert!(has(&pure, &["--extra-experimental-features", "nix-command flakes"]), "{pure:?}");
+        assert!(has(&pure, &["--option", "pure-eval", "true"]), "{pure:?}");
+        assert!(has(&pure, &["--argstr", "nixeryFile", "lookup.nix"]), "{pure:?}");
+        assert!(has(&pure, &["--argstr", "srcType", "flake"]), "{pure:?}");
+        assert!(!pure.contains(&lookup), "pure evaluation cannot read the file: {pure:?}");
+        assert!(has(&pure, &["--argstr", "nixeryExpressions", &nix.exprs.locked_path()]), "{pure:?}");
+    }
+
+    #[test]
     fn an_unlocked_input_says_how_to_lock_it() {
         let flake = |text: &str| FlakeRef::parse(text, Path::new("/")).unwrap();
         let revision = |flake: FlakeRef, lock| {
