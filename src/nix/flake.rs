@@ -7,7 +7,8 @@
 //! - `nix flake prefetch --json <ref>` fetches the flake at that commit into the store (the
 //!   fetch the evaluation needs anyway) and reports it; a forge flake's branch or `HEAD` is
 //!   resolved by this call itself (the forge's API, with Nix's `access-tokens`), and a path
-//!   flake is copied into the store, its NAR hash locking it. The answer (Nix 2.18 to 2.26):
+//!   flake is copied into the store, its NAR hash locking it. The answer, as Nix 2.26
+//!   prints it:
 //!
 //!   ```json
 //!   {"hash":"sha256-cfkx…","locked":{"lastModified":1718000000,"narHash":"sha256-cfkx…",
