@@ -13,20 +13,6 @@ use std::time::{Duration, Instant};
 use crate::harness::flake_repo::Outputs;
 use crate::harness::{Containerd, Server, TeamFlake, nonce, pull_and_unpack};
 
-/// `Docker-Content-Digest` of `GET /v2/<name>/manifests/<tag>` (panics unless 200).
-fn digest(server: &Server, name: &str, tag: &str) -> String {
-    server.get_ok(&format!("/v2/{name}/manifests/{tag}"), &[]).expect_header("Docker-Content-Digest").to_owned()
-}
-
-/// The message of a 422 `MANIFEST_UNKNOWN` answer to `GET /v2/<name>/manifests/<tag>`.
-fn refused(server: &Server, name: &str, tag: &str) -> String {
-    let r = server.get(&format!("/v2/{name}/manifests/{tag}"));
-    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
-    let error = &r.json()["errors"][0];
-    assert_eq!(error["code"], "MANIFEST_UNKNOWN", "{}", r.describe());
-    error["message"].as_str().unwrap_or_default().to_owned()
-}
-
 /// A server whose package source is `flake`, with `env` on top.
 fn serve(flake: &str, env: &[(&str, &str)]) -> Server {
     let mut all = vec![("NIXERY_PKGS_FLAKE", flake), ("NIXERY_PKGS_PATH", "")];
@@ -81,7 +67,7 @@ fn latest_follows_the_default_branch_after_the_ttl_while_a_commit_keeps_its_imag
     let flake = TeamFlake::new();
     let server = serve(&flake.url(), &[("NIXERY_SOURCE_TTL", &TTL.as_secs().to_string())]);
     let resolved = Instant::now();
-    let first = digest(&server, "our-tool", "latest");
+    let first = server.manifest_digest("our-tool", "latest");
     assert_eq!(in_image(&server, "shell/our-tool:latest", "our-tool"), "our tool v1 for x86_64-linux\n");
 
     // A new commit on main is not seen within the TTL. Its nixpkgs input moves on too, but
@@ -89,12 +75,12 @@ fn latest_follows_the_default_branch_after_the_ttl_while_a_commit_keeps_its_imag
     flake.commit("main", "v2", Outputs::Complete);
     flake.move_nixpkgs("Hello, unlocked!");
     let old = flake.commit("old-tools", "v0", Outputs::Complete);
-    assert_eq!(digest(&server, "our-tool", "latest"), first);
+    assert_eq!(server.manifest_digest("our-tool", "latest"), first);
     assert!(resolved.elapsed() < TTL, "this machine took longer than the TTL: the test cannot judge");
 
     // After the TTL, latest is the new commit.
     std::thread::sleep(TTL.saturating_sub(resolved.elapsed()) + Duration::from_millis(500));
-    let second = digest(&server, "our-tool", "latest");
+    let second = server.manifest_digest("our-tool", "latest");
     assert_ne!(second, first, "{}", server.context("latest did not move after the TTL"));
     assert_eq!(
         in_image(&server, "shell/our-tool/hello:latest", "our-tool; hello"),
@@ -105,26 +91,26 @@ fn latest_follows_the_default_branch_after_the_ttl_while_a_commit_keeps_its_imag
     assert_eq!(in_image(&server, "shell/hello:newer-nixpkgs", "hello"), "Hello, unlocked!\n");
 
     // The first commit's tag still gives the first image, as does main's old head by branch.
-    assert_eq!(digest(&server, "our-tool", &flake.first), first);
+    assert_eq!(server.manifest_digest("our-tool", &flake.first), first);
     assert_eq!(
         in_image(&server, &format!("shell/our-tool:{}", flake.first), "our-tool"),
         "our tool v1 for x86_64-linux\n"
     );
     assert_eq!(in_image(&server, "shell/our-tool:old-tools", "our-tool"), "our tool v0 for x86_64-linux\n");
-    assert_eq!(digest(&server, "our-tool", &old), digest(&server, "our-tool", "old-tools"));
+    assert_eq!(server.manifest_digest("our-tool", &old), server.manifest_digest("our-tool", "old-tools"));
 
     // A commit is locked once, for good: asking again resolves nothing.
     let resolutions = server.metric("nixery_source_resolutions_total");
     for _ in 0..3 {
-        assert_eq!(digest(&server, "our-tool", &flake.first), first);
+        assert_eq!(server.manifest_digest("our-tool", &flake.first), first);
     }
     assert_eq!(server.metric("nixery_source_resolutions_total"), resolutions, "{}", server.metrics());
 
     // Tags that select nothing say so.
-    let message = refused(&server, "our-tool", "no-such-branch");
+    let message = server.refusal("our-tool", "no-such-branch");
     assert!(message.contains("'no-such-branch'"), "{message}");
     let missing_commit = "0123456789abcdef0123456789abcdef01234567";
-    let message = refused(&server, "our-tool", missing_commit);
+    let message = server.refusal("our-tool", missing_commit);
     assert!(message.contains(missing_commit) && message.contains("fetching the flake"), "{message}");
     assert!(!message.contains("/tmp/"), "a server path in {message}");
 }
@@ -149,10 +135,10 @@ fn a_path_flake_is_locked_by_the_server_and_read_again_after_the_ttl() {
     let (_dir, path) = flake.copy_files(true);
     let server = serve(&format!("path:{}", path.display()), &[("NIXERY_SOURCE_TTL", &TTL.as_secs().to_string())]);
     let resolved = Instant::now();
-    let first = digest(&server, "our-tool", "latest");
+    let first = server.manifest_digest("our-tool", "latest");
     assert_eq!(our_tool(&server, "our-tool:latest"), "our tool v1 for x86_64-linux\n");
     // One revision, the directory: other tags are refused, saying why.
-    assert!(refused(&server, "our-tool", &flake.first).contains("'latest'"));
+    assert!(server.refusal("our-tool", &flake.first).contains("'latest'"));
 
     // A change is read after the TTL (flake.lock as it was).
     std::fs::write(
@@ -160,7 +146,7 @@ fn a_path_flake_is_locked_by_the_server_and_read_again_after_the_ttl() {
         std::fs::read_to_string(path.join("flake.nix")).unwrap().replace("v1", "v2"),
     )
     .unwrap();
-    assert_eq!(digest(&server, "our-tool", "latest"), first, "read again within the TTL");
+    assert_eq!(server.manifest_digest("our-tool", "latest"), first, "read again within the TTL");
     assert!(resolved.elapsed() < TTL, "this machine took longer than the TTL: the test cannot judge");
     std::thread::sleep(TTL.saturating_sub(resolved.elapsed()) + Duration::from_millis(500));
     assert_eq!(our_tool(&server, "our-tool:latest"), "our tool v2 for x86_64-linux\n");
@@ -168,7 +154,7 @@ fn a_path_flake_is_locked_by_the_server_and_read_again_after_the_ttl() {
     // A path flake whose inputs are not locked is refused, saying how to lock it.
     let (_unlocked_dir, unlocked) = flake.copy_files(false);
     let server = serve(&format!("path:{}", unlocked.display()), &[]);
-    let message = refused(&server, "our-tool", "latest");
+    let message = server.refusal("our-tool", "latest");
     assert!(message.contains("unlocked flake input 'nixpkgs'"), "{message}");
     assert!(message.contains("run `nix flake lock` in the flake's directory"), "{message}");
     assert!(!message.contains(&unlocked.display().to_string()), "the message shows the flake's path: {message}");
