@@ -2,9 +2,11 @@
 #
 # Called by the registry as
 #   nix-instantiate --eval --strict --json --read-write-mode nix/lookup.nix \
-#     --argstr srcType path|git|channel --argstr srcArgs '<json>' \
+#     --argstr srcType path|git|tarball|flake --argstr srcArgs '<json>' \
 #     --argstr system x86_64-linux --argstr packages '<json list of names>' \
-#     --argstr nixpkgsConfig '<json>' --argstr mode resolve|single|probe
+#     --argstr nixpkgsConfig '<json>' --argstr mode resolve|single|probe \
+#     --argstr addedNames '<json list of the names the registry adds>'
+# (for a flake, purely, with this file imported from the store: see src/nix/flake.rs).
 # Every argument arrives as a string and is decoded with builtins.fromJSON: package names are
 # data, never spliced into Nix code. Only builtins and the package set itself are used, so
 # any package set shaped like nixpkgs (`{ system ? ..., config ? ..., ... }: { attrs }`) works.
@@ -14,8 +16,10 @@
 #            nixpkgs refuses unfree, broken, insecure and removed packages) makes that name
 #            "unusable" instead of failing the whole evaluation. The result is JSON:
 #              [ { status = "ok"; name; attr; output; drvPath; outputs = [ store path ];
-#                  mainProgram = <meta.mainProgram if it is a string, else null>; }
-#                { status = "missing"; name; }
+#                  mainProgram = <meta.mainProgram if it is a string, else null>;
+#                  root = <where it was found (a flake's "packages.x86_64-linux"), or null>; }
+#                { status = "missing"; name;
+#                  lookedIn = [ { where = "packages.x86_64-linux"; present = <bool>; } ]; }
 #                { status = "unusable"; name; reason = <text, or null if it threw>; } ]
 #            tryEval drops the text of what was thrown; `single` recovers it.
 #   single   one name, as `resolve` would classify it; but a name that threw is forced again
@@ -25,14 +29,24 @@
 #            infinite recursion, a missing file or a type error, which fail before the trace).
 #   probe    only the package set itself (`true`), to tell a broken source from a broken name.
 #
+# Roots (source.nix): a name is looked up in each root of the source in turn, and the first
+# that has it wins; `attr` is the path within that root. A plain package set is its own only
+# root; a flake's are its packages.<system>, then its legacyPackages.<system>. The names in
+# `addedNames` (what the registry adds: `shell`'s packages, cacert, iana-etc) are looked up
+# in the roots for added packages (a flake's legacyPackages). A missing name says where it
+# was looked for, and whether the source has that root at all.
+#
 # Outputs: a name gives exactly the output it denotes. `curl` is the derivation's default
 # output (`outputName`, the first of `outputs`, as Nixery does), `curl.dev` the dev output;
 # `meta.outputsToInstall` is not used (it would put man pages in every image, and the dev
 # output of nixpkgs' curl still carries curl's outputsToInstall = [ "bin" "man" ]).
-{ srcType, srcArgs, system, packages, nixpkgsConfig ? "{}", mode ? "resolve" }:
+{ srcType, srcArgs, system, packages, nixpkgsConfig ? "{}", mode ? "resolve", addedNames ? "[]" }:
 let
   names = builtins.fromJSON packages;
-  pkgs = import ./source.nix { inherit srcType srcArgs system nixpkgsConfig; };
+  added = builtins.fromJSON addedNames;
+  source = import ./source.nix { inherit srcType srcArgs system nixpkgsConfig; };
+  pkgs = source.set;
+  rootsOf = name: if builtins.elem name added then source.roots.added else source.roots.names;
 
   upper = [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ];
   lower = [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
@@ -69,11 +83,25 @@ let
           if !next.success then { found = true; usable = false; attrPath = attrPath ++ [ attr ]; }
           else walk strict next.value (builtins.tail parts) (attrPath ++ [ attr ]);
 
+  # The walk in the first root that has the name; roots the source lacks are skipped.
+  walkRoots = strict: roots: parts:
+    if roots == [ ] then { found = false; }
+    else
+      let
+        root = builtins.head roots;
+        r = if root.set == null then { found = false; } else walk strict root.set parts [ ];
+      in
+      if r.found then r // { root = root.where; } else walkRoots strict (builtins.tail roots) parts;
+
+  # Where a missing name was looked for (named roots only: a plain set's is itself).
+  lookedIn = name: map (root: { inherit (root) where; present = root.set != null; })
+    (builtins.filter (root: root.where != null) (rootsOf name));
+
   split = name: builtins.filter builtins.isString (builtins.split "\\." name);
 
   resolveWith = strict: name:
     let
-      r = walk strict pkgs (split name) [ ];
+      r = walkRoots strict (rootsOf name) (split name);
       drv = r.value;
       output = drv.outputName or "out";
       # meta.mainProgram, the program `nix run` starts: the image's default command when it
@@ -84,6 +112,7 @@ let
       info = try strict (builtins.deepSeq [ drv.drvPath drv.outPath ] {
         status = "ok";
         inherit name output mainProgram;
+        inherit (r) root;
         attr = builtins.concatStringsSep "." r.attrPath;
         drvPath = drv.drvPath;
         outputs = [ drv.outPath ];
@@ -91,7 +120,7 @@ let
       isDrv = try strict (builtins.isAttrs drv && (drv.type or null) == "derivation");
       kind = builtins.tryEval (if builtins.isAttrs drv then "an attribute set" else "a " + builtins.typeOf drv);
     in
-    if !r.found then { status = "missing"; inherit name; }
+    if !r.found then { status = "missing"; inherit name; lookedIn = lookedIn name; }
     else if !(r.usable or true) then { status = "unusable"; inherit name; reason = null; }
     else if !isDrv.success then { status = "unusable"; inherit name; reason = null; }
     else if !isDrv.value then {

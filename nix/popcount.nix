@@ -12,7 +12,7 @@
 # Arguments arrive as strings and are decoded with builtins.fromJSON, as in lookup.nix.
 { srcType, srcArgs, system, mode, names ? "[]" }:
 let
-  pkgs = import ./source.nix { inherit srcType srcArgs system; };
+  pkgs = (import ./source.nix { inherit srcType srcArgs system; }).set;
 
   describe = attr:
     let

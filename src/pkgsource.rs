@@ -1,5 +1,5 @@
-//! Where packages come from: a nixpkgs channel, a git repository, or a local path; what a
-//! tag means for each; and the pinned revision an image is built from.
+//! Where packages come from: a nixpkgs channel, a git repository, a local path, or a flake;
+//! what a tag means for each; and the pinned revision an image is built from.
 //!
 //! Three stages, three types:
 //! - [`PkgSource`]: what the operator configured.
@@ -16,6 +16,11 @@
 //! | channel | the configured channel (`NIXERY_CHANNEL`, a branch or a commit) | that commit of the channel repository | that branch (or tag) of the channel repository, e.g. `nixos-24.11` |
 //! | git | the default branch (`HEAD`) | that commit | that branch or tag |
 //! | path | the package set as it is on disk (re-read once per TTL) | refused | refused |
+//! | flake | its default branch (or the branch or commit its reference names) | that commit | that branch or tag |
+//!
+//! A flake ([`flake`]) is evaluated purely, so every tag of it, a commit too, is locked
+//! before Nix sees it: the commit and what its `flake.lock` pins, or for a `path:` flake the
+//! hash of its contents. A commit's lock is kept for good, a moving tag's for the TTL.
 //!
 //! A path source has one revision, the files on disk: a tag other than `latest` would have to
 //! be ignored, which silently gives `hello:v1` and `hello:nixos-24.11` the same packages
@@ -31,9 +36,12 @@
 //! Only a commit always denotes the same package set: [`SourceRevision::pinned_identity`] is
 //! the stable data that caches outliving the process file a manifest under. A path's
 //! revision carries a generation number instead, which is only meaningful in this process.
+//! A path flake's lock is the hash of its contents, so it has an identity too.
 
+pub mod flake;
 mod remote;
 
+pub use flake::{FlakeLock, FlakeRef, FlakeTarget, LockedFlake};
 pub use remote::{LsRemote, RemoteUrl};
 
 use crate::image::Tag;
@@ -98,6 +106,8 @@ pub enum PkgSource {
     Git(RemoteUrl),
     /// A local package set (`NIXERY_PKGS_PATH`).
     Path(PathBuf),
+    /// A flake (`NIXERY_PKGS_FLAKE`).
+    Flake(FlakeRef),
 }
 
 /// A reference of a git remote that moves: what `git ls-remote` resolves.
@@ -125,6 +135,19 @@ impl fmt::Display for RemoteRef {
 pub enum Moving {
     Remote(RemoteRef),
     LocalPath,
+    /// What a tag selects from a flake; every tag of a flake is locked, a commit once and for
+    /// good ([`FlakeTarget::is_fixed`]).
+    Flake(FlakeTarget),
+}
+
+impl fmt::Display for Moving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Moving::Remote(reference) => reference.fmt(f),
+            Moving::LocalPath => f.write_str("latest"),
+            Moving::Flake(target) => target.fmt(f),
+        }
+    }
 }
 
 /// What a request's tag selects.
@@ -145,6 +168,8 @@ pub enum SourceRevision {
     Git { url: RemoteUrl, commit: CommitHash },
     /// The local package set as read in resolution `generation` of this process.
     Path { path: PathBuf, generation: u64 },
+    /// A flake, locked.
+    Flake(LockedFlake),
 }
 
 /// Why a tag selects no package set.
@@ -162,6 +187,11 @@ pub enum SourceError {
     Timeout { remote: String, reference: RemoteRef, seconds: u64 },
     #[error("cannot run git: {0}")]
     Spawn(#[source] std::io::Error),
+    /// Nix could not fetch the flake at what the tag selects (a commit it does not have, a
+    /// branch the forge does not know, a directory that is gone): Nix's reason, without
+    /// credentials or server paths.
+    #[error("fetching the flake at '{reference}' failed: {message}")]
+    Flake { reference: FlakeTarget, message: String },
 }
 
 impl PkgSource {
@@ -186,6 +216,14 @@ impl PkgSource {
                 .map_or_else(named, |commit| Selection::Pinned(SourceRevision::Git { url: url.clone(), commit })),
             PkgSource::Path(_) if latest => Selection::Moving(Moving::LocalPath),
             PkgSource::Path(_) => return Err(SourceError::PathTag(tag.as_str().to_owned())),
+            PkgSource::Flake(flake) if latest => Selection::Moving(Moving::Flake(flake.latest().clone())),
+            PkgSource::Flake(flake) if flake.is_directory() => {
+                return Err(SourceError::PathTag(tag.as_str().to_owned()));
+            }
+            PkgSource::Flake(_) => Selection::Moving(Moving::Flake(match commit() {
+                Some(commit) => FlakeTarget::Commit(commit),
+                None => FlakeTarget::Named(tag.as_str().to_owned()),
+            })),
         })
     }
 
@@ -194,7 +232,7 @@ impl PkgSource {
         match self {
             PkgSource::Channel { repo, .. } => Some(repo),
             PkgSource::Git(url) => Some(url),
-            PkgSource::Path(_) => None,
+            PkgSource::Path(_) | PkgSource::Flake(_) => None,
         }
     }
 
@@ -203,7 +241,7 @@ impl PkgSource {
         match self {
             PkgSource::Channel { repo, .. } => Some(SourceRevision::Channel { repo: repo.clone(), commit }),
             PkgSource::Git(url) => Some(SourceRevision::Git { url: url.clone(), commit }),
-            PkgSource::Path(_) => None,
+            PkgSource::Path(_) | PkgSource::Flake(_) => None,
         }
     }
 
@@ -226,15 +264,23 @@ impl SourceRevision {
             SourceRevision::Channel { repo, commit } => Some(json!(["channel", repo.redacted(), commit.as_str()])),
             SourceRevision::Git { url, commit } => Some(json!(["git", url.redacted(), commit.as_str()])),
             SourceRevision::Path { .. } => None,
+            SourceRevision::Flake(flake) => Some(flake.identity()),
         }
     }
 
-    /// The commit, for a remote's revision.
+    /// The commit, for a remote's revision (a git or forge flake's too).
     pub fn commit(&self) -> Option<&CommitHash> {
         match self {
             SourceRevision::Channel { commit, .. } | SourceRevision::Git { commit, .. } => Some(commit),
             SourceRevision::Path { .. } => None,
+            SourceRevision::Flake(flake) => flake.commit(),
         }
+    }
+
+    /// Whether Nix evaluates this revision as a flake (purely, with the experimental
+    /// features flakes need).
+    pub fn is_flake(&self) -> bool {
+        matches!(self, SourceRevision::Flake(_))
     }
 }
 
@@ -302,6 +348,25 @@ mod tests {
         let read = path.at_generation(3).unwrap();
         assert_eq!(read, SourceRevision::Path { path: "/srv/pkgs".into(), generation: 3 });
         assert_eq!(read.pinned_identity(), None, "a path's reading is not stable across processes");
+    }
+
+    #[test]
+    fn every_tag_of_a_flake_is_locked_and_a_path_flake_has_only_latest() {
+        let flake = |text: &str| PkgSource::Flake(FlakeRef::parse(text, std::path::Path::new("/")).unwrap());
+        let target = |t| Selection::Moving(Moving::Flake(t));
+        let git = flake("git+https://example.org/pkgs");
+        assert_eq!(git.select(&Tag::latest()).unwrap(), target(FlakeTarget::Head));
+        assert_eq!(git.select(&tag("v1")).unwrap(), target(FlakeTarget::Named("v1".into())));
+        assert_eq!(git.select(&tag(COMMIT)).unwrap(), target(FlakeTarget::Commit(commit())));
+        assert_eq!(
+            flake("github:o/r/develop").select(&Tag::latest()).unwrap(),
+            target(FlakeTarget::Named("develop".into()))
+        );
+        assert_eq!((git.remote(), git.at_commit(commit()), git.at_generation(1)), (None, None, None));
+        let dir = flake("path:/srv/flake");
+        assert_eq!(dir.select(&Tag::latest()).unwrap(), target(FlakeTarget::Directory));
+        assert!(matches!(dir.select(&tag(COMMIT)), Err(SourceError::PathTag(_))));
+        assert!(matches!(dir.select(&tag("v1")), Err(SourceError::PathTag(_))));
     }
 
     #[test]

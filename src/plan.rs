@@ -124,6 +124,7 @@ mod tests {
             drv_path: path.clone(),
             outputs: vec![path],
             main_program: main_program.map(str::to_owned),
+            root: None,
         }
     }
 

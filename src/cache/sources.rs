@@ -13,14 +13,23 @@
 //! next request for each evaluates the files again (and gets the same manifest if no output
 //! path changed, since layers and manifests are content-addressed).
 //!
-//! The resolver is a function ([`Resolve`]), `git ls-remote` in production
-//! ([`SourceCache::new`]), so the expiry and sharing rules are tested without processes.
+//! A flake's every tag is locked ([`Moving::Flake`]): a branch's lock is kept for the TTL like
+//! any resolution, a commit's for good (it never changes, and locking it once checks that it
+//! exists and reads what its `flake.lock` pins); a path flake's reading for the TTL.
+//!
+//! The resolvers are functions ([`Resolve`], [`ResolveFlake`]), `git ls-remote` and
+//! [`FlakeLocker`] in production ([`SourceCache::new`]), so the expiry and sharing rules are
+//! tested without processes.
 
 use super::Outcome;
 use crate::flight::SingleFlight;
 use crate::image::Tag;
 use crate::metrics::Metrics;
-use crate::pkgsource::{CommitHash, LsRemote, Moving, PkgSource, RemoteRef, Selection, SourceError, SourceRevision};
+use crate::nix::flake::FlakeLocker;
+use crate::pkgsource::{
+    CommitHash, FlakeTarget, LockedFlake, LsRemote, Moving, PkgSource, RemoteRef, Selection, SourceError,
+    SourceRevision,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -30,12 +39,16 @@ use tokio::time::Instant;
 
 /// How long one `git ls-remote` may take.
 pub const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long locking a flake may take: a fetch, which for a new large repository is a clone.
+pub const FLAKE_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most moving references remembered (each is a branch or tag that exists: unknown ones are
 /// never stored, so this bounds only a remote with very many refs).
 const MAX_ENTRIES: usize = 4096;
 
 /// Resolves a reference of the configured remote to a commit.
 pub type Resolve = Arc<dyn Fn(RemoteRef) -> BoxFuture<'static, Result<CommitHash, SourceError>> + Send + Sync>;
+/// Locks what a tag selects from the configured flake.
+pub type ResolveFlake = Arc<dyn Fn(FlakeTarget) -> BoxFuture<'static, Result<LockedFlake, SourceError>> + Send + Sync>;
 
 /// What a resolution took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,9 +74,16 @@ impl Freshness {
 #[derive(Clone)]
 struct Entry {
     revision: Arc<SourceRevision>,
-    until: Instant,
+    /// Until when the resolution is used; `None` for a flake's commit, kept for good.
+    until: Option<Instant>,
     /// Wall-clock time of the resolution, for people ([`SourceCache::known`]).
     resolved_at: SystemTime,
+}
+
+impl Entry {
+    fn expired(&self) -> bool {
+        self.until.is_some_and(|until| Instant::now() >= until)
+    }
 }
 
 /// What a tag means as far as the process knows, without asking anyone.
@@ -91,12 +111,13 @@ pub struct SourceCache {
 struct Shared {
     source: PkgSource,
     resolve: Resolve,
+    resolve_flake: ResolveFlake,
     generation: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
 impl SourceCache {
-    /// Resolves remote references with `git ls-remote`.
+    /// Resolves remote references with `git ls-remote`, and locks flakes with Nix.
     pub fn new(source: PkgSource, ttl: Duration, metrics: Arc<Metrics>) -> Self {
         let ls = LsRemote { timeout: LS_REMOTE_TIMEOUT };
         let url = source.remote().cloned();
@@ -108,13 +129,38 @@ impl SourceCache {
             }
             .boxed()
         });
-        Self::with_resolver(source, ttl, resolve, metrics)
+        let locker = FlakeLocker { timeout: FLAKE_LOCK_TIMEOUT };
+        let flake = match &source {
+            PkgSource::Flake(flake) => Some(flake.clone()),
+            _ => None,
+        };
+        let resolve_flake: ResolveFlake = Arc::new(move |target| {
+            let flake = flake.clone();
+            async move {
+                let flake = flake.expect("only a flake source has flake targets");
+                locker.lock(&flake, &target).await
+            }
+            .boxed()
+        });
+        Self::with_resolvers(source, ttl, resolve, resolve_flake, metrics)
     }
 
-    /// Resolves remote references with `resolve`.
+    /// Resolves remote references with `resolve` (and has no flake to lock).
     pub fn with_resolver(source: PkgSource, ttl: Duration, resolve: Resolve, metrics: Arc<Metrics>) -> Self {
+        let no_flake: ResolveFlake = Arc::new(|_| unreachable!("the source is not a flake"));
+        Self::with_resolvers(source, ttl, resolve, no_flake, metrics)
+    }
+
+    /// Resolves remote references with `resolve` and locks flakes with `resolve_flake`.
+    pub fn with_resolvers(
+        source: PkgSource,
+        ttl: Duration,
+        resolve: Resolve,
+        resolve_flake: ResolveFlake,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         SourceCache {
-            shared: Arc::new(Shared { source, resolve, generation: AtomicU64::new(0), metrics }),
+            shared: Arc::new(Shared { source, resolve, resolve_flake, generation: AtomicU64::new(0), metrics }),
             entries: quick_cache::sync::Cache::new(MAX_ENTRIES),
             flights: SingleFlight::new(),
             ttl,
@@ -134,9 +180,9 @@ impl SourceCache {
                 Some(KnownRevision { revision: Arc::new(revision), resolved_at: None, expired: false })
             }
             Selection::Moving(moving) => self.entries.peek(&moving).map(|e| KnownRevision {
+                expired: e.expired(),
                 revision: e.revision,
                 resolved_at: Some(e.resolved_at),
-                expired: Instant::now() >= e.until,
             }),
         }
     }
@@ -148,17 +194,19 @@ impl SourceCache {
             Selection::Moving(moving) => moving,
         };
         if let Some(entry) = self.entries.get(&moving)
-            && Instant::now() < entry.until
+            && !entry.expired()
         {
-            return Ok((entry.revision, Freshness::Fresh));
+            let freshness = if entry.until.is_none() { Freshness::Pinned } else { Freshness::Fresh };
+            return Ok((entry.revision, freshness));
         }
         let shared = self.shared.clone();
         let key = moving.clone();
         let revision =
             self.flights.run(moving.clone(), move || async move { shared.resolve(key).await }.boxed()).await?;
-        if !self.ttl.is_zero() {
-            let entry =
-                Entry { revision: revision.clone(), until: Instant::now() + self.ttl, resolved_at: SystemTime::now() };
+        let for_good = matches!(&moving, Moving::Flake(target) if target.is_fixed());
+        if for_good || !self.ttl.is_zero() {
+            let until = (!for_good).then(|| Instant::now() + self.ttl);
+            let entry = Entry { revision: revision.clone(), until, resolved_at: SystemTime::now() };
             self.entries.insert(moving, entry);
         }
         Ok((revision, Freshness::Resolved))
@@ -175,19 +223,31 @@ impl Shared {
             }
             Moving::Remote(reference) => match (self.resolve)(reference.clone()).await {
                 Ok(commit) => self.source.at_commit(commit),
-                Err(e) => {
-                    self.metrics.source_resolution_failures.inc();
-                    tracing::warn!(reference = %reference, error = %e, "resolving the package source failed");
-                    return Err(Arc::new(e));
-                }
+                Err(e) => return Err(self.failed(&moving, e)),
+            },
+            Moving::Flake(target) => match (self.resolve_flake)(target.clone()).await {
+                Ok(locked) => Some(SourceRevision::Flake(locked)),
+                Err(e) => return Err(self.failed(&moving, e)),
             },
         };
         let revision = revision.expect("a source's moving references resolve to revisions of that source");
-        match revision.commit() {
-            Some(commit) => tracing::info!(reference = ?moving, %commit, "resolved the package source"),
-            None => tracing::info!("re-reading the local package set"),
+        match (&revision, revision.commit()) {
+            (SourceRevision::Flake(locked), commit) => tracing::info!(
+                reference = %moving,
+                commit = commit.map(|c| c.as_str()),
+                nixpkgs = locked.nixpkgs.as_ref().map(|c| c.as_str()),
+                "locked the flake"
+            ),
+            (_, Some(commit)) => tracing::info!(reference = %moving, %commit, "resolved the package source"),
+            (_, None) => tracing::info!("re-reading the local package set"),
         }
         Ok(Arc::new(revision))
+    }
+
+    fn failed(&self, moving: &Moving, e: SourceError) -> Arc<SourceError> {
+        self.metrics.source_resolution_failures.inc();
+        tracing::warn!(reference = %moving, error = %e, "resolving the package source failed");
+        Arc::new(e)
     }
 }
 
@@ -336,6 +396,76 @@ mod tests {
         assert_eq!(commit_of(&branch), B);
         let err = cache.resolve(&Tag::parse("nixos-99.99").unwrap()).await.unwrap_err();
         assert!(err.to_string().contains("'nixos-99.99'"), "{err}");
+    }
+
+    /// A cache of a flake whose every lock is at commit `A` (for branch `main` and `HEAD`)
+    /// or at the commit asked for, counting the locks.
+    fn flake_cache(ttl: Duration) -> (SourceCache, Arc<AtomicUsize>) {
+        use crate::pkgsource::{FlakeLock, FlakeRef};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let flake = FlakeRef::parse("git+https://example.org/flake", std::path::Path::new("/")).unwrap();
+        let counted = calls.clone();
+        let locked_flake = flake.clone();
+        let resolve_flake: ResolveFlake = Arc::new(move |target| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let flake = locked_flake.clone();
+            async move {
+                let commit = match target {
+                    FlakeTarget::Commit(commit) => commit,
+                    FlakeTarget::Head => CommitHash::parse(A).unwrap(),
+                    other => {
+                        return Err(SourceError::UnknownRef {
+                            remote: "fake".into(),
+                            reference: RemoteRef::Named(other.to_string()),
+                        });
+                    }
+                };
+                Ok(LockedFlake {
+                    flake,
+                    lock: FlakeLock::Commit(commit),
+                    nixpkgs: CommitHash::parse(B),
+                    last_modified: None,
+                })
+            }
+            .boxed()
+        });
+        let no_remote: Resolve = Arc::new(|_| unreachable!("a flake has no remote references"));
+        let source = PkgSource::Flake(flake);
+        (SourceCache::with_resolvers(source, ttl, no_remote, resolve_flake, Arc::new(Metrics::default())), calls)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flakes_commit_is_locked_once_and_kept_for_good_its_branches_for_the_ttl() {
+        let (cache, calls) = flake_cache(Duration::from_secs(60));
+        let commit = Tag::parse(B).unwrap();
+        let (rev, how) = cache.resolve(&commit).await.unwrap();
+        assert_eq!((commit_of(&rev), how, calls.load(Ordering::SeqCst)), (B, Freshness::Resolved, 1));
+        let SourceRevision::Flake(locked) = rev.as_ref() else { panic!("{rev:?}") };
+        assert_eq!(locked.nixpkgs.as_ref().map(CommitHash::as_str), Some(B), "the lock's provenance is kept");
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let (again, how) = cache.resolve(&commit).await.unwrap();
+        assert_eq!((&again, how, calls.load(Ordering::SeqCst)), (&rev, Freshness::Pinned, 1), "locked again");
+
+        let (latest, _) = cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!((commit_of(&latest), calls.load(Ordering::SeqCst)), (A, 2));
+        cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "within the TTL");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(cache.known(&Tag::latest()).unwrap().expired);
+        cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "after the TTL");
+        assert!(cache.resolve(&Tag::parse("nosuch").unwrap()).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_ttl_still_keeps_a_flakes_commits() {
+        let (cache, calls) = flake_cache(Duration::ZERO);
+        let commit = Tag::parse(A).unwrap();
+        cache.resolve(&commit).await.unwrap();
+        cache.resolve(&commit).await.unwrap();
+        cache.resolve(&Tag::latest()).await.unwrap();
+        cache.resolve(&Tag::latest()).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "the commit once, latest every time");
     }
 
     #[tokio::test(start_paused = true)]

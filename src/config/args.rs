@@ -80,6 +80,12 @@ pub struct SourceArgs {
     #[arg(long, env = "NIXERY_PKGS_PATH")]
     pub pkgs_path: Option<PathBuf>,
 
+    /// A flake whose packages (packages.<system>, then legacyPackages.<system>) images are
+    /// made of: github:owner/repo, git+https://…, git+ssh://…, git+file://… or path:…; the
+    /// image tag selects a branch, tag or commit.
+    #[arg(long, env = "NIXERY_PKGS_FLAKE")]
+    pub pkgs_flake: Option<String>,
+
     /// Git remote of the channel: tags are resolved there (`git ls-remote`) and pinned
     /// commits fetched from it (GitHub's archive tarball for a GitHub repository)
     /// [default: https://github.com/NixOS/nixpkgs].

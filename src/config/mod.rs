@@ -4,7 +4,7 @@
 //! Every setting is a `--flag` and an environment variable with Nixery's name, so an existing
 //! Nixery deployment's environment works unchanged. Values are checked here, at start-up, and
 //! mapped into the domain's types ([`BuildPolicy`], [`NixPolicy`], [`LayerPolicy`],
-//! [`PkgSource`], [`CachePolicy`], [`ArchivePolicy`], [`StorageConfig`], [`server::Limits`]),
+//! [`PkgSource`] (a flake reference parsed into a [`FlakeRef`]), [`CachePolicy`], [`ArchivePolicy`], [`StorageConfig`], [`server::Limits`]),
 //! which know nothing of flags or variables. A bad value stops the server
 //! with a message naming the variable and the flag.
 //!
@@ -43,7 +43,7 @@ use crate::cache::CachePolicy;
 use crate::digest::Digest;
 use crate::layers::LayerPolicy;
 use crate::nix::{NixPolicy, NixpkgsConfig};
-use crate::pkgsource::{Channel, PkgSource, RemoteUrl};
+use crate::pkgsource::{Channel, FlakeRef, PkgSource, RemoteUrl};
 use crate::server;
 use crate::storage::{GcsConfig, S3Config};
 use clap::CommandFactory;
@@ -141,6 +141,16 @@ pub enum ConfigError {
     ChannelRepoWithoutChannel(&'static str),
     #[error("NIXERY_NIXPKGS_CONFIG: {0}")]
     NixpkgsConfig(String),
+    #[error("NIXERY_PKGS_FLAKE: {0}")]
+    PkgsFlake(#[from] crate::pkgsource::flake::FlakeRefError),
+    #[error("NIXERY_PKGS_FLAKE {flake}: {source}")]
+    PkgsFlakeDir { flake: String, source: std::io::Error },
+    #[error(
+        "NIXERY_NIXPKGS_CONFIG cannot be applied to a flake's outputs: a flake instantiates its own nixpkgs \
+         (configure it there, e.g. legacyPackages = import nixpkgs {{ inherit system; config.allowUnfree = true; }}), \
+         so unset NIXERY_NIXPKGS_CONFIG or serve another source"
+    )]
+    NixpkgsConfigWithFlake,
 }
 
 /// Looks up an environment variable (`std::env::var_os` in production, a map in tests).
@@ -195,6 +205,7 @@ impl SourceArgs {
             self.channel.as_ref().map(|_| "NIXERY_CHANNEL"),
             self.pkgs_repo.as_ref().map(|_| "NIXERY_PKGS_REPO"),
             self.pkgs_path.as_ref().map(|_| "NIXERY_PKGS_PATH"),
+            self.pkgs_flake.as_ref().map(|_| "NIXERY_PKGS_FLAKE"),
         ]
         .into_iter()
         .flatten()
@@ -208,6 +219,8 @@ impl SourceArgs {
         Ok(if let Some(path) = self.pkgs_path {
             let path = std::fs::canonicalize(&path).map_err(|source| ConfigError::PkgsPath { path, source })?;
             PkgSource::Path(path)
+        } else if let Some(flake) = self.pkgs_flake {
+            PkgSource::Flake(pkgs_flake(&flake)?)
         } else if let Some(repo) = self.pkgs_repo {
             PkgSource::Git(RemoteUrl::new(repo))
         } else {
@@ -219,8 +232,29 @@ impl SourceArgs {
     }
 }
 
+/// NIXERY_PKGS_FLAKE: a flake reference Nix can lock; a path flake's directory must exist
+/// (it is made absolute and canonical, as NIXERY_PKGS_PATH is).
+fn pkgs_flake(text: &str) -> Result<FlakeRef, ConfigError> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let flake = FlakeRef::parse(text, &cwd)?;
+    match flake.local_dir() {
+        Some(dir) => {
+            let unreadable = |source| ConfigError::PkgsFlakeDir { flake: text.to_owned(), source };
+            let dir = std::fs::canonicalize(dir).map_err(unreadable)?;
+            std::fs::read_dir(&dir).map_err(unreadable)?;
+            Ok(flake.with_dir(dir))
+        }
+        None => Ok(flake),
+    }
+}
+
 impl BuildArgs {
     fn check(self, source: SourceArgs) -> Result<BuildSettings, ConfigError> {
+        let source = source.resolve()?;
+        if matches!(source, PkgSource::Flake(_)) && self.nixpkgs_config.as_deref().is_some_and(|v| !v.trim().is_empty())
+        {
+            return Err(ConfigError::NixpkgsConfigWithFlake);
+        }
         let nix = NixPolicy {
             timeout: Duration::from_secs(self.nix_timeout),
             local_builds: self.local_builds,
@@ -228,7 +262,7 @@ impl BuildArgs {
             nixpkgs_config: nixpkgs_config(self.nixpkgs_config.as_deref())?,
         };
         let policy = BuildPolicy {
-            source: source.resolve()?,
+            source,
             nix,
             layers: LayerPolicy { grouping: self.layer_grouping.into(), budget: self.layer_budget.into() },
             platforms: self.platforms.unwrap_or_default(),

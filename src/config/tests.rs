@@ -99,6 +99,46 @@ fn platforms_are_a_checked_list() {
 }
 
 #[test]
+fn a_flake_is_a_fourth_source_whose_reference_is_checked_at_start_up() {
+    let c = serve(&[], &[("NIXERY_PKGS_FLAKE", "github:example/tools?dir=nix")]).unwrap();
+    let PkgSource::Flake(flake) = &c.build.policy.source else { panic!("not a flake: {:?}", c.build.policy.source) };
+    assert_eq!(flake.redacted(), "github:example/tools?dir=nix");
+    let c = parse(&["--pkgs-flake", "git+https://u:tok@git.example/tools"]).unwrap();
+    assert!(matches!(c.build.policy.source, PkgSource::Flake(_)));
+
+    let err = serve(&["--pkgs-flake", "github:o/r"], &[("NIXERY_PKGS_REPO", "https://x")]).unwrap_err();
+    assert!(matches!(&err, ConfigError::SeveralSources(v) if v == &["NIXERY_PKGS_REPO", "NIXERY_PKGS_FLAKE"]), "{err}");
+    let err = serve(&[], &[("NIXERY_PKGS_FLAKE", "nixpkgs")]).unwrap_err();
+    assert!(err.to_string().starts_with("NIXERY_PKGS_FLAKE: 'nixpkgs' is an indirect reference"), "{err}");
+    let err = serve(&[], &[("NIXERY_PKGS_FLAKE", "github:o/r"), ("NIXERY_CHANNEL_REPO", "file:///x")]).unwrap_err();
+    assert!(matches!(err, ConfigError::ChannelRepoWithoutChannel("NIXERY_PKGS_FLAKE")), "{err}");
+
+    // A path flake's directory must exist, and is made canonical.
+    let err = serve(&[], &[("NIXERY_PKGS_FLAKE", "path:/does/not/exist")]).unwrap_err();
+    assert!(err.to_string().starts_with("NIXERY_PKGS_FLAKE path:/does/not/exist: "), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+    let c = serve(&[], &[("NIXERY_PKGS_FLAKE", &format!("path:{}", link.display()))]).unwrap();
+    let PkgSource::Flake(flake) = &c.build.policy.source else { panic!("not a flake") };
+    assert_eq!(flake.local_dir(), Some(dir.path().canonicalize().unwrap().as_path()));
+}
+
+#[test]
+fn nixpkgs_config_is_refused_for_a_flake_saying_why() {
+    let vars = [("NIXERY_PKGS_FLAKE", "github:o/r"), ("NIXERY_NIXPKGS_CONFIG", r#"{"allowUnfree": true}"#)];
+    let err = serve(&[], &vars).unwrap_err();
+    assert!(matches!(err, ConfigError::NixpkgsConfigWithFlake), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("cannot be applied to a flake's outputs") && message.contains("configure it there"),
+        "{message}"
+    );
+    // Unset (or empty, which counts as unset) is fine.
+    assert!(serve(&[], &[("NIXERY_PKGS_FLAKE", "github:o/r"), ("NIXERY_NIXPKGS_CONFIG", "")]).is_ok());
+}
+
+#[test]
 fn a_missing_pkgs_path_is_refused_with_the_variable_name() {
     let err = parse(&["--pkgs-path", "/does/not/exist"]).unwrap_err();
     assert!(err.to_string().starts_with("NIXERY_PKGS_PATH"), "{err}");

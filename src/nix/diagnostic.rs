@@ -92,7 +92,8 @@ impl Scrubber {
                 let dir = if path.is_dir() { path.as_path() } else { path.parent().unwrap_or(Path::new("/")) };
                 Some(format!("{}/", dir.display().to_string().trim_end_matches('/')))
             }
-            SourceRevision::Channel { .. } | SourceRevision::Git { .. } => None,
+            // A flake is evaluated from the store (its `-source` paths are made relative).
+            SourceRevision::Channel { .. } | SourceRevision::Git { .. } | SourceRevision::Flake(_) => None,
         };
         Scrubber { local_prefix }
     }

@@ -72,11 +72,70 @@ pub struct PackageProblems {
     pub failing: Vec<PackageFailure>,
     /// The requested names that evaluate fine.
     pub fine: Vec<PackageName>,
+    /// Where the missing names were looked for, when the source has several places for them
+    /// (a flake's outputs); empty for a package set, whose names are its own attributes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub looked_in: Vec<LookedIn>,
+}
+
+/// Missing names that were looked for in the same places.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LookedIn {
+    pub names: Vec<PackageName>,
+    /// The places, in the order they were searched (`packages.x86_64-linux`, …).
+    pub places: Vec<String>,
+    /// Those of the places the source does not have.
+    pub absent: Vec<String>,
 }
 
 impl PackageProblems {
     pub fn is_empty(&self) -> bool {
         self.missing.is_empty() && self.unusable.is_empty() && self.failing.is_empty()
+    }
+
+    /// Files a missing name, with where it was looked for (`places`, each with whether the
+    /// source has it; none for a package set).
+    pub fn add_missing(&mut self, name: PackageName, places: Vec<(String, bool)>) {
+        self.missing.push(name.clone());
+        if places.is_empty() {
+            return;
+        }
+        let absent: Vec<String> = places.iter().filter(|(_, present)| !present).map(|(p, _)| p.clone()).collect();
+        let places: Vec<String> = places.into_iter().map(|(p, _)| p).collect();
+        match self.looked_in.iter_mut().find(|l| l.places == places && l.absent == absent) {
+            Some(group) => group.names.push(name),
+            None => self.looked_in.push(LookedIn { names: vec![name], places, absent }),
+        }
+    }
+
+    /// `packages not found: …`, each name with where it was looked for, if that is known.
+    fn not_found(&self) -> String {
+        let mut parts: Vec<String> = self.looked_in.iter().map(LookedIn::to_string).collect();
+        let elsewhere: Vec<&str> = self
+            .missing
+            .iter()
+            .filter(|name| !self.looked_in.iter().any(|l| l.names.contains(name)))
+            .map(PackageName::as_str)
+            .collect();
+        if !elsewhere.is_empty() {
+            parts.insert(0, elsewhere.join(", "));
+        }
+        format!("packages not found: {}", parts.join("; "))
+    }
+}
+
+impl fmt::Display for LookedIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (looked for in the flake's {}", self.names.join(", "), self.places.join(", then "))?;
+        match self.absent.len() {
+            0 => {}
+            1 if self.places.len() == 1 => f.write_str(", which it does not have")?,
+            _ => write!(f, ", and it has no {}", self.absent.join(" or "))?,
+        }
+        if self.absent.iter().any(|a| a.starts_with("legacyPackages.")) {
+            f.write_str(": expose nixpkgs' packages there, e.g. legacyPackages = nixpkgs.legacyPackages")?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -90,7 +149,7 @@ impl fmt::Display for PackageProblems {
             parts.push(format!("evaluation fails for {}", with_reasons(&self.failing)));
         }
         if !self.missing.is_empty() {
-            parts.push(format!("packages not found: {}", self.missing.join(", ")));
+            parts.push(self.not_found());
         }
         if !self.unusable.is_empty() {
             parts.push(format!("unusable packages: {}", with_reasons(&self.unusable)));
@@ -295,6 +354,7 @@ mod tests {
             unusable: vec![PackageFailure { name: name("nonfree"), reason: "unfree".into() }],
             failing: vec![PackageFailure { name: name("failing.aborting"), reason: "evaluation aborted".into() }],
             fine: vec![name("cacert"), name("hello")],
+            ..Default::default()
         };
         assert_eq!(
             all.to_string(),
@@ -304,6 +364,39 @@ mod tests {
         let detail = NixError::Packages(all).detail();
         assert_eq!(detail["unusable"][0]["reason"], "unfree");
         assert_eq!(detail["fine"][1], "hello");
+    }
+
+    #[test]
+    fn missing_names_of_a_flake_say_where_they_were_looked_for() {
+        let places = |list: &[(&str, bool)]| list.iter().map(|(p, ok)| (p.to_string(), *ok)).collect::<Vec<_>>();
+        let mut p = PackageProblems::default();
+        p.add_missing(
+            name("nosuch"),
+            places(&[("packages.x86_64-linux", true), ("legacyPackages.x86_64-linux", true)]),
+        );
+        assert_eq!(
+            p.to_string(),
+            "packages not found: nosuch (looked for in the flake's packages.x86_64-linux, then legacyPackages.x86_64-linux)"
+        );
+        let mut p = PackageProblems::default();
+        for added in ["cacert", "iana-etc"] {
+            p.add_missing(name(added), places(&[("legacyPackages.x86_64-linux", false)]));
+        }
+        p.add_missing(name("ours"), places(&[("packages.x86_64-linux", true), ("legacyPackages.x86_64-linux", false)]));
+        assert_eq!(
+            p.to_string(),
+            "packages not found: cacert, iana-etc (looked for in the flake's legacyPackages.x86_64-linux, which it does \
+             not have: expose nixpkgs' packages there, e.g. legacyPackages = nixpkgs.legacyPackages); ours (looked for \
+             in the flake's packages.x86_64-linux, then legacyPackages.x86_64-linux, and it has no \
+             legacyPackages.x86_64-linux: expose nixpkgs' packages there, e.g. legacyPackages = nixpkgs.legacyPackages)"
+        );
+        assert_eq!(p.missing.len(), 3);
+        let detail = NixError::Packages(p).detail();
+        assert_eq!(detail["looked_in"][0]["absent"][0], "legacyPackages.x86_64-linux");
+        let mut plain = PackageProblems::default();
+        plain.add_missing(name("nosuch"), Vec::new());
+        assert_eq!(plain.to_string(), "packages not found: nosuch");
+        assert!(NixError::Packages(plain).detail().get("looked_in").is_none());
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! directory at start-up, so the server runs from anywhere and the expressions can import
 //! each other (`./source.nix`).
 //!
+//! They are written to a subdirectory holding nothing else, whose NAR hash is known from
+//! their text ([`super::nar`]): a pure evaluation (a flake source) imports them as a locked
+//! path ([`Expressions::locked_path`]), the only way it reads a file outside the store.
+//!
 //! The directory (`$TMPDIR/nixery-nix-<pid>-<random>`; the PID is for people, it says
 //! nothing across PID namespaces) is removed when the server stops, but a server that is
 //! killed leaves it behind. So it is marked as owned with a lock (see [`crate::ownership`])
@@ -14,8 +18,12 @@ use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "nixery-nix-";
 
-const FILES: [(&str, &str); 3] = [
+/// The subdirectory the expressions are written to (beside the ownership lock).
+const SUBDIR: &str = "nix";
+
+const FILES: [(&str, &str); 4] = [
     ("source.nix", include_str!("../../nix/source.nix")),
+    ("flake.nix", include_str!("../../nix/flake.nix")),
     ("lookup.nix", include_str!("../../nix/lookup.nix")),
     ("popcount.nix", include_str!("../../nix/popcount.nix")),
 ];
@@ -25,6 +33,8 @@ pub struct Expressions {
     dir: tempfile::TempDir,
     /// Tells other servers this directory is in use.
     _owner: std::fs::File,
+    /// The NAR hash (SRI) of the expressions' subdirectory.
+    nar_hash: String,
 }
 
 impl Expressions {
@@ -33,15 +43,24 @@ impl Expressions {
         remove_abandoned(&std::env::temp_dir());
         let dir = tempfile::Builder::new().prefix(&format!("{PREFIX}{}-", std::process::id())).tempdir()?;
         let owner = ownership::lock_dir(dir.path())?;
+        std::fs::create_dir(dir.path().join(SUBDIR))?;
         for (name, text) in FILES {
-            std::fs::write(dir.path().join(name), text)?;
+            std::fs::write(dir.path().join(SUBDIR).join(name), text)?;
         }
-        Ok(Expressions { dir, _owner: owner })
+        let files: Vec<(&str, &[u8])> = FILES.iter().map(|(name, text)| (*name, text.as_bytes())).collect();
+        Ok(Expressions { dir, _owner: owner, nar_hash: super::nar::directory_hash(&files) })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         debug_assert!(FILES.iter().any(|(n, _)| *n == name), "unknown expression {name}");
-        self.dir.path().join(name)
+        self.dir.path().join(SUBDIR).join(name)
+    }
+
+    /// `builtins.fetchTree`'s arguments for the expressions' directory, as JSON: a path
+    /// input locked by its NAR hash.
+    pub fn locked_path(&self) -> String {
+        let dir = self.dir.path().join(SUBDIR);
+        serde_json::json!({ "type": "path", "path": dir, "narHash": self.nar_hash }).to_string()
     }
 }
 
@@ -68,6 +87,21 @@ fn remove_abandoned(tmp: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_written_directory_has_the_hash_it_is_locked_by() {
+        let exprs = Expressions::write().unwrap();
+        let written: Vec<(String, Vec<u8>)> = std::fs::read_dir(exprs.path("lookup.nix").parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+            .collect();
+        assert_eq!(written.len(), FILES.len(), "the locked directory holds only the expressions");
+        let files: Vec<(&str, &[u8])> = written.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
+        let locked: serde_json::Value = serde_json::from_str(&exprs.locked_path()).unwrap();
+        assert_eq!(locked["narHash"], super::super::nar::directory_hash(&files));
+        assert_eq!(locked["type"], "path");
+    }
 
     #[test]
     fn only_the_directories_of_dead_owners_are_removed() {

@@ -19,7 +19,7 @@
 use super::diagnostic::final_error;
 use super::error::{NixError, PackageFailure, PackageProblems, Step};
 use super::{Job, Nix, ProcessError, ResolvedPackage, failure};
-use crate::image::PackageName;
+use crate::image::{ALWAYS_INCLUDED, PackageName, SHELL_PACKAGES};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Deserialize;
@@ -40,8 +40,28 @@ fn was_forced(stderr: &str) -> bool {
 #[serde(tag = "status", rename_all = "lowercase")]
 enum Lookup {
     Ok(ResolvedPackage),
-    Missing { name: PackageName },
-    Unusable { name: PackageName, reason: Option<String> },
+    Missing {
+        name: PackageName,
+        /// Where it was looked for (a flake's outputs); empty for a package set.
+        #[serde(rename = "lookedIn", default)]
+        looked_in: Vec<Place>,
+    },
+    Unusable {
+        name: PackageName,
+        reason: Option<String>,
+    },
+}
+
+/// A place a name was looked for, and whether the source has it (see nix/lookup.nix).
+#[derive(Debug, Deserialize)]
+struct Place {
+    #[serde(rename = "where")]
+    at: String,
+    present: bool,
+}
+
+fn places(looked_in: Vec<Place>) -> Vec<(String, bool)> {
+    looked_in.into_iter().map(|p| (p.at, p.present)).collect()
 }
 
 /// What evaluating one name alone found.
@@ -60,7 +80,7 @@ impl PackageProblems {
         let failure = |reason: String| PackageFailure { name: name.clone(), reason };
         match alone {
             Alone::Classified(Lookup::Ok(_)) => self.fine.push(name),
-            Alone::Classified(Lookup::Missing { .. }) => self.missing.push(name),
+            Alone::Classified(Lookup::Missing { looked_in, .. }) => self.add_missing(name, places(looked_in)),
             Alone::Classified(Lookup::Unusable { reason, .. }) => self
                 .unusable
                 .push(failure(reason.unwrap_or_else(|| "its evaluation fails (Nix gave no reason)".to_owned()))),
@@ -102,7 +122,7 @@ impl Nix {
         for lookup in lookups {
             match lookup {
                 Lookup::Ok(p) => resolved.push(p),
-                Lookup::Missing { name } => problems.missing.push(name),
+                Lookup::Missing { name, looked_in } => problems.add_missing(name, places(looked_in)),
                 Lookup::Unusable { name, reason: Some(reason) } => {
                     problems.unusable.push(PackageFailure { name, reason: job.scrub.message(&reason) })
                 }
@@ -124,7 +144,11 @@ impl Nix {
     async fn diagnose(&self, job: &Job<'_>, names: &BTreeSet<PackageName>, stderr: &str, e: ProcessError) -> NixError {
         match self.lookup::<bool>(job, Step::Evaluate, "probe", std::iter::empty()).await {
             Ok(_) => {}
-            Err(LookupError::Failed(stderr, _)) => return NixError::PackageSet { message: self.reason(job, &stderr) },
+            Err(LookupError::Failed(stderr, _)) => {
+                return NixError::PackageSet {
+                    message: super::flake::with_lock_hint(job.source, self.reason(job, &stderr)),
+                };
+            }
             Err(LookupError::Other(e)) => return e,
         }
         let alone = match self.each_alone(job, names.iter().cloned().collect()).await {
@@ -207,7 +231,15 @@ impl Nix {
     ) -> Result<T, LookupError> {
         let names = serde_json::to_string(&names.collect::<Vec<_>>()).expect("names serialise");
         let config = self.policy.nixpkgs_config.nix_arg();
-        let args = [("packages", names.as_str()), ("mode", mode), ("nixpkgsConfig", config.as_str())];
+        // What the registry adds to images by itself: a flake has it in its legacyPackages.
+        let added: Vec<&str> = SHELL_PACKAGES.iter().chain(&ALWAYS_INCLUDED).copied().collect();
+        let added = serde_json::to_string(&added).expect("names serialise");
+        let args = [
+            ("packages", names.as_str()),
+            ("mode", mode),
+            ("nixpkgsConfig", config.as_str()),
+            ("addedNames", added.as_str()),
+        ];
         let command = self.eval("lookup.nix", super::Derivations::Write, job.source, job.system, &args);
         match self.run(step, command, job.deadline).await {
             Ok(out) => serde_json::from_slice(&out.stdout)
@@ -231,12 +263,16 @@ mod tests {
              "output":"dev","outputs":["/nix/store/nzlv168b2h0y5wfn1235kjxw5p1zrqxx-curl-8.0-dev"],"status":"ok"},
             {"name":"lib","reason":"not a package: it is an attribute set","status":"unusable"},
             {"name":"nonfree","reason":null,"status":"unusable"},
-            {"name":"nosuch","status":"missing"}]"#;
+            {"name":"nosuch","status":"missing"},
+            {"name":"cacert","status":"missing","lookedIn":[{"where":"legacyPackages.x86_64-linux","present":false}]}]"#;
         let lookups: Vec<Lookup> = serde_json::from_str(json).unwrap();
         assert!(matches!(&lookups[0], Lookup::Ok(p) if p.output == "dev" && p.attr == "curl.dev"));
         assert!(matches!(&lookups[1], Lookup::Unusable { reason: Some(r), .. } if r.starts_with("not a package")));
         assert!(matches!(&lookups[2], Lookup::Unusable { reason: None, .. }));
-        assert!(matches!(&lookups[3], Lookup::Missing { name } if name.as_str() == "nosuch"));
+        assert!(
+            matches!(&lookups[3], Lookup::Missing { name, looked_in } if name.as_str() == "nosuch" && looked_in.is_empty())
+        );
+        assert!(matches!(&lookups[4], Lookup::Missing { looked_in, .. } if !looked_in[0].present));
     }
 
     #[test]
@@ -254,7 +290,7 @@ mod tests {
         let name = |s: &str| PackageName::parse(s).unwrap();
         let mut problems = PackageProblems::default();
         problems.add(name("zed"), Alone::Failing("infinite recursion encountered".into()));
-        problems.add(name("hello"), Alone::Classified(Lookup::Missing { name: name("hello") }));
+        problems.add(name("hello"), Alone::Classified(Lookup::Missing { name: name("hello"), looked_in: vec![] }));
         problems.add(name("nonfree"), Alone::Refused("unfree".into()));
         problems.add(name("aaa"), Alone::Failing("abort".into()));
         problems.sort();

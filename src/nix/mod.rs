@@ -27,9 +27,11 @@ mod derivation;
 mod diagnostic;
 mod error;
 mod exprs;
+pub mod flake;
 mod graph;
 mod jobs;
 mod lookup;
+mod nar;
 mod policy;
 mod process;
 mod realise;
@@ -77,6 +79,10 @@ pub struct ResolvedPackage {
     /// `meta.mainProgram`: the program the package is run as (`nix run`), if it says.
     #[serde(default)]
     pub main_program: Option<String>,
+    /// Where `attr` was found, for a source with several roots (a flake's
+    /// `packages.x86_64-linux` or `legacyPackages.x86_64-linux`); `None` for a package set.
+    #[serde(default)]
+    pub root: Option<String>,
 }
 
 /// A top-level package of a package set, as nix/popcount.nix lists it.
@@ -143,7 +149,8 @@ impl Nix {
         Job { source, system: arch.nix_system(), scrub: Scrubber::for_source(source), deadline: self.deadline() }
     }
 
-    /// `nix-instantiate --eval --strict --json` of `expr` with string arguments.
+    /// `nix-instantiate --eval --strict --json` of `expr` with string arguments (for a flake,
+    /// purely: [`flake::pure_evaluation`]).
     fn eval(
         &self,
         expr: &str,
@@ -158,8 +165,12 @@ impl Nix {
         if derivations == Derivations::Write {
             c.arg("--read-write-mode");
         }
-        c.arg(self.exprs.path(expr))
-            .args(["--argstr", "srcType", src_type])
+        if source.is_flake() {
+            flake::pure_evaluation(&mut c, &self.exprs, expr);
+        } else {
+            c.arg(self.exprs.path(expr));
+        }
+        c.args(["--argstr", "srcType", src_type])
             .args(["--argstr", "srcArgs", &src_args])
             .args(["--argstr", "system", system]);
         for (k, v) in args {

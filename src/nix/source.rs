@@ -7,7 +7,9 @@
 //! - any other remote's commit (a channel mirror, a package-set repository):
 //!   `git` with `builtins.fetchGit`'s `{ url, rev, allRefs = true }` (the commit may be on
 //!   any ref);
-//! - a path: `path` with `{ path }`. Its generation is this process's business, not Nix's.
+//! - a path: `path` with `{ path }`. Its generation is this process's business, not Nix's;
+//! - a flake: `flake` with `{ ref }`, its locked reference for `builtins.getFlake`
+//!   (nix/flake.nix).
 //!
 //! Every revision is pinned by the time it gets here ([`crate::cache::sources`] resolves
 //! moving references), so what Nix fetches never moves under a cached manifest.
@@ -25,6 +27,7 @@ pub fn nix_args(source: &SourceRevision) -> (&'static str, String) {
         },
         SourceRevision::Git { url, commit } => ("git", git(url, commit.as_str())),
         SourceRevision::Path { path, .. } => ("path", json!({ "path": path })),
+        SourceRevision::Flake(flake) => ("flake", json!({ "ref": flake.reference() })),
     };
     (kind, args.to_string())
 }
@@ -63,6 +66,17 @@ mod tests {
         assert_eq!(args["rev"], COMMIT);
         let path = SourceRevision::Path { path: "/srv/pkgs".into(), generation: 7 };
         assert_eq!(nix_args(&path), ("path", r#"{"path":"/srv/pkgs"}"#.to_owned()));
+    }
+
+    #[test]
+    fn a_flake_is_its_locked_reference() {
+        use crate::pkgsource::{FlakeLock, FlakeRef, LockedFlake};
+        let flake = FlakeRef::parse("git+https://u:t@example.org/pkgs?dir=nix", std::path::Path::new("/")).unwrap();
+        let locked = LockedFlake { flake, lock: FlakeLock::Commit(commit()), nixpkgs: None, last_modified: None };
+        let (kind, args) = nix_args(&SourceRevision::Flake(locked));
+        assert_eq!(kind, "flake");
+        let args: serde_json::Value = serde_json::from_str(&args).unwrap();
+        assert_eq!(args["ref"], format!("git+https://u:t@example.org/pkgs?dir=nix&allRefs=1&rev={COMMIT}"));
     }
 
     #[test]

@@ -220,6 +220,10 @@ impl From<&SourceError> for RegistryError {
                 format!("the package source did not resolve '{reference}' within {seconds} s"),
             ),
             SourceError::Spawn(_) => Self::internal(),
+            // What the tag selects could not be fetched: Nix's reason (without credentials or
+            // server paths) is the answer. The server cannot tell a commit that does not exist
+            // from a forge that does not answer, and Nix's words say which.
+            SourceError::Flake { .. } => Self::image_failure(e.to_string()),
         }
     }
 }

@@ -13,7 +13,7 @@
 //! archiving, under the Nix job limit.
 
 use super::index::{Reached, pull_commands, ui_link};
-use super::layout::{duration, moment, page, percent, size};
+use super::layout::{duration, flake_revision, moment, page, percent, size};
 use crate::activity::{BuildRecord, PlannedImage, Sharer};
 use crate::image::Tag;
 use crate::nix::StorePath;
@@ -81,6 +81,7 @@ fn revision(source: &SourceRevision) -> Markup {
         @match source {
             SourceRevision::Channel { commit, .. } | SourceRevision::Git { commit, .. } => { "commit " code { (commit.as_str()) } }
             SourceRevision::Path { generation, .. } => { "the local package set (reading " (generation) ")" }
+            SourceRevision::Flake(locked) => { (flake_revision(locked)) }
         }
     }
 }

@@ -12,7 +12,7 @@
 //! - **Recent builds and failures** come from [`crate::activity`]. A failure shows what a
 //!   pulling client was told (the registry's message for it: Nix's cause, no server path).
 
-use super::layout::{duration, moment, page, size};
+use super::layout::{duration, flake_revision, moment, page, size};
 use crate::activity::{BuildRecord, FailureRecord, ImageId};
 use crate::cache::KnownRevision;
 use crate::image::Tag;
@@ -110,6 +110,7 @@ fn source(configured: &PkgSource, known: Option<&KnownRevision>, now: SystemTime
                     dt { "local package set" }
                     dd.muted { "a directory or file on the server (its path is not shown)" }
                 }
+                PkgSource::Flake(flake) => { dt { "flake" } dd { code { (flake.shown()) } } }
             }
             dt { "latest is" }
             dd { (revision(known, now)) }
@@ -125,6 +126,7 @@ fn revision(known: Option<&KnownRevision>, now: SystemTime) -> Markup {
         @match known.revision.as_ref() {
             SourceRevision::Channel { commit, .. } | SourceRevision::Git { commit, .. } => { "commit " code { (commit.as_str()) } }
             SourceRevision::Path { generation, .. } => { "the files as read (reading " (generation) ")" }
+            SourceRevision::Flake(locked) => { (flake_revision(locked)) }
         }
         @if let Some(at) = known.resolved_at {
             ", resolved " (moment(at, now))
@@ -264,5 +266,33 @@ mod tests {
         assert!(shown.contains("no resolution kept"), "{shown}");
         let path = source(&PkgSource::Path("/srv/secret-place/pkgs".into()), None, SystemTime::now()).into_string();
         assert!(!path.contains("secret-place"), "{path}");
+        let flake = |text: &str| crate::pkgsource::FlakeRef::parse(text, std::path::Path::new("/")).unwrap();
+        let shown =
+            source(&PkgSource::Flake(flake("git+https://u:s3cret@h/flake")), None, SystemTime::now()).into_string();
+        assert!(shown.contains("git+https://***@h/flake") && !shown.contains("s3cret"), "{shown}");
+        let local = source(&PkgSource::Flake(flake("path:/srv/secret-place")), None, SystemTime::now()).into_string();
+        assert!(!local.contains("secret-place") && local.contains("flake"), "{local}");
+    }
+
+    #[test]
+    fn a_flakes_latest_names_its_commit_and_nixpkgs() {
+        use crate::pkgsource::{CommitHash, FlakeLock, FlakeRef, LockedFlake};
+        let commit = CommitHash::parse(&"c".repeat(40)).unwrap();
+        let locked = LockedFlake {
+            flake: FlakeRef::parse("github:o/r", std::path::Path::new("/")).unwrap(),
+            lock: FlakeLock::Commit(commit.clone()),
+            nixpkgs: CommitHash::parse(&"d".repeat(40)),
+            last_modified: None,
+        };
+        let known = KnownRevision {
+            revision: std::sync::Arc::new(SourceRevision::Flake(locked)),
+            resolved_at: Some(SystemTime::now()),
+            expired: false,
+        };
+        let shown = revision(Some(&known), SystemTime::now()).into_string();
+        assert!(
+            shown.contains(&"c".repeat(40)) && shown.contains(&format!("nixpkgs at <code>{}", "d".repeat(40))),
+            "{shown}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! What every page shares: the document around the content (title, viewport, the one inline
-//! stylesheet), the HTML answer's headers, and how sizes and times are written for people.
+//! stylesheet), the HTML answer's headers, and how sizes, times and a flake's lock are
+//! written for people.
 
+use crate::pkgsource::{FlakeLock, LockedFlake};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -144,6 +146,18 @@ pub fn moment(at: SystemTime, now: SystemTime) -> Markup {
 pub fn percent(part: u64, whole: u64) -> String {
     let p = if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 };
     format!("width: {:.2}%", p.clamp(0.0, 100.0))
+}
+
+/// A locked flake: its commit and the nixpkgs commit its flake.lock pins, or a path flake's
+/// reading by the hash of its contents.
+pub fn flake_revision(locked: &LockedFlake) -> Markup {
+    html! {
+        @match &locked.lock {
+            FlakeLock::Commit(commit) => { "commit " code { (commit.as_str()) } }
+            FlakeLock::Snapshot { nar_hash, .. } => { "the flake as read, " code { (nar_hash) } }
+        }
+        @if let Some(nixpkgs) = &locked.nixpkgs { ", its nixpkgs at " code { (nixpkgs.as_str()) } }
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! Failures a user can read in their client: for each kind of failure of the requested image,
+//! Failures a user can read in their client: for each kind of failure of the requested image
+//! (a flake source's too: a name it lacks, a flake that fails to evaluate, one without the
+//! legacyPackages images are made with),
 //! skopeo, containerd (`ctr`), podman and docker pull it from the real server and what they
 //! print must contain the cause — the package, the derivation, nixpkgs' reason, the last log
 //! line — not just a status. Each kind shares one server (and binary cache) across the four
@@ -16,9 +18,10 @@ use std::time::Duration;
 use rstest::rstest;
 
 use crate::harness::binary_cache::Endpoint;
+use crate::harness::flake_repo::Outputs;
 use crate::harness::http::{self, Response};
 use crate::harness::process::wait_until;
-use crate::harness::{BinaryCache, Client, Server, TEST_PKGS, Trust, nonce};
+use crate::harness::{BinaryCache, Client, Server, TEST_PKGS, TeamFlake, Trust, nonce};
 
 /// The package set's directory: a server path no answer may show.
 const PKGS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs");
@@ -40,24 +43,44 @@ enum Kind {
     Untrusted,
     /// A build that outlasts NIX_TIMEOUT.
     Timeout,
+    /// A flake source: a name it does not have, a branch where it fails to evaluate, and a
+    /// branch without legacyPackages (what the registry adds to every image).
+    Flake,
 }
 
 /// An image that fails and the words of its cause every client must show.
 struct Case {
+    /// The name, and its tag if not `latest` (`our-tool:broken`).
     image: &'static str,
     causes: &'static [&'static str],
 }
 
-/// A server on which `cases` fail. Fields drop in order: the server stops before the cache.
+impl Case {
+    /// `name:tag`.
+    fn reference(&self) -> String {
+        if self.image.contains(':') { self.image.to_owned() } else { format!("{}:latest", self.image) }
+    }
+
+    /// `/v2/<name>/manifests/<tag>`.
+    fn manifest_path(&self) -> String {
+        let reference = self.reference();
+        let (name, tag) = reference.rsplit_once(':').expect("a tag");
+        format!("/v2/{name}/manifests/{tag}")
+    }
+}
+
+/// A server on which `cases` fail. Fields drop in order: the server stops before the cache
+/// and the flake.
 struct Failing {
     server: Server,
     cases: Vec<Case>,
     _cache: Option<(BinaryCache, Endpoint)>,
+    _flake: Option<TeamFlake>,
 }
 
 impl Kind {
     fn start(self) -> Failing {
-        let local = |cases: Vec<Case>| Failing { server: Server::start(), cases, _cache: None };
+        let local = |cases: Vec<Case>| Failing { server: Server::start(), cases, _cache: None, _flake: None };
         match self {
             Kind::Missing => local(vec![Case { image: "hello/nosuchpkg", causes: &["packages not found: nosuchpkg"] }]),
             Kind::Unusable => local(vec![
@@ -92,13 +115,46 @@ impl Kind {
                 let endpoint = cache.endpoint(trust);
                 let mut env = cache.server_env(&endpoint);
                 env.push(("NIXERY_LOCAL_BUILDS", "false".to_owned()));
-                Failing { server: Server::start_with_env(&env), cases: vec![case], _cache: Some((cache, endpoint)) }
+                Failing {
+                    server: Server::start_with_env(&env),
+                    cases: vec![case],
+                    _cache: Some((cache, endpoint)),
+                    _flake: None,
+                }
             }
             Kind::Timeout => Failing {
                 server: Server::start_with(&[("NIX_TIMEOUT", "2"), ("NIXERY_TEST_NONCE", &nonce())]),
                 cases: vec![Case { image: "slow", causes: &["timed out after 2 s (NIX_TIMEOUT)"] }],
                 _cache: None,
+                _flake: None,
             },
+            Kind::Flake => {
+                let flake = TeamFlake::new();
+                flake.commit("broken", "v1", Outputs::Failing);
+                flake.commit("no-legacy", "v1", Outputs::NoLegacyPackages);
+                let server = Server::start_with(&[("NIXERY_PKGS_FLAKE", &flake.url()), ("NIXERY_PKGS_PATH", "")]);
+                let cases = vec![
+                    Case {
+                        image: "our-tool/nosuchpkg",
+                        causes: &[
+                            "packages not found: nosuchpkg",
+                            "packages.x86_64-linux, then legacyPackages.x86_64-linux",
+                        ],
+                    },
+                    Case {
+                        image: "our-tool:broken",
+                        causes: &["does not evaluate", "this flake fails to evaluate on purpose"],
+                    },
+                    Case {
+                        image: "our-tool:no-legacy",
+                        causes: &[
+                            "packages not found: cacert, iana-etc",
+                            "legacyPackages.x86_64-linux, which it does not have",
+                        ],
+                    },
+                ];
+                Failing { server, cases, _cache: None, _flake: Some(flake) }
+            }
         }
     }
 }
@@ -117,7 +173,7 @@ fn reason_phrase(status_line: &str) -> &str {
 /// message and on the status line of both, and no server path anywhere. Returns the reason
 /// phrase.
 fn check_answer(server: &Server, case: &Case) -> String {
-    let path = format!("/v2/{}/manifests/latest", case.image);
+    let path = case.manifest_path();
     let (get_line, get) = http::status_line(&server.addr(), "GET", &path).unwrap_or_else(|e| server.fail(&e));
     let (head_line, head) = http::status_line(&server.addr(), "HEAD", &path).unwrap_or_else(|e| server.fail(&e));
     let shown = |r: &Response, line: &str| format!("{line}\n{}", r.describe());
@@ -155,6 +211,7 @@ fn check_answer(server: &Server, case: &Case) -> String {
 #[case::not_in_any_cache(Kind::NotCached)]
 #[case::untrusted_signature(Kind::Untrusted)]
 #[case::timeout(Kind::Timeout)]
+#[case::flake(Kind::Flake)]
 fn every_client_shows_why_an_image_failed(#[case] kind: Kind) {
     let failing = kind.start();
     let server = &failing.server;
@@ -166,7 +223,7 @@ fn every_client_shows_why_an_image_failed(#[case] kind: Kind) {
     for client in [Client::SkopeoUmoci, Client::Containerd, Client::Podman, Client::Docker] {
         let session = client.start();
         for case in &failing.cases {
-            let out = session.pull_output(server, &format!("{}:latest", case.image));
+            let out = session.pull_output(server, &case.reference());
             let text = printed(&out);
             // What a user reads, for README's table.
             let line = text.lines().rev().find(|l| l.contains(case.causes[0])).unwrap_or_default();

@@ -5,20 +5,6 @@
 use crate::harness::{PackageRepo, Server, pull_and_unpack, temp_dir};
 use std::time::{Duration, Instant};
 
-/// `Docker-Content-Digest` of `GET /v2/<name>/manifests/<tag>` (panics unless 200).
-fn digest(server: &Server, name: &str, tag: &str) -> String {
-    server.get_ok(&format!("/v2/{name}/manifests/{tag}"), &[]).expect_header("Docker-Content-Digest").to_owned()
-}
-
-/// The message of a 422 `MANIFEST_UNKNOWN` answer to `GET /v2/<name>/manifests/<tag>`.
-fn refused(server: &Server, name: &str, tag: &str) -> String {
-    let r = server.get(&format!("/v2/{name}/manifests/{tag}"));
-    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
-    let error = &r.json()["errors"][0];
-    assert_eq!(error["code"], "MANIFEST_UNKNOWN", "{}", r.describe());
-    error["message"].as_str().unwrap_or_default().to_owned()
-}
-
 /// What `hello` prints in `name:tag`, pulled with skopeo and unpacked with umoci.
 fn greeting(server: &Server, name_and_tag: &str) -> String {
     pull_and_unpack(server, name_and_tag, &[]).sh(server, "hello")
@@ -36,13 +22,16 @@ fn channel_tags_select_branches_and_commits_of_the_channel_repository() {
     assert_eq!(greeting(&server, "shell/hello:latest"), "Hello, channel!\n");
     // A full commit pins the package set; a branch name selects that branch.
     assert_eq!(greeting(&server, &format!("shell/hello:{}", repo.first)), "Hello, world!\n");
-    let (latest, main, old) =
-        (digest(&server, "hello", "latest"), digest(&server, "hello", "main"), digest(&server, "hello", "old"));
-    assert_eq!(digest(&server, "hello", "nixos-test"), latest);
-    assert_eq!(digest(&server, "hello", &repo.first), old, "`old` is the first commit");
+    let (latest, main, old) = (
+        server.manifest_digest("hello", "latest"),
+        server.manifest_digest("hello", "main"),
+        server.manifest_digest("hello", "old"),
+    );
+    assert_eq!(server.manifest_digest("hello", "nixos-test"), latest);
+    assert_eq!(server.manifest_digest("hello", &repo.first), old, "`old` is the first commit");
     assert!(latest != main && main != old, "the tag did not select the branch: {latest} {main} {old}");
 
-    let message = refused(&server, "hello", "nixos-99.99");
+    let message = server.refusal("hello", "nixos-99.99");
     assert!(message.contains("'nixos-99.99'"), "the message does not name the tag: {message}");
     assert!(server.metric("nixery_source_resolution_failures_total") >= 1);
 }
@@ -53,15 +42,15 @@ fn git_tags_select_refs_and_commits_and_latest_is_the_default_branch() {
     let server = Server::start_with(&[("NIXERY_PKGS_REPO", &repo.url()), ("NIXERY_PKGS_PATH", "")]);
     assert_eq!(greeting(&server, "shell/hello:latest"), "Hello, v2!\n");
     assert_eq!(greeting(&server, &format!("shell/hello:{}", repo.first)), "Hello, world!\n");
-    let latest = digest(&server, "hello", "latest");
-    assert_eq!(digest(&server, "hello", "main"), latest, "latest is the default branch");
-    let old = digest(&server, "hello", "old");
+    let latest = server.manifest_digest("hello", "latest");
+    assert_eq!(server.manifest_digest("hello", "main"), latest, "latest is the default branch");
+    let old = server.manifest_digest("hello", "old");
     assert_ne!(old, latest, "the tag did not select the branch");
-    assert_eq!(digest(&server, "hello", &repo.first), old);
-    let third = digest(&server, "hello", "nixos-test");
-    assert_eq!(digest(&server, "hello", "nixos-test"), third, "a branch gives the same image again");
+    assert_eq!(server.manifest_digest("hello", &repo.first), old);
+    let third = server.manifest_digest("hello", "nixos-test");
+    assert_eq!(server.manifest_digest("hello", "nixos-test"), third, "a branch gives the same image again");
     assert!(third != latest && third != old, "the nixos-test branch did not select its own package set");
-    let message = refused(&server, "hello", "no-such-branch");
+    let message = server.refusal("hello", "no-such-branch");
     assert!(message.contains("'no-such-branch'"), "{message}");
 }
 
@@ -78,16 +67,16 @@ fn a_path_source_is_re_read_when_its_ttl_expires() {
     let nix = || server.metric("nixery_nix_invocations_total");
 
     // A path has one revision: other tags are refused, saying why.
-    assert!(refused(&server, "hello", "v1").contains("'latest'"));
+    assert!(server.refusal("hello", "v1").contains("'latest'"));
 
     let resolved = Instant::now();
-    let first = digest(&server, "shell/hello", "latest");
+    let first = server.manifest_digest("shell/hello", "latest");
     let (nix_after_first, built_after_first) = (nix(), server.metric("nixery_layers_built_total"));
     assert!(nix_after_first > 0);
 
     // Changed files are not seen within the TTL: the manifest comes from memory, no Nix runs.
     std::fs::write(&pkgs, crate::harness::package_repo::package_set("Hello, changed!")).unwrap();
-    assert_eq!(digest(&server, "shell/hello", "latest"), first);
+    assert_eq!(server.manifest_digest("shell/hello", "latest"), first);
     assert_eq!(nix(), nix_after_first, "{}", server.context("Nix ran within the TTL"));
     assert!(resolved.elapsed() < TTL, "this machine took longer than the TTL: the test cannot judge");
     assert_eq!(server.metric_labelled("nixery_manifest_requests_total", r#"cache="warm""#), 1);
@@ -95,7 +84,7 @@ fn a_path_source_is_re_read_when_its_ttl_expires() {
     // After the TTL the next request evaluates the files again and gets the new image.
     std::thread::sleep(TTL.saturating_sub(resolved.elapsed()) + Duration::from_millis(500));
     let resolved = Instant::now();
-    let changed = digest(&server, "shell/hello", "latest");
+    let changed = server.manifest_digest("shell/hello", "latest");
     assert_ne!(changed, first, "the changed package set was not read after the TTL");
     assert!(nix() > nix_after_first);
     assert_eq!(greeting(&server, "shell/hello:latest"), "Hello, changed!\n");
@@ -109,7 +98,7 @@ fn a_path_source_is_re_read_when_its_ttl_expires() {
     std::fs::write(&pkgs, format!("# a comment changes no output\n{text}")).unwrap();
     std::thread::sleep(TTL.saturating_sub(resolved.elapsed()) + Duration::from_millis(500));
     let nix_before = nix();
-    assert_eq!(digest(&server, "shell/hello", "latest"), changed);
+    assert_eq!(server.manifest_digest("shell/hello", "latest"), changed);
     assert!(nix() > nix_before, "the files were not evaluated again after the TTL");
     assert_eq!(server.metric("nixery_layers_built_total"), built, "{}", server.metrics());
 }

@@ -15,6 +15,12 @@
 # Some packages declare `meta.mainProgram` as nixpkgs' do (an attribute of the derivation
 # value, not of the derivation, so store paths do not change): `hello`, `hello-lib`, `whoami`.
 #
+# Evaluated purely (as a flake's input, tests/integration/harness/flake_repo.rs), a set may
+# not read the host: it is then given `hostSystem`, the system its builds run on, and
+# `busyboxDir`, a directory of the flake holding a copy of the static busybox. Impurely both
+# default to the host's (`builtins.currentSystem`, /bin), and `builtins.getEnv` below reads
+# nothing in pure evaluation.
+#
 # NIXERY_TEST_NONCE (read at evaluation time) changes the derivations of `slow` and `fresh`,
 # so a test can force a real, never-cached build.
 #
@@ -29,7 +35,7 @@
 # `throw` with nixpkgs' wording, honouring `config` as nixpkgs does), a removed alias (a
 # `throw`), and, nested under `failing`, evaluations that `builtins.tryEval` cannot catch
 # (abort, infinite recursion, a missing file, a type error).
-{ system ? builtins.currentSystem, config ? { }, ... }:
+{ system ? builtins.currentSystem, config ? { }, hostSystem ? builtins.currentSystem, busyboxDir ? /bin, ... }:
 let
   nonce = builtins.getEnv "NIXERY_TEST_NONCE";
   salt = builtins.getEnv "NIXERY_TEST_SALT";
@@ -38,7 +44,7 @@ let
   # `busybox` (busybox picks the applet by the name it is run as, so the file keeps its name).
   busyboxStatic = builtins.path {
     name = "busybox-static";
-    path = /bin;
+    path = busyboxDir;
     filter = path: type: baseNameOf path == "busybox";
   };
   bb = "${busyboxStatic}/busybox";
@@ -51,7 +57,7 @@ let
   # further attributes of the derivation (e.g. `outputs`).
   mkWith = attrs: name: script: builtins.derivation (salted ({
     inherit name;
-    system = builtins.currentSystem;
+    system = hostSystem;
     builder = bb;
     args = [ "sh" "-euc" ''
       ${bb} mkdir -p "$TMPDIR/.applets"
@@ -282,7 +288,7 @@ let
       missingFile = import ./does-not-exist.nix;
       typeError = builtins.derivation {
         name = "type-error-1.0";
-        system = builtins.currentSystem;
+        system = hostSystem;
         builder = bb;
         version = 1 + "0";
       };

@@ -15,6 +15,8 @@
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
 //!   for channel and git sources.
+//! * [`flake_repo`]: flakes in git repositories: a nixpkgs-like one wrapping the test package
+//!   set, and a team's flake with it as its locked input and a package of its own.
 //! * [`nginx`]: a real web server for files (popularity data, a binary cache).
 //! * [`chromium`]: headless Chromium for the web pages: their DOM, and screenshots kept
 //!   under `target/ui-screenshots/`.
@@ -42,6 +44,7 @@ pub mod containerd;
 pub mod decompressors;
 pub mod docker;
 pub mod emulators;
+pub mod flake_repo;
 pub mod http;
 pub mod nginx;
 pub mod package_repo;
@@ -61,6 +64,7 @@ pub use binary_cache::{BinaryCache, Trust};
 pub use client::Client;
 pub use containerd::Containerd;
 pub use docker::Docker;
+pub use flake_repo::TeamFlake;
 pub use package_repo::PackageRepo;
 pub use podman::Podman;
 pub use process::{require_tool, run};

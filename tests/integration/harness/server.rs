@@ -306,6 +306,21 @@ impl Server {
         r
     }
 
+    /// `Docker-Content-Digest` of `GET /v2/<name>/manifests/<tag>` (panics unless 200).
+    pub fn manifest_digest(&self, name: &str, tag: &str) -> String {
+        self.get_ok(&format!("/v2/{name}/manifests/{tag}"), &[]).expect_header("Docker-Content-Digest").to_owned()
+    }
+
+    /// The message of the 422 `MANIFEST_UNKNOWN` answer to `GET /v2/<name>/manifests/<tag>`
+    /// (panics if it is another).
+    pub fn refusal(&self, name: &str, tag: &str) -> String {
+        let r = self.get(&format!("/v2/{name}/manifests/{tag}"));
+        assert_eq!(r.status, 422, "{}", self.context(&r.describe()));
+        let error = &r.json()["errors"][0];
+        assert_eq!(error["code"], "MANIFEST_UNKNOWN", "{}", r.describe());
+        error["message"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// `GET /v2/NAME/manifests/REFERENCE` as a client accepting Docker schema 2 and OCI
     /// (two `Accept` lines, like skopeo); the response and the manifest JSON.
     pub fn manifest(&self, name: &str, reference: &str) -> (Response, serde_json::Value) {
