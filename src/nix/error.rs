@@ -5,7 +5,9 @@
 //! nixpkgs' reason), or whose evaluation fails (with the culprit's message and the names
 //! that are fine); a package set that does not evaluate at all; a failed build (the failing
 //! derivation and its last log lines); packages no binary cache has while local builds are
-//! off; substitutes signed by no trusted key; a timeout. Then the server's own troubles: a Nix
+//! off; substitutes signed by no trusted key; a build this server's Nix will not run (another
+//! system, missing system features, no builds at all: [`super::unbuildable`]); a timeout.
+//! Then the server's own troubles: a store Nix cannot write ([`super::store_access`]), a Nix
 //! command that fails in a way not classified here, output that cannot be read, or no Nix job
 //! slot in time.
 //!
@@ -13,6 +15,7 @@
 //! Nix pass through [`super::diagnostic::Scrubber`] before they get here); long lists are
 //! cut in the message and complete in the fields.
 
+use super::unbuildable::Unbuildable;
 use super::{GraphError, ProcessError, StorePath};
 use crate::image::PackageName;
 use serde::Serialize;
@@ -139,7 +142,11 @@ impl fmt::Display for BuildFailure {
 }
 
 /// What no binary cache has, with local builds off.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// Lists start with the requested packages' own derivations and outputs (in request order),
+/// then their dependencies (by name): a closure can need hundreds, and the packages are what
+/// the user asked about.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct NotSubstitutable {
     /// The requested packages concerned.
     pub packages: Vec<PackageName>,
@@ -147,6 +154,42 @@ pub struct NotSubstitutable {
     pub builds: Vec<StorePath>,
     /// Paths Nix could neither fetch nor build (outputs that substitutable paths refer to).
     pub unknown: Vec<StorePath>,
+    /// How many of `builds` and of `unknown` are dependencies (they follow the packages' own).
+    pub dependencies: Dependencies,
+    /// Paths a binary cache listed but did not deliver (found by the realise, not the dry run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undelivered: Vec<StorePath>,
+    /// What went wrong fetching them, as Nix said it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_error: Option<String>,
+}
+
+/// How many paths of a list are dependencies of the requested packages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Dependencies {
+    pub builds: usize,
+    pub unknown: usize,
+}
+
+impl NotSubstitutable {
+    /// The cause in the words that fit a status line: the packages' own paths by name
+    /// (without hashes) and how many dependencies follow.
+    pub fn headline(&self) -> String {
+        let mut line = "not in any binary cache, and local builds are off".to_owned();
+        if !self.packages.is_empty() {
+            line.push_str(&format!(": {}", self.packages.join(", ")));
+        }
+        if !self.builds.is_empty() {
+            line.push_str(&format!("; would build {}", names(&self.builds, self.dependencies.builds)));
+        }
+        if !self.unknown.is_empty() {
+            line.push_str(&format!("; no cache has {}", names(&self.unknown, self.dependencies.unknown)));
+        }
+        if !self.undelivered.is_empty() {
+            line.push_str(&format!("; a cache did not deliver {}", names(&self.undelivered, 0)));
+        }
+        line
+    }
 }
 
 impl fmt::Display for NotSubstitutable {
@@ -156,12 +199,49 @@ impl fmt::Display for NotSubstitutable {
             write!(f, ": {}", self.packages.join(", "))?;
         }
         if !self.builds.is_empty() {
-            write!(f, "; would have to build {}", paths(&self.builds))?;
+            write!(f, "; would have to build {}", own_then_dependencies(&self.builds, self.dependencies.builds))?;
         }
         if !self.unknown.is_empty() {
-            write!(f, "; no cache has {}", paths(&self.unknown))?;
+            write!(f, "; no cache has {}", own_then_dependencies(&self.unknown, self.dependencies.unknown))?;
+        }
+        if !self.undelivered.is_empty() {
+            write!(f, "; a binary cache listed but did not deliver {}", paths(&self.undelivered))?;
+            if let Some(error) = &self.cache_error {
+                write!(f, " ({error})")?;
+            }
         }
         Ok(())
+    }
+}
+
+/// `a, b and 699 dependencies` of a list whose last `dependencies` entries are dependencies.
+fn own_then_dependencies(list: &[StorePath], dependencies: usize) -> String {
+    let own = &list[..list.len().saturating_sub(dependencies)];
+    let deps = match dependencies {
+        1 => "1 dependency".to_owned(),
+        n => format!("{n} dependencies"),
+    };
+    match (own.is_empty(), dependencies) {
+        (true, _) => format!("{deps} of them: {}", paths(list)),
+        (false, 0) => paths(own),
+        (false, _) => format!("{} and {deps}", paths(own)),
+    }
+}
+
+/// Like [`own_then_dependencies`], by name without hash (`fresh-1`), at most three.
+fn names(list: &[StorePath], dependencies: usize) -> String {
+    const NAMES: usize = 3;
+    let own = &list[..list.len().saturating_sub(dependencies)];
+    let shown: Vec<&str> = own.iter().take(NAMES).map(|p| p.name().trim_end_matches(".drv")).collect();
+    let mut text = shown.join(", ");
+    if own.len() > NAMES {
+        text.push_str(&format!(" and {} more", own.len() - NAMES));
+    }
+    match (text.is_empty(), dependencies) {
+        (_, 0) => text,
+        (true, n) => format!("{n} dependencies"),
+        (false, 1) => format!("{text} and 1 dependency"),
+        (false, n) => format!("{text} and {n} dependencies"),
     }
 }
 
@@ -220,6 +300,8 @@ pub enum NixError {
     NotSubstitutable(NotSubstitutable),
     #[error("{0}")]
     UntrustedSignature(UntrustedSignature),
+    #[error("{0}")]
+    Unbuildable(Unbuildable),
     #[error("{step} timed out after {seconds} s (NIX_TIMEOUT)")]
     Timeout { step: Step, seconds: u64 },
     #[error(transparent)]
@@ -233,6 +315,12 @@ pub enum NixError {
         #[source]
         source: ProcessError,
     },
+    /// Nix cannot write its store (see [`super::store_access`]): the server's fault.
+    #[error(
+        "{step} failed: the Nix store cannot be written ({message}); the server's Nix needs /nix/store and \
+         its database writable (a read-only root filesystem needs a volume at /nix)"
+    )]
+    StoreNotWritable { step: Step, message: String },
     #[error("unexpected output from nix: {step}: {source}")]
     Output { step: Step, source: serde_json::Error },
     #[error(transparent)]
@@ -249,8 +337,13 @@ impl NixError {
             | NixError::Build(_)
             | NixError::NotSubstitutable(_)
             | NixError::UntrustedSignature(_)
+            | NixError::Unbuildable(_)
             | NixError::Timeout { .. } => true,
-            NixError::Busy(_) | NixError::Command { .. } | NixError::Output { .. } | NixError::Graph(_) => false,
+            NixError::Busy(_)
+            | NixError::Command { .. }
+            | NixError::StoreNotWritable { .. }
+            | NixError::Output { .. }
+            | NixError::Graph(_) => false,
         }
     }
 
@@ -263,9 +356,11 @@ impl NixError {
             NixError::Build(b) => Ok(json!({ "derivation": b.derivation, "packages": b.packages, "log": b.log_tail })),
             NixError::NotSubstitutable(n) => to_value(n),
             NixError::UntrustedSignature(u) => to_value(u),
+            NixError::Unbuildable(u) => to_value(u),
             NixError::Timeout { step, seconds } => Ok(json!({ "step": step, "seconds": seconds })),
             NixError::Busy(b) => Ok(json!({ "waited_seconds": b.waited.as_secs(), "limit": b.limit })),
             NixError::Command { step, log_tail, .. } => Ok(json!({ "step": step, "log": log_tail })),
+            NixError::StoreNotWritable { step, .. } => Ok(json!({ "step": step })),
             NixError::Output { step, .. } => Ok(json!({ "step": step })),
             NixError::Graph(_) => Ok(serde_json::Value::Null),
         };
@@ -322,10 +417,54 @@ mod tests {
         );
     }
 
+    /// The image's own derivation first, then how many dependencies follow, in the message,
+    /// the headline (status line) and the detail.
+    #[test]
+    fn refusals_name_the_packages_own_paths_and_count_the_dependencies() {
+        let mut builds = vec![sp("fresh-1.drv")];
+        builds.extend((0..699).map(|i| sp(&format!("dep-{i}.drv"))));
+        let n = NotSubstitutable {
+            packages: vec![name("fresh")],
+            builds,
+            dependencies: Dependencies { builds: 699, unknown: 0 },
+            ..Default::default()
+        };
+        assert_eq!(
+            n.to_string(),
+            format!(
+                "not in any binary cache, and local builds are off (NIXERY_LOCAL_BUILDS=false): fresh; \
+                 would have to build {} and 699 dependencies",
+                sp("fresh-1.drv")
+            )
+        );
+        assert_eq!(
+            n.headline(),
+            "not in any binary cache, and local builds are off: fresh; would build fresh-1 and 699 dependencies"
+        );
+        let detail = NixError::NotSubstitutable(n.clone()).detail();
+        assert_eq!(detail["builds"][0], sp("fresh-1.drv").as_str());
+        assert_eq!(detail["dependencies"]["builds"], 699);
+        assert!(detail.get("undelivered").is_none(), "{detail}");
+        // Only dependencies: counted, and the first few named.
+        let deps = NotSubstitutable {
+            builds: n.builds[1..4].to_vec(),
+            dependencies: Dependencies { builds: 3, unknown: 0 },
+            ..n
+        };
+        assert!(
+            deps.to_string().ends_with(&format!(
+                "would have to build 3 dependencies of them: {}, {}, {}",
+                deps.builds[0], deps.builds[1], deps.builds[2]
+            )),
+            "{deps}"
+        );
+        assert!(deps.headline().ends_with("would build 3 dependencies"), "{}", deps.headline());
+    }
+
     #[test]
     fn long_path_lists_are_cut_in_the_message_only() {
         let builds: Vec<StorePath> = (0..8).map(|i| sp(&format!("dep-{i}.drv"))).collect();
-        let n = NotSubstitutable { packages: vec![name("fresh")], builds: builds.clone(), unknown: vec![] };
+        let n = NotSubstitutable { packages: vec![name("fresh")], builds: builds.clone(), ..Default::default() };
         let message = n.to_string();
         assert!(message.starts_with(
             "not in any binary cache, and local builds are off (NIXERY_LOCAL_BUILDS=false): fresh; would have to build "

@@ -35,7 +35,9 @@
 //! `specified:` and `got:` lines.
 
 use super::attribution::packages_concerned;
-use super::error::{BuildFailure, NixError, NotSubstitutable, Step, Substitute, UntrustedSignature};
+use super::error::{BuildFailure, Dependencies, NixError, NotSubstitutable, Step, Substitute, UntrustedSignature};
+use super::store_access::unwritable_store;
+use super::unbuildable::{Refusal, Unbuildable, parse_refusal};
 use super::{Job, Nix, ProcessError, ResolvedPackage, StorePath, failure};
 use regex::Regex;
 use std::collections::BTreeSet;
@@ -49,6 +51,32 @@ fn targets(packages: &[ResolvedPackage]) -> BTreeSet<String> {
     packages.iter().map(|p| format!("{}!{}", p.drv_path, p.output)).collect()
 }
 
+/// `paths` with those in `own` first (in `own`'s order), then the others by name: and how
+/// many others there are.
+fn own_first(paths: &BTreeSet<StorePath>, own: &[&StorePath]) -> (Vec<StorePath>, usize) {
+    let mut first: Vec<StorePath> = Vec::new();
+    for path in own {
+        if paths.contains(*path) && !first.contains(path) {
+            first.push((*path).clone());
+        }
+    }
+    let mut rest: Vec<StorePath> = paths.iter().filter(|p| !first.contains(p)).cloned().collect();
+    rest.sort_by(|a, b| a.name().cmp(b.name()).then_with(|| a.cmp(b)));
+    let dependencies = rest.len();
+    first.extend(rest);
+    (first, dependencies)
+}
+
+/// The requested packages' derivations, in request order.
+fn own_derivations(packages: &[ResolvedPackage]) -> Vec<&StorePath> {
+    packages.iter().map(|p| &p.drv_path).collect()
+}
+
+/// The requested packages' outputs, in request order.
+fn own_outputs(packages: &[ResolvedPackage]) -> Vec<&StorePath> {
+    packages.iter().flat_map(|p| &p.outputs).collect()
+}
+
 impl Nix {
     /// With local builds off: the dry run, and a refusal naming what no cache has.
     pub(super) async fn check_caches(&self, job: &Job<'_>, packages: &[ResolvedPackage]) -> Result<(), NixError> {
@@ -60,10 +88,14 @@ impl Nix {
             return Ok(());
         }
         let concerned = packages_concerned(packages, &plan.will_build, &plan.unknown).await;
+        let (builds, dependency_builds) = own_first(&plan.will_build, &own_derivations(packages));
+        let (unknown, dependency_unknown) = own_first(&plan.unknown, &own_outputs(packages));
         Err(NixError::NotSubstitutable(NotSubstitutable {
             packages: concerned,
-            builds: plan.will_build.into_iter().collect(),
-            unknown: plan.unknown.into_iter().collect(),
+            builds,
+            unknown,
+            dependencies: Dependencies { builds: dependency_builds, unknown: dependency_unknown },
+            ..NotSubstitutable::default()
         }))
     }
 
@@ -82,7 +114,14 @@ impl Nix {
             Err(e) => e,
         };
         let ProcessError::Failed { stderr, .. } = &e else { return Err(failure(Step::Realise, e, &job.scrub)) };
-        match parse_realise_failure(&stderr.text()).cause() {
+        let text = stderr.text();
+        if unwritable_store(&text).is_some() {
+            return Err(failure(Step::Realise, e, &job.scrub));
+        }
+        let failed = parse_realise_failure(&text);
+        let copied = failed.copying.clone();
+        let cache_error = failed.cache_error.as_deref().map(|m| job.scrub.message(m));
+        match failed.cause() {
             Cause::Untrusted(untrusted) => {
                 let paths: BTreeSet<StorePath> = untrusted.iter().map(|(p, _)| p.clone()).collect();
                 let concerned = packages_concerned(packages, &BTreeSet::new(), &paths).await;
@@ -102,12 +141,38 @@ impl Nix {
                     log_tail: log.iter().map(|l| job.scrub.log_line(l)).collect(),
                 }))
             }
-            Cause::BuildsForbidden => {
-                let log_tail = stderr.tail().iter().map(|l| job.scrub.log_line(l)).collect();
-                let summary = "Nix had to build a path although local builds are off (NIXERY_LOCAL_BUILDS=false): \
-                               a binary cache listed it but did not deliver it"
-                    .to_owned();
-                Err(NixError::Command { step: Step::Realise, summary, log_tail, source: e })
+            // Local builds off: Nix built only because a substitute the dry run counted on
+            // did not come.
+            Cause::Refused(_) if !self.policy.local_builds => {
+                let fetched = parse_dry_run(&text).will_fetch;
+                let candidates = if copied.is_empty() { fetched } else { copied.into_iter().collect() };
+                let mut undelivered = BTreeSet::new();
+                for path in candidates {
+                    if tokio::fs::symlink_metadata(path.as_path()).await.is_err() {
+                        undelivered.insert(path);
+                    }
+                }
+                let concerned = packages_concerned(packages, &BTreeSet::new(), &undelivered).await;
+                let (undelivered, _) = own_first(&undelivered, &own_outputs(packages));
+                Err(NixError::NotSubstitutable(NotSubstitutable {
+                    packages: concerned,
+                    undelivered,
+                    cache_error,
+                    ..NotSubstitutable::default()
+                }))
+            }
+            Cause::Refused(refusal) => {
+                let planned = parse_dry_run(&text).will_build;
+                let concerned = match &refusal {
+                    Refusal::Machine { derivation, .. } | Refusal::NoBuilds { derivation: Some(derivation) } => {
+                        packages_concerned(packages, &BTreeSet::from([derivation.clone()]), &BTreeSet::new()).await
+                    }
+                    Refusal::NoBuilds { derivation: None } | Refusal::NoRemoteFits => {
+                        packages_concerned(packages, &planned, &BTreeSet::new()).await
+                    }
+                };
+                let (planned, _) = own_first(&planned, &own_derivations(packages));
+                Err(NixError::Unbuildable(Unbuildable::new(refusal, &planned, concerned)))
             }
             Cause::Other => Err(failure(Step::Realise, e, &job.scrub)),
         }
@@ -180,6 +245,12 @@ pub struct RealiseFailure {
     pub untrusted: Vec<(StorePath, String)>,
     /// Nix needed to build something but was not allowed to (`--max-jobs 0`).
     pub builds_forbidden: bool,
+    /// A build Nix will not run here ([`super::unbuildable`]).
+    pub refusal: Option<Refusal>,
+    /// Paths Nix began to copy from a binary cache (`copying path '…' from '…'...`).
+    pub copying: Vec<StorePath>,
+    /// Nix's first error other than the refusal, when it copied: the cache's failure.
+    pub cache_error: Option<String>,
 }
 
 /// What made a realise fail, in the order it matters to the user.
@@ -191,20 +262,21 @@ enum Cause {
     /// A build failed (with local builds on, also after a refused substitute: the build is
     /// what the user waited for).
     Build(FailedBuild),
-    /// Something had to be built, with local builds off, and no substitute was refused.
-    BuildsForbidden,
+    /// A build Nix will not run here, and no substitute was refused for want of a key.
+    Refused(Refusal),
     Other,
 }
 
 impl RealiseFailure {
     fn cause(self) -> Cause {
-        if !self.untrusted.is_empty() && (self.builds_forbidden || self.failed_builds.is_empty()) {
+        let nothing_else = self.failed_builds.is_empty() && self.refusal.is_none();
+        if !self.untrusted.is_empty() && (self.builds_forbidden || nothing_else) {
             return Cause::Untrusted(self.untrusted);
         }
-        match self.failed_builds.into_iter().next() {
-            Some(first) => Cause::Build(first),
-            None if self.builds_forbidden => Cause::BuildsForbidden,
-            None => Cause::Other,
+        match (self.failed_builds.into_iter().next(), self.refusal) {
+            (Some(first), _) => Cause::Build(first),
+            (None, Some(refusal)) => Cause::Refused(refusal),
+            (None, None) => Cause::Other,
         }
     }
 }
@@ -222,7 +294,13 @@ pub fn parse_realise_failure(stderr: &str) -> RealiseFailure {
         )
         .expect("regex")
     });
-    let mut failure = RealiseFailure::default();
+    static COPYING: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^copying path '(/nix/store/[^']+)' from '").expect("regex"));
+    let mut failure =
+        RealiseFailure { refusal: parse_refusal(stderr), cache_error: cache_error(stderr), ..Default::default() };
+    if stderr.contains("Reason: local builds are disabled") {
+        failure.builds_forbidden = true;
+    }
     let lines: Vec<&str> = stderr.lines().collect();
     let mut i = 0;
     while i < lines.len() {
@@ -234,6 +312,12 @@ pub fn parse_realise_failure(stderr: &str) -> RealiseFailure {
                 if !failure.untrusted.contains(&entry) {
                     failure.untrusted.push(entry);
                 }
+            }
+            continue;
+        }
+        if let Some(path) = COPYING.captures(line).and_then(|c| StorePath::parse(&c[1]).ok()) {
+            if !failure.copying.contains(&path) {
+                failure.copying.push(path);
             }
             continue;
         }
@@ -271,6 +355,22 @@ pub fn parse_realise_failure(stderr: &str) -> RealiseFailure {
         }
     }
     failure
+}
+
+/// The first `error: …` line before Nix's final refusal, after it began copying a path: what
+/// the binary cache did wrong (`error: file 'nar/….nar.xz' does not exist in binary cache`).
+fn cache_error(stderr: &str) -> Option<String> {
+    let copying = stderr.find("copying path '")?;
+    stderr[copying..]
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("error: "))
+        .map(str::trim)
+        .find(|e| {
+            let lower = e.to_ascii_lowercase();
+            !e.is_empty() && !lower.contains("unable to start any build") && !e.starts_with("Cannot build '")
+        })
+        .map(str::to_owned)
 }
 
 /// A cache URL fit to show: without credentials (`https://user:token@host` →
@@ -413,17 +513,72 @@ error:
     fn the_cause_that_matters_to_the_user() {
         let untrusted = vec![(StorePath::parse(FRESH).unwrap(), "https://cache.example".to_owned())];
         let build = FailedBuild { derivation: StorePath::parse(BROKEN_DRV).unwrap(), log: vec![] };
-        let failure = |untrusted: &[(StorePath, String)], builds: &[FailedBuild], forbidden| RealiseFailure {
-            untrusted: untrusted.to_vec(),
-            failed_builds: builds.to_vec(),
-            builds_forbidden: forbidden,
-        };
+        let no_builds = Refusal::NoBuilds { derivation: None };
+        let failure =
+            |untrusted: &[(StorePath, String)], builds: &[FailedBuild], refusal: Option<&Refusal>| RealiseFailure {
+                untrusted: untrusted.to_vec(),
+                failed_builds: builds.to_vec(),
+                builds_forbidden: refusal == Some(&no_builds),
+                refusal: refusal.cloned(),
+                ..RealiseFailure::default()
+            };
         // Local builds off: the refused substitute is why nothing could be had.
-        assert_eq!(failure(&untrusted, &[], true).cause(), Cause::Untrusted(untrusted.clone()));
+        assert_eq!(failure(&untrusted, &[], Some(&no_builds)).cause(), Cause::Untrusted(untrusted.clone()));
         // Local builds on: Nix built instead, and that build failed.
-        assert_eq!(failure(&untrusted, std::slice::from_ref(&build), false).cause(), Cause::Build(build.clone()));
-        assert_eq!(failure(&[], &[], true).cause(), Cause::BuildsForbidden);
-        assert_eq!(failure(&[], &[], false).cause(), Cause::Other);
+        assert_eq!(failure(&untrusted, std::slice::from_ref(&build), None).cause(), Cause::Build(build.clone()));
+        assert_eq!(failure(&[], &[], Some(&no_builds)).cause(), Cause::Refused(no_builds.clone()));
+        // Local builds on, a substitute refused and the build it fell back to impossible here:
+        // what the build needs is the answer (the warning is in the log).
+        let machine = Refusal::Machine {
+            derivation: StorePath::parse(FRESH_DRV).unwrap(),
+            required: Default::default(),
+            current: Default::default(),
+        };
+        assert_eq!(failure(&untrusted, &[], Some(&machine)).cause(), Cause::Refused(machine.clone()));
+        assert_eq!(failure(&[], &[], None).cause(), Cause::Other);
+    }
+
+    /// Captured from Nix 2.26.3: a `file://` cache whose NAR was deleted, `--max-jobs 0`.
+    #[test]
+    fn a_substitute_the_cache_did_not_deliver() {
+        let stderr = format!(
+            "this path will be fetched (0.00 MiB download, 0.00 MiB unpacked):
+  {FRESH}
+copying path '{FRESH}' from 'file:///tmp/s9x/cache'...
+error: file 'nar/0ym375jwzpkxdpnk84kch4fpw09w78b9s0awzbk2gz4im6h80r2s.nar.xz' does not exist in binary cache
+error:
+                           Unable to start any build;
+                           either increase '--max-jobs' or enable remote builds.
+
+                           For more information run 'man nix.conf' and search for '/machines'.
+"
+        );
+        let failure = parse_realise_failure(&stderr);
+        assert_eq!(failure.copying, vec![StorePath::parse(FRESH).unwrap()]);
+        assert_eq!(
+            failure.cache_error.as_deref(),
+            Some(
+                "file 'nar/0ym375jwzpkxdpnk84kch4fpw09w78b9s0awzbk2gz4im6h80r2s.nar.xz' does not exist in binary cache"
+            )
+        );
+        assert!(failure.builds_forbidden);
+        assert_eq!(failure.cause(), Cause::Refused(Refusal::NoBuilds { derivation: None }));
+        // Without a copy, no cache error: the refusal's own lines are not one.
+        assert_eq!(parse_realise_failure("error: unable to start any build; either increase").cache_error, None);
+    }
+
+    #[test]
+    fn the_packages_own_paths_come_first_then_dependencies_by_name() {
+        let path = |hash: char, name: &str| {
+            StorePath::parse(&format!("/nix/store/{}-{name}", hash.to_string().repeat(32))).unwrap()
+        };
+        let (own_b, own_a, dep_z, dep_c) =
+            (path('0', "b.drv"), path('9', "a.drv"), path('1', "z.drv"), path('a', "c.drv"));
+        let paths = BTreeSet::from([own_b.clone(), own_a.clone(), dep_z.clone(), dep_c.clone()]);
+        let unrelated = path('2', "x.drv");
+        let (ordered, dependencies) = own_first(&paths, &[&own_a, &unrelated, &own_b, &own_a]);
+        assert_eq!(ordered, [own_a, own_b, dep_c, dep_z]);
+        assert_eq!(dependencies, 2);
     }
 
     #[test]
