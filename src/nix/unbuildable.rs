@@ -217,18 +217,22 @@ impl Unbuildable {
         self.needed_by(&mut line);
         line.push_str(": ");
         line.push_str(&match &self.need {
-            Need::Machine { system, foreign_system: true, .. } => {
-                format!("Nix here builds for {} only; needs a remote builder, extra-platforms = {system} with binfmt, or a cache with these paths", self.host())
+            Need::Machine { foreign_system: true, .. } => {
+                format!(
+                    "Nix here builds for {} only; needs a remote builder, extra-platforms with binfmt, or a cache \
+                     with its paths",
+                    self.host()
+                )
             }
             Need::Machine { missing_features, .. } => format!(
-                "Nix here lacks the system features {}; needs a remote builder with them, or a cache with these paths",
+                "Nix here lacks the system features {}; needs a remote builder with them, or a cache with its paths",
                 missing_features.join(", ")
             ),
             Need::LocalBuilds => {
-                "Nix here builds nothing (max-jobs = 0); needs a cache with these paths or a remote builder".to_owned()
+                "Nix here builds nothing (max-jobs = 0); needs a cache with its paths, or a remote builder".to_owned()
             }
             Need::RemoteBuilder => {
-                "no remote builder has the system features it requires; needs one, or a cache with these paths".to_owned()
+                "no remote builder has the system features it requires; needs one, or a cache with its paths".to_owned()
             }
         });
         line
@@ -376,7 +380,7 @@ mod tests {
         assert_eq!(
             u.headline(),
             "cannot build native-1.0 with the system features gpu (needed by native): Nix here lacks the system \
-             features gpu; needs a remote builder with them, or a cache with these paths"
+             features gpu; needs a remote builder with them, or a cache with its paths"
         );
     }
 
@@ -454,7 +458,7 @@ mod tests {
         assert_eq!(
             u.headline(),
             "cannot build native-1.0 for aarch64-linux (needed by native): Nix here builds for x86_64-linux only; \
-             needs a remote builder, extra-platforms = aarch64-linux with binfmt, or a cache with these paths"
+             needs a remote builder, extra-platforms with binfmt, or a cache with its paths"
         );
     }
 

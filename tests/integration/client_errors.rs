@@ -1,7 +1,7 @@
 //! Failures a user can read in their client: for each kind of failure of the requested image,
 //! skopeo, containerd (`ctr`), podman and docker pull it from the real server and what they
 //! print must contain the cause — the package, the derivation, nixpkgs' reason, the last log
-//! line — not just a status. Each kind shares one server (and binary cache) across the four
+//! line, the system or feature a build needs and what would give it — not just a status. Each kind shares one server (and binary cache) across the four
 //! clients, and its answer is checked on the wire too: 422 `MANIFEST_UNKNOWN` on GET and
 //! HEAD, the same reason phrase on both (one line of visible ASCII, at most 200 bytes), and no
 //! file path of the server in the body or on the status line.
@@ -40,13 +40,37 @@ enum Kind {
     Untrusted,
     /// A build that outlasts NIX_TIMEOUT.
     Timeout,
+    /// An index whose arm64 image needs a build for aarch64-linux, which this server's Nix
+    /// cannot run (no remote builder, no `extra-platforms`, no cache): issue 17's case.
+    Platform,
+    /// A package whose build requires a system feature this server's Nix lacks.
+    Features,
 }
 
 /// An image that fails and the words of its cause every client must show.
 struct Case {
     image: &'static str,
     causes: &'static [&'static str],
+    /// The request headers that make it fail as the clients' do (an index's `Accept`).
+    accept: &'static [(&'static str, &'static str)],
 }
+
+/// What docker, podman, skopeo and containerd accept for a tag: manifests and indexes.
+const INDEX_ACCEPT: &[(&str, &str)] = &[
+    ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
+    ("Accept", "application/vnd.docker.distribution.manifest.list.v2+json"),
+    ("Accept", "application/vnd.oci.image.manifest.v1+json"),
+    ("Accept", "application/vnd.oci.image.index.v1+json"),
+];
+
+/// A case with no particular headers.
+const fn case(image: &'static str, causes: &'static [&'static str]) -> Case {
+    Case { image, causes, accept: &[] }
+}
+
+/// Nix settings of a server that cannot build for aarch64-linux whatever the machine's
+/// nix.conf says: no binary cache, no remote builder, no extra platform (binfmt).
+const NO_AARCH64: &str = "substituters =\nbuilders =\nextra-platforms =";
 
 /// A server on which `cases` fail. Fields drop in order: the server stops before the cache.
 struct Failing {
@@ -59,44 +83,49 @@ impl Kind {
     fn start(self) -> Failing {
         let local = |cases: Vec<Case>| Failing { server: Server::start(), cases, _cache: None };
         match self {
-            Kind::Missing => local(vec![Case { image: "hello/nosuchpkg", causes: &["packages not found: nosuchpkg"] }]),
+            Kind::Missing => local(vec![case("hello/nosuchpkg", &["packages not found: nosuchpkg"])]),
             Kind::Unusable => local(vec![
-                Case { image: "nonfree", causes: &["nonfree-1.0", "has an unfree license"] },
-                Case { image: "markedbroken", causes: &["marked-broken-1.0", "is marked as broken"] },
-                Case {
-                    image: "oldhello",
-                    causes: &["'oldhello' has been removed because it was unmaintained upstream"],
-                },
+                case("nonfree", &["nonfree-1.0", "has an unfree license"]),
+                case("markedbroken", &["marked-broken-1.0", "is marked as broken"]),
+                case("oldhello", &["'oldhello' has been removed because it was unmaintained upstream"]),
             ]),
-            Kind::Evaluation => local(vec![Case {
-                image: "hello/failing.aborting/failing.missingfile",
-                causes: &["failing.aborting", "this package aborts on purpose"],
-            }]),
-            Kind::Build => local(vec![Case {
-                image: "hello/broken",
-                causes: &["broken-1.0", "failed", "this package is broken on purpose"],
-            }]),
+            Kind::Evaluation => local(vec![case(
+                "hello/failing.aborting/failing.missingfile",
+                &["failing.aborting", "this package aborts on purpose"],
+            )]),
+            Kind::Build => {
+                local(vec![case("hello/broken", &["broken-1.0", "failed", "this package is broken on purpose"])])
+            }
             Kind::NotCached | Kind::Untrusted => {
                 let cache = BinaryCache::start(&["greeting"]);
                 let (trust, case) = match self {
                     // hello-lib needs greeting (cached) and is not cached itself.
-                    Kind::NotCached => (
-                        Trust::CacheKey,
-                        Case { image: "hello-lib", causes: &["not in any binary cache", "hello-lib"] },
-                    ),
-                    _ => (
-                        Trust::OtherKey,
-                        Case { image: "greeting", causes: &["not signed by a trusted key", "greeting"] },
-                    ),
+                    Kind::NotCached => (Trust::CacheKey, case("hello-lib", &["not in any binary cache", "hello-lib"])),
+                    _ => (Trust::OtherKey, case("greeting", &["not signed by a trusted key", "greeting"])),
                 };
                 let endpoint = cache.endpoint(trust);
                 let mut env = cache.server_env(&endpoint);
                 env.push(("NIXERY_LOCAL_BUILDS", "false".to_owned()));
                 Failing { server: Server::start_with_env(&env), cases: vec![case], _cache: Some((cache, endpoint)) }
             }
+            Kind::Platform => Failing {
+                server: Server::start_with(&[
+                    ("NIXERY_PLATFORMS", "linux/amd64,linux/arm64"),
+                    ("NIX_CONFIG", NO_AARCH64),
+                ]),
+                cases: vec![Case {
+                    image: "native",
+                    causes: &["linux/arm64", "native-1.0", "aarch64-linux", "needed by native", "remote builder"],
+                    accept: INDEX_ACCEPT,
+                }],
+                _cache: None,
+            },
+            Kind::Features => {
+                local(vec![case("gputest", &["gpu-test-1.0", "cuda", "needed by gputest", "remote builder"])])
+            }
             Kind::Timeout => Failing {
                 server: Server::start_with(&[("NIX_TIMEOUT", "2"), ("NIXERY_TEST_NONCE", &nonce())]),
-                cases: vec![Case { image: "slow", causes: &["timed out after 2 s (NIX_TIMEOUT)"] }],
+                cases: vec![case("slow", &["timed out after 2 s (NIX_TIMEOUT)"])],
                 _cache: None,
             },
         }
@@ -118,8 +147,10 @@ fn reason_phrase(status_line: &str) -> &str {
 /// phrase.
 fn check_answer(server: &Server, case: &Case) -> String {
     let path = format!("/v2/{}/manifests/latest", case.image);
-    let (get_line, get) = http::status_line(&server.addr(), "GET", &path).unwrap_or_else(|e| server.fail(&e));
-    let (head_line, head) = http::status_line(&server.addr(), "HEAD", &path).unwrap_or_else(|e| server.fail(&e));
+    let status_line =
+        |method| http::status_line_with(&server.addr(), method, &path, case.accept).unwrap_or_else(|e| server.fail(&e));
+    let (get_line, get) = status_line("GET");
+    let (head_line, head) = status_line("HEAD");
     let shown = |r: &Response, line: &str| format!("{line}\n{}", r.describe());
     assert_eq!(get.status, 422, "{}", server.context(&shown(&get, &get_line)));
     assert_eq!(head.status, 422, "{}", server.context(&shown(&head, &head_line)));
@@ -130,7 +161,7 @@ fn check_answer(server: &Server, case: &Case) -> String {
         !phrase.is_empty() && phrase.len() <= 200 && phrase.bytes().all(|b| (0x20..=0x7e).contains(&b)),
         "not one line of visible ASCII: {phrase:?}"
     );
-    let body = http::get(&server.url(&path));
+    let body = server.request("GET", &path, case.accept);
     let error = &body.json()["errors"][0];
     assert_eq!(error["code"], "MANIFEST_UNKNOWN", "{}", body.describe());
     let message = error["message"].as_str().unwrap_or_default();
@@ -155,6 +186,8 @@ fn check_answer(server: &Server, case: &Case) -> String {
 #[case::not_in_any_cache(Kind::NotCached)]
 #[case::untrusted_signature(Kind::Untrusted)]
 #[case::timeout(Kind::Timeout)]
+#[case::platform_nix_cannot_build_for(Kind::Platform)]
+#[case::missing_system_feature(Kind::Features)]
 fn every_client_shows_why_an_image_failed(#[case] kind: Kind) {
     let failing = kind.start();
     let server = &failing.server;
