@@ -18,7 +18,7 @@ use rstest::rstest;
 use crate::harness::binary_cache::Endpoint;
 use crate::harness::http::{self, Response};
 use crate::harness::process::wait_until;
-use crate::harness::{BinaryCache, Client, Server, TEST_PKGS, Trust, nonce};
+use crate::harness::{BinaryCache, Client, INDEX_ACCEPT, NIX_WITHOUT_AARCH64, Server, TEST_PKGS, Trust, nonce};
 
 /// The package set's directory: a server path no answer may show.
 const PKGS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs");
@@ -55,22 +55,10 @@ struct Case {
     accept: &'static [(&'static str, &'static str)],
 }
 
-/// What docker, podman, skopeo and containerd accept for a tag: manifests and indexes.
-const INDEX_ACCEPT: &[(&str, &str)] = &[
-    ("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
-    ("Accept", "application/vnd.docker.distribution.manifest.list.v2+json"),
-    ("Accept", "application/vnd.oci.image.manifest.v1+json"),
-    ("Accept", "application/vnd.oci.image.index.v1+json"),
-];
-
 /// A case with no particular headers.
 const fn case(image: &'static str, causes: &'static [&'static str]) -> Case {
     Case { image, causes, accept: &[] }
 }
-
-/// Nix settings of a server that cannot build for aarch64-linux whatever the machine's
-/// nix.conf says: no binary cache, no remote builder, no extra platform (binfmt).
-const NO_AARCH64: &str = "substituters =\nbuilders =\nextra-platforms =";
 
 /// A server on which `cases` fail. Fields drop in order: the server stops before the cache.
 struct Failing {
@@ -111,12 +99,12 @@ impl Kind {
             Kind::Platform => Failing {
                 server: Server::start_with(&[
                     ("NIXERY_PLATFORMS", "linux/amd64,linux/arm64"),
-                    ("NIX_CONFIG", NO_AARCH64),
+                    ("NIX_CONFIG", NIX_WITHOUT_AARCH64),
                 ]),
                 cases: vec![Case {
                     image: "native",
                     causes: &["linux/arm64", "native-1.0", "aarch64-linux", "needed by native", "remote builder"],
-                    accept: INDEX_ACCEPT,
+                    accept: &INDEX_ACCEPT,
                 }],
                 _cache: None,
             },

@@ -15,23 +15,17 @@ use std::time::Duration;
 
 use crate::harness::process::{COMMAND_TIMEOUT, output_timeout, wait_until};
 use crate::harness::{
-    Containerd, DOCKER_MANIFEST_V2, Docker, OCI_MANIFEST_V1, Podman, Server, nonce, pull_and_unpack, require_tool,
-    sha256_digest,
+    Containerd, DOCKER_LIST, DOCKER_MANIFEST_V2, Docker, INDEX_ACCEPT, NIX_WITHOUT_AARCH64, OCI_INDEX, OCI_MANIFEST_V1,
+    Podman, Server, nonce, pull_and_unpack, require_tool, sha256_digest,
 };
 use flate2::read::GzDecoder;
 use serde_json::{Value, json};
 
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const BOTH: &str = "linux/amd64,linux/arm64";
 
 fn server() -> Server {
     Server::start_with(&[("NIXERY_PLATFORMS", BOTH)])
 }
-
-/// What containerd sends: both manifest types and both index types.
-const INDEX_ACCEPT: [(&str, &str); 4] =
-    [("Accept", DOCKER_MANIFEST_V2), ("Accept", DOCKER_LIST), ("Accept", OCI_MANIFEST_V1), ("Accept", OCI_INDEX)];
 
 /// The index entry for `arch`, from an index's JSON.
 fn entry<'a>(server: &Server, index: &'a Value, arch: &str) -> &'a Value {
@@ -279,10 +273,6 @@ fn a_pinned_index_survives_a_restart_without_building() {
     }
 }
 
-/// Nix settings of a server that cannot build for aarch64-linux whatever the machine's
-/// nix.conf says: no binary cache, no remote builder, no extra platform (binfmt).
-const NO_AARCH64: &str = "substituters =\nbuilders =\nextra-platforms =";
-
 /// Issue 17: an index whose arm64 image needs a build for aarch64-linux, on a server whose
 /// Nix cannot build for it, is the image's failure: 422 naming the platform, the system,
 /// the derivation and the package, with the data in `detail`; logged at WARN as every
@@ -290,7 +280,7 @@ const NO_AARCH64: &str = "substituters =\nbuilders =\nextra-platforms =";
 /// without an index; the amd64 image builds. (Every client's output: client_errors.rs.)
 #[test]
 fn a_platform_nix_cannot_build_for_is_the_images_failure() {
-    let server = Server::start_with(&[("NIXERY_PLATFORMS", BOTH), ("NIX_CONFIG", NO_AARCH64)]);
+    let server = Server::start_with(&[("NIXERY_PLATFORMS", BOTH), ("NIX_CONFIG", NIX_WITHOUT_AARCH64)]);
     let r = server.request("GET", "/v2/native/manifests/latest", &INDEX_ACCEPT);
     assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
     let error = &r.json()["errors"][0];
