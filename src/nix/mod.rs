@@ -25,6 +25,7 @@ mod attribution;
 mod child;
 mod derivation;
 mod diagnostic;
+mod dry_run;
 mod error;
 mod exprs;
 mod graph;
@@ -33,23 +34,24 @@ mod lookup;
 mod policy;
 mod process;
 mod realise;
+mod realise_failure;
+mod refusal;
 mod source;
 mod store_access;
 mod store_path;
+mod substitutes;
 mod unbuildable;
 pub mod version;
 
 pub use child::{TERM_GRACE, stop_all};
 pub use diagnostic::Scrubber;
-pub use error::{
-    BuildFailure, Dependencies, NixError, NotSubstitutable, PackageFailure, PackageProblems, Step, Substitute,
-    UntrustedSignature,
-};
+pub use error::{BuildFailure, NixError, PackageFailure, PackageProblems, Step};
 pub use graph::{GraphError, PathInfo, RuntimeGraph};
 pub use jobs::Busy;
 pub use policy::{NixPolicy, NixpkgsConfig, cores};
 pub use process::ProcessError;
 pub use store_path::{StorePath, StorePathError};
+pub use substitutes::{Dependencies, NotSubstitutable, Substitute, UntrustedSignature};
 pub use unbuildable::{Need, Unbuildable};
 
 use crate::image::{Arch, PackageName};
