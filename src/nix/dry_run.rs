@@ -74,14 +74,7 @@ pub fn parse_dry_run(stderr: &str) -> DryRun {
 mod tests {
     use super::*;
 
-    const FRESH_DRV: &str = "/nix/store/5q5a1dlf9vd21zpxz0izwnxbc2m8xj35-fresh-x22582.drv";
-    const BROKEN_DRV: &str = "/nix/store/3z5b87fakr8m7xlizalp43x4w7lbhmw2-broken-1.0.drv";
-    const FRESH: &str = "/nix/store/xcr84izm41f5556r7lcw9qx7rgqqyay2-fresh-s9x32430";
-    const BUSYBOX: &str = "/nix/store/szb2jzkgvqlw9x4a3jr56dx0rdp1aiam-busybox-1.35.0";
-
-    fn set(paths: &[&str]) -> BTreeSet<StorePath> {
-        paths.iter().map(|p| StorePath::parse(p).unwrap()).collect()
-    }
+    use crate::nix::fixtures::{BROKEN_DRV, BUSYBOX, FRESH, FRESH_DRV, set};
 
     /// Captured from Nix 2.26.3 here (a fresh nonce package, `substituters =`).
     #[test]

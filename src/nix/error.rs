@@ -225,13 +225,7 @@ impl NixError {
 mod tests {
     use super::*;
 
-    fn name(s: &str) -> PackageName {
-        PackageName::parse(s).unwrap()
-    }
-
-    fn sp(name: &str) -> StorePath {
-        StorePath::parse(&format!("/nix/store/{}-{name}", "a".repeat(32))).unwrap()
-    }
+    use crate::nix::fixtures::{name, sp};
 
     #[test]
     fn package_problems_name_each_cause_and_the_fine_ones_after_a_failed_evaluation() {

@@ -28,6 +28,8 @@ mod diagnostic;
 mod dry_run;
 mod error;
 mod exprs;
+#[cfg(test)]
+mod fixtures;
 mod graph;
 mod jobs;
 mod lookup;

@@ -201,10 +201,7 @@ pub fn cache_for_display(url: &str) -> String {
 mod tests {
     use super::*;
 
-    const FRESH_DRV: &str = "/nix/store/5q5a1dlf9vd21zpxz0izwnxbc2m8xj35-fresh-x22582.drv";
-    const BROKEN_DRV: &str = "/nix/store/3z5b87fakr8m7xlizalp43x4w7lbhmw2-broken-1.0.drv";
-    const NEEDS_BROKEN_DRV: &str = "/nix/store/8z0sc8piyyhnd4jkaz1gxvl0p4vgyvqm-needs-broken.drv";
-    const FRESH: &str = "/nix/store/xcr84izm41f5556r7lcw9qx7rgqqyay2-fresh-s9x32430";
+    use crate::nix::fixtures::{BROKEN_DRV, FRESH, FRESH_DRV, NEEDS_BROKEN_DRV};
 
     /// Captured from Nix 2.26.3 (`nix-store --realise -Q` of needs-broken and hello).
     #[test]

@@ -136,20 +136,7 @@ fn without_ansi(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const NATIVE: &str = "/nix/store/0cldwzk2hwkdgh7wj8500bhpd78csxs4-native-1.0.drv";
-    const HOST: &str = "benchmark, big-parallel, kvm, nixos-test, uid-range";
-
-    fn sp(s: &str) -> StorePath {
-        StorePath::parse(s).unwrap()
-    }
-
-    fn machine(system: &str, features: &[&str]) -> Machine {
-        Machine { system: Some(system.into()), features: Some(features.iter().map(|f| f.to_string()).collect()) }
-    }
-
-    fn host() -> Machine {
-        machine("x86_64-linux", &["benchmark", "big-parallel", "kvm", "nixos-test", "uid-range"])
-    }
+    use crate::nix::fixtures::{HOST_FEATURES as HOST, NATIVE, host, machine, parsed as sp};
 
     /// Captured from Nix 2.26.3 (`nix-store --realise` of an aarch64-linux derivation).
     #[test]

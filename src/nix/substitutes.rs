@@ -164,13 +164,7 @@ mod tests {
     use super::*;
     use crate::nix::NixError;
 
-    fn name(s: &str) -> PackageName {
-        PackageName::parse(s).unwrap()
-    }
-
-    fn sp(name: &str) -> StorePath {
-        StorePath::parse(&format!("/nix/store/{}-{name}", "a".repeat(32))).unwrap()
-    }
+    use crate::nix::fixtures::{name, sp};
 
     /// The image's own derivation first, then how many dependencies follow, in the message,
     /// the headline (status line) and the detail.
