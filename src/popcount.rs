@@ -5,6 +5,15 @@
 //!    `nix-instantiate --eval` each, never the whole set in one string) for the output paths
 //!    of those that are derivations. The evaluation computes store paths without writing
 //!    anything to the store: no `.drv` file is instantiated and nothing is built.
+//!    Attributes that throw are skipped inside the evaluation (`tryEval`), but an error
+//!    `tryEval` cannot catch (`abort`, infinite recursion, a missing file or attribute, a
+//!    type error: nixpkgs forks, overlays and older channels have them) fails the whole
+//!    batch. Then the batch is split in halves, and the halves that fail again, until the
+//!    culprits stand alone: they are skipped and reported with Nix's message, the rest is
+//!    counted. That costs about two evaluations per culprit and halving, and nothing for a
+//!    set without culprits. A batch in which nothing evaluates at all, down to
+//!    [`SYSTEMIC`] attributes alone, is not a batch of culprits but a broken set or Nix: that
+//!    stops popcount, with the error. Other failures (a timeout, no Nix) stop it at once.
 //! 2. Each output's narinfo (`<cache>/<hash>.narinfo`) is fetched, at most `connections` at a
 //!    time, while the next batch is evaluated; its `References:` are the output's runtime
 //!    references, as the cache's builder found them.
@@ -23,7 +32,7 @@
 //! missing and reported, and a cache that does not answer fails with its URL and the reason.
 
 use crate::binary_cache::{BinaryCache, BinaryCacheError, NarInfo};
-use crate::nix::{Nix, NixError, StorePath, TopLevelPackage};
+use crate::nix::{Nix, NixError, ProcessError, Step, StorePath, TopLevelPackage};
 use crate::pkgsource::SourceRevision;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -48,7 +57,21 @@ pub struct Progress {
     pub outputs_cached: usize,
     /// Their outputs the cache does not have.
     pub outputs_missing: usize,
+    /// Attributes skipped because their evaluation fails uncatchably.
+    pub attributes_skipped: usize,
 }
+
+/// A top-level attribute whose evaluation fails with an error `tryEval` cannot catch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    pub attr: String,
+    /// Nix's message.
+    pub reason: String,
+}
+
+/// How many attributes of one batch may fail alone, with nothing of the batch evaluating,
+/// before the failure is taken for the set's or Nix's rather than the attributes'.
+pub const SYSTEMIC: usize = 8;
 
 /// The result: counts by store path name (Nixery's popularity format) and what was missing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,6 +79,8 @@ pub struct Popcount {
     pub counts: BTreeMap<String, u64>,
     /// Outputs of counted packages that the cache does not have, sorted.
     pub missing: Vec<StorePath>,
+    /// Attributes skipped, in the set's order.
+    pub skipped: Vec<Skipped>,
     pub progress: Progress,
 }
 
@@ -76,17 +101,19 @@ pub async fn popcount(
     tally.result.progress.attributes_total = names.len();
     let mut chunks = names.chunks(batch.max(1));
     let Some(first) = chunks.next() else { return Ok(tally.finish()) };
-    let mut current = (first.len(), nix.top_level_outputs(source, first).await?);
+    let mut current = (first.len(), evaluate(nix, source, first).await?);
     loop {
         // Fetch this batch's narinfo files while Nix evaluates the next batch.
         let next_chunk = chunks.next();
         let evaluate_next = async {
             match next_chunk {
-                Some(chunk) => Some(nix.top_level_outputs(source, chunk).await.map(|p| (chunk.len(), p))),
+                Some(chunk) => Some(evaluate(nix, source, chunk).await.map(|p| (chunk.len(), p))),
                 None => None,
             }
         };
-        let packages = tally.new_packages(current.1);
+        let (packages, skipped) = current.1;
+        tally.skip(skipped);
+        let packages = tally.new_packages(packages);
         let (fetched, next) = tokio::join!(fetch(cache, &packages, connections), evaluate_next);
         tally.count(&packages, &fetched?);
         tally.result.progress.attributes_done += current.0;
@@ -96,6 +123,92 @@ pub async fn popcount(
             None => return Ok(tally.finish()),
         }
     }
+}
+
+/// The derivations among `attrs` and their outputs, and the attributes skipped because
+/// their evaluation fails uncatchably (see the module docs: the failing batch is halved
+/// until the culprits stand alone).
+async fn evaluate(
+    nix: &Nix,
+    source: &SourceRevision,
+    attrs: &[String],
+) -> Result<(Vec<TopLevelPackage>, Vec<Skipped>), NixError> {
+    bisect(attrs, |part| nix.top_level_outputs(source, part)).await
+}
+
+/// [`evaluate`] with `outputs` as the evaluation of a part of `attrs`.
+async fn bisect<'a, F, Fut>(
+    attrs: &'a [String],
+    mut outputs: F,
+) -> Result<(Vec<TopLevelPackage>, Vec<Skipped>), NixError>
+where
+    F: FnMut(&'a [String]) -> Fut,
+    Fut: Future<Output = Result<Vec<TopLevelPackage>, NixError>>,
+{
+    let (mut packages, mut skipped) = (Vec::new(), Vec::new());
+    let mut evaluated_any = false;
+    // The rightmost part, when it was evaluated out of turn (below).
+    let mut last = Vec::new();
+    // Left halves first, so packages keep the set's order.
+    let mut todo = vec![attrs];
+    while let Some(part) = todo.pop() {
+        let error = match outputs(part).await {
+            Ok(found) => {
+                packages.extend(found);
+                evaluated_any = true;
+                continue;
+            }
+            Err(error) => error,
+        };
+        let Some(reason) = uncatchable(&error) else { return Err(error) };
+        let [attr] = part else {
+            let (left, right) = part.split_at(part.len() / 2);
+            todo.extend([right, left]);
+            continue;
+        };
+        skipped.push(Skipped { attr: attr.clone(), reason: reason.to_owned() });
+        if evaluated_any || skipped.len() < SYSTEMIC {
+            continue;
+        }
+        // Nothing evaluated yet: culprits side by side, or nothing can evaluate? The
+        // rightmost part not yet tried (the largest) tells.
+        if todo.is_empty() {
+            return Err(systemic(error, &skipped));
+        }
+        match outputs(todo.remove(0)).await {
+            Ok(found) => {
+                last = found;
+                evaluated_any = true;
+            }
+            Err(other) if uncatchable(&other).is_some() => return Err(systemic(error, &skipped)),
+            Err(other) => return Err(other),
+        }
+    }
+    packages.extend(last);
+    Ok((packages, skipped))
+}
+
+/// Nix's message, when `error` is an evaluation of attributes that Nix ran and that failed
+/// (not a timeout, not Nix missing).
+fn uncatchable(error: &NixError) -> Option<&str> {
+    match error {
+        NixError::Command { step: Step::EvaluateOutputs, summary, source: ProcessError::Failed { .. }, .. } => {
+            Some(summary)
+        }
+        _ => None,
+    }
+}
+
+/// `error`, saying that every attribute tried failed alone.
+fn systemic(error: NixError, skipped: &[Skipped]) -> NixError {
+    let NixError::Command { step, summary, log_tail, source } = error else { return error };
+    let attrs: Vec<&str> = skipped.iter().map(|s| s.attr.as_str()).collect();
+    let summary = format!(
+        "{summary} (each of {} failed alone too, and no attribute of the batch evaluated: the package set or \
+         Nix is broken, not these attributes)",
+        attrs.join(", ")
+    );
+    NixError::Command { step, summary, log_tail, source }
 }
 
 /// The narinfo of every output of `packages` (`None`: not in the cache).
@@ -120,6 +233,11 @@ struct Tally {
 }
 
 impl Tally {
+    fn skip(&mut self, skipped: Vec<Skipped>) {
+        self.result.progress.attributes_skipped += skipped.len();
+        self.result.skipped.extend(skipped);
+    }
+
     /// `packages` without those counted before (aliases of an earlier attribute).
     fn new_packages(&mut self, packages: Vec<TopLevelPackage>) -> Vec<TopLevelPackage> {
         packages.into_iter().filter(|p| p.outputs.first().is_none_or(|first| self.seen.insert(first.clone()))).collect()
@@ -205,6 +323,72 @@ mod tests {
         assert_eq!(tally.result.missing, [hello]);
         let p = tally.result.progress;
         assert_eq!((p.packages, p.outputs_cached, p.outputs_missing), (4, 4, 1));
+    }
+
+    /// A Nix evaluation of `part` that fails as a whole when it holds any of `bad`, as an
+    /// uncatchable error does, and counts its calls.
+    fn evaluator<'a>(
+        bad: &'a [&'a str],
+        calls: &'a std::cell::Cell<usize>,
+    ) -> impl FnMut(&[String]) -> std::future::Ready<Result<Vec<TopLevelPackage>, NixError>> + 'a {
+        use std::os::unix::process::ExitStatusExt;
+        move |part: &[String]| {
+            calls.set(calls.get() + 1);
+            std::future::ready(match part.iter().find(|a| bad.contains(&a.as_str())) {
+                Some(culprit) => Err(NixError::Command {
+                    step: Step::EvaluateOutputs,
+                    summary: format!("{culprit} is broken"),
+                    log_tail: vec![],
+                    source: ProcessError::Failed {
+                        program: "nix-instantiate".into(),
+                        status: std::process::ExitStatus::from_raw(256),
+                        stderr: Default::default(),
+                    },
+                }),
+                None => Ok(part.iter().map(|a| package(a, &[&path('0', a)])).collect()),
+            })
+        }
+    }
+
+    fn attrs(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("a{i:02}")).collect()
+    }
+
+    #[tokio::test]
+    async fn culprits_are_split_off_and_the_rest_is_kept_in_order() {
+        let attrs = attrs(16);
+        let calls = std::cell::Cell::new(0);
+        let (packages, skipped) = bisect(&attrs, evaluator(&["a03", "a04", "a15"], &calls)).await.unwrap();
+        let names: Vec<&str> = packages.iter().map(|p| p.attr.as_str()).collect();
+        let mut want: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        want.retain(|a| !["a03", "a04", "a15"].contains(a));
+        assert_eq!(names, want);
+        let skipped: Vec<(&str, &str)> = skipped.iter().map(|s| (s.attr.as_str(), s.reason.as_str())).collect();
+        assert_eq!(skipped, [("a03", "a03 is broken"), ("a04", "a04 is broken"), ("a15", "a15 is broken")]);
+        // 1 + 2 per halving on each culprit's path (16 → 8 → 4 → 2 → 1), shared at the top.
+        assert!(calls.get() <= 1 + 2 * 4 * 3, "{} evaluations", calls.get());
+
+        calls.set(0);
+        let (packages, skipped) = bisect(&attrs, evaluator(&[], &calls)).await.unwrap();
+        assert_eq!((packages.len(), skipped.len(), calls.get()), (16, 0, 1), "a clean batch is one evaluation");
+    }
+
+    #[tokio::test]
+    async fn a_batch_where_nothing_evaluates_is_an_error_not_a_list_of_culprits() {
+        let attrs = attrs(32);
+        let all: Vec<&str> = attrs.iter().map(String::as_str).collect();
+        let calls = std::cell::Cell::new(0);
+        let error = bisect(&attrs, evaluator(&all, &calls)).await.unwrap_err();
+        assert!(
+            error.to_string().contains("each of a00, a01, a02, a03, a04, a05, a06, a07 failed alone too"),
+            "{error}"
+        );
+        assert!(calls.get() < 32, "{} evaluations", calls.get());
+        // Nine culprits side by side, then fine attributes: nine culprits, the rest counted.
+        let calls = std::cell::Cell::new(0);
+        let (packages, skipped) = bisect(&attrs, evaluator(&all[..9], &calls)).await.unwrap();
+        assert_eq!(skipped.iter().map(|s| s.attr.as_str()).collect::<Vec<_>>(), &all[..9]);
+        assert_eq!(packages.iter().map(|p| p.attr.as_str()).collect::<Vec<_>>(), &all[9..], "in order");
     }
 
     #[test]

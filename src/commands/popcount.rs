@@ -8,13 +8,13 @@ use crate::config::PopcountSettings;
 use crate::image::Tag;
 use crate::metrics::Metrics;
 use crate::nix::{Nix, NixPolicy, StorePath};
-use crate::popcount::{PopcountError, Progress, popcount};
+use crate::popcount::{PopcountError, Progress, Skipped, popcount};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How many missing outputs the summary names.
+/// How many missing outputs (and skipped attributes) the summary names.
 const MISSING_NAMED: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +40,13 @@ pub async fn run(settings: &PopcountSettings) -> Result<(), PopcountCommandError
     let cache = BinaryCache::new(&settings.binary_cache)?;
     let terminal = std::io::stderr().is_terminal();
     let report = |p: Progress| {
-        let line = format!(
+        let mut line = format!(
             "popcount: {}/{} attributes, {} packages, {} outputs in the cache, {} not",
             p.attributes_done, p.attributes_total, p.packages, p.outputs_cached, p.outputs_missing
         );
+        if p.attributes_skipped > 0 {
+            line.push_str(&format!(", {} skipped", p.attributes_skipped));
+        }
         if terminal {
             eprint!("\r{line}");
             let _ = std::io::stderr().flush();
@@ -66,6 +69,7 @@ pub async fn run(settings: &PopcountSettings) -> Result<(), PopcountCommandError
         p.outputs_missing,
         named(&result.missing)
     );
+    report_skipped(&result.skipped);
     let output = &settings.output;
     let json = serde_json::to_vec(&result.counts).expect("counts serialise");
     let write = |source| PopcountCommandError::Write { path: output.to_owned(), source };
@@ -74,6 +78,25 @@ pub async fn run(settings: &PopcountSettings) -> Result<(), PopcountCommandError
     tokio::fs::rename(&staging, output).await.map_err(write)?;
     eprintln!("popcount: wrote {} names to {}", result.counts.len(), output.display());
     Ok(())
+}
+
+/// The attributes skipped: how many, the first few by name, and each of those with Nix's
+/// message (`Skipped::reason` is one line).
+fn report_skipped(skipped: &[Skipped]) {
+    if skipped.is_empty() {
+        return;
+    }
+    let shown: Vec<&str> = skipped.iter().take(MISSING_NAMED).map(|s| s.attr.as_str()).collect();
+    let more = skipped.len().saturating_sub(MISSING_NAMED);
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    eprintln!(
+        "popcount: skipped {} attributes whose evaluation fails with an error tryEval cannot catch: {}{more}",
+        skipped.len(),
+        shown.join(", ")
+    );
+    for s in skipped.iter().take(MISSING_NAMED) {
+        eprintln!("popcount:   {}: {}", s.attr, s.reason);
+    }
 }
 
 /// `: a, b, c` (the first few names in order), or nothing.

@@ -110,7 +110,7 @@ impl Scrubber {
         OTHER_PATH
             .replace_all(&text, |c: &regex::Captures| {
                 let path = &c[2];
-                let kept = path.starts_with("/nix/store/") || path == "/";
+                let kept = path.starts_with("/nix/store/") || path == "/nix/store" || path == "/";
                 format!("{}{}", &c[1], if kept { path } else { "<path>" })
             })
             .into_owned()
@@ -269,6 +269,11 @@ error:
         assert_eq!(
             scrub.message("in /srv/pkgs/default.nix:12 and (/nix/store/0c3k6f1vfa4slm8pl3gqchx3vd1x5ahb-foo/bin/sh)"),
             "in default.nix:12 and (/nix/store/0c3k6f1vfa4slm8pl3gqchx3vd1x5ahb-foo/bin/sh)"
+        );
+        assert_eq!(
+            scrub.message("remounting /nix/store writable: Invalid argument"),
+            "remounting /nix/store writable: Invalid argument",
+            "the store itself is no server file"
         );
         assert_eq!(
             scrub.message("unable to download 'https://github.com/NixOS/nixpkgs/archive/x.tar.gz': HTTP error 404"),

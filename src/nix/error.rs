@@ -5,7 +5,9 @@
 //! nixpkgs' reason), or whose evaluation fails (with the culprit's message and the names
 //! that are fine); a package set that does not evaluate at all; a failed build (the failing
 //! derivation and its last log lines); packages no binary cache has while local builds are
-//! off; substitutes signed by no trusted key; a timeout. Then the server's own troubles: a Nix
+//! off and substitutes signed by no trusted key ([`super::substitutes`]); a build this server's Nix will not run (another
+//! system, missing system features, no builds at all: [`super::unbuildable`]); a timeout.
+//! Then the server's own troubles: a store Nix cannot write ([`super::store_access`]), a Nix
 //! command that fails in a way not classified here, output that cannot be read, or no Nix job
 //! slot in time.
 //!
@@ -13,6 +15,8 @@
 //! Nix pass through [`super::diagnostic::Scrubber`] before they get here); long lists are
 //! cut in the message and complete in the fields.
 
+use super::substitutes::{NotSubstitutable, UntrustedSignature};
+use super::unbuildable::Unbuildable;
 use super::{GraphError, ProcessError, StorePath};
 use crate::image::PackageName;
 use serde::Serialize;
@@ -175,8 +179,6 @@ pub struct BuildFailure {
 
 /// How many log lines [`BuildFailure`]'s message carries (the fields carry all).
 const MESSAGE_LOG_LINES: usize = 3;
-/// How many paths a message lists before "and N more".
-const MESSAGE_PATHS: usize = 5;
 
 impl fmt::Display for BuildFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,75 +199,6 @@ impl fmt::Display for BuildFailure {
     }
 }
 
-/// What no binary cache has, with local builds off.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct NotSubstitutable {
-    /// The requested packages concerned.
-    pub packages: Vec<PackageName>,
-    /// Derivations Nix would have to build.
-    pub builds: Vec<StorePath>,
-    /// Paths Nix could neither fetch nor build (outputs that substitutable paths refer to).
-    pub unknown: Vec<StorePath>,
-}
-
-impl fmt::Display for NotSubstitutable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not in any binary cache, and local builds are off (NIXERY_LOCAL_BUILDS=false)")?;
-        if !self.packages.is_empty() {
-            write!(f, ": {}", self.packages.join(", "))?;
-        }
-        if !self.builds.is_empty() {
-            write!(f, "; would have to build {}", paths(&self.builds))?;
-        }
-        if !self.unknown.is_empty() {
-            write!(f, "; no cache has {}", paths(&self.unknown))?;
-        }
-        Ok(())
-    }
-}
-
-/// A substitute Nix refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Substitute {
-    pub path: StorePath,
-    /// The binary cache that offered it (credentials removed).
-    pub cache: String,
-}
-
-/// Substitutes signed by no key in `trusted-public-keys`, with local builds off.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct UntrustedSignature {
-    pub packages: Vec<PackageName>,
-    pub substitutes: Vec<Substitute>,
-}
-
-impl fmt::Display for UntrustedSignature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not signed by a trusted key (trusted-public-keys)")?;
-        if !self.packages.is_empty() {
-            write!(f, ": {}", self.packages.join(", "))?;
-        }
-        let shown: Vec<String> =
-            self.substitutes.iter().take(MESSAGE_PATHS).map(|s| format!("{} from {}", s.path, s.cache)).collect();
-        if !shown.is_empty() {
-            write!(f, "; refused {}", shown.join(", "))?;
-        }
-        if self.substitutes.len() > MESSAGE_PATHS {
-            write!(f, " and {} more", self.substitutes.len() - MESSAGE_PATHS)?;
-        }
-        f.write_str("; local builds are off (NIXERY_LOCAL_BUILDS=false)")
-    }
-}
-
-/// Up to [`MESSAGE_PATHS`] paths, then how many more.
-fn paths(list: &[StorePath]) -> String {
-    let mut text = list.iter().take(MESSAGE_PATHS).map(StorePath::as_str).collect::<Vec<_>>().join(", ");
-    if list.len() > MESSAGE_PATHS {
-        text.push_str(&format!(" and {} more", list.len() - MESSAGE_PATHS));
-    }
-    text
-}
-
 /// Why Nix could not produce an image's packages (see the module docs).
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
@@ -279,6 +212,8 @@ pub enum NixError {
     NotSubstitutable(NotSubstitutable),
     #[error("{0}")]
     UntrustedSignature(UntrustedSignature),
+    #[error("{0}")]
+    Unbuildable(Unbuildable),
     #[error("{step} timed out after {seconds} s (NIX_TIMEOUT)")]
     Timeout { step: Step, seconds: u64 },
     #[error(transparent)]
@@ -292,6 +227,12 @@ pub enum NixError {
         #[source]
         source: ProcessError,
     },
+    /// Nix cannot write its store (see [`super::store_access`]): the server's fault.
+    #[error(
+        "{step} failed: the Nix store cannot be written ({message}); the server's Nix needs /nix/store and \
+         its database writable (a read-only root filesystem needs a volume at /nix)"
+    )]
+    StoreNotWritable { step: Step, message: String },
     #[error("unexpected output from nix: {step}: {source}")]
     Output { step: Step, source: serde_json::Error },
     #[error(transparent)]
@@ -308,8 +249,13 @@ impl NixError {
             | NixError::Build(_)
             | NixError::NotSubstitutable(_)
             | NixError::UntrustedSignature(_)
+            | NixError::Unbuildable(_)
             | NixError::Timeout { .. } => true,
-            NixError::Busy(_) | NixError::Command { .. } | NixError::Output { .. } | NixError::Graph(_) => false,
+            NixError::Busy(_)
+            | NixError::Command { .. }
+            | NixError::StoreNotWritable { .. }
+            | NixError::Output { .. }
+            | NixError::Graph(_) => false,
         }
     }
 
@@ -322,9 +268,11 @@ impl NixError {
             NixError::Build(b) => Ok(json!({ "derivation": b.derivation, "packages": b.packages, "log": b.log_tail })),
             NixError::NotSubstitutable(n) => to_value(n),
             NixError::UntrustedSignature(u) => to_value(u),
+            NixError::Unbuildable(u) => to_value(u),
             NixError::Timeout { step, seconds } => Ok(json!({ "step": step, "seconds": seconds })),
             NixError::Busy(b) => Ok(json!({ "waited_seconds": b.waited.as_secs(), "limit": b.limit })),
             NixError::Command { step, log_tail, .. } => Ok(json!({ "step": step, "log": log_tail })),
+            NixError::StoreNotWritable { step, .. } => Ok(json!({ "step": step })),
             NixError::Output { step, .. } => Ok(json!({ "step": step })),
             NixError::Graph(_) => Ok(serde_json::Value::Null),
         };
@@ -336,13 +284,7 @@ impl NixError {
 mod tests {
     use super::*;
 
-    fn name(s: &str) -> PackageName {
-        PackageName::parse(s).unwrap()
-    }
-
-    fn sp(name: &str) -> StorePath {
-        StorePath::parse(&format!("/nix/store/{}-{name}", "a".repeat(32))).unwrap()
-    }
+    use crate::nix::fixtures::{name, sp};
 
     #[test]
     fn package_problems_name_each_cause_and_the_fine_ones_after_a_failed_evaluation() {
@@ -411,30 +353,6 @@ mod tests {
             format!(
                 "building {} failed (needed by broken); last log lines: two | three | error: four",
                 sp("broken-1.0.drv")
-            )
-        );
-    }
-
-    #[test]
-    fn long_path_lists_are_cut_in_the_message_only() {
-        let builds: Vec<StorePath> = (0..8).map(|i| sp(&format!("dep-{i}.drv"))).collect();
-        let n = NotSubstitutable { packages: vec![name("fresh")], builds: builds.clone(), unknown: vec![] };
-        let message = n.to_string();
-        assert!(message.starts_with(
-            "not in any binary cache, and local builds are off (NIXERY_LOCAL_BUILDS=false): fresh; would have to build "
-        ));
-        assert!(message.ends_with(" and 3 more"), "{message}");
-        assert_eq!(NixError::NotSubstitutable(n).detail()["builds"].as_array().unwrap().len(), 8);
-        let u = UntrustedSignature {
-            packages: vec![name("fresh")],
-            substitutes: vec![Substitute { path: sp("fresh"), cache: "http://cache.example".into() }],
-        };
-        assert_eq!(
-            u.to_string(),
-            format!(
-                "not signed by a trusted key (trusted-public-keys): fresh; refused {} from http://cache.example; \
-                 local builds are off (NIXERY_LOCAL_BUILDS=false)",
-                sp("fresh")
             )
         );
     }

@@ -14,10 +14,13 @@
 //! fails, the source itself is broken (a tag naming no commit, a syntax error) and that is
 //! the answer. Otherwise each name is evaluated alone, concurrently on spare Nix job slots,
 //! and the culprits are reported with their messages, next to the names that are fine.
+//! A store Nix cannot write fails any evaluation that instantiates: that is the server's
+//! fault ([`super::store_access`]), never a name's.
 //! None of this extra work happens for an image whose names all resolve.
 
 use super::diagnostic::final_error;
 use super::error::{NixError, PackageFailure, PackageProblems, Step};
+use super::store_access::unwritable_store;
 use super::{Job, Nix, ProcessError, ResolvedPackage, failure};
 use crate::image::{ALWAYS_INCLUDED, PackageName, SHELL_PACKAGES};
 use futures::StreamExt;
@@ -245,7 +248,10 @@ impl Nix {
             Ok(out) => serde_json::from_slice(&out.stdout)
                 .map_err(|source| LookupError::Other(NixError::Output { step, source })),
             Err(e) => match &e {
-                ProcessError::Failed { stderr, .. } => Err(LookupError::Failed(stderr.text(), e)),
+                // A store Nix cannot write fails every name alike: not theirs to carry.
+                ProcessError::Failed { stderr, .. } if unwritable_store(&stderr.text()).is_none() => {
+                    Err(LookupError::Failed(stderr.text(), e))
+                }
                 _ => Err(LookupError::Other(failure(step, e, &job.scrub))),
             },
         }

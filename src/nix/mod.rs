@@ -25,8 +25,11 @@ mod attribution;
 mod child;
 mod derivation;
 mod diagnostic;
+mod dry_run;
 mod error;
 mod exprs;
+#[cfg(test)]
+mod fixtures;
 pub mod flake;
 mod graph;
 mod jobs;
@@ -35,20 +38,25 @@ mod nar;
 mod policy;
 mod process;
 mod realise;
+mod realise_failure;
+mod refusal;
 mod source;
+mod store_access;
 mod store_path;
+mod substitutes;
+mod unbuildable;
 pub mod version;
 
 pub use child::{TERM_GRACE, stop_all};
 pub use diagnostic::Scrubber;
-pub use error::{
-    BuildFailure, NixError, NotSubstitutable, PackageFailure, PackageProblems, Step, Substitute, UntrustedSignature,
-};
+pub use error::{BuildFailure, NixError, PackageFailure, PackageProblems, Step};
 pub use graph::{GraphError, PathInfo, RuntimeGraph};
 pub use jobs::Busy;
 pub use policy::{NixPolicy, NixpkgsConfig, cores};
 pub use process::ProcessError;
 pub use store_path::{StorePath, StorePathError};
+pub use substitutes::{Dependencies, NotSubstitutable, Substitute, UntrustedSignature};
+pub use unbuildable::{Need, Unbuildable};
 
 use crate::image::{Arch, PackageName};
 use crate::metrics::Metrics;
@@ -271,6 +279,9 @@ fn failure(step: Step, e: ProcessError, scrub: &Scrubber) -> NixError {
         ProcessError::Timeout { seconds, .. } => NixError::Timeout { step, seconds },
         ProcessError::Failed { ref stderr, .. } => {
             let text = stderr.text();
+            if let Some(message) = store_access::unwritable_store(&text) {
+                return NixError::StoreNotWritable { step, message: scrub.message(&message) };
+            }
             let summary = diagnostic::final_error(&text)
                 .map(|m| scrub.message(&m))
                 .unwrap_or_else(|| "Nix printed no error message".to_owned());

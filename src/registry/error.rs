@@ -248,10 +248,16 @@ impl From<&NixError> for RegistryError {
 }
 
 /// The cause of an image's Nix failure in the words that fit a status line: a failed build
-/// as the derivation's name (without its hash) and its last log line; every other failure as
+/// as the derivation's name (without its hash) and its last log line; a build Nix will not
+/// run and a refusal for want of a cache in their own short words; every other failure as
 /// its message, whose first words are its cause.
 fn headline(nix: &NixError) -> String {
-    let NixError::Build(build) = nix else { return nix.to_string() };
+    let build = match nix {
+        NixError::Build(build) => build,
+        NixError::Unbuildable(unbuildable) => return unbuildable.headline(),
+        NixError::NotSubstitutable(refusal) => return refusal.headline(),
+        _ => return nix.to_string(),
+    };
     let what = build.derivation.as_ref().map(|d| d.name().trim_end_matches(".drv").to_owned());
     let mut line = format!("build of {} failed", what.as_deref().unwrap_or("the packages"));
     if !build.packages.is_empty() {
@@ -291,6 +297,7 @@ mod tests {
     use super::*;
     use crate::image::PackageName;
     use crate::nix::{BuildFailure, PackageProblems, StorePath};
+    use std::sync::Arc;
 
     fn phrase_of(e: RegistryError) -> (StatusCode, Option<String>, String) {
         let resp = e.into_response();
@@ -332,8 +339,54 @@ mod tests {
         }
     }
 
+    /// The issue-17 case: an index whose arm64 image this Nix cannot build is the image's
+    /// failure, naming the platform, the system, the package and what would help.
+    #[test]
+    fn a_platform_nix_cannot_build_for_is_the_images_failure() {
+        use crate::nix::{Need, Unbuildable};
+        let drv = StorePath::parse(&format!("/nix/store/{}-native-1.0.drv", "a".repeat(32))).unwrap();
+        let nix = NixError::Unbuildable(Unbuildable {
+            derivation: Some(drv),
+            packages: vec![PackageName::parse("native").unwrap()],
+            more_builds: 0,
+            need: Need::Machine {
+                system: "aarch64-linux".into(),
+                foreign_system: true,
+                missing_features: vec![],
+                host_system: Some("x86_64-linux".into()),
+                host_features: None,
+            },
+        });
+        let platform = BuildError::Platform(crate::image::Arch::Arm64, Arc::new(BuildError::Nix(nix)));
+        let e = RegistryError::from(&platform);
+        assert_eq!((e.status, e.code), (StatusCode::UNPROCESSABLE_ENTITY, Code::ManifestUnknown));
+        assert!(e.message.starts_with("linux/arm64: cannot build /nix/store/"), "{}", e.message);
+        assert!(e.message.contains("extra-platforms = aarch64-linux with binfmt"), "{}", e.message);
+        assert_eq!((&e.detail["platform"], &e.detail["system"]), (&json!("linux/arm64"), &json!("aarch64-linux")));
+        let (_, phrase, _) = phrase_of(e);
+        let phrase = phrase.unwrap();
+        assert!(
+            phrase.starts_with("linux/arm64: cannot build native-1.0 for aarch64-linux (needed by native)"),
+            "{phrase}"
+        );
+    }
+
     #[test]
     fn server_faults_are_generic() {
+        let unwritable = NixError::StoreNotWritable {
+            step: crate::nix::Step::Evaluate,
+            message: "remounting /nix/store writable: Invalid argument".into(),
+        };
+        let e = RegistryError::from(&unwritable);
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error, see the server log")
+        );
+        assert!(
+            unwritable.to_string().contains("the Nix store cannot be written"),
+            "the log says it plainly: {unwritable}"
+        );
+
         let source = serde_json::from_str::<u8>("/srv/secret-path").unwrap_err();
         let nix = NixError::Output { step: crate::nix::Step::QueryGraph, source };
         let e = RegistryError::from(&nix);

@@ -3,7 +3,7 @@
 //! legacyPackages images are made with),
 //! skopeo, containerd (`ctr`), podman and docker pull it from the real server and what they
 //! print must contain the cause — the package, the derivation, nixpkgs' reason, the last log
-//! line — not just a status. Each kind shares one server (and binary cache) across the four
+//! line, the system or feature a build needs and what would give it — not just a status. Each kind shares one server (and binary cache) across the four
 //! clients, and its answer is checked on the wire too: 422 `MANIFEST_UNKNOWN` on GET and
 //! HEAD, the same reason phrase on both (one line of visible ASCII, at most 200 bytes), and no
 //! file path of the server in the body or on the status line.
@@ -21,7 +21,9 @@ use crate::harness::binary_cache::Endpoint;
 use crate::harness::flake_repo::Outputs;
 use crate::harness::http::{self, Response};
 use crate::harness::process::wait_until;
-use crate::harness::{BinaryCache, Client, Server, TEST_PKGS, TeamFlake, Trust, nonce};
+use crate::harness::{
+    BinaryCache, Client, INDEX_ACCEPT, NIX_WITHOUT_AARCH64, Server, TEST_PKGS, TeamFlake, Trust, nonce,
+};
 
 /// The package set's directory: a server path no answer may show.
 const PKGS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs");
@@ -46,6 +48,11 @@ enum Kind {
     /// A flake source: a name it does not have, a branch where it fails to evaluate, and a
     /// branch without legacyPackages (what the registry adds to every image).
     Flake,
+    /// An index whose arm64 image needs a build for aarch64-linux, which this server's Nix
+    /// cannot run (no remote builder, no `extra-platforms`, no cache): issue 17's case.
+    Platform,
+    /// A package whose build requires a system feature this server's Nix lacks.
+    Features,
 }
 
 /// An image that fails and the words of its cause every client must show.
@@ -53,6 +60,13 @@ struct Case {
     /// The name, and its tag if not `latest` (`our-tool:broken`).
     image: &'static str,
     causes: &'static [&'static str],
+    /// The request headers that make it fail as the clients' do (an index's `Accept`).
+    accept: &'static [(&'static str, &'static str)],
+}
+
+/// A case with no particular headers.
+const fn case(image: &'static str, causes: &'static [&'static str]) -> Case {
+    Case { image, causes, accept: &[] }
 }
 
 impl Case {
@@ -82,35 +96,25 @@ impl Kind {
     fn start(self) -> Failing {
         let local = |cases: Vec<Case>| Failing { server: Server::start(), cases, _cache: None, _flake: None };
         match self {
-            Kind::Missing => local(vec![Case { image: "hello/nosuchpkg", causes: &["packages not found: nosuchpkg"] }]),
+            Kind::Missing => local(vec![case("hello/nosuchpkg", &["packages not found: nosuchpkg"])]),
             Kind::Unusable => local(vec![
-                Case { image: "nonfree", causes: &["nonfree-1.0", "has an unfree license"] },
-                Case { image: "markedbroken", causes: &["marked-broken-1.0", "is marked as broken"] },
-                Case {
-                    image: "oldhello",
-                    causes: &["'oldhello' has been removed because it was unmaintained upstream"],
-                },
+                case("nonfree", &["nonfree-1.0", "has an unfree license"]),
+                case("markedbroken", &["marked-broken-1.0", "is marked as broken"]),
+                case("oldhello", &["'oldhello' has been removed because it was unmaintained upstream"]),
             ]),
-            Kind::Evaluation => local(vec![Case {
-                image: "hello/failing.aborting/failing.missingfile",
-                causes: &["failing.aborting", "this package aborts on purpose"],
-            }]),
-            Kind::Build => local(vec![Case {
-                image: "hello/broken",
-                causes: &["broken-1.0", "failed", "this package is broken on purpose"],
-            }]),
+            Kind::Evaluation => local(vec![case(
+                "hello/failing.aborting/failing.missingfile",
+                &["failing.aborting", "this package aborts on purpose"],
+            )]),
+            Kind::Build => {
+                local(vec![case("hello/broken", &["broken-1.0", "failed", "this package is broken on purpose"])])
+            }
             Kind::NotCached | Kind::Untrusted => {
                 let cache = BinaryCache::start(&["greeting"]);
                 let (trust, case) = match self {
                     // hello-lib needs greeting (cached) and is not cached itself.
-                    Kind::NotCached => (
-                        Trust::CacheKey,
-                        Case { image: "hello-lib", causes: &["not in any binary cache", "hello-lib"] },
-                    ),
-                    _ => (
-                        Trust::OtherKey,
-                        Case { image: "greeting", causes: &["not signed by a trusted key", "greeting"] },
-                    ),
+                    Kind::NotCached => (Trust::CacheKey, case("hello-lib", &["not in any binary cache", "hello-lib"])),
+                    _ => (Trust::OtherKey, case("greeting", &["not signed by a trusted key", "greeting"])),
                 };
                 let endpoint = cache.endpoint(trust);
                 let mut env = cache.server_env(&endpoint);
@@ -122,9 +126,25 @@ impl Kind {
                     _flake: None,
                 }
             }
+            Kind::Platform => Failing {
+                server: Server::start_with(&[
+                    ("NIXERY_PLATFORMS", "linux/amd64,linux/arm64"),
+                    ("NIX_CONFIG", NIX_WITHOUT_AARCH64),
+                ]),
+                cases: vec![Case {
+                    image: "native",
+                    causes: &["linux/arm64", "native-1.0", "aarch64-linux", "needed by native", "remote builder"],
+                    accept: &INDEX_ACCEPT,
+                }],
+                _cache: None,
+                _flake: None,
+            },
+            Kind::Features => {
+                local(vec![case("gputest", &["gpu-test-1.0", "cuda", "needed by gputest", "remote builder"])])
+            }
             Kind::Timeout => Failing {
                 server: Server::start_with(&[("NIX_TIMEOUT", "2"), ("NIXERY_TEST_NONCE", &nonce())]),
-                cases: vec![Case { image: "slow", causes: &["timed out after 2 s (NIX_TIMEOUT)"] }],
+                cases: vec![case("slow", &["timed out after 2 s (NIX_TIMEOUT)"])],
                 _cache: None,
                 _flake: None,
             },
@@ -134,24 +154,18 @@ impl Kind {
                 flake.commit("no-legacy", "v1", Outputs::NoLegacyPackages);
                 let server = Server::start_with(&[("NIXERY_PKGS_FLAKE", &flake.url()), ("NIXERY_PKGS_PATH", "")]);
                 let cases = vec![
-                    Case {
-                        image: "our-tool/nosuchpkg",
-                        causes: &[
-                            "packages not found: nosuchpkg",
-                            "packages.x86_64-linux, then legacyPackages.x86_64-linux",
-                        ],
-                    },
-                    Case {
-                        image: "our-tool:broken",
-                        causes: &["does not evaluate", "this flake fails to evaluate on purpose"],
-                    },
-                    Case {
-                        image: "our-tool:no-legacy",
-                        causes: &[
+                    case(
+                        "our-tool/nosuchpkg",
+                        &["packages not found: nosuchpkg", "packages.x86_64-linux, then legacyPackages.x86_64-linux"],
+                    ),
+                    case("our-tool:broken", &["does not evaluate", "this flake fails to evaluate on purpose"]),
+                    case(
+                        "our-tool:no-legacy",
+                        &[
                             "packages not found: cacert, iana-etc",
                             "legacyPackages.x86_64-linux, which it does not have",
                         ],
-                    },
+                    ),
                 ];
                 Failing { server, cases, _cache: None, _flake: Some(flake) }
             }
@@ -174,8 +188,10 @@ fn reason_phrase(status_line: &str) -> &str {
 /// phrase.
 fn check_answer(server: &Server, case: &Case) -> String {
     let path = case.manifest_path();
-    let (get_line, get) = http::status_line(&server.addr(), "GET", &path).unwrap_or_else(|e| server.fail(&e));
-    let (head_line, head) = http::status_line(&server.addr(), "HEAD", &path).unwrap_or_else(|e| server.fail(&e));
+    let status_line =
+        |method| http::status_line_with(&server.addr(), method, &path, case.accept).unwrap_or_else(|e| server.fail(&e));
+    let (get_line, get) = status_line("GET");
+    let (head_line, head) = status_line("HEAD");
     let shown = |r: &Response, line: &str| format!("{line}\n{}", r.describe());
     assert_eq!(get.status, 422, "{}", server.context(&shown(&get, &get_line)));
     assert_eq!(head.status, 422, "{}", server.context(&shown(&head, &head_line)));
@@ -186,7 +202,7 @@ fn check_answer(server: &Server, case: &Case) -> String {
         !phrase.is_empty() && phrase.len() <= 200 && phrase.bytes().all(|b| (0x20..=0x7e).contains(&b)),
         "not one line of visible ASCII: {phrase:?}"
     );
-    let body = http::get(&server.url(&path));
+    let body = server.request("GET", &path, case.accept);
     let error = &body.json()["errors"][0];
     assert_eq!(error["code"], "MANIFEST_UNKNOWN", "{}", body.describe());
     let message = error["message"].as_str().unwrap_or_default();
@@ -212,6 +228,8 @@ fn check_answer(server: &Server, case: &Case) -> String {
 #[case::untrusted_signature(Kind::Untrusted)]
 #[case::timeout(Kind::Timeout)]
 #[case::flake(Kind::Flake)]
+#[case::platform_nix_cannot_build_for(Kind::Platform)]
+#[case::missing_system_feature(Kind::Features)]
 fn every_client_shows_why_an_image_failed(#[case] kind: Kind) {
     let failing = kind.start();
     let server = &failing.server;

@@ -7,6 +7,7 @@
 use crate::harness::http::{self, Response};
 use crate::harness::{Server, nonce, run};
 use flate2::read::GzDecoder;
+use serde_json::json;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::Command;
@@ -219,6 +220,20 @@ fn without_local_builds_an_uncached_package_is_refused_before_anything_is_built(
     );
     assert!(message.contains(&format!("-fresh-{n}.drv")), "the derivation is named: {message}");
     assert_eq!(names(&detail["packages"]), ["fresh"], "hello is in the store: {detail}");
+    // The image's own derivation first, then how many dependencies follow (busybox's, when
+    // no earlier test built it).
+    let builds = detail["builds"].as_array().unwrap_or_else(|| panic!("no builds: {detail}"));
+    assert!(builds[0].as_str().unwrap().ends_with(&format!("-fresh-{n}.drv")), "{detail}");
+    assert_eq!(detail["dependencies"]["builds"], builds.len() - 1, "{detail}");
+    // The status line (what ctr shows) says the same by name.
+    let (status_line, _) = http::status_line(&server.addr(), "GET", "/v2/hello/fresh/manifests/latest")
+        .unwrap_or_else(|e| server.fail(&e));
+    let deps = match builds.len() - 1 {
+        0 => String::new(),
+        1 => " and 1 dependency".to_owned(),
+        more => format!(" and {more} dependencies"),
+    };
+    assert!(status_line.ends_with(&format!("; would build fresh-{n}{deps}")), "{status_line}");
     // Nothing was built: no build in Nix's log, and the output is not in the store.
     let log = server.log();
     assert!(log.contains("will be built"), "{}", server.context("the Nix log of the dry run is missing"));
@@ -298,4 +313,87 @@ fn nix_work_is_bounded_and_the_wait_is_visible() {
     assert!(waited > 0.0, "{}", server.metrics());
     assert_eq!(server.metric("nixery_nix_waiting"), 0);
     assert_eq!(server.metric("nixery_nix_processes"), 0);
+}
+
+/// The first server log line at `level` that mentions `what`, waited for (log lines are
+/// written by a thread of their own).
+fn log_line(server: &Server, level: &str, what: &str) -> Option<String> {
+    let find = || server.log().lines().find(|l| l.contains(level) && l.contains(what)).map(str::to_owned);
+    crate::harness::process::wait_until(Duration::from_secs(10), || find().is_some());
+    find()
+}
+
+/// Whether the log has a line at `level` that mentions `what` by now.
+fn logged(server: &Server, level: &str, what: &str) -> bool {
+    server.log().lines().any(|l| l.contains(level) && l.contains(what))
+}
+
+/// A Nix that builds nothing (`max-jobs = 0` in its configuration, as on machines meant to
+/// use remote builders only) with local builds on: the image that needs a build is refused
+/// naming its own derivation first and what would help, not a 500.
+#[test]
+fn a_nix_that_builds_nothing_refuses_the_build_by_name() {
+    let n = nonce();
+    let server = Server::start_with(&[("NIX_CONFIG", "substituters =\nmax-jobs = 0"), ("NIXERY_TEST_NONCE", &n)]);
+    let (_, message, detail) = refusal(&server, "fresh");
+    assert!(message.starts_with("cannot build /nix/store/"), "{message}");
+    assert!(
+        detail["derivation"].as_str().unwrap_or_default().ends_with(&format!("-fresh-{n}.drv")),
+        "the image's own derivation is named first: {detail}"
+    );
+    assert!(message.contains("(needed by fresh): this server's Nix builds nothing (max-jobs = 0)"), "{message}");
+    assert_eq!(detail["needs"], "local_builds", "{detail}");
+}
+
+/// With local builds off, a path a cache lists but does not deliver (its NAR is gone) is
+/// refused like a path no cache has, naming the path and the cache's error, not a 500.
+#[test]
+fn without_local_builds_a_path_the_cache_does_not_deliver_is_refused_by_name() {
+    let cache = crate::harness::BinaryCache::start(&["greeting"]);
+    let endpoint = cache.endpoint(crate::harness::Trust::CacheKey);
+    let greeting = cache.outputs("greeting")[0].clone();
+    cache.lose_nar(&greeting);
+    let mut env = cache.server_env(&endpoint);
+    env.push(("NIXERY_LOCAL_BUILDS", "false".to_owned()));
+    let server = Server::start_with_env(&env);
+    let (_, message, detail) = refusal(&server, "greeting");
+    assert!(
+        message.starts_with("not in any binary cache, and local builds are off (NIXERY_LOCAL_BUILDS=false): greeting;"),
+        "{message}"
+    );
+    assert!(message.contains(&format!("a binary cache listed but did not deliver {greeting} (")), "{message}");
+    assert_eq!(detail["undelivered"], json!([greeting]), "{detail}");
+    assert!(
+        detail["cache_error"].as_str().is_some_and(|e| e.contains("does not exist in binary cache")),
+        "the cache's error: {detail}"
+    );
+}
+
+/// A store Nix cannot write fails every image alike: the server's fault, 500 without
+/// detail, and an ERROR line that says so, instead of an evaluation error blamed on the
+/// requested names. The server runs in a mount namespace of its own whose `/nix` turns
+/// read-only once it is up, as a filesystem does after disk errors (`errors=remount-ro`).
+/// (A store read-only from the start stops the server at start-up: `nix-store --version`
+/// fails.)
+#[test]
+fn a_read_only_store_is_the_servers_fault_and_the_log_says_so() {
+    crate::harness::require_tool(&["unshare", "nsenter", "mount"]);
+    let own_nix = "mount --bind /nix /nix && exec \"$@\"";
+    let wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", own_nix, "sh"];
+    let n = nonce();
+    let server = Server::launch_with(crate::harness::Launch {
+        env: &[("NIXERY_TEST_NONCE", &n)],
+        wrapper: &wrapper,
+        ..Default::default()
+    });
+    let pid = server.pid().to_string();
+    run(Command::new("nsenter").args(["-t", &pid, "-m", "mount", "-o", "remount,ro,bind", "/nix"]));
+    let r = server.get("/v2/fresh/manifests/latest");
+    assert_eq!(r.status, 500, "{}", server.context(&r.describe()));
+    assert_eq!(r.json()["errors"][0]["message"], "internal error, see the server log", "{}", r.describe());
+    let error = log_line(&server, "ERROR", "fresh:latest");
+    let error = error.unwrap_or_else(|| server.fail("no ERROR line for the image"));
+    eprintln!("{error}");
+    assert!(error.contains("evaluating the packages failed: the Nix store cannot be written ("), "{error}");
+    assert!(!logged(&server, "WARN", "image failed"), "{}", server.context("blamed on the image"));
 }

@@ -4,32 +4,28 @@
 //! podman and docker, each pulling the way users do.
 //!
 //! The test package set builds every target on the host and records the target system in
-//! each package's `nix-support/system`: an arm64 image's files say `aarch64-linux`.
+//! each package's `nix-support/system`: an arm64 image's files say `aarch64-linux`. All but
+//! `native`, whose derivation declares the target system as nixpkgs' do: a server whose Nix
+//! cannot build for aarch64-linux must refuse its arm64 image as the image's failure.
 
 use std::fs;
 use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::process::{COMMAND_TIMEOUT, output_timeout};
+use crate::harness::process::{COMMAND_TIMEOUT, output_timeout, wait_until};
 use crate::harness::{
-    Containerd, DOCKER_MANIFEST_V2, Docker, OCI_MANIFEST_V1, Podman, Server, nonce, pull_and_unpack, require_tool,
-    sha256_digest,
+    Containerd, DOCKER_LIST, DOCKER_MANIFEST_V2, Docker, INDEX_ACCEPT, NIX_WITHOUT_AARCH64, OCI_INDEX, OCI_MANIFEST_V1,
+    Podman, Server, nonce, pull_and_unpack, require_tool, sha256_digest,
 };
 use flate2::read::GzDecoder;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const BOTH: &str = "linux/amd64,linux/arm64";
 
 fn server() -> Server {
     Server::start_with(&[("NIXERY_PLATFORMS", BOTH)])
 }
-
-/// What containerd sends: both manifest types and both index types.
-const INDEX_ACCEPT: [(&str, &str); 4] =
-    [("Accept", DOCKER_MANIFEST_V2), ("Accept", DOCKER_LIST), ("Accept", OCI_MANIFEST_V1), ("Accept", OCI_INDEX)];
 
 /// The index entry for `arch`, from an index's JSON.
 fn entry<'a>(server: &Server, index: &'a Value, arch: &str) -> &'a Value {
@@ -275,4 +271,40 @@ fn a_pinned_index_survives_a_restart_without_building() {
         let digest = entry(&server, &again.json(), arch)["digest"].as_str().unwrap().to_owned();
         server.get_ok(&format!("/v2/hello/manifests/{digest}"), &[]);
     }
+}
+
+/// Issue 17: an index whose arm64 image needs a build for aarch64-linux, on a server whose
+/// Nix cannot build for it, is the image's failure: 422 naming the platform, the system,
+/// the derivation and the package, with the data in `detail`; logged at WARN as every
+/// failure of an image, not at ERROR as a fault of the server. `arm64/native` says the same
+/// without an index; the amd64 image builds. (Every client's output: client_errors.rs.)
+#[test]
+fn a_platform_nix_cannot_build_for_is_the_images_failure() {
+    let server = Server::start_with(&[("NIXERY_PLATFORMS", BOTH), ("NIX_CONFIG", NIX_WITHOUT_AARCH64)]);
+    let r = server.request("GET", "/v2/native/manifests/latest", &INDEX_ACCEPT);
+    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
+    let error = &r.json()["errors"][0];
+    assert_eq!(error["code"], "MANIFEST_UNKNOWN", "{}", r.describe());
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("linux/arm64: cannot build /nix/store/"), "{message}");
+    assert!(message.contains("-native-1.0.drv for aarch64-linux (needed by native)"), "{message}");
+    assert!(message.contains("builds for x86_64-linux only"), "{message}");
+    let detail = &error["detail"];
+    assert_eq!(detail["platform"], "linux/arm64", "{detail}");
+    assert_eq!(detail["needs"], "machine", "{detail}");
+    assert_eq!((&detail["system"], &detail["foreign_system"]), (&json!("aarch64-linux"), &json!(true)), "{detail}");
+    assert_eq!(detail["host_system"], "x86_64-linux", "{detail}");
+    assert!(detail["derivation"].as_str().unwrap_or_default().ends_with("-native-1.0.drv"), "{detail}");
+    assert_eq!(detail["packages"], json!(["native"]), "{detail}");
+    let warned = |line: &str| line.contains("WARN") && line.contains("native:latest") && line.contains("aarch64-linux");
+    assert!(wait_until(Duration::from_secs(10), || server.log().lines().any(warned)), "{}", server.context("no WARN"));
+    assert!(!server.log().contains("ERROR"), "{}", server.context("logged as a server fault"));
+
+    let r = server.get("/v2/arm64/native/manifests/latest");
+    assert_eq!(r.status, 422, "{}", server.context(&r.describe()));
+    let message = r.json()["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.starts_with("cannot build /nix/store/") && message.contains("for aarch64-linux"), "{message}");
+    let (plain, manifest) = server.manifest("native", "latest");
+    assert_eq!(plain.expect_header("Content-Type"), DOCKER_MANIFEST_V2);
+    assert_eq!(config_of(&server, "native", &manifest)["architecture"], "amd64");
 }

@@ -1,7 +1,8 @@
 //! `nixery popcount` against the tests' binary cache ([`BinaryCache`]): counts from narinfo
 //! files, checked against Nix's own references of the cached paths (recorded by
 //! `nix-store --query --references` before they were deleted); nothing instantiated; outputs
-//! the cache lacks (404) reported; and clear failures for a cache that cannot be used.
+//! the cache lacks (404) reported; attributes whose evaluation fails uncatchably skipped and
+//! named; and clear failures for a cache that cannot be used.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -13,8 +14,21 @@ use crate::harness::process::{COMMAND_TIMEOUT, output_timeout};
 use crate::harness::{BinaryCache, Server, TEST_PKGS, Trust, free_port, nixery_cli, run, temp_dir};
 
 /// Top-level packages of the test set that are not in the cache: one fails to build, one
-/// takes two minutes, one is 512 MiB of noise.
-const UNCACHED: [&str; 3] = ["big", "broken", "slow"];
+/// takes two minutes, one is 512 MiB of noise, one requires a system feature no Nix has.
+const UNCACHED: [&str; 4] = ["big", "broken", "gpuTest", "slow"];
+
+/// The test set with top-level attributes whose evaluation fails uncatchably (abort,
+/// infinite recursion, a missing file, a type error, a missing attribute): popcount's input.
+const WITH_CULPRITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pkgs/uncatchable.nix");
+
+/// Its culprits, in Nix's order, and the words of Nix's message for each.
+const CULPRITS: [(&str, &str); 5] = [
+    ("aborting", "evaluation aborted with the following error message: 'this package aborts on purpose'"),
+    ("missingFile", "path 'does-not-exist.nix' does not exist"),
+    ("recursive", "infinite recursion encountered"),
+    ("renamed", "attribute 'nosuch' missing"),
+    ("typeError", "cannot add a string to an integer"),
+];
 
 /// `nix-instantiate --eval --json` of `expr` (a function of the package set `pkgs`) with
 /// `salt`: evaluation only, which writes nothing to the store.
@@ -42,10 +56,10 @@ fn top_level(salt: &str) -> (Vec<String>, Vec<String>) {
     (names, derivations)
 }
 
-/// `nixery popcount` of the salted set against `cache_url`, batches of 4.
+/// `nixery popcount` of the salted set with culprits against `cache_url`, batches of 4.
 fn popcount_command(salt: &str, cache_url: &str, out: &Path) -> Command {
     let mut cmd = nixery_cli();
-    cmd.args(["popcount", "--pkgs-path", TEST_PKGS, "--batch", "4", "--binary-cache", cache_url, "-o"])
+    cmd.args(["popcount", "--pkgs-path", WITH_CULPRITS, "--batch", "4", "--binary-cache", cache_url, "-o"])
         .arg(out)
         .env("NIXERY_TEST_SALT", salt);
     cmd
@@ -83,6 +97,9 @@ fn valid(paths: &BTreeSet<String>) -> BTreeSet<String> {
     paths.iter().filter(|p| !invalid.contains(p.as_str())).cloned().collect()
 }
 
+/// popcount counts exactly what Nix says the cached paths refer to, over a set whose top
+/// level also has attributes that fail with errors `tryEval` cannot catch: those are split
+/// off their batches, skipped and named with Nix's message, and change no count.
 #[test]
 fn popcount_counts_runtime_references_from_the_binary_cache() {
     let (names, derivations) = top_level("");
@@ -131,16 +148,30 @@ fn popcount_counts_runtime_references_from_the_binary_cache() {
 
     // Progress per batch (stderr is not a terminal: lines), and a summary naming what the
     // cache lacks, whose narinfo files the web server answered with 404.
-    let n = names.len();
+    let n = names.len() + CULPRITS.len();
     assert!(log.contains(&format!("popcount: 4/{n} attributes")), "{log}");
     assert!(log.contains(&format!("popcount: {n}/{n} attributes")), "{log}");
     let cached_outputs: usize = cache.all_outputs().values().map(Vec::len).sum();
     let summary = format!(
-        "popcount: {} packages, {cached_outputs} outputs read from {}, 3 not in it: big-64mib, broken-1.0, slow-0",
+        "popcount: {} packages, {cached_outputs} outputs read from {}, 4 not in it: big-64mib, broken-1.0, \
+         gpu-test-1.0, slow-0",
         derivations.len(),
         endpoint.url
     );
     assert!(log.contains(&summary), "want {summary:?} in:\n{log}");
+    // The culprits: how many, their names, each with Nix's message.
+    let culprits: Vec<&str> = CULPRITS.iter().map(|(attr, _)| *attr).collect();
+    let skipped = format!(
+        "popcount: skipped 5 attributes whose evaluation fails with an error tryEval cannot catch: {}",
+        culprits.join(", ")
+    );
+    assert!(log.lines().any(|l| l == skipped), "want {skipped:?} in:\n{log}");
+    for (attr, reason) in CULPRITS {
+        let line = format!("popcount:   {attr}: ");
+        assert!(log.lines().any(|l| l.starts_with(&line) && l.contains(reason)), "want {line}{reason} in:\n{log}");
+    }
+    assert!(log.contains(&format!("popcount: {n}/{n} attributes,")) && log.contains(", 5 skipped"), "{log}");
+    eprintln!("{log}");
     let requests = cache.requests(&endpoint);
     for attr in UNCACHED {
         let output: String = serde_json::from_value(eval(salt, &format!("pkgs.{attr}.outPath"))).unwrap();

@@ -9,8 +9,9 @@
 # package whose build fails, a slow package (timeouts, cancellation) and a large one.
 #
 # `system` is the *target* system the registry asks for (x86_64-linux or aarch64-linux).
-# Derivations are always built for the host so arm64 images can be built here; the target is
-# recorded in each package's `nix-support/system` so tests can see what was asked.
+# Derivations are built for the host so arm64 images can be built here (all but `native`,
+# which declares the target system as nixpkgs' packages do); the target is recorded in each
+# package's `nix-support/system` so tests can see what was asked.
 #
 # Some packages declare `meta.mainProgram` as nixpkgs' do (an attribute of the derivation
 # value, not of the derivation, so store paths do not change): `hello`, `hello-lib`, `whoami`.
@@ -235,6 +236,25 @@ let
         exit 1
       ''
       else script "x86only" ''echo "x86 only"'';
+
+    # A package built for the system asked for, as nixpkgs' are: its derivation's `system`
+    # is the target (`aarch64-linux` for arm64), so unlike every other package here its arm64
+    # image needs a Nix that builds for aarch64-linux (a remote builder, binfmt emulation)
+    # or a binary cache that has it.
+    native = mkWith { inherit system; } "native-1.0" ''
+      mkdir -p $out/bin $out/nix-support
+      echo ${system} > $out/nix-support/system
+      printf '#!%s/bin/sh\necho native\n' ${busybox} > $out/bin/native
+      chmod 0555 $out/bin/native
+    '';
+
+    # A package whose build requires a system feature (`requiredSystemFeatures`), as
+    # nixpkgs' GPU tests require `cuda` and NixOS tests `kvm`: only a Nix whose
+    # `system-features` list it (no default does) or a remote builder that has it builds it.
+    gpuTest = mkWith { requiredSystemFeatures = [ "cuda" ]; } "gpu-test-1.0" ''
+      mkdir -p $out/nix-support
+      echo ${system} > $out/nix-support/system
+    '';
 
     # A package that takes long to build; with a fresh nonce it is never in the store.
     slow = mk "slow-${if nonce == "" then "0" else nonce}" ''

@@ -323,6 +323,13 @@ impl BinaryCache {
             .to_owned()
     }
 
+    /// Deletes `path`'s NAR file: the cache still lists the path (its narinfo), but cannot
+    /// deliver it, as a cache whose upload was cut short or whose storage lost files.
+    pub fn lose_nar(&self, path: &str) {
+        let nar = self.dir.path().join("files").join(self.nar_file(path));
+        fs::remove_file(&nar).unwrap_or_else(|e| panic!("cannot delete {} ({e})", nar.display()));
+    }
+
     /// Checks that every one of `paths` came from the cache through `endpoint`: the web
     /// server answered its narinfo and its NAR with 200, and the local store has it as a
     /// substituted path (not `ultimate`, i.e. not built here) carrying the cache's signature.

@@ -125,7 +125,18 @@ pub fn raw(addr: &str, request: &[u8]) -> Result<Response, String> {
 /// `method path` at `addr` (`host:port`) as its status line (`HTTP/1.1 422 <reason
 /// phrase>`: the one thing a client that reads no body shows) and the response.
 pub fn status_line(addr: &str, method: &str, path: &str) -> Result<(String, Response), String> {
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    status_line_with(addr, method, path, &[])
+}
+
+/// [`status_line`] with request `headers` (a name may repeat).
+pub fn status_line_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(String, Response), String> {
+    let headers: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     raw_with_status_line(addr, request.as_bytes())
 }
 

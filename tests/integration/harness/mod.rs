@@ -68,7 +68,10 @@ pub use flake_repo::TeamFlake;
 pub use package_repo::PackageRepo;
 pub use podman::Podman;
 pub use process::{require_tool, run};
-pub use server::{DOCKER_MANIFEST_V2, Launch, OCI_MANIFEST_V1, Server, nixery_cli};
+pub use server::{
+    DOCKER_LIST, DOCKER_MANIFEST_V2, INDEX_ACCEPT, Launch, NIX_WITHOUT_AARCH64, OCI_INDEX, OCI_MANIFEST_V1, Server,
+    nixery_cli,
+};
 pub use skopeo_umoci::pull_and_unpack;
 
 /// The test package set (tests/pkgs/default.nix), as servers and Nix commands are given it.

@@ -30,6 +30,17 @@ const START_ATTEMPTS: u32 = 4;
 pub const DOCKER_MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// The OCI image manifest media type.
 pub const OCI_MANIFEST_V1: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The Docker manifest list media type.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// The OCI image index media type.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// What docker, podman, skopeo and containerd send for a tag: both manifest types and both
+/// index types.
+pub const INDEX_ACCEPT: [(&str, &str); 4] =
+    [("Accept", DOCKER_MANIFEST_V2), ("Accept", DOCKER_LIST), ("Accept", OCI_MANIFEST_V1), ("Accept", OCI_INDEX)];
+/// `NIX_CONFIG` of a server whose Nix cannot build for aarch64-linux whatever the machine's
+/// nix.conf says: no binary cache, no remote builder, no extra platform (binfmt).
+pub const NIX_WITHOUT_AARCH64: &str = "substituters =\nbuilders =\nextra-platforms =";
 
 /// The `nixery` binary under test, stopped (SIGTERM, then SIGKILL) when dropped.
 /// [`Server::launch_with`] runs it under a wrapper command or on another server's storage.
