@@ -66,11 +66,15 @@
 //! order and units are identified by their sorted contents, so the same graph gives the
 //! same layers whatever order it was built in.
 
+mod banded;
 mod contest;
 mod nixery;
+mod size_first;
 
+pub use banded::{BUDGET_PER_BAND, group_banded};
 pub use contest::{group_popularity_contest, popularity_contest_order};
-pub use nixery::group_nixery;
+pub use nixery::{group_nixery, group_nixery_pairwise};
+pub use size_first::group_size_first;
 
 use crate::nix::{RuntimeGraph, StorePath};
 use crate::popularity::Popularity;
@@ -98,11 +102,16 @@ fn path_popularity(path: &StorePath, popularity: &Popularity, very_popular: &BTr
 /// Which grouping the server uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Grouping {
-    /// [`group`]: units that recur whole, heaviest kept apart (the default; docs/reuse.md).
+    /// [`group_banded`]: `stable`'s units, the heaviest kept apart, the rest in bands by depth
+    /// (the default; docs/reuse.md).
     #[default]
+    Banded,
+    /// [`group`]: units that recur whole, heaviest kept apart, the rest in one layer.
     Stable,
     /// [`group_nixery`]: Nixery's dominator-tree grouping, for drop-in compatibility.
     Nixery,
+    /// [`group_size_first`]: nixpkgs' `streamLayeredImage` grouping (NixOS/nixpkgs#355189).
+    SizeFirst,
 }
 
 /// How an image's store paths become layers: the grouping, and at most how many store-path
@@ -122,8 +131,10 @@ impl LayerPolicy {
         very_popular: &BTreeSet<StorePath>,
     ) -> Vec<Layer> {
         match self.grouping {
+            Grouping::Banded => group_banded(graph, popularity, very_popular, self.budget),
             Grouping::Stable => group(graph, popularity, very_popular, self.budget),
             Grouping::Nixery => group_nixery(graph, popularity, very_popular, self.budget),
+            Grouping::SizeFirst => group_size_first(graph, self.budget),
         }
     }
 }
@@ -167,19 +178,11 @@ impl Layer {
     }
 }
 
-/// Groups `graph` into at most `budget` layers (see the module docs), in manifest order.
-/// `very_popular` are the always-included paths, treated as more popular than anything in
-/// `popularity`.
-pub fn group(
-    graph: &RuntimeGraph,
-    popularity: &Popularity,
-    very_popular: &BTreeSet<StorePath>,
-    budget: usize,
-) -> Vec<Layer> {
-    let budget = budget.max(1);
+/// Step 1 of [`group`]: the units, each with popularity × size as its rating, in no
+/// particular order.
+fn units(graph: &RuntimeGraph, popularity: &Popularity, very_popular: &BTreeSet<StorePath>) -> Vec<Layer> {
     let paths: Vec<&StorePath> = graph.paths.keys().collect();
     let n = paths.len();
-    let top = very_popular_value(popularity);
     let pop: Vec<u64> = paths.iter().map(|p| path_popularity(p, popularity, very_popular)).collect();
 
     // 1. Units: private paths join their only referrer (union–find, in path order).
@@ -215,7 +218,7 @@ pub fn group(
     for i in 0..n {
         members.entry(find(&mut parent, i)).or_default().push(i);
     }
-    let mut units: Vec<Layer> = members
+    members
         .into_values()
         .map(|m| {
             // Members are in path order, so the contents are sorted.
@@ -228,7 +231,21 @@ pub fn group(
                 popularity,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Groups `graph` into at most `budget` layers (see the module docs), in manifest order.
+/// `very_popular` are the always-included paths, treated as more popular than anything in
+/// `popularity`.
+pub fn group(
+    graph: &RuntimeGraph,
+    popularity: &Popularity,
+    very_popular: &BTreeSet<StorePath>,
+    budget: usize,
+) -> Vec<Layer> {
+    let budget = budget.max(1);
+    let top = very_popular_value(popularity);
+    let mut units = units(graph, popularity, very_popular);
 
     // 2. The budget: the heaviest units (always-included first) keep a layer each.
     let mut rest = None;
@@ -248,9 +265,14 @@ pub fn group(
     }
 
     // 3. Manifest order: highest merge rating first, the shared rest last.
-    units.sort_by(|a, b| b.merge_rating.cmp(&a.merge_rating).then_with(|| a.contents.cmp(&b.contents)));
+    manifest_order(&mut units);
     units.extend(rest);
     units
+}
+
+/// Manifest order: highest merge rating first, ties broken by contents.
+fn manifest_order(layers: &mut [Layer]) {
+    layers.sort_by(|a, b| b.merge_rating.cmp(&a.merge_rating).then_with(|| a.contents.cmp(&b.contents)));
 }
 
 #[cfg(test)]
