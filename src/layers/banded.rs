@@ -49,7 +49,7 @@
 //! grouping stays a pure function of the graph, the sizes and the popularity data. Every
 //! sort has a total order (ties by contents).
 
-use super::{Layer, manifest_order, units, very_popular_value};
+use super::{Closures, Layer, heaviest_first, manifest_order, units};
 use crate::nix::{RuntimeGraph, StorePath};
 use crate::popularity::Popularity;
 use std::collections::BTreeSet;
@@ -72,18 +72,14 @@ pub fn group_banded(
         return units;
     }
     let bands = (budget / BUDGET_PER_BAND).max(1);
-    let top = very_popular_value(popularity);
-    units.sort_by(|a, b| {
-        (b.popularity >= top)
-            .cmp(&(a.popularity >= top))
-            .then_with(|| b.size.cmp(&a.size))
-            .then_with(|| a.contents.cmp(&b.contents))
-    });
+    heaviest_first(&mut units, popularity);
     let rest = units.split_off(budget - bands);
     manifest_order(&mut units);
 
     let paths: Vec<&StorePath> = graph.paths.keys().collect();
-    let depth = closure_lengths(graph, &paths);
+    let closures = Closures::of(graph, &paths);
+    let depth: Vec<usize> =
+        (0..paths.len()).map(|x| closures.of_path(x).iter().map(|w| w.count_ones() as usize).sum()).collect();
     let unit_depth =
         |l: &Layer| l.contents.iter().map(|p| depth[paths.binary_search(&p).expect("a path of the graph")]).max();
     let mut rest: Vec<(Option<usize>, Layer)> = rest.into_iter().map(|l| (unit_depth(&l), l)).collect();
@@ -99,46 +95,4 @@ pub fn group_banded(
         }
     }
     units
-}
-
-/// The number of store paths in each path's closure (itself included), by path index, from
-/// bitsets built references first.
-fn closure_lengths(graph: &RuntimeGraph, paths: &[&StorePath]) -> Vec<usize> {
-    let n = paths.len();
-    let index = |p: &StorePath| paths.binary_search(&p).expect("graph is closed");
-    let refs: Vec<Vec<usize>> = graph.paths.values().map(|i| i.references.iter().map(index).collect()).collect();
-    // Postorder of a depth-first walk: every path after its references.
-    let mut order = Vec::with_capacity(n);
-    let mut state = vec![0u8; n];
-    for start in 0..n {
-        if state[start] != 0 {
-            continue;
-        }
-        state[start] = 1;
-        let mut stack = vec![(start, 0usize)];
-        while let Some(&mut (x, ref mut next)) = stack.last_mut() {
-            if let Some(&y) = refs[x].get(*next) {
-                *next += 1;
-                if state[y] == 0 {
-                    state[y] = 1;
-                    stack.push((y, 0));
-                }
-            } else {
-                order.push(x);
-                stack.pop();
-            }
-        }
-    }
-    let words = n.div_ceil(64);
-    let mut bits = vec![0u64; n * words];
-    for &x in &order {
-        bits[x * words + x / 64] |= 1 << (x % 64);
-        for &y in &refs[x] {
-            for w in 0..words {
-                let v = bits[y * words + w];
-                bits[x * words + w] |= v;
-            }
-        }
-    }
-    (0..n).map(|x| bits[x * words..(x + 1) * words].iter().map(|w| w.count_ones() as usize).sum()).collect()
 }

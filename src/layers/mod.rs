@@ -3,11 +3,19 @@
 //!
 //! A client downloads a layer unless it already holds a layer with the same digest, and a
 //! layer's digest is a function of its contents (the archives are deterministic), so a layer
-//! is reused exactly when another image asks for the *same set of store paths*. A grouping
-//! is good when the sets it makes recur across images, and when what cannot recur is small.
-//! `benches/reuse.rs` measures this (docs/reuse.md has the numbers); [`group`] is what the
-//! server uses, [`group_nixery`] is Nixery's algorithm and [`group_popularity_contest`]
-//! nixpkgs' `buildLayeredImage`, both kept for comparison.
+//! is reused exactly when another image, or the same image after its channel moved, asks for
+//! the *same set of store paths*. A grouping is good when the sets it makes recur across
+//! images and across revisions, and when what cannot recur is small. `benches/reuse/`
+//! measures both (docs/reuse.md has the numbers). The groupings (`NIXERY_LAYER_GROUPING`):
+//!
+//! - [`group_banded`] (`banded`, the default): [`group`]'s units and heaviest layers, the
+//!   rest cut by closure depth into a tenth of the budget (banded.rs says why);
+//! - [`group`] (`stable`, the default before): described below;
+//! - [`group_nixery`] (`nixery`): Nixery's layers.go, for drop-in compatibility;
+//! - [`group_size_first`] (`sizefirst`): nixpkgs' `streamLayeredImage` (#355189).
+//!
+//! [`group_popularity_contest`] (nixpkgs' `buildLayeredImage`) and [`group_nixery_pairwise`]
+//! (this project's earlier port of Nixery) are kept for the benchmark only.
 //!
 //! # The grouping ([`group`])
 //!
@@ -31,7 +39,8 @@
 //!
 //! # Why, and how it differs from Nixery
 //!
-//! Nixery ([`group_nixery`]) puts a path into the layer of the package that dominates it
+//! (Measured across images at one revision; over revisions the one shared last layer is what
+//! [`group_banded`] improves on.) Nixery ([`group_nixery`]) puts a path into the layer of the package that dominates it
 //! *in this image's graph*. Dominance depends on which other packages the
 //! image holds: a library only `hello` uses here is dominated by `hello`, so it travels in
 //! `hello`'s layer, but in `hello/nano`, where `nano` uses it too, it stands alone — two
@@ -44,8 +53,11 @@
 //!
 //! Once the image has more units than the budget, some must share a layer, and a layer of
 //! several shared units recurs only when an image holds exactly those units — in practice
-//! never. Nixery merges the two lowest-rated layers again and again, which makes several
-//! such one-off layers; step 2 makes one, the last, and spends every other layer of the
+//! never. This project's earlier port of Nixery merged the two lowest-rated layers again and
+//! again, which makes several such one-off layers (Nixery itself folds everything past the
+//! budget into one layer, but rates by closure sizes, so what stays out of it are the
+//! popular paths and those with big closures, not the heavy ones); step 2 makes one, the
+//! last, and spends every other layer of the
 //! budget on a unit of its own. Every unit in the one-off layer is downloaded again with
 //! each image that holds it, so the units kept out of it should be the ones that would cost
 //! most to download again: the heaviest. On Debian's package graph, choosing them by
@@ -244,18 +256,12 @@ pub fn group(
     budget: usize,
 ) -> Vec<Layer> {
     let budget = budget.max(1);
-    let top = very_popular_value(popularity);
     let mut units = units(graph, popularity, very_popular);
 
     // 2. The budget: the heaviest units (always-included first) keep a layer each.
     let mut rest = None;
     if units.len() > budget {
-        units.sort_by(|a, b| {
-            (b.popularity >= top)
-                .cmp(&(a.popularity >= top))
-                .then_with(|| b.size.cmp(&a.size))
-                .then_with(|| a.contents.cmp(&b.contents))
-        });
+        heaviest_first(&mut units, popularity);
         let shared = units.split_off(budget - 1);
         let size = shared.iter().map(|l| l.size).sum();
         let popularity = shared.iter().map(|l| l.popularity).max().unwrap_or(1);
@@ -268,6 +274,72 @@ pub fn group(
     manifest_order(&mut units);
     units.extend(rest);
     units
+}
+
+/// The order in which units keep a layer of their own: always-included ones first, then by
+/// size, heaviest first (ties by contents).
+fn heaviest_first(units: &mut [Layer], popularity: &Popularity) {
+    let top = very_popular_value(popularity);
+    units.sort_by(|a, b| {
+        (b.popularity >= top)
+            .cmp(&(a.popularity >= top))
+            .then_with(|| b.size.cmp(&a.size))
+            .then_with(|| a.contents.cmp(&b.contents))
+    });
+}
+
+/// Every path's closure as a bitset over the graph's paths (in their sorted order), built
+/// references first: O(paths × references × paths / 64).
+struct Closures {
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl Closures {
+    fn of(graph: &RuntimeGraph, paths: &[&StorePath]) -> Closures {
+        let n = paths.len();
+        let index = |p: &StorePath| paths.binary_search(&p).expect("graph is closed");
+        let refs: Vec<Vec<usize>> = graph.paths.values().map(|i| i.references.iter().map(index).collect()).collect();
+        // Postorder of a depth-first walk: every path after its references.
+        let mut order = Vec::with_capacity(n);
+        let mut seen = vec![false; n];
+        for start in 0..n {
+            if seen[start] {
+                continue;
+            }
+            seen[start] = true;
+            let mut stack = vec![(start, 0usize)];
+            while let Some(&mut (x, ref mut next)) = stack.last_mut() {
+                if let Some(&y) = refs[x].get(*next) {
+                    *next += 1;
+                    if !seen[y] {
+                        seen[y] = true;
+                        stack.push((y, 0));
+                    }
+                } else {
+                    order.push(x);
+                    stack.pop();
+                }
+            }
+        }
+        let words = n.div_ceil(64);
+        let mut bits = vec![0u64; n * words];
+        for &x in &order {
+            bits[x * words + x / 64] |= 1 << (x % 64);
+            for &y in &refs[x] {
+                for w in 0..words {
+                    let v = bits[y * words + w];
+                    bits[x * words + w] |= v;
+                }
+            }
+        }
+        Closures { words, bits }
+    }
+
+    /// Path `x`'s closure, itself included.
+    fn of_path(&self, x: usize) -> &[u64] {
+        &self.bits[x * self.words..(x + 1) * self.words]
+    }
 }
 
 /// Manifest order: highest merge rating first, ties broken by contents.

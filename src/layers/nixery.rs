@@ -32,7 +32,7 @@
 //! instead of one. Kept for the reuse benchmark only (docs/reuse.md): it is not Nixery's.
 
 use super::{BIG_CLOSURE, Layer, POPULAR, manifest_order, path_popularity};
-use crate::nix::{RuntimeGraph, StorePath};
+use crate::nix::{PathInfo, RuntimeGraph, StorePath};
 use crate::popularity::Popularity;
 use petgraph::algo::dominators;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -89,14 +89,29 @@ fn dominated_subtrees(
         .collect()
 }
 
-/// A layer of the given path indices (sorted), rated `popularity × rated_size`.
-fn layer_of(graph: &RuntimeGraph, paths: &[&StorePath], members: &[usize], popularity: u64, rated_size: u64) -> Layer {
-    Layer {
-        merge_rating: popularity as u128 * rated_size as u128,
-        contents: members.iter().map(|&i| paths[i].clone()).collect(),
-        size: members.iter().map(|&i| graph.paths[paths[i]].nar_size).sum(),
-        popularity,
-    }
+/// Nixery's layers before any merge, each rated by the popularity of its subtree's root
+/// times the sum of `rated_size` over its paths.
+fn rated_subtrees(
+    graph: &RuntimeGraph,
+    popularity: &Popularity,
+    very_popular: &BTreeSet<StorePath>,
+    rated_size: impl Fn(&PathInfo) -> u64,
+) -> Vec<Layer> {
+    let paths: Vec<&StorePath> = graph.paths.keys().collect();
+    let pop_of = |path: &StorePath| path_popularity(path, popularity, very_popular);
+    dominated_subtrees(graph, &paths, &pop_of)
+        .into_iter()
+        .map(|(top, members)| {
+            let popularity = pop_of(paths[top]);
+            let rated: u64 = members.iter().map(|&i| rated_size(&graph.paths[paths[i]])).sum();
+            Layer {
+                merge_rating: popularity as u128 * rated as u128,
+                contents: members.iter().map(|&i| paths[i].clone()).collect(),
+                size: members.iter().map(|&i| graph.paths[paths[i]].nar_size).sum(),
+                popularity,
+            }
+        })
+        .collect()
 }
 
 /// Nixery's grouping of `graph` into at most `budget` layers, as layers.go does it (see the
@@ -108,15 +123,7 @@ pub fn group_nixery(
     budget: usize,
 ) -> Vec<Layer> {
     let budget = budget.max(1);
-    let paths: Vec<&StorePath> = graph.paths.keys().collect();
-    let pop_of = |path: &StorePath| path_popularity(path, popularity, very_popular);
-    let mut layers: Vec<Layer> = dominated_subtrees(graph, &paths, &pop_of)
-        .into_iter()
-        .map(|(top, members)| {
-            let closures = members.iter().map(|&i| graph.paths[paths[i]].closure_size).sum();
-            layer_of(graph, &paths, &members, pop_of(paths[top]), closures)
-        })
-        .collect();
+    let mut layers = rated_subtrees(graph, popularity, very_popular, |info| info.closure_size);
     // Sorted once, lowest rating first; the lowest `len - budget + 1` fold into one.
     layers.sort_by(|a, b| a.merge_rating.cmp(&b.merge_rating).then_with(|| a.contents.cmp(&b.contents)));
     if layers.len() > budget {
@@ -138,15 +145,7 @@ pub fn group_nixery_pairwise(
     budget: usize,
 ) -> Vec<Layer> {
     let budget = budget.max(1);
-    let paths: Vec<&StorePath> = graph.paths.keys().collect();
-    let pop_of = |path: &StorePath| path_popularity(path, popularity, very_popular);
-    let mut layers: Vec<Layer> = dominated_subtrees(graph, &paths, &pop_of)
-        .into_iter()
-        .map(|(top, members)| {
-            let size = members.iter().map(|&i| graph.paths[paths[i]].nar_size).sum();
-            layer_of(graph, &paths, &members, pop_of(paths[top]), size)
-        })
-        .collect();
+    let mut layers = rated_subtrees(graph, popularity, very_popular, |info| info.nar_size);
     if layers.len() > budget {
         // Min-heap on (rating, contents): a total order, as contents never repeat.
         let mut heap: BinaryHeap<Reverse<Layer>> = layers.into_iter().map(Reverse).collect();

@@ -25,7 +25,7 @@
 //! step 3), where the Python copies the whole labelling each round, so a graph of n paths
 //! costs O(rounds × closure) instead of O(rounds × n) set copies.
 
-use super::Layer;
+use super::{Closures, Layer};
 use crate::nix::RuntimeGraph;
 use std::collections::HashMap;
 
@@ -51,6 +51,17 @@ pub fn group_size_first(graph: &RuntimeGraph, budget: usize) -> Vec<Layer> {
     let mut labels = Labels::new(n);
     let mut in_deps = vec![false; n];
     let mut in_users = vec![false; n];
+    if n <= budget {
+        // Every path becomes a primary and no step can go over the budget; each ends up
+        // labelled with itself alone (a later, smaller primary never relabels a dependency
+        // that is a primary: it is in the dependency's label and among its own
+        // dependencies). So: one layer per path, without the O(n × closure) walk.
+        for &path in &by_size {
+            let own = labels.intern(vec![path as u32]);
+            labels.set(path, own);
+        }
+        by_size.clear();
+    }
     while let Some(primary) = by_size.pop() {
         let deps = reach(&refs, primary);
         let above = reach(&users, primary);
@@ -93,24 +104,29 @@ pub fn group_size_first(graph: &RuntimeGraph, budget: usize) -> Vec<Layer> {
     for i in 0..n {
         members.entry(labels.of[i]).or_default().push(i);
     }
-    let mut seen = vec![usize::MAX; n];
+    let closures = Closures::of(graph, &paths);
+    let nar: Vec<u64> = graph.paths.values().map(|i| i.nar_size).collect();
     let mut layers: Vec<(u64, Layer)> = members
         .into_values()
-        .enumerate()
-        .map(|(stamp, m)| {
-            let mut closure = 0;
-            let mut stack = m.clone();
-            while let Some(x) = stack.pop() {
-                if seen[x] != stamp {
-                    seen[x] = stamp;
-                    closure += graph.paths[paths[x]].nar_size;
-                    stack.extend(&refs[x]);
+        .map(|m| {
+            let mut closure = vec![0u64; n.div_ceil(64)];
+            for &x in &m {
+                for (c, w) in closure.iter_mut().zip(closures.of_path(x)) {
+                    *c |= w;
+                }
+            }
+            let mut closure_size = 0;
+            for (w, &word) in closure.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    closure_size += nar[w * 64 + bits.trailing_zeros() as usize];
+                    bits &= bits - 1;
                 }
             }
             // Members are in path order, so the contents are sorted.
-            let size = m.iter().map(|&i| graph.paths[paths[i]].nar_size).sum();
+            let size = m.iter().map(|&i| nar[i]).sum();
             let contents = m.iter().map(|&i| paths[i].clone()).collect();
-            (closure, Layer { merge_rating: 0, contents, size, popularity: 1 })
+            (closure_size, Layer { merge_rating: 0, contents, size, popularity: 1 })
         })
         .collect();
     layers.sort_by(|(ca, a), (cb, b)| ca.cmp(cb).then_with(|| a.contents.cmp(&b.contents)));
