@@ -86,9 +86,13 @@ impl ManifestKey {
 
     pub fn storage_key(&self) -> Option<ObjectKey> {
         let source = self.source.pinned_identity()?;
+        // Each name stands for one algorithm's output: `nixery` meant the pairwise-merging
+        // port until it followed layers.go, so its layers are keyed anew.
         let grouping = match self.recipe.layers.grouping {
+            Grouping::Banded => "banded",
             Grouping::Stable => "stable",
-            Grouping::Nixery => "nixery",
+            Grouping::Nixery => "nixery-layers.go",
+            Grouping::SizeFirst => "sizefirst",
         };
         let text = json!({
             "version": Self::VERSION,
@@ -151,9 +155,14 @@ mod tests {
             assert_ne!(other.storage_key().unwrap(), stored, "{other:?}");
             assert_ne!(other, base);
         }
-        let mut nixery = base.clone();
-        nixery.recipe.layers.grouping = Grouping::Nixery;
-        assert_ne!(nixery.storage_key().unwrap(), stored);
+        let mut seen = vec![stored.clone()];
+        for grouping in [Grouping::Banded, Grouping::Nixery, Grouping::SizeFirst] {
+            let mut other = base.clone();
+            other.recipe.layers.grouping = grouping;
+            let key = other.storage_key().unwrap();
+            assert!(!seen.contains(&key), "{grouping:?} shares a key");
+            seen.push(key);
+        }
         let Value::Object(unfree) = json!({ "allowUnfree": true }) else { unreachable!() };
         let mut configured = base.clone();
         configured.recipe = Recipe::new(base.recipe.layers, Compression::Gzip, &NixpkgsConfig::Attrs(unfree));

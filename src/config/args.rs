@@ -28,17 +28,23 @@ pub enum StorageBackend {
 /// `NIXERY_LAYER_GROUPING`'s values, mapped to the domain's [`Grouping`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GroupingArg {
-    /// Units that recur whole, heaviest kept apart (the default; docs/reuse.md).
+    /// The heaviest units kept apart, the rest in bands by depth (the default; docs/reuse.md).
+    Banded,
+    /// Units that recur whole, heaviest kept apart, the rest in one layer.
     Stable,
     /// Nixery's dominator-tree grouping, for drop-in compatibility.
     Nixery,
+    /// nixpkgs' size-first grouping (`dockerTools.streamLayeredImage`).
+    Sizefirst,
 }
 
 impl From<GroupingArg> for Grouping {
     fn from(arg: GroupingArg) -> Grouping {
         match arg {
+            GroupingArg::Banded => Grouping::Banded,
             GroupingArg::Stable => Grouping::Stable,
             GroupingArg::Nixery => Grouping::Nixery,
+            GroupingArg::Sizefirst => Grouping::SizeFirst,
         }
     }
 }
@@ -128,9 +134,10 @@ pub struct BuildArgs {
     #[arg(long, env = "NIXERY_LAYER_BUDGET", default_value_t = 94, value_parser = clap::value_parser!(u16).range(1..=124))]
     pub layer_budget: u16,
 
-    /// How store paths are grouped into layers: `stable` (measured to reuse more, see
-    /// docs/reuse.md) or `nixery` (Nixery's dominator-tree grouping).
-    #[arg(long, env = "NIXERY_LAYER_GROUPING", value_enum, default_value = "stable")]
+    /// How store paths are grouped into layers: `banded` (the fewest bytes to keep images up
+    /// to date, see docs/reuse.md), `stable` (the earlier default), `nixery` (Nixery's
+    /// layers.go) or `sizefirst` (nixpkgs' `streamLayeredImage`).
+    #[arg(long, env = "NIXERY_LAYER_GROUPING", value_enum, default_value = "banded")]
     pub layer_grouping: GroupingArg,
 
     /// Build packages that no binary cache has; `false` refuses such images before anything

@@ -44,7 +44,7 @@ fn defaults_match_nixery() {
     let unstable = Channel::Branch("nixos-unstable".into());
     assert_eq!(c.build.policy.source, PkgSource::Channel { repo: nixpkgs, channel: unstable });
     assert_eq!(c.cache, CachePolicy { source_ttl: Duration::from_secs(60), manifest_memory: 64 << 20 });
-    assert_eq!(c.build.policy.layers, LayerPolicy { grouping: Grouping::Stable, budget: 94 });
+    assert_eq!(c.build.policy.layers, LayerPolicy { grouping: Grouping::Banded, budget: 94 });
     assert_eq!(c.build.policy.nix.timeout, Duration::from_secs(60));
     assert!(c.build.policy.nix.local_builds, "Nixery builds what no cache has");
     assert_eq!(c.build.policy.nix.max_jobs, crate::nix::cores());
@@ -253,6 +253,21 @@ fn variables_set_what_the_command_line_does_not() {
     let c = serve(&["--port", "9001", "--layer-budget", "11"], &[("PORT", "eighty"), ("NIXERY_LAYER_BUDGET", "10")])
         .unwrap();
     assert_eq!((c.port, c.build.policy.layers.budget), (9001, 11));
+}
+
+#[test]
+fn every_grouping_is_selectable_by_name() {
+    for (name, grouping) in [
+        ("banded", Grouping::Banded),
+        ("stable", Grouping::Stable),
+        ("nixery", Grouping::Nixery),
+        ("sizefirst", Grouping::SizeFirst),
+    ] {
+        let c = serve(&[], &[("NIXERY_PKGS_PATH", "/"), ("NIXERY_LAYER_GROUPING", name)]).unwrap();
+        assert_eq!(c.build.policy.layers.grouping, grouping, "{name}");
+    }
+    let err = serve(&[], &[("NIXERY_PKGS_PATH", "/"), ("NIXERY_LAYER_GROUPING", "size-first")]).unwrap_err();
+    assert!(err.to_string().contains("sizefirst"), "the error lists the values: {err}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! nixpkgs' `buildLayeredImage` grouping, the "popularity contest" of
 //! `referencesByPopularity`, reimplemented from its published description so the reuse
-//! benchmark (`benches/reuse.rs`) can compare against it. The server does not use it.
+//! benchmark (`benches/reuse/`) can compare against it. The server does not use it.
 //!
 //! The description: unroll the image's closure into a tree (a path reachable along several
 //! routes appears once per route), then fold it from the leaves up: a leaf is a counter

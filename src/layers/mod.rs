@@ -3,11 +3,19 @@
 //!
 //! A client downloads a layer unless it already holds a layer with the same digest, and a
 //! layer's digest is a function of its contents (the archives are deterministic), so a layer
-//! is reused exactly when another image asks for the *same set of store paths*. A grouping
-//! is good when the sets it makes recur across images, and when what cannot recur is small.
-//! `benches/reuse.rs` measures this (docs/reuse.md has the numbers); [`group`] is what the
-//! server uses, [`group_nixery`] is Nixery's algorithm and [`group_popularity_contest`]
-//! nixpkgs' `buildLayeredImage`, both kept for comparison.
+//! is reused exactly when another image, or the same image after its channel moved, asks for
+//! the *same set of store paths*. A grouping is good when the sets it makes recur across
+//! images and across revisions, and when what cannot recur is small. `benches/reuse/`
+//! measures both (docs/reuse.md has the numbers). The groupings (`NIXERY_LAYER_GROUPING`):
+//!
+//! - [`group_banded`] (`banded`, the default): [`group`]'s units and heaviest layers, the
+//!   rest cut by closure depth into a tenth of the budget (banded.rs says why);
+//! - [`group`] (`stable`, the default before): described below;
+//! - [`group_nixery`] (`nixery`): Nixery's layers.go, for drop-in compatibility;
+//! - [`group_size_first`] (`sizefirst`): nixpkgs' `streamLayeredImage` (#355189).
+//!
+//! [`group_popularity_contest`] (nixpkgs' `buildLayeredImage`) and [`group_nixery_pairwise`]
+//! (this project's earlier port of Nixery) are kept for the benchmark only.
 //!
 //! # The grouping ([`group`])
 //!
@@ -31,7 +39,8 @@
 //!
 //! # Why, and how it differs from Nixery
 //!
-//! Nixery ([`group_nixery`]) puts a path into the layer of the package that dominates it
+//! (Measured across images at one revision; over revisions the one shared last layer is what
+//! [`group_banded`] improves on.) Nixery ([`group_nixery`]) puts a path into the layer of the package that dominates it
 //! *in this image's graph*. Dominance depends on which other packages the
 //! image holds: a library only `hello` uses here is dominated by `hello`, so it travels in
 //! `hello`'s layer, but in `hello/nano`, where `nano` uses it too, it stands alone — two
@@ -44,8 +53,11 @@
 //!
 //! Once the image has more units than the budget, some must share a layer, and a layer of
 //! several shared units recurs only when an image holds exactly those units — in practice
-//! never. Nixery merges the two lowest-rated layers again and again, which makes several
-//! such one-off layers; step 2 makes one, the last, and spends every other layer of the
+//! never. This project's earlier port of Nixery merged the two lowest-rated layers again and
+//! again, which makes several such one-off layers (Nixery itself folds everything past the
+//! budget into one layer, but rates by closure sizes, so what stays out of it are the
+//! popular paths and those with big closures, not the heavy ones); step 2 makes one, the
+//! last, and spends every other layer of the
 //! budget on a unit of its own. Every unit in the one-off layer is downloaded again with
 //! each image that holds it, so the units kept out of it should be the ones that would cost
 //! most to download again: the heaviest. On Debian's package graph, choosing them by
@@ -66,11 +78,15 @@
 //! order and units are identified by their sorted contents, so the same graph gives the
 //! same layers whatever order it was built in.
 
+mod banded;
 mod contest;
 mod nixery;
+mod size_first;
 
+pub use banded::{BUDGET_PER_BAND, group_banded};
 pub use contest::{group_popularity_contest, popularity_contest_order};
-pub use nixery::group_nixery;
+pub use nixery::{group_nixery, group_nixery_pairwise};
+pub use size_first::group_size_first;
 
 use crate::nix::{RuntimeGraph, StorePath};
 use crate::popularity::Popularity;
@@ -98,11 +114,16 @@ fn path_popularity(path: &StorePath, popularity: &Popularity, very_popular: &BTr
 /// Which grouping the server uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Grouping {
-    /// [`group`]: units that recur whole, heaviest kept apart (the default; docs/reuse.md).
+    /// [`group_banded`]: `stable`'s units, the heaviest kept apart, the rest in bands by depth
+    /// (the default; docs/reuse.md).
     #[default]
+    Banded,
+    /// [`group`]: units that recur whole, heaviest kept apart, the rest in one layer.
     Stable,
     /// [`group_nixery`]: Nixery's dominator-tree grouping, for drop-in compatibility.
     Nixery,
+    /// [`group_size_first`]: nixpkgs' `streamLayeredImage` grouping (NixOS/nixpkgs#355189).
+    SizeFirst,
 }
 
 /// How an image's store paths become layers: the grouping, and at most how many store-path
@@ -122,8 +143,10 @@ impl LayerPolicy {
         very_popular: &BTreeSet<StorePath>,
     ) -> Vec<Layer> {
         match self.grouping {
+            Grouping::Banded => group_banded(graph, popularity, very_popular, self.budget),
             Grouping::Stable => group(graph, popularity, very_popular, self.budget),
             Grouping::Nixery => group_nixery(graph, popularity, very_popular, self.budget),
+            Grouping::SizeFirst => group_size_first(graph, self.budget),
         }
     }
 }
@@ -167,19 +190,11 @@ impl Layer {
     }
 }
 
-/// Groups `graph` into at most `budget` layers (see the module docs), in manifest order.
-/// `very_popular` are the always-included paths, treated as more popular than anything in
-/// `popularity`.
-pub fn group(
-    graph: &RuntimeGraph,
-    popularity: &Popularity,
-    very_popular: &BTreeSet<StorePath>,
-    budget: usize,
-) -> Vec<Layer> {
-    let budget = budget.max(1);
+/// Step 1 of [`group`]: the units, each with popularity × size as its rating, in no
+/// particular order.
+fn units(graph: &RuntimeGraph, popularity: &Popularity, very_popular: &BTreeSet<StorePath>) -> Vec<Layer> {
     let paths: Vec<&StorePath> = graph.paths.keys().collect();
     let n = paths.len();
-    let top = very_popular_value(popularity);
     let pop: Vec<u64> = paths.iter().map(|p| path_popularity(p, popularity, very_popular)).collect();
 
     // 1. Units: private paths join their only referrer (union–find, in path order).
@@ -215,7 +230,7 @@ pub fn group(
     for i in 0..n {
         members.entry(find(&mut parent, i)).or_default().push(i);
     }
-    let mut units: Vec<Layer> = members
+    members
         .into_values()
         .map(|m| {
             // Members are in path order, so the contents are sorted.
@@ -228,17 +243,25 @@ pub fn group(
                 popularity,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Groups `graph` into at most `budget` layers (see the module docs), in manifest order.
+/// `very_popular` are the always-included paths, treated as more popular than anything in
+/// `popularity`.
+pub fn group(
+    graph: &RuntimeGraph,
+    popularity: &Popularity,
+    very_popular: &BTreeSet<StorePath>,
+    budget: usize,
+) -> Vec<Layer> {
+    let budget = budget.max(1);
+    let mut units = units(graph, popularity, very_popular);
 
     // 2. The budget: the heaviest units (always-included first) keep a layer each.
     let mut rest = None;
     if units.len() > budget {
-        units.sort_by(|a, b| {
-            (b.popularity >= top)
-                .cmp(&(a.popularity >= top))
-                .then_with(|| b.size.cmp(&a.size))
-                .then_with(|| a.contents.cmp(&b.contents))
-        });
+        heaviest_first(&mut units, popularity);
         let shared = units.split_off(budget - 1);
         let size = shared.iter().map(|l| l.size).sum();
         let popularity = shared.iter().map(|l| l.popularity).max().unwrap_or(1);
@@ -248,9 +271,80 @@ pub fn group(
     }
 
     // 3. Manifest order: highest merge rating first, the shared rest last.
-    units.sort_by(|a, b| b.merge_rating.cmp(&a.merge_rating).then_with(|| a.contents.cmp(&b.contents)));
+    manifest_order(&mut units);
     units.extend(rest);
     units
+}
+
+/// The order in which units keep a layer of their own: always-included ones first, then by
+/// size, heaviest first (ties by contents).
+fn heaviest_first(units: &mut [Layer], popularity: &Popularity) {
+    let top = very_popular_value(popularity);
+    units.sort_by(|a, b| {
+        (b.popularity >= top)
+            .cmp(&(a.popularity >= top))
+            .then_with(|| b.size.cmp(&a.size))
+            .then_with(|| a.contents.cmp(&b.contents))
+    });
+}
+
+/// Every path's closure as a bitset over the graph's paths (in their sorted order), built
+/// references first: O(paths × references × paths / 64).
+struct Closures {
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl Closures {
+    fn of(graph: &RuntimeGraph, paths: &[&StorePath]) -> Closures {
+        let n = paths.len();
+        let index = |p: &StorePath| paths.binary_search(&p).expect("graph is closed");
+        let refs: Vec<Vec<usize>> = graph.paths.values().map(|i| i.references.iter().map(index).collect()).collect();
+        // Postorder of a depth-first walk: every path after its references.
+        let mut order = Vec::with_capacity(n);
+        let mut seen = vec![false; n];
+        for start in 0..n {
+            if seen[start] {
+                continue;
+            }
+            seen[start] = true;
+            let mut stack = vec![(start, 0usize)];
+            while let Some(&mut (x, ref mut next)) = stack.last_mut() {
+                if let Some(&y) = refs[x].get(*next) {
+                    *next += 1;
+                    if !seen[y] {
+                        seen[y] = true;
+                        stack.push((y, 0));
+                    }
+                } else {
+                    order.push(x);
+                    stack.pop();
+                }
+            }
+        }
+        let words = n.div_ceil(64);
+        let mut bits = vec![0u64; n * words];
+        for &x in &order {
+            bits[x * words + x / 64] |= 1 << (x % 64);
+            for &y in &refs[x] {
+                for w in 0..words {
+                    let v = bits[y * words + w];
+                    bits[x * words + w] |= v;
+                }
+            }
+        }
+        Closures { words, bits }
+    }
+
+    /// Path `x`'s closure, itself included.
+    fn of_path(&self, x: usize) -> &[u64] {
+        &self.bits[x * self.words..(x + 1) * self.words]
+    }
+}
+
+/// Manifest order: highest merge rating first, ties broken by contents.
+fn manifest_order(layers: &mut [Layer]) {
+    layers.sort_by(|a, b| b.merge_rating.cmp(&a.merge_rating).then_with(|| a.contents.cmp(&b.contents)));
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Nixery's grouping, kept so the reuse benchmark can compare against it and for anyone who
-//! wants Nixery's layers exactly. The steps:
+//! Nixery's grouping (tazjin/nixery `layers/layers.go`, be8a400), for anyone who wants
+//! Nixery's layers (`NIXERY_LAYER_GROUPING=nixery`) and for the reuse benchmark. The steps:
 //!
 //! 1. Build a graph: a synthetic root with an edge to every requested package, and from each
 //!    store path an edge to each path it references.
@@ -9,39 +9,47 @@
 //!    child of the root with its dominated subtree is one layer: a path dominated by a
 //!    package is needed only through that package, so it travels with it; a path reachable
 //!    along two routes (or flagged in step 2) is dominated by the root and stands alone.
-//! 4. A layer's merge rating is the popularity of its subtree's root times the layer size.
-//!    While there are more layers than the budget, the two lowest-rated layers are merged.
+//! 4. A layer's merge rating is the popularity of its subtree's root times the sum of the
+//!    *closure* sizes of the subtree's paths (Nixery's `closure.Size` is
+//!    `exportReferencesGraph`'s `closureSize`, so shared paths count many times).
+//! 5. The layers are sorted by merge rating, lowest first, **once**; while there are more
+//!    than the budget, the first is merged into the second and dropped (`layers[1] =
+//!    layers[0].merge(layers[1]); layers = layers[1:]`). That folds the lowest
+//!    `len - budget + 1` layers into a single one and leaves the other `budget - 1` as they
+//!    were; the folded layer's rating is the sum of theirs.
+//! 6. Manifest order: merge rating, highest first.
 //!
-//! Differences from Nixery, each a fix: sizes are NAR sizes of the layer's own paths (Nixery
-//! summed closure sizes, counting shared paths many times); every sort has a total order
-//! (rating, then contents), so the same graph always gives the same layers; the packages
-//! every image carries (`cacert`, `iana-etc`) count as the most popular, so every image
-//! starts with the same layers.
+//! [`group_nixery`] does exactly that. Differences, none of which changes a layer where
+//! Nixery's own result is determined: its sorts are not stable (`sort.Slice`), here every
+//! tie is broken by contents, so the same graph always gives the same layers; the packages
+//! every image carries are the `very_popular` set rather than names starting with
+//! `nss-cacert` or `iana-etc`, with popularity [`super::VERY_POPULAR`] or more than the most
+//! popular path in the data.
+//!
+//! [`group_nixery_pairwise`] is what this project shipped as Nixery's grouping before: NAR
+//! sizes of the layer's own paths, and the two lowest-rated layers merged again and again
+//! (re-sorted after each merge), which spreads the surplus over several merged layers
+//! instead of one. Kept for the reuse benchmark only (docs/reuse.md): it is not Nixery's.
 
-use super::{BIG_CLOSURE, Layer, POPULAR, path_popularity};
-use crate::nix::{RuntimeGraph, StorePath};
+use super::{BIG_CLOSURE, Layer, POPULAR, manifest_order, path_popularity};
+use crate::nix::{PathInfo, RuntimeGraph, StorePath};
 use crate::popularity::Popularity;
 use petgraph::algo::dominators;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 
-/// Nixery's grouping of `graph` into at most `budget` layers, in manifest order (highest
-/// merge rating first).
-pub fn group_nixery(
+/// The children of the image root in Nixery's dominator tree, each with its subtree: the
+/// layers before any merge, as (root path index, member indices).
+fn dominated_subtrees(
     graph: &RuntimeGraph,
-    popularity: &Popularity,
-    very_popular: &BTreeSet<StorePath>,
-    budget: usize,
-) -> Vec<Layer> {
-    let budget = budget.max(1);
-    let paths: Vec<&StorePath> = graph.paths.keys().collect();
-    let pop_of = |path: &StorePath| path_popularity(path, popularity, very_popular);
-
+    paths: &[&StorePath],
+    pop_of: &dyn Fn(&StorePath) -> u64,
+) -> Vec<(usize, Vec<usize>)> {
     // Node 0 is the root; node i+1 is paths[i] (sorted, so indices are deterministic).
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(paths.len() + 1, paths.len() * 2);
     let root = g.add_node(());
-    for _ in &paths {
+    for _ in paths {
         g.add_node(());
     }
     let index =
@@ -66,27 +74,79 @@ pub fn group_nixery(
             children[idom.index()].push(i);
         }
     }
-
-    let mut layers: Vec<Layer> = children[0]
+    children[0]
         .iter()
         .map(|&top| {
-            let mut contents = Vec::new();
-            let mut size = 0;
+            let mut members = Vec::new();
             let mut stack = vec![top];
             while let Some(n) = stack.pop() {
-                let path = paths[n - 1];
-                contents.push(path.clone());
-                size += graph.paths[path].nar_size;
+                members.push(n - 1);
                 stack.extend(&children[n]);
             }
-            contents.sort();
-            let popularity = pop_of(paths[top - 1]);
-            Layer { merge_rating: popularity as u128 * size as u128, contents, size, popularity }
+            members.sort_unstable();
+            (top - 1, members)
         })
-        .collect();
+        .collect()
+}
 
+/// Nixery's layers before any merge, each rated by the popularity of its subtree's root
+/// times the sum of `rated_size` over its paths.
+fn rated_subtrees(
+    graph: &RuntimeGraph,
+    popularity: &Popularity,
+    very_popular: &BTreeSet<StorePath>,
+    rated_size: impl Fn(&PathInfo) -> u64,
+) -> Vec<Layer> {
+    let paths: Vec<&StorePath> = graph.paths.keys().collect();
+    let pop_of = |path: &StorePath| path_popularity(path, popularity, very_popular);
+    dominated_subtrees(graph, &paths, &pop_of)
+        .into_iter()
+        .map(|(top, members)| {
+            let popularity = pop_of(paths[top]);
+            let rated: u64 = members.iter().map(|&i| rated_size(&graph.paths[paths[i]])).sum();
+            Layer {
+                merge_rating: popularity as u128 * rated as u128,
+                contents: members.iter().map(|&i| paths[i].clone()).collect(),
+                size: members.iter().map(|&i| graph.paths[paths[i]].nar_size).sum(),
+                popularity,
+            }
+        })
+        .collect()
+}
+
+/// Nixery's grouping of `graph` into at most `budget` layers, as layers.go does it (see the
+/// module docs), in manifest order (highest merge rating first).
+pub fn group_nixery(
+    graph: &RuntimeGraph,
+    popularity: &Popularity,
+    very_popular: &BTreeSet<StorePath>,
+    budget: usize,
+) -> Vec<Layer> {
+    let budget = budget.max(1);
+    let mut layers = rated_subtrees(graph, popularity, very_popular, |info| info.closure_size);
+    // Sorted once, lowest rating first; the lowest `len - budget + 1` fold into one.
+    layers.sort_by(|a, b| a.merge_rating.cmp(&b.merge_rating).then_with(|| a.contents.cmp(&b.contents)));
     if layers.len() > budget {
-        tracing::debug!(layers = layers.len(), budget, "merging layers to fit the budget");
+        tracing::debug!(layers = layers.len(), budget, "folding layers to fit the budget");
+        let kept = layers.split_off(layers.len() - budget + 1);
+        let folded = layers.into_iter().reduce(Layer::merge).expect("at least two layers fold");
+        layers = std::iter::once(folded).chain(kept).collect();
+    }
+    manifest_order(&mut layers);
+    layers
+}
+
+/// This project's earlier port of Nixery's grouping (see the module docs): NAR sizes, the two
+/// lowest-rated layers merged until the budget holds. For the reuse benchmark.
+pub fn group_nixery_pairwise(
+    graph: &RuntimeGraph,
+    popularity: &Popularity,
+    very_popular: &BTreeSet<StorePath>,
+    budget: usize,
+) -> Vec<Layer> {
+    let budget = budget.max(1);
+    let mut layers = rated_subtrees(graph, popularity, very_popular, |info| info.nar_size);
+    if layers.len() > budget {
         // Min-heap on (rating, contents): a total order, as contents never repeat.
         let mut heap: BinaryHeap<Reverse<Layer>> = layers.into_iter().map(Reverse).collect();
         while heap.len() > budget {
@@ -96,7 +156,6 @@ pub fn group_nixery(
         }
         layers = heap.into_iter().map(|Reverse(l)| l).collect();
     }
-    // Manifest order: highest rating first, ties broken by contents.
-    layers.sort_by(|a, b| b.merge_rating.cmp(&a.merge_rating).then_with(|| a.contents.cmp(&b.contents)));
+    manifest_order(&mut layers);
     layers
 }

@@ -122,15 +122,33 @@ fn layers_are_in_descending_merge_rating_and_cover_every_path_once() {
 }
 
 #[test]
-fn merge_rating_is_root_popularity_times_layer_size() {
+fn merge_rating_is_root_popularity_times_the_closure_sizes_of_the_layer() {
     let (g, pop) = nixery_example();
     let layers = group_nixery(&g, &pop, &BTreeSet::new(), 10);
     let df = layers.iter().find(|l| l.contents.contains(&p("d"))).unwrap();
     assert_eq!(df.contents, vec![p("d"), p("f")]);
-    assert_eq!(df.size, 20);
-    assert_eq!(df.merge_rating, 20);
+    assert_eq!(df.size, 20, "the size is what the layer holds");
+    // Nixery sums closure sizes: d's (d f g: 1020) and f's (f g: 1010).
+    assert_eq!(df.merge_rating, 1020 + 1010);
     let e = layers.iter().find(|l| l.contents == vec![p("e")]).unwrap();
     assert_eq!(e.merge_rating, 100 * 100);
+    // The old port rated by the layer's own NAR sizes.
+    let pairwise = group_nixery_pairwise(&g, &pop, &BTreeSet::new(), 10);
+    assert_eq!(pairwise.iter().find(|l| l.contents.contains(&p("d"))).unwrap().merge_rating, 20);
+}
+
+#[test]
+fn nixery_folds_every_layer_past_the_budget_into_one() {
+    // Ratings 5, 5, 6, 7 at budget 2: layers.go sorts once and folds the lowest three into
+    // one layer (w x y, 16) beside z (7); merging the two lowest again and again gives w x
+    // (10) and y z (13).
+    let g = graph(&["w", "x", "y", "z"], &[("w", 5, &[]), ("x", 5, &[]), ("y", 6, &[]), ("z", 7, &[])]);
+    let none = BTreeSet::new();
+    let faithful = group_nixery(&g, &Popularity::default(), &none, 2);
+    assert_eq!(names(&faithful), vec![vec!["w", "x", "y"], vec!["z"]]);
+    assert_eq!(faithful[0].merge_rating, 16);
+    let pairwise = group_nixery_pairwise(&g, &Popularity::default(), &none, 2);
+    assert_eq!(names(&pairwise), vec![vec!["y", "z"], vec!["w", "x"]]);
 }
 
 #[test]
@@ -413,4 +431,137 @@ fn popularity_contest_gives_the_most_popular_a_layer_each_and_the_rest_one() {
     let all = group_popularity_contest(&g, 94);
     assert_eq!(all.len(), 7);
     assert!(all.iter().all(|l| l.contents.len() == 1));
+}
+
+// ---------------------------------------------------------------------------------------
+// nixpkgs' size-first grouping.
+
+/// app -> big, lib; big -> libc, z; lib -> libc, z; tool -> libc. Sizes: big 100, tool 60,
+/// libc 50, app 10, lib 5, z 1.
+fn size_first_example() -> RuntimeGraph {
+    graph(
+        &["app", "tool"],
+        &[
+            ("app", 10, &["big", "lib"]),
+            ("big", 100, &["libc", "z"]),
+            ("lib", 5, &["libc", "z"]),
+            ("libc", 50, &[]),
+            ("tool", 60, &["libc"]),
+            ("z", 1, &[]),
+        ],
+    )
+}
+
+#[test]
+fn size_first_follows_the_labelling_step_by_step() {
+    // Worked by hand through auto-layer.py: big first takes libc and z (nothing outside
+    // big's users uses them), the rest is the unlabelled layer (2 layers). tool next: libc
+    // is now used by big and tool (4 layers: over 3, so budget 3 stops at 2).
+    let g = size_first_example();
+    let two = group_size_first(&g, 3);
+    assert_eq!(names(&two), vec![vec!["big", "libc", "z"], vec!["app", "lib", "tool"]]);
+    // Then libc (its own primary) and app (takes lib) keep 4 layers; lib would split z off
+    // big's layer (6), so budgets 4 and 5 stop there. Ordered by closure size: libc 50,
+    // tool 110, big z 151, app lib 166.
+    for budget in [4, 5] {
+        let four = group_size_first(&g, budget);
+        assert_eq!(names(&four), vec![vec!["libc"], vec!["tool"], vec!["big", "z"], vec!["app", "lib"]], "{budget}");
+    }
+    let all = group_size_first(&g, 6);
+    assert_eq!(names(&all), vec![vec!["z"], vec!["libc"], vec!["lib"], vec!["tool"], vec!["big"], vec!["app"]]);
+    assert_eq!(names(&group_size_first(&g, 1)), vec![vec!["app", "big", "lib", "libc", "tool", "z"]]);
+}
+
+#[test]
+fn size_first_covers_every_path_once_within_the_budget_and_is_deterministic() {
+    let names_: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
+    let refs: Vec<Vec<&str>> =
+        (0..60).map(|i| [i + 1, i + 7].iter().filter(|&&j| j < 60).map(|&j| names_[j].as_str()).collect()).collect();
+    let nodes: Vec<(&str, u64, &[&str])> =
+        (0..60).map(|i| (names_[i].as_str(), (i as u64 * 37) % 11, refs[i].as_slice())).collect();
+    let g = graph(&[names_[0].as_str(), names_[30].as_str()], &nodes);
+    for budget in [1, 2, 3, 5, 10, 20, 40, 59, 60, 61, 94] {
+        let layers = group_size_first(&g, budget);
+        assert!(!layers.is_empty() && layers.len() <= budget, "{} layers for budget {budget}", layers.len());
+        let mut all: Vec<&StorePath> = layers.iter().flat_map(|l| &l.contents).collect();
+        all.sort();
+        assert!(all.into_iter().eq(g.paths.keys()), "budget {budget}: a path missing or twice");
+        assert_eq!(layers, group_size_first(&g, budget));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `group_banded`: the default.
+
+/// 60 paths: path i references i+1 and i+7 (when they exist), sizes vary, every third is
+/// private; the data as the larger-graph test above uses.
+fn chain_graph() -> (RuntimeGraph, Popularity) {
+    let names_: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
+    let refs: Vec<Vec<&str>> =
+        (0..60).map(|i| [i + 1, i + 7].iter().filter(|&&j| j < 60).map(|&j| names_[j].as_str()).collect()).collect();
+    let nodes: Vec<(&str, u64, &[&str])> =
+        (0..60).map(|i| (names_[i].as_str(), 1 + (i as u64 * 37) % 11, refs[i].as_slice())).collect();
+    let g = graph(&[names_[0].as_str(), names_[30].as_str()], &nodes);
+    let counts: Vec<(&str, u64)> =
+        (0..60).map(|i| (names_[i].as_str(), if i % 3 == 0 { 1 } else { 2 + i as u64 })).collect();
+    (g, pop(&counts))
+}
+
+#[test]
+fn banded_is_stable_when_the_budget_has_room_for_one_band_only() {
+    let (g, data) = chain_graph();
+    for p in [data, Popularity::default()] {
+        for budget in (1..BUDGET_PER_BAND * 2).chain([60, 61, 94]) {
+            let banded = group_banded(&g, &p, &BTreeSet::new(), budget);
+            assert_valid(&g, &banded, budget);
+            assert_eq!(banded, group(&g, &p, &BTreeSet::new(), budget), "budget {budget}");
+        }
+    }
+}
+
+#[test]
+fn banded_keeps_the_heaviest_and_cuts_the_rest_by_depth() {
+    // Without data every path is a unit. Path i's closure is p_i..p_59: 60 - i paths.
+    let (g, _) = chain_graph();
+    let none = Popularity::default();
+    let budget = 3 * BUDGET_PER_BAND;
+    let layers = group_banded(&g, &none, &BTreeSet::new(), budget);
+    assert_valid(&g, &layers, budget);
+    assert_eq!(layers.len(), budget);
+    let (kept, bands) = layers.split_at(budget - 3);
+    assert!(kept.iter().all(|l| l.contents.len() == 1 && l.merge_rating > 0));
+    // The kept are the heaviest: nothing in a band outweighs a kept path.
+    let lightest_kept = kept.iter().map(|l| l.size).min().unwrap();
+    let banded: Vec<&StorePath> = bands.iter().flat_map(|l| &l.contents).collect();
+    assert!(banded.iter().all(|p| g.paths[*p].nar_size <= lightest_kept));
+    // 33 paths in three bands of 11, bottom first: every path of a band has a shorter closure
+    // (a higher index) than every path of the band after it.
+    assert!(bands.iter().all(|b| b.contents.len() == 11 && b.merge_rating == 0));
+    let index = |p: &StorePath| p.name()[1..].parse::<usize>().unwrap();
+    for pair in bands.windows(2) {
+        let lowest_of_lower = pair[0].contents.iter().map(index).min().unwrap();
+        let highest_of_upper = pair[1].contents.iter().map(index).max().unwrap();
+        assert!(lowest_of_lower >= highest_of_upper, "{:?}", names(bands));
+    }
+    assert_eq!(layers, group_banded(&g, &none, &BTreeSet::new(), budget), "deterministic");
+}
+
+#[test]
+fn banded_keeps_private_units_whole_and_always_included_first() {
+    let (g, data) = chain_graph();
+    let very: BTreeSet<StorePath> = [p("p59")].into();
+    let budget = 2 * BUDGET_PER_BAND;
+    let layers = group_banded(&g, &data, &very, budget);
+    assert_valid(&g, &layers, budget);
+    assert_eq!(layers[0].contents, vec![p("p59")], "the always-included path is kept and first");
+    let stable_units = group(&g, &data, &very, 94);
+    for l in &layers {
+        // Every layer is a union of stable's units: a private path is never split off.
+        let covered: usize = stable_units
+            .iter()
+            .filter(|u| u.contents.iter().all(|c| l.contents.contains(c)))
+            .map(|u| u.contents.len())
+            .sum();
+        assert_eq!(covered, l.contents.len(), "{:?}", names(std::slice::from_ref(l)));
+    }
 }
