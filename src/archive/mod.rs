@@ -56,21 +56,25 @@
 
 mod accounts;
 mod forest;
+mod phases;
 mod stream;
 mod tar_writer;
 
 pub use forest::Forest;
+pub use phases::Phases;
 pub use stream::ChannelWriter;
 
 use crate::compression::{Compression, Workers};
 use crate::digest::{Digest, HashingWriter};
 use crate::image::ImageUser;
 use crate::nix::StorePath;
+use phases::Clocked;
 use std::fmt;
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tar_writer::TarWriter;
 
 #[cfg(doc)]
@@ -153,8 +157,10 @@ impl Archiver {
         contents: &LayerContents,
         out: W,
     ) -> io::Result<(W, LayerBlob)> {
-        let encoder = self.compression.encoder(HashingWriter::new(out), Arc::clone(&self.workers))?;
-        let mut tar = TarWriter::new(HashingWriter::new(encoder));
+        let start = Instant::now();
+        let output = HashingWriter::new(Clocked::new(out));
+        let encoder = self.compression.encoder(Clocked::new(output), Arc::clone(&self.workers))?;
+        let mut tar = TarWriter::new(Clocked::new(HashingWriter::new(Clocked::new(encoder))));
         match contents {
             LayerContents::StorePaths(paths) => {
                 tar.dir(Path::new("nix"), 0o755)?;
@@ -165,10 +171,38 @@ impl Archiver {
             }
             LayerContents::Forest { packages, user } => Forest::link(root, packages, *user)?.write(&mut tar)?,
         }
-        let (encoder, diff_id, _) = tar.finish()?.finish();
-        let (out, digest, size) = encoder.finish()?.finish();
+        let (tar_hash, in_tar_hash) = tar.finish()?.into_parts();
+        let (encoder, diff_id, tar_bytes) = tar_hash.finish();
+        let (encoder, in_encoder) = encoder.into_parts();
+        let finishing = Instant::now();
+        let (blob_hash, compress_cpu) = encoder.finish_timed()?;
+        let in_encoder = in_encoder + finishing.elapsed();
+        let (blob_hash, in_blob_hash) = blob_hash.into_parts();
+        let (output, digest, size) = blob_hash.finish();
+        let (out, in_output) = output.into_parts();
+        let total = start.elapsed();
+        let phases = Phases::from_nested(total, [in_tar_hash, in_encoder, in_blob_hash, in_output], compress_cpu);
+        log_phases(&digest, tar_bytes, size, total, &phases);
         Ok((out, LayerBlob { digest, diff_id, size }))
     }
+}
+
+/// The debug line of one archive: its sizes and where its time went ([`Phases`]).
+fn log_phases(digest: &Digest, tar_bytes: u64, size: u64, total: Duration, phases: &Phases) {
+    let secs = |d: Duration| d.as_secs_f64();
+    tracing::debug!(
+        %digest,
+        tar_bytes,
+        size,
+        seconds = secs(total),
+        read_seconds = secs(phases.read),
+        hash_tar_seconds = secs(phases.hash_tar),
+        compress_wait_seconds = secs(phases.compress_wait),
+        compress_cpu_seconds = phases.compress_cpu.map(secs),
+        hash_blob_seconds = secs(phases.hash_blob),
+        write_seconds = secs(phases.write),
+        "archived layer"
+    );
 }
 
 /// Where `path` is on disk when the store is below `root`.
