@@ -15,16 +15,16 @@
 //!
 //! The caller's thread (in the server a blocking task; `out` is the channel to storage)
 //! reads the files, writes the tar, hashes it and hands it to the [`Encoder`]; the encoder
-//! compresses on the [`Workers`] (gzip: 128 KiB blocks, any free core) or on libzstd's own
+//! compresses on the [`Workers`] (gzip: 1 MiB blocks, any free core) or on libzstd's own
 //! threads (zstd: 2 MiB jobs), and hands compressed bytes back, in order, on the same
 //! thread, which hashes them and writes them out. So reading, compressing and hashing
 //! overlap, and the compression of one layer uses every core. What is in memory per layer,
 //! whatever its size:
 //!
-//! - gzip: the block being filled and the one before it (its last 32 KiB prime the next),
-//!   and at most 2 × workers blocks submitted and not yet written, each with its output:
-//!   about (2 × workers + 2) × 128 KiB of input and 2 × workers × 128 KiB of output, 1.3 MiB
-//!   with 2 workers;
+//! - gzip: the block being filled and at most 2 × workers blocks submitted and not yet
+//!   written, each with its output (a buffer of the block's size plus a little, of which
+//!   only what the member takes is touched): (2 × workers + 1) MiB of input and at most
+//!   2 × workers MiB of output, 5–9 MiB with 2 workers;
 //! - zstd: libzstd's job buffers, input and output of a few 2 MiB jobs per worker (20–32 MB
 //!   with 2 workers, measured in benches/compression.rs);
 //! - in the server, downstream of `out`: one 256 KiB chunk being filled, 4 in the channel and
@@ -39,14 +39,15 @@
 //! bytes depend only on the tar and the [`Compression`], never on the number of workers or on
 //! timing ([`crate::compression`]):
 //!
-//! - gzip: one gzip member without timestamp or file name, level 6, deflated in 128 KiB
-//!   blocks each primed with the 32 KiB before it (as pigz does), and blocks whose bytes are
-//!   as evenly spread as noise (already compressed files: PNGs, jars, gzipped data) stored
-//!   instead of deflated ([`GzipParams::LAYERS`]);
+//! - gzip: a gzip member per 1 MiB of tar, without timestamp or file name, deflated by
+//!   libdeflate at level 5, and blocks whose bytes are as evenly spread as noise (already
+//!   compressed files: PNGs, jars, gzipped data) stored instead of deflated
+//!   ([`GzipParams::LAYERS`]);
 //! - zstd: one zstd frame, level 3, 2 MiB jobs, with a content checksum.
 //!
-//! Whatever changes these bytes changes the layer format version in `build/layer.rs`, which
-//! is part of every layer record's key, so records of the old bytes are not reused.
+//! Whatever changes these bytes changes the layer format version
+//! ([`crate::cache::layers::FORMAT_VERSION`]), which is part of every layer record's key and
+//! every manifest key, so records and manifests of the old bytes are not reused.
 //!
 //! Contents are [`StorePath`]s, read from the store of this machine.
 //! [`Archiver::write_layer_from`] reads them from below another root, as a chroot store keeps
