@@ -88,20 +88,22 @@ fn assert_layers_are(server: &Server, image: &Image, want: &str) {
     );
 }
 
-/// An image whose gzip layers have several members each (one per MiB): busybox's, deflated,
-/// and the 3 MiB of noise of `big`, stored. Checks that they do, and returns its name.
-fn multi_member_image(server: &Server) -> &'static str {
+/// A server and an image of it whose gzip layers have several members each (one per MiB):
+/// busybox's, deflated, and the 3 MiB of noise of `big`, stored. Checks that they do.
+fn multi_member_image() -> (Server, String) {
+    let server = Server::start_with(&[("NIXERY_BIG_MIB", "3")]);
     let name = "shell/hello-lib/big";
-    let served = fetch(server, name, "latest", &BOTH);
-    assert_layers_are(server, &served, DOCKER_GZIP_LAYER);
+    let served = fetch(&server, name, "latest", &BOTH);
+    assert_layers_are(&server, &served, DOCKER_GZIP_LAYER);
     let members: Vec<usize> = served
         .layers
         .iter()
-        .map(|digest| gzip_members(server, &server.get_ok(&format!("/v2/{name}/blobs/{digest}"), &[]).body))
+        .map(|digest| gzip_members(&server, &server.get_ok(&format!("/v2/{name}/blobs/{digest}"), &[]).body))
         .collect();
     let several = members.iter().filter(|&&m| m >= 2).count();
     assert!(several >= 2, "{}", server.context(&format!("members per layer: {members:?}")));
-    name
+    let image = server.image(&format!("{name}:latest"));
+    (server, image)
 }
 
 /// The Docker engine pulls gzip layers of several members reading them with Go's
@@ -110,8 +112,7 @@ fn multi_member_image(server: &Server) -> &'static str {
 #[test]
 fn docker_reads_gzip_members_with_go_gzip() {
     require_tool(&["dockerd", "docker", "runc", "python3"]);
-    let server = Server::start_with(&[("NIXERY_BIG_MIB", "3")]);
-    let image = server.image(&format!("{}:latest", multi_member_image(&server)));
+    let (server, image) = multi_member_image();
     let docker = Docker::start_without_pigz();
     docker.pull(&server, &image);
     let out = docker.run(&server, &image, &["hello-lib"]);
@@ -124,19 +125,23 @@ fn docker_reads_gzip_members_with_go_gzip() {
     );
 }
 
+/// containerd pulls `image` and runs `hello-lib` from it, in a container named after `prefix`.
+fn containerd_runs_hello_lib(server: &Server, containerd: &Containerd, image: &str, prefix: &str) {
+    containerd.ctr_ok(server, &["images", "pull", "--plain-http", image]);
+    let id = format!("{prefix}-{}", nonce());
+    let out = containerd
+        .try_ctr(&["run", "--rm", image, &id, "hello-lib"], Duration::from_secs(120))
+        .unwrap_or_else(|e| server.fail(&e));
+    assert_eq!(out.trim(), "greetings from the nix store", "{}", server.context("`hello-lib` under containerd"));
+}
+
 /// containerd does the same through its own unpacker with Go's `compress/gzip`.
 #[test]
 fn containerd_reads_gzip_members_with_go_gzip() {
     require_tool(&["containerd", "ctr", "runc", "python3"]);
-    let server = Server::start_with(&[("NIXERY_BIG_MIB", "3")]);
-    let image = server.image(&format!("{}:latest", multi_member_image(&server)));
+    let (server, image) = multi_member_image();
     let containerd = Containerd::start_without_pigz();
-    containerd.ctr_ok(&server, &["images", "pull", "--plain-http", &image]);
-    let id = format!("members-{}", nonce());
-    let out = containerd
-        .try_ctr(&["run", "--rm", &image, &id, "hello-lib"], Duration::from_secs(120))
-        .unwrap_or_else(|e| server.fail(&e));
-    assert_eq!(out.trim(), "greetings from the nix store", "{}", server.context("`hello-lib` under containerd"));
+    containerd_runs_hello_lib(&server, &containerd, &image, "members");
     // At debug level containerd says "using pigz for decompression" when it runs unpigz,
     // and nothing when it does not; "diff applied" shows that it logged its unpacking.
     let log = containerd.log();
@@ -152,12 +157,7 @@ fn containerd_pulls_and_runs_an_image_of_zstd_layers() {
     let server = Server::start_with(&[ZSTD]);
     let containerd = Containerd::start();
     let image = server.image("shell/hello-lib:latest");
-    containerd.ctr_ok(&server, &["images", "pull", "--plain-http", &image]);
-    let id = format!("zstd-{}", nonce());
-    let out = containerd
-        .try_ctr(&["run", "--rm", &image, &id, "hello-lib"], Duration::from_secs(120))
-        .unwrap_or_else(|e| server.fail(&e));
-    assert_eq!(out.trim(), "greetings from the nix store", "{}", server.context("`hello-lib` under containerd"));
+    containerd_runs_hello_lib(&server, &containerd, &image, "zstd");
 
     // What containerd was given: an OCI manifest of zstd layers, every blob sound.
     let served = fetch(&server, "shell/hello-lib", "latest", &[("Accept", CONTAINERD_ACCEPT)]);
