@@ -1,6 +1,6 @@
-//! Layer compression micro-benchmark: the same input through today's single-thread gzip,
-//! the parallel gzip and zstd encoders, and the tools a user would pick instead
-//! (`pigz -6 -p2`, `zstd -3 -T2`), side by side in one run.
+//! Layer compression micro-benchmark: the same input through a single-thread zlib gzip, the
+//! parallel gzip and zstd encoders, and the tools a user would pick instead (`pigz -6 -p2`,
+//! `zstd -3 -T2`), side by side in one run.
 //!
 //! `cargo bench --bench compression`. Every measurement runs in a fresh child process (this
 //! binary again) that streams the input file from the page cache through the encoder into a
@@ -13,19 +13,23 @@
 //!
 //! Inputs (made once under target/compression-bench/, `tar --sort=name` like a layer):
 //!
-//! - `random`: the test package set's `big` package (`NIXERY_BIG_MIB` of /dev/urandom, the
-//!   input of scripts/bench-build): the worst case for deflate's speed;
+//! - `text`: this machine's Python library tree and documentation (/usr/lib/python3*,
+//!   /usr/share/doc): source, byte code, HTML and changelogs, what language runtimes and
+//!   their packages hold;
 //! - `files`: binaries and libraries of this machine (/usr/lib/x86_64-linux-gnu, /usr/bin),
 //!   what Nix store paths mostly hold;
-//! - `mixed`: both concatenated (the default).
+//! - `random`: the test package set's `big` package (`NIXERY_BIG_MIB` of /dev/urandom, the
+//!   input of scripts/bench-build): the worst case for deflate's speed;
+//! - `mixed`: random and files concatenated.
 //!
-//! Settings (environment): `NIXERY_COMPRESS_BENCH_MIB` size of each of random and files
-//! (256), `NIXERY_COMPRESS_BENCH_INPUTS` comma-separated inputs (mixed),
-//! `NIXERY_COMPRESS_BENCH_RUNS` runs per row (3), `NIXERY_COMPRESS_BENCH_BLOCKS` and
-//! `NIXERY_COMPRESS_BENCH_ZSTD_JOBS`: comma-separated extra gzip block sizes and zstd job
-//! sizes in KiB to compare at 2 workers (none); `NIXERY_COMPRESS_BENCH_GZIP_LEVELS` other
-//! gzip levels to compare at 2 workers (none; 1 and 0 show what a faster gzip would give).
-//! The row "noise stored" is the parallel gzip with `GzipParams::store_noise`.
+//! Settings (environment): `NIXERY_COMPRESS_BENCH_MIB` size of each input (256; `text` is
+//! what the directories hold if that is less), `NIXERY_COMPRESS_BENCH_INPUTS`
+//! comma-separated inputs (text,files,random), `NIXERY_COMPRESS_BENCH_RUNS` runs per row (3),
+//! `NIXERY_COMPRESS_BENCH_BLOCKS` and `NIXERY_COMPRESS_BENCH_ZSTD_JOBS`: comma-separated
+//! extra gzip block sizes and zstd job sizes in KiB to compare at 2 workers (none);
+//! `NIXERY_COMPRESS_BENCH_GZIP_LEVELS` other libdeflate levels to compare at 2 workers (none;
+//! 4 and 6 are the neighbours of the layers' 5). The row "noise stored" is the parallel gzip
+//! with `GzipParams::store_noise`, as layers are written.
 
 use flate2::write::GzEncoder;
 use nixery::compression::{GzipParams, ParallelGzip, ParallelZstd, Workers, ZstdParams};
@@ -42,7 +46,7 @@ const CHILD: &str = "NIXERY_COMPRESS_BENCH_CHILD";
 /// One way of compressing the input.
 #[derive(Clone, Debug)]
 enum Method {
-    /// flate2's GzEncoder on the calling thread: how layers are compressed today.
+    /// flate2's GzEncoder (zlib-rs, level 6) on the calling thread: a plain `gzip -6`.
     GzipOneThread,
     ParallelGzip {
         workers: usize,
@@ -61,11 +65,11 @@ enum Method {
 impl Method {
     fn label(&self) -> String {
         match self {
-            Method::GzipOneThread => "gzip -6, GzEncoder (today)".into(),
+            Method::GzipOneThread => "gzip -6, zlib-rs GzEncoder, one thread".into(),
             Method::ParallelGzip { workers, params } => {
                 let noise = if params.store_noise { ", noise stored" } else { "" };
                 let (level, block_kib) = (params.level, params.block_size / 1024);
-                format!("gzip -{level}, parallel, {workers} worker(s), {block_kib} KiB blocks{noise}")
+                format!("libdeflate -{level}, {workers} worker(s), {block_kib} KiB members{noise}")
             }
             Method::ParallelZstd { workers, job_kib } => {
                 format!("zstd -3, parallel, {workers} worker(s), {job_kib} KiB jobs")
@@ -130,7 +134,7 @@ fn main() {
     // cargo bench passes --bench; nothing else is taken.
     let mib: usize = setting("NIXERY_COMPRESS_BENCH_MIB", "256").parse().expect("a size in MiB");
     let runs: usize = setting("NIXERY_COMPRESS_BENCH_RUNS", "3").parse().expect("a number of runs");
-    let inputs = setting("NIXERY_COMPRESS_BENCH_INPUTS", "mixed");
+    let inputs = setting("NIXERY_COMPRESS_BENCH_INPUTS", "text,files,random");
     let blocks = sizes_kib("NIXERY_COMPRESS_BENCH_BLOCKS");
     let jobs = sizes_kib("NIXERY_COMPRESS_BENCH_ZSTD_JOBS");
     let levels: Vec<u32> = sizes_kib("NIXERY_COMPRESS_BENCH_GZIP_LEVELS").into_iter().map(|l| l as u32).collect();
@@ -152,7 +156,6 @@ fn main() {
     methods.extend(jobs.iter().map(|&job_kib| Method::ParallelZstd { workers: 2, job_kib }));
     methods.push(commands()[1].clone());
 
-    println!("crc32 (zlib-rs, on the writer's thread if it were sequential): {:.0} MB/s", crc_speed());
     for input in inputs.split(',') {
         let path = make_input(input, mib);
         let size = path.metadata().unwrap().len();
@@ -163,7 +166,7 @@ fn main() {
             load()
         );
         println!(
-            "{:<52} {:>7} {:>9} {:>13} {:>7} {:>10}",
+            "{:<56} {:>7} {:>9} {:>13} {:>7} {:>10}",
             "method", "MB/s", "MB/CPU-s", "output bytes", "ratio", "peak RSS"
         );
         for method in &methods {
@@ -174,7 +177,7 @@ fn main() {
             let median = &results[results.len() / 2];
             let rss = results.iter().map(|r| r.rss_kib).max().unwrap();
             println!(
-                "{:<52} {:>7.1} {:>9.1} {:>13} {:>7.3} {:>7.1} MB",
+                "{:<56} {:>7.1} {:>9.1} {:>13} {:>7.4} {:>7.1} MB",
                 method.label(),
                 size as f64 / 1e6 / median.secs,
                 size as f64 / 1e6 / median.cpu_secs,
@@ -241,7 +244,7 @@ fn measure(method: &Method, input: &Path) -> io::Result<Run> {
             let compressed = HashingWriter::new(io::sink());
             let (_, digest, n) = match method {
                 Method::GzipOneThread => {
-                    let level = flate2::Compression::new(GzipParams::LEVEL);
+                    let level = flate2::Compression::new(6);
                     feed(input, GzEncoder::new(compressed, level), GzEncoder::finish)?
                 }
                 Method::ParallelGzip { workers, params } => {
@@ -305,16 +308,6 @@ fn cpu(usage: &libc::rusage) -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
-/// Throughput of the CRC-32 the workers compute per block, to show it is never the limit.
-fn crc_speed() -> f64 {
-    let data = vec![0x5au8; 64 * 1024 * 1024];
-    let start = Instant::now();
-    let mut crc = flate2::Crc::new();
-    crc.update(&data);
-    std::hint::black_box(crc.sum());
-    data.len() as f64 / 1e6 / start.elapsed().as_secs_f64()
-}
-
 /// The input file `name` of `mib` MiB per part, made once.
 fn make_input(name: &str, mib: usize) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compression-bench");
@@ -328,12 +321,21 @@ fn make_input(name: &str, mib: usize) -> PathBuf {
     match name {
         "random" => tar_prefix(&[&big_package(mib)], mib, &mut out),
         "files" => tar_prefix(&[Path::new("/usr/lib/x86_64-linux-gnu"), Path::new("/usr/bin")], mib, &mut out),
+        "text" => {
+            let python = std::fs::read_dir("/usr/lib").unwrap().map(|e| e.unwrap().path());
+            let mut dirs: Vec<PathBuf> =
+                python.filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("python3")).collect();
+            dirs.sort();
+            dirs.push("/usr/share/doc".into());
+            let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+            tar_at_most(&dirs, mib, &mut out);
+        }
         "mixed" => {
             for part in ["random", "files"] {
                 io::copy(&mut File::open(make_input(part, mib)).unwrap(), &mut out).unwrap();
             }
         }
-        other => panic!("unknown input {other}: random, files or mixed"),
+        other => panic!("unknown input {other}: text, files, random or mixed"),
     }
     drop(out);
     std::fs::rename(&partial, &path).unwrap();
@@ -357,6 +359,12 @@ fn big_package(mib: usize) -> PathBuf {
 
 /// The first `mib` MiB of `tar --sort=name` of `paths`.
 fn tar_prefix(paths: &[&Path], mib: usize, out: &mut File) {
+    let copied = tar_at_most(paths, mib, out);
+    assert_eq!(copied, (mib * 1024 * 1024) as u64, "{paths:?} hold less than {mib} MiB");
+}
+
+/// At most the first `mib` MiB of `tar --sort=name` of `paths`; how many bytes.
+fn tar_at_most(paths: &[&Path], mib: usize, out: &mut File) -> u64 {
     let mut tar = Command::new("tar")
         .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@1", "-cf", "-"])
         .args(paths)
@@ -368,5 +376,5 @@ fn tar_prefix(paths: &[&Path], mib: usize, out: &mut File) {
     let copied = io::copy(&mut (&mut stdout).take((mib * 1024 * 1024) as u64), out).unwrap();
     drop(stdout);
     let _ = tar.wait();
-    assert_eq!(copied, (mib * 1024 * 1024) as u64, "{paths:?} hold less than {mib} MiB");
+    copied
 }

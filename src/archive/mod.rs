@@ -15,20 +15,20 @@
 //!
 //! The caller's thread (in the server a blocking task; `out` is the channel to storage)
 //! reads the files, writes the tar, hashes it and hands it to the [`Encoder`]; the encoder
-//! compresses on the [`Workers`] (gzip: 128 KiB blocks, any free core) or on libzstd's own
+//! compresses on the [`Workers`] (gzip: 1 MiB blocks, any free core) or on libzstd's own
 //! threads (zstd: 2 MiB jobs), and hands compressed bytes back, in order, on the same
 //! thread, which hashes them and writes them out. So reading, compressing and hashing
 //! overlap, and the compression of one layer uses every core. What is in memory per layer,
 //! whatever its size:
 //!
-//! - gzip: the block being filled and the one before it (its last 32 KiB prime the next),
-//!   and at most 2 × workers blocks submitted and not yet written, each with its output:
-//!   about (2 × workers + 2) × 128 KiB of input and 2 × workers × 128 KiB of output, 1.3 MiB
-//!   with 2 workers;
+//! - gzip: the block being filled and at most 2 × workers blocks submitted and not yet
+//!   written, each with its output (a buffer of the block's size plus a little, of which
+//!   only what the member takes is touched): (2 × workers + 1) MiB of input and at most
+//!   2 × workers MiB of output, 5–9 MiB with 2 workers;
 //! - zstd: libzstd's job buffers, input and output of a few 2 MiB jobs per worker (20–32 MB
 //!   with 2 workers, measured in benches/compression.rs);
 //! - in the server, downstream of `out`: one 256 KiB chunk being filled, 4 in the channel and
-//!   one being uploaded (see [`ChannelWriter`] and `build/layer.rs`).
+//!   one being uploaded (see [`ChannelWriter`] and `builder/layer.rs`).
 //!
 //! # The format
 //!
@@ -39,14 +39,15 @@
 //! bytes depend only on the tar and the [`Compression`], never on the number of workers or on
 //! timing ([`crate::compression`]):
 //!
-//! - gzip: one gzip member without timestamp or file name, level 6, deflated in 128 KiB
-//!   blocks each primed with the 32 KiB before it (as pigz does), and blocks whose bytes are
-//!   as evenly spread as noise (already compressed files: PNGs, jars, gzipped data) stored
-//!   instead of deflated ([`GzipParams::LAYERS`]);
+//! - gzip: a gzip member per 1 MiB of tar, without timestamp or file name, deflated by
+//!   libdeflate at level 5, and blocks whose bytes are as evenly spread as noise (already
+//!   compressed files: PNGs, jars, gzipped data) stored instead of deflated
+//!   ([`GzipParams::LAYERS`]);
 //! - zstd: one zstd frame, level 3, 2 MiB jobs, with a content checksum.
 //!
-//! Whatever changes these bytes changes the layer format version in `build/layer.rs`, which
-//! is part of every layer record's key, so records of the old bytes are not reused.
+//! Whatever changes these bytes changes the layer format version
+//! ([`crate::cache::layers::FORMAT_VERSION`]), which is part of every layer record's key and
+//! every manifest key, so records and manifests of the old bytes are not reused.
 //!
 //! Contents are [`StorePath`]s, read from the store of this machine.
 //! [`Archiver::write_layer_from`] reads them from below another root, as a chroot store keeps
@@ -56,21 +57,25 @@
 
 mod accounts;
 mod forest;
+mod phases;
 mod stream;
 mod tar_writer;
 
 pub use forest::Forest;
+pub use phases::Phases;
 pub use stream::ChannelWriter;
 
 use crate::compression::{Compression, Workers};
 use crate::digest::{Digest, HashingWriter};
 use crate::image::ImageUser;
 use crate::nix::StorePath;
+use phases::Clocked;
 use std::fmt;
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tar_writer::TarWriter;
 
 #[cfg(doc)]
@@ -153,8 +158,10 @@ impl Archiver {
         contents: &LayerContents,
         out: W,
     ) -> io::Result<(W, LayerBlob)> {
-        let encoder = self.compression.encoder(HashingWriter::new(out), Arc::clone(&self.workers))?;
-        let mut tar = TarWriter::new(HashingWriter::new(encoder));
+        let start = Instant::now();
+        let output = HashingWriter::new(Clocked::new(out));
+        let encoder = self.compression.encoder(Clocked::new(output), Arc::clone(&self.workers))?;
+        let mut tar = TarWriter::new(Clocked::new(HashingWriter::new(Clocked::new(encoder))));
         match contents {
             LayerContents::StorePaths(paths) => {
                 tar.dir(Path::new("nix"), 0o755)?;
@@ -165,10 +172,38 @@ impl Archiver {
             }
             LayerContents::Forest { packages, user } => Forest::link(root, packages, *user)?.write(&mut tar)?,
         }
-        let (encoder, diff_id, _) = tar.finish()?.finish();
-        let (out, digest, size) = encoder.finish()?.finish();
+        let (tar_hash, in_tar_hash) = tar.finish()?.into_parts();
+        let (encoder, diff_id, tar_bytes) = tar_hash.finish();
+        let (encoder, in_encoder) = encoder.into_parts();
+        let finishing = Instant::now();
+        let (blob_hash, compress_cpu) = encoder.finish_timed()?;
+        let in_encoder = in_encoder + finishing.elapsed();
+        let (blob_hash, in_blob_hash) = blob_hash.into_parts();
+        let (output, digest, size) = blob_hash.finish();
+        let (out, in_output) = output.into_parts();
+        let total = start.elapsed();
+        let phases = Phases::from_nested(total, [in_tar_hash, in_encoder, in_blob_hash, in_output], compress_cpu);
+        log_phases(&digest, tar_bytes, size, total, &phases);
         Ok((out, LayerBlob { digest, diff_id, size }))
     }
+}
+
+/// The debug line of one archive: its sizes and where its time went ([`Phases`]).
+fn log_phases(digest: &Digest, tar_bytes: u64, size: u64, total: Duration, phases: &Phases) {
+    let secs = |d: Duration| d.as_secs_f64();
+    tracing::debug!(
+        %digest,
+        tar_bytes,
+        size,
+        seconds = secs(total),
+        read_seconds = secs(phases.read),
+        hash_tar_seconds = secs(phases.hash_tar),
+        compress_wait_seconds = secs(phases.compress_wait),
+        compress_cpu_seconds = phases.compress_cpu.map(secs),
+        hash_blob_seconds = secs(phases.hash_blob),
+        write_seconds = secs(phases.write),
+        "archived layer"
+    );
 }
 
 /// Where `path` is on disk when the store is below `root`.

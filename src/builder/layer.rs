@@ -104,7 +104,7 @@ mod tests {
     use crate::compression::Compression;
     use crate::nix::StorePath;
     use crate::storage::Memory;
-    use flate2::read::GzDecoder;
+    use flate2::read::MultiGzDecoder;
     use std::io::Read;
     use std::path::Path;
 
@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(Digest::of(&stored), blob.digest);
         assert_eq!(stored.len() as u64, blob.size);
         let mut tar = Vec::new();
-        GzDecoder::new(&stored[..]).read_to_end(&mut tar).unwrap();
+        MultiGzDecoder::new(&stored[..]).read_to_end(&mut tar).unwrap();
         assert_eq!(Digest::of(&tar), blob.diff_id);
         let record = ObjectKey::build(&content_key(&contents, Compression::Gzip));
         let record = f.storage.get(&record).await.unwrap().expect("a record");

@@ -17,8 +17,9 @@ use crate::storage::{ObjectKey, Storage, StorageError};
 /// Bumped whenever the archive format changes, so old records are not reused (and part of
 /// every manifest key, see [`super::Recipe`]). v2: gzip in parallel blocks with noise stored
 /// (see [`crate::archive`]), and the compression in the key. v3: the symlink forest carries
-/// the user database, `/root` and the nonroot home.
-pub const FORMAT_VERSION: &str = "nixery-layer-v3";
+/// the user database, `/root` and the nonroot home. v4: gzip layers are libdeflate level 5,
+/// a gzip member per 1 MiB block (src/compression/gzip.rs).
+pub const FORMAT_VERSION: &str = "nixery-layer-v4";
 
 /// The content key of a layer archived with `compression`.
 pub fn content_key(contents: &LayerContents, compression: Compression) -> Digest {

@@ -1,73 +1,89 @@
-//! gzip on every core, as pigz does it, with bytes that depend only on the input.
+//! gzip on every core, with bytes that depend only on the input.
 //!
 //! The input is cut into blocks of a fixed size, counted from the start of the stream (never
 //! from how the caller's writes happen to fall). Each block is compressed on any free worker
-//! as raw deflate, primed with the 32 KiB of input before it as a preset dictionary, so
-//! matches reach back across the cut as they would in one stream. Every block but the last
-//! ends with a sync flush (an empty stored block: byte-aligned, not final), the last with
-//! the final block, so the pieces concatenate into one deflate stream inside one gzip member.
-//! Each worker computes its block's CRC-32; the writer combines them in order (a few
-//! multiplications per block, against re-reading every byte) into the trailer.
+//! by libdeflate into a gzip member of its own: header, deflate stream, CRC-32 and length.
+//! The members, written out in order, are the layer: RFC 1952 defines a gzip file as "a
+//! series of members (compressed data sets)", and every decompressor of a container client
+//! reads them all as one stream (Go's `compress/gzip` and pgzip read multistream by
+//! default, as do unpigz, `gzip -d`, Python's `gzip` and Java's `GZIPInputStream`; eStargz
+//! layers are the same shape). What reads only the first member (flate2's `GzDecoder`;
+//! `MultiGzDecoder` reads them all) stops after one block.
 //!
-//! A block's bytes are a function of the block, the 32 KiB before it, whether it is the last
-//! and the [`GzipParams`]: nothing else. The worker count, which worker ran a block and when, and how
-//! the input arrived in `write` calls change no byte, so two servers (or one with more cores)
-//! produce the same digest.
+//! Why members rather than one deflate stream as pigz writes it: libdeflate compresses whole
+//! buffers at once, 1.5 times as fast as zlib-rs at level 6 on text and 1.3 times on
+//! binaries, and smaller, but it takes no preset dictionary and ends every stream with a
+//! final block, after which a deflate decoder stops. So a block cannot be primed with the
+//! input before it nor continued by the next; it has to be a member. Blocks are 1 MiB, eight
+//! times pigz's 128 KiB: a block starting without the 32 KiB before it loses what those
+//! matches would have saved, which over 1 MiB is about what 128 KiB primed blocks lose
+//! by restarting their Huffman codes (`GzipParams::BLOCK_SIZE` gives the figures).
+//!
+//! A block's bytes are a function of the block and the [`GzipParams`]: nothing else. libdeflate
+//! keeps no state from one call to the next, and each block gets a fresh compressor anyway.
+//! The worker count, which worker ran a block and when, and how the input arrived in `write`
+//! calls change no byte, so two servers (or one with more cores) produce the same digest.
+//! The libdeflate version does decide the bytes: a unit test below pins the digest of a
+//! fixed input, so an upgrade that changes them is noticed and the layer format version
+//! bumped.
 //!
 //! The thread that writes (the tar writer) fills a block, hands it to the workers, and
-//! writes finished blocks out in order, waiting for the oldest once `max_in_flight` blocks
+//! writes finished members out in order, waiting for the oldest once `max_in_flight` blocks
 //! are out; memory is that many blocks and their output, whatever the layer's size.
-//! `flush` passes finished blocks on but never cuts a block: a cut there would make the
+//! `flush` passes finished members on but never cuts a block: a cut there would make the
 //! bytes depend on when the caller flushed.
 
-use super::workers::Workers;
-use flate2::{Compress, Crc, FlushCompress, Status};
+use super::workers::{Workers, thread_cpu_time};
+use libdeflater::{CompressionLvl, Compressor};
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::mem;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
-
-/// deflate's window: how much earlier input a match can reach, so the dictionary size.
-const WINDOW: usize = 32 * 1024;
-
-/// The gzip member header: magic, deflate, no flags, no timestamp (0), XFL, OS "unknown".
-/// What flate2's `GzBuilder::new()` writes, so one-block layers match today's bytes.
-fn header(level: u32) -> [u8; 10] {
-    // XFL: 2 for the slowest level, 4 for the fastest, else 0 (RFC 1952, as zlib sets it).
-    let xfl = match level {
-        9.. => 2,
-        0 | 1 => 4,
-        _ => 0,
-    };
-    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
-}
+use std::time::Duration;
 
 /// What decides the bytes of a parallel gzip stream, besides the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GzipParams {
-    /// deflate level, 0–9.
+    /// libdeflate level, 0–12 (0 stores, 1–9 are zlib's levels in spirit, 10–12 slow and
+    /// small).
     pub level: u32,
-    /// Input bytes per block, at least 32 KiB (the dictionary comes from one block).
+    /// Input bytes per block, so per gzip member (the last may be shorter).
     pub block_size: usize,
     /// Store blocks that look like noise (see [`looks_like_noise`]) instead of deflating
-    /// them. deflate at level 6 spends as long failing to compress random or already
-    /// compressed bytes as compressing text, and then stores them anyway; storing them
-    /// directly is several times faster for about the same output. Off in `default()`
-    /// (plain `gzip -6`, as pigz writes it), on in layers ([`GzipParams::LAYERS`]).
+    /// them. deflate spends nearly as long failing to compress random or already compressed
+    /// bytes as compressing text, and then stores them anyway; storing them directly is
+    /// dozens of times faster for about the same output. Off in `default()`, on in layers
+    /// ([`GzipParams::LAYERS`]).
     pub store_noise: bool,
 }
 
 impl GzipParams {
-    /// The level layers use: zlib's default, the speed/size balance registries use.
-    pub const LEVEL: u32 = 6;
-    /// Block size of layers, pigz's. Larger blocks were no faster here (36.7–38.4 MB per
-    /// CPU-second from 128 KiB to 1 MiB on binaries, within the noise) and their output was
-    /// slightly larger: each block's Huffman codes adapt to its own data.
-    pub const BLOCK_SIZE: usize = 128 * 1024;
+    /// The level layers use. Measured per core on 100 MB of this machine's Python library
+    /// and documentation (text) and 150 MB of /usr/lib/x86_64-linux-gnu (binaries), 1 MiB
+    /// blocks, as a share of the input, against one stream of `pigz -6`
+    /// (28.92 % and 31.78 %):
+    ///
+    /// | level | text | binaries | speed relative to zlib-rs level 6 (text, binaries) |
+    /// |---|---|---|---|
+    /// | zlib-rs 6, 128 KiB primed blocks (layer format v3) | 29.34 % | 32.70 % | 1, 1 |
+    /// | libdeflate 4 | 29.61 % | 32.35 % | 2.2, 1.8 |
+    /// | libdeflate 5 | 28.88 % | 31.70 % | 1.6, 1.5 |
+    /// | libdeflate 6 | 28.65 % | 31.50 % | 1.5, 1.3 |
+    ///
+    /// Level 5 is the fastest whose layers are no larger than pigz's on either kind of data;
+    /// level 4 would be larger than the layers it replaces on text. benches/compression.rs
+    /// and scripts/bench-compression measure it end to end.
+    pub const LEVEL: u32 = 5;
+    /// Block size of layers. libdeflate at level 5, as a share of the input, text and
+    /// binaries: 128 KiB 29.31 % and 32.12 %, 512 KiB 28.94 % and 31.76 %, 1 MiB 28.88 % and
+    /// 31.70 %, 2 MiB 28.85 % and 31.67 %; the same speed for all. 1 MiB is the smallest
+    /// where the loss of the 32 KiB before each block no longer shows; larger blocks only
+    /// hold more memory (a layer keeps about 2 × workers of them in flight).
+    pub const BLOCK_SIZE: usize = 1024 * 1024;
     /// The parameters of layer archives, part of the layer format (whatever changes them
-    /// changes its version, `FORMAT_VERSION` in build/layer.rs): level 6, 128 KiB blocks,
+    /// changes its version, `FORMAT_VERSION` in src/cache/layers.rs): level 5, 1 MiB blocks,
     /// noise stored.
     pub const LAYERS: GzipParams = GzipParams { level: Self::LEVEL, block_size: Self::BLOCK_SIZE, store_noise: true };
 }
@@ -98,14 +114,15 @@ pub fn looks_like_noise(block: &[u8]) -> bool {
     scaled < CHI2_LIMIT * 256 * n
 }
 
-/// One compressed block, as a worker hands it back.
-struct Compressed {
+/// One gzip member, as a worker hands it back, with the CPU time it took.
+struct Member {
     bytes: Vec<u8>,
-    crc: Crc,
+    cpu: Duration,
 }
 
-/// A `Write` that gzips what it is given on `workers` and writes one gzip member, in order,
-/// to the writer it wraps. [`finish`](Self::finish) writes the end and returns that writer.
+/// A `Write` that gzips what it is given on `workers` and writes a gzip member per block, in
+/// order, to the writer it wraps. [`finish`](Self::finish) writes the last and returns that
+/// writer.
 pub struct ParallelGzip<W: Write> {
     out: Option<W>,
     workers: Arc<Workers>,
@@ -113,22 +130,21 @@ pub struct ParallelGzip<W: Write> {
     max_in_flight: usize,
     /// The block being filled.
     block: Vec<u8>,
-    /// The block submitted before, whose tail primes the next one.
-    previous: Option<Arc<Vec<u8>>>,
     /// Submitted blocks, oldest first.
-    in_flight: VecDeque<Receiver<io::Result<Compressed>>>,
+    in_flight: VecDeque<Receiver<io::Result<Member>>>,
     /// Set when this writer goes away, so its queued blocks are skipped.
     abandoned: Arc<AtomicBool>,
-    header_written: bool,
-    /// CRC-32 and length of every block written out so far.
-    crc: Crc,
+    /// Whether any block was submitted: an empty stream still gets one (empty) member.
+    submitted: bool,
+    /// The workers' CPU time on the members written out so far.
+    cpu: Duration,
     /// A write failed: the stream is broken and takes no more.
     failed: bool,
 }
 
 impl<W: Write> ParallelGzip<W> {
     /// A writer with at most twice as many blocks in flight as there are workers: enough
-    /// that no worker waits while the writer's thread writes out a finished block.
+    /// that no worker waits while the writer's thread writes out a finished member.
     pub fn new(out: W, workers: Arc<Workers>, params: GzipParams) -> Self {
         let max_in_flight = 2 * workers.count().get();
         Self::with_max_in_flight(out, workers, params, max_in_flight)
@@ -136,39 +152,41 @@ impl<W: Write> ParallelGzip<W> {
 
     /// A writer with at most `max_in_flight` (at least 1) blocks submitted and not yet written.
     pub fn with_max_in_flight(out: W, workers: Arc<Workers>, params: GzipParams, max_in_flight: usize) -> Self {
-        assert!(params.block_size >= WINDOW, "gzip blocks must hold a whole dictionary");
-        assert!(params.level <= 9, "deflate levels are 0 to 9");
+        assert!(params.block_size > 0, "gzip blocks hold at least a byte");
+        assert!(CompressionLvl::new(params.level as i32).is_ok(), "libdeflate levels are 0 to 12");
         ParallelGzip {
             out: Some(out),
             workers,
             params,
             max_in_flight: max_in_flight.max(1),
             block: Vec::with_capacity(params.block_size),
-            previous: None,
             in_flight: VecDeque::new(),
             abandoned: Arc::new(AtomicBool::new(false)),
-            header_written: false,
-            crc: Crc::new(),
+            submitted: false,
+            cpu: Duration::ZERO,
             failed: false,
         }
     }
 
-    /// Compresses what is left, writes the gzip trailer and returns the inner writer (not
-    /// flushed, as flate2's encoders leave it).
-    pub fn finish(mut self) -> io::Result<W> {
+    /// Compresses what is left, writes it out and returns the inner writer (not flushed, as
+    /// flate2's encoders leave it).
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_timed().map(|(out, _)| out)
+    }
+
+    /// [`finish`](Self::finish), with the CPU time the workers spent on this stream.
+    pub fn finish_timed(mut self) -> io::Result<(W, Duration)> {
         self.check()?;
         self.guard(|gz| {
-            gz.submit(true)?;
+            if !gz.block.is_empty() || !gz.submitted {
+                gz.submit()?;
+            }
             while !gz.in_flight.is_empty() {
                 gz.write_oldest()?;
             }
-            let crc = gz.crc.sum();
-            let size = gz.crc.amount(); // the length modulo 2^32, as gzip's ISIZE is defined
-            let out = gz.out.as_mut().expect("present until finish");
-            out.write_all(&crc.to_le_bytes())?;
-            out.write_all(&size.to_le_bytes())
+            Ok(())
         })?;
-        Ok(self.out.take().expect("present until finish"))
+        Ok((self.out.take().expect("present until finish"), self.cpu))
     }
 
     fn check(&self) -> io::Result<()> {
@@ -185,15 +203,13 @@ impl<W: Write> ParallelGzip<W> {
         result
     }
 
-    /// Hands the filled block to the workers, first writing out the oldest if too many are
-    /// in flight.
-    fn submit(&mut self, last: bool) -> io::Result<()> {
+    /// Hands the block being filled to the workers, first writing out the oldest if too many
+    /// are in flight.
+    fn submit(&mut self) -> io::Result<()> {
         if self.in_flight.len() >= self.max_in_flight {
             self.write_oldest()?;
         }
-        let capacity = if last { 0 } else { self.params.block_size };
-        let data = Arc::new(mem::replace(&mut self.block, Vec::with_capacity(capacity)));
-        let previous = self.previous.replace(Arc::clone(&data));
+        let data = mem::replace(&mut self.block, Vec::with_capacity(self.params.block_size));
         let (done, result) = mpsc::sync_channel(1);
         let abandoned = Arc::clone(&self.abandoned);
         let GzipParams { level, store_noise, .. } = self.params;
@@ -201,30 +217,28 @@ impl<W: Write> ParallelGzip<W> {
             if abandoned.load(Ordering::Relaxed) {
                 return;
             }
+            let start = thread_cpu_time();
             let level = if store_noise && looks_like_noise(&data) { 0 } else { level };
-            let dictionary = previous.as_deref().map(|p| &p[p.len() - WINDOW..]);
+            let member = compress_member(level, &data);
+            let member = member.map(|bytes| Member { bytes, cpu: thread_cpu_time().saturating_sub(start) });
             // The receiver may be gone (the writer failed): nothing to report to then.
-            let _ = done.send(compress_block(level, dictionary, &data, last));
+            let _ = done.send(member);
         }));
         self.in_flight.push_back(result);
+        self.submitted = true;
         Ok(())
     }
 
     /// Waits for the oldest block in flight and writes it out.
     fn write_oldest(&mut self) -> io::Result<()> {
         let Some(result) = self.in_flight.pop_front() else { return Ok(()) };
-        self.write_block(result.recv().map_err(|_| worker_failed())?)
+        self.write_member(result.recv().map_err(|_| worker_failed())?)
     }
 
-    fn write_block(&mut self, block: io::Result<Compressed>) -> io::Result<()> {
-        let block = block?;
-        let out = self.out.as_mut().expect("present until finish");
-        if !self.header_written {
-            out.write_all(&header(self.params.level))?;
-            self.header_written = true;
-        }
-        out.write_all(&block.bytes)?;
-        self.crc.combine(&block.crc);
+    fn write_member(&mut self, member: io::Result<Member>) -> io::Result<()> {
+        let member = member?;
+        self.out.as_mut().expect("present until finish").write_all(&member.bytes)?;
+        self.cpu += member.cpu;
         Ok(())
     }
 }
@@ -236,32 +250,27 @@ fn worker_failed() -> io::Error {
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.check()?;
-        if data.is_empty() {
-            return Ok(0);
-        }
-        // A full block is submitted only once more input arrives: which block is the last
-        // (ended with the final deflate block) is known only at `finish`.
-        if self.block.len() == self.params.block_size {
-            self.guard(|gz| gz.submit(false))?;
-        }
         let n = data.len().min(self.params.block_size - self.block.len());
         self.block.extend_from_slice(&data[..n]);
+        if self.block.len() == self.params.block_size {
+            self.guard(|gz| gz.submit())?;
+        }
         Ok(n)
     }
 
-    /// Writes out the blocks already compressed and flushes the inner writer; the block
+    /// Writes out the members already compressed and flushes the inner writer; the block
     /// being filled stays open.
     fn flush(&mut self) -> io::Result<()> {
         self.check()?;
         self.guard(|gz| {
             while let Some(oldest) = gz.in_flight.front() {
-                let block = match oldest.try_recv() {
-                    Ok(block) => block,
+                let member = match oldest.try_recv() {
+                    Ok(member) => member,
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => Err(worker_failed()),
                 };
                 gz.in_flight.pop_front();
-                gz.write_block(block)?;
+                gz.write_member(member)?;
             }
             gz.out.as_mut().expect("present until finish").flush()
         })
@@ -276,47 +285,24 @@ impl<W: Write> Drop for ParallelGzip<W> {
     }
 }
 
-/// Raw deflate of `data` primed with `dictionary`: ended with a sync flush unless `last`,
-/// where it ends with the final block.
-///
-/// A fresh deflate state per block, never a reset one: zlib-rs (like zlib-ng) does not clear
-/// its hash chains (`prev`) on reset and skips the chain link of position 0 on insert, so a
-/// reset state can follow a stale link left by the previous block into different matches,
-/// and the bytes would depend on which blocks a worker compressed before. A fresh state
-/// costs an allocation per block (measured in benches/compression.rs).
-fn compress_block(level: u32, dictionary: Option<&[u8]>, data: &[u8], last: bool) -> io::Result<Compressed> {
-    let mut deflate = Compress::new(flate2::Compression::new(level), false);
-    if let Some(dictionary) = dictionary {
-        deflate.set_dictionary(dictionary).map_err(io::Error::other)?;
-    }
-    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
-    // Room for incompressible data (stored blocks add 5 bytes per 64 KiB) and the flush.
-    let mut bytes = Vec::with_capacity(data.len() + data.len() / 1024 + 64);
-    let mut input = data;
-    loop {
-        if bytes.len() == bytes.capacity() {
-            bytes.reserve(64 * 1024);
-        }
-        let before = deflate.total_in();
-        let status = deflate.compress_vec(input, &mut bytes, flush).map_err(io::Error::other)?;
-        input = &input[(deflate.total_in() - before) as usize..];
-        let done = match flush {
-            FlushCompress::Finish => status == Status::StreamEnd,
-            // A flush is complete once deflate stops short of the output's end.
-            _ => input.is_empty() && bytes.len() < bytes.capacity(),
-        };
-        if done {
-            break;
-        }
-    }
-    let mut crc = Crc::new();
-    crc.update(data);
-    Ok(Compressed { bytes, crc })
+/// `data` as one gzip member at libdeflate `level`: the header (no name, no timestamp,
+/// XFL 4 at levels 0–1, 2 at 8 and above, else 0; OS 255, "unknown"), the deflate stream,
+/// CRC-32 and length. A fresh compressor per block: its allocation is nothing next to
+/// compressing 1 MiB, and no state can pass from one block to another.
+fn compress_member(level: u32, data: &[u8]) -> io::Result<Vec<u8>> {
+    let level = CompressionLvl::new(level as i32).map_err(|e| io::Error::other(format!("{e:?}")))?;
+    let mut compressor = Compressor::new(level);
+    // The bound holds stored blocks and the header and trailer: compression cannot fail.
+    let mut bytes = vec![0; compressor.gzip_compress_bound(data.len())];
+    let n = compressor.gzip_compress(data, &mut bytes).map_err(|e| io::Error::other(format!("{e:?}")))?;
+    bytes.truncate(n);
+    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Digest;
     use sha2::{Digest as _, Sha256};
 
     fn noise(len: usize) -> Vec<u8> {
@@ -338,5 +324,37 @@ mod tests {
         // Every byte value equally often is as even as it gets, whatever the order.
         let ramp: Vec<u8> = (0..128 * 1024).map(|i| i as u8).collect();
         assert!(looks_like_noise(&ramp));
+    }
+
+    /// The members of the layer format for a fixed input: text with repeats over two
+    /// blocks and a half, then a block of noise (stored). These digests change only with
+    /// the layer format, so a change here (a new libdeflate, other parameters) must come
+    /// with a new `FORMAT_VERSION` in src/cache/layers.rs and new digests below.
+    #[test]
+    fn layer_members_are_pinned() {
+        let text = (0..).map(|i: u32| format!("{i:x} /nix/store/{} lib{}.so\n", i % 251, i % 17));
+        let mut data: Vec<u8> = text.flat_map(String::into_bytes).take(5 * GzipParams::BLOCK_SIZE / 2).collect();
+        data.extend(noise(GzipParams::BLOCK_SIZE));
+        let blocks: Vec<&[u8]> = data.chunks(GzipParams::BLOCK_SIZE).collect();
+        let members: Vec<Vec<u8>> = blocks
+            .iter()
+            .map(|b| compress_member(if looks_like_noise(b) { 0 } else { GzipParams::LEVEL }, b).unwrap())
+            .collect();
+        let digests: Vec<String> = members.iter().map(|m| Digest::of(m).to_string()).collect();
+        assert_eq!(
+            digests,
+            [
+                "sha256:999a9abdcbc3d16a1fd5ad3b505e55cc3beb1f0b12cf4563352c2f250a1970c3",
+                "sha256:bfa4e11ff70a975e5ffaec2c0638e0977af86a805f4265011e60365ef8af2d66",
+                "sha256:b1239ad4cbddf9111422d5e7b3aed4d236488f22d4fde0f383cf7f08994b3453",
+                "sha256:522301aa0eec145f3cb2c9705c5a4c9c13a749a9a0a44812270bd3d0ff77387d",
+            ],
+            "libdeflate's output changed: bump the layer format version"
+        );
+        // Every member has the same header: no timestamp, no name, OS "unknown"; the
+        // stored one (level 0) says "fastest".
+        for (member, xfl) in members.iter().zip([0, 0, 0, 4]) {
+            assert_eq!(member[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]);
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 /// A unit of work. It reports its result itself (through a channel it owns), so a job that
 /// panics only drops its own channel and the worker goes on with the next.
@@ -80,6 +81,19 @@ fn run(jobs: &Mutex<Receiver<Job>>) {
     }
 }
 
+/// The CPU time the calling thread has used so far (user and system): what a job costs,
+/// whatever else the machine runs at the same time.
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec it is given; the clock exists on every
+    // Linux since 2.6.12.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+    if !ok {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
 impl Drop for Workers {
     fn drop(&mut self) {
         drop(self.queue.take());
@@ -121,6 +135,22 @@ mod tests {
         }));
         workers.submit(Box::new(move || tx.send(7).unwrap()));
         assert_eq!(rx.recv().unwrap(), 7);
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_this_threads_work_only() {
+        let before = thread_cpu_time();
+        thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu_time() - before;
+        let mut x = 0u64;
+        let busy_from = thread_cpu_time();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let busy = thread_cpu_time() - busy_from;
+        assert!(slept < Duration::from_millis(20), "sleeping took {slept:?} of CPU");
+        assert!(busy > Duration::from_millis(5), "spinning took {busy:?} of CPU");
     }
 
     #[test]

@@ -269,7 +269,10 @@ impl Nix {
         self.metrics.nix_invocations.inc();
         let _running = self.metrics.nix_processes.hold();
         tracing::info!(%step, "running nix");
-        process::run(command, deadline.started, deadline.at).await
+        let started = std::time::Instant::now();
+        let result = process::run(command, deadline.started, deadline.at).await;
+        tracing::debug!(%step, seconds = started.elapsed().as_secs_f64(), ok = result.is_ok(), "nix step finished");
+        result
     }
 }
 

@@ -5,7 +5,7 @@
 use crate::harness::http::{self, Response};
 use crate::harness::process::{processes_mentioning, wait_until, zombie_children};
 use crate::harness::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Server, nonce, pull_and_unpack, sha256_digest, temp_dir};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -75,7 +75,7 @@ fn every_blob_matches_its_digest_and_diff_id() {
         let head = server.request("HEAD", &format!("/v2/shell/hello/blobs/{digest}"), &[]);
         assert_eq!(head.expect_header("Content-Length"), blob.body.len().to_string());
         let mut tar = Vec::new();
-        GzDecoder::new(&blob.body[..]).read_to_end(&mut tar).unwrap();
+        MultiGzDecoder::new(&blob.body[..]).read_to_end(&mut tar).unwrap();
         assert_eq!(sha256_digest(&tar), diff_id.as_str().unwrap(), "diff_id of {digest}");
     }
 

@@ -1,5 +1,7 @@
 //! Layers as the operator sets them (`NIXERY_LAYER_COMPRESSION`), against real clients and
-//! real decompressors: zstd images pulled and run by containerd and podman; every blob of
+//! real decompressors: gzip layers of several members pulled and run by the Docker engine and
+//! containerd reading them with Go's `compress/gzip`; zstd images pulled and run by
+//! containerd and podman; every blob of
 //! an image matching its digest, and its tar, decompressed by a real tool, its diff_id; the
 //! same bytes for any number of compression workers; gzip and zstd layers holding the same
 //! tars; and a server switched between the two on the same storage serving the kind it is
@@ -7,9 +9,9 @@
 
 use std::time::Duration;
 
-use crate::harness::decompressors::{DOCKER_GZIP_LAYER, OCI_GZIP_LAYER, OCI_ZSTD_LAYER, tar_digest};
+use crate::harness::decompressors::{DOCKER_GZIP_LAYER, OCI_GZIP_LAYER, OCI_ZSTD_LAYER, gzip_members, tar_digest};
 use crate::harness::{
-    Containerd, DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, Podman, Server, nonce, require_tool, sha256_digest,
+    Containerd, DOCKER_MANIFEST_V2, Docker, OCI_MANIFEST_V1, Podman, Server, nonce, require_tool, sha256_digest,
 };
 
 const ZSTD: (&str, &str) = ("NIXERY_LAYER_COMPRESSION", "zstd");
@@ -86,6 +88,67 @@ fn assert_layers_are(server: &Server, image: &Image, want: &str) {
     );
 }
 
+/// A server and an image of it whose gzip layers have several members each (one per MiB):
+/// busybox's, deflated, and the 3 MiB of noise of `big`, stored. Checks that they do.
+fn multi_member_image() -> (Server, String) {
+    let server = Server::start_with(&[("NIXERY_BIG_MIB", "3")]);
+    let name = "shell/hello-lib/big";
+    let served = fetch(&server, name, "latest", &BOTH);
+    assert_layers_are(&server, &served, DOCKER_GZIP_LAYER);
+    let members: Vec<usize> = served
+        .layers
+        .iter()
+        .map(|digest| gzip_members(&server, &server.get_ok(&format!("/v2/{name}/blobs/{digest}"), &[]).body))
+        .collect();
+    let several = members.iter().filter(|&&m| m >= 2).count();
+    assert!(several >= 2, "{}", server.context(&format!("members per layer: {members:?}")));
+    let image = server.image(&format!("{name}:latest"));
+    (server, image)
+}
+
+/// The Docker engine pulls gzip layers of several members reading them with Go's
+/// `compress/gzip` (clients.rs pulls through unpigz, which it prefers when installed),
+/// checks them against the config's diff_ids, and runs a program from busybox's layer.
+#[test]
+fn docker_reads_gzip_members_with_go_gzip() {
+    require_tool(&["dockerd", "docker", "runc", "python3"]);
+    let (server, image) = multi_member_image();
+    let docker = Docker::start_without_pigz();
+    docker.pull(&server, &image);
+    let out = docker.run(&server, &image, &["hello-lib"]);
+    assert_eq!(out.trim(), "greetings from the nix store", "{}", server.context("`hello-lib` under docker"));
+    let log = docker.log();
+    assert!(
+        log.contains("Use of pigz is disabled due to MOBY_DISABLE_PIGZ"),
+        "{}",
+        server.context("dockerd ran unpigz")
+    );
+}
+
+/// containerd pulls `image` and runs `hello-lib` from it, in a container named after `prefix`.
+fn containerd_runs_hello_lib(server: &Server, containerd: &Containerd, image: &str, prefix: &str) {
+    containerd.ctr_ok(server, &["images", "pull", "--plain-http", image]);
+    let id = format!("{prefix}-{}", nonce());
+    let out = containerd
+        .try_ctr(&["run", "--rm", image, &id, "hello-lib"], Duration::from_secs(120))
+        .unwrap_or_else(|e| server.fail(&e));
+    assert_eq!(out.trim(), "greetings from the nix store", "{}", server.context("`hello-lib` under containerd"));
+}
+
+/// containerd does the same through its own unpacker with Go's `compress/gzip`.
+#[test]
+fn containerd_reads_gzip_members_with_go_gzip() {
+    require_tool(&["containerd", "ctr", "runc", "python3"]);
+    let (server, image) = multi_member_image();
+    let containerd = Containerd::start_without_pigz();
+    containerd_runs_hello_lib(&server, &containerd, &image, "members");
+    // At debug level containerd says "using pigz for decompression" when it runs unpigz,
+    // and nothing when it does not; "diff applied" shows that it logged its unpacking.
+    let log = containerd.log();
+    assert!(log.contains("diff applied"), "{}", server.context("containerd logged no unpacking at debug level"));
+    assert!(!log.contains("using pigz"), "{}", server.context("containerd ran unpigz"));
+}
+
 /// containerd (the kubelet's path) pulls an image of zstd layers, unpacks it and runs a
 /// program from it that reads a file of another layer.
 #[test]
@@ -94,12 +157,7 @@ fn containerd_pulls_and_runs_an_image_of_zstd_layers() {
     let server = Server::start_with(&[ZSTD]);
     let containerd = Containerd::start();
     let image = server.image("shell/hello-lib:latest");
-    containerd.ctr_ok(&server, &["images", "pull", "--plain-http", &image]);
-    let id = format!("zstd-{}", nonce());
-    let out = containerd
-        .try_ctr(&["run", "--rm", &image, &id, "hello-lib"], Duration::from_secs(120))
-        .unwrap_or_else(|e| server.fail(&e));
-    assert_eq!(out.trim(), "greetings from the nix store", "{}", server.context("`hello-lib` under containerd"));
+    containerd_runs_hello_lib(&server, &containerd, &image, "zstd");
 
     // What containerd was given: an OCI manifest of zstd layers, every blob sound.
     let served = fetch(&server, "shell/hello-lib", "latest", &[("Accept", CONTAINERD_ACCEPT)]);
@@ -136,7 +194,7 @@ fn podman_pulls_and_runs_an_image_of_zstd_layers() {
 #[test]
 fn layers_are_the_same_for_any_worker_count_and_differ_only_in_compression() {
     require_tool(&["zstd", "python3"]);
-    // busybox (2 MB of machine code: 16 gzip blocks) and 5 MiB of noise (3 zstd jobs).
+    // busybox (2 MB of machine code: 2 gzip members) and 5 MiB of noise (3 zstd jobs).
     let big = ("NIXERY_BIG_MIB", "5");
     let mut images = Vec::new();
     for compression in ["gzip", "zstd"] {

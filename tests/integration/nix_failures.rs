@@ -6,7 +6,7 @@
 
 use crate::harness::http::{self, Response};
 use crate::harness::{Server, nonce, run};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -152,7 +152,7 @@ fn image_contents(server: &Server, name: &str) -> (BTreeSet<String>, BTreeSet<St
     for layer in manifest["layers"].as_array().unwrap() {
         let blob = server.get_ok(&format!("/v2/{name}/blobs/{}", layer["digest"].as_str().unwrap()), &[]);
         let mut tar = Vec::new();
-        GzDecoder::new(&blob.body[..]).read_to_end(&mut tar).unwrap();
+        MultiGzDecoder::new(&blob.body[..]).read_to_end(&mut tar).unwrap();
         for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
             let path = entry.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_owned();
             match path.strip_prefix("nix/store/") {

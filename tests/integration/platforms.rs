@@ -18,7 +18,7 @@ use crate::harness::{
     Containerd, DOCKER_LIST, DOCKER_MANIFEST_V2, Docker, INDEX_ACCEPT, NIX_WITHOUT_AARCH64, OCI_INDEX, OCI_MANIFEST_V1,
     Podman, Server, nonce, pull_and_unpack, require_tool, sha256_digest,
 };
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde_json::{Value, json};
 
 const BOTH: &str = "linux/amd64,linux/arm64";
@@ -154,7 +154,7 @@ fn content(server: &Server, containerd: &Containerd, digest: &str) -> Vec<u8> {
 /// The contents of the files named `nix-support/system` in the gzipped layer `blob`.
 fn systems_in_layer(blob: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
-    let mut archive = tar::Archive::new(GzDecoder::new(blob));
+    let mut archive = tar::Archive::new(MultiGzDecoder::new(blob));
     for e in archive.entries().expect("a tar layer") {
         let mut e = e.expect("a tar entry");
         if e.path().expect("a path").ends_with("nix-support/system") {

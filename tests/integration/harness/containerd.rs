@@ -25,14 +25,15 @@ pub struct Containerd {
     log_path: PathBuf,
 }
 
-/// The containerd config for a daemon living in `dir`.
-fn config(dir: &Path) -> String {
+/// The containerd config for a daemon living in `dir`, logging at `level`.
+fn config(dir: &Path, level: &str) -> String {
     format!(
         "version = 2\n\
          root = \"{d}/root\"\n\
          state = \"{d}/state\"\n\
          disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-         [grpc]\n  address = \"{d}/containerd.sock\"\n",
+         [grpc]\n  address = \"{d}/containerd.sock\"\n\
+         [debug]\n  level = \"{level}\"\n",
         d = dir.display()
     )
 }
@@ -40,18 +41,33 @@ fn config(dir: &Path) -> String {
 impl Containerd {
     /// Starts the daemon and waits (up to 30 s) until `ctr version` answers.
     pub fn start() -> Containerd {
+        Self::start_with("info", |_| {})
+    }
+
+    /// A daemon that decompresses layers with Go's `compress/gzip` rather than unpigz, which
+    /// it runs whenever unpigz is installed (as here): `CONTAINERD_DISABLE_PIGZ`. It logs at
+    /// debug level, where it says "using pigz for decompression" when it does run unpigz.
+    pub fn start_without_pigz() -> Containerd {
+        Self::start_with("debug", |cmd| {
+            cmd.env("CONTAINERD_DISABLE_PIGZ", "1");
+        })
+    }
+
+    fn start_with(log_level: &str, configure: impl FnOnce(&mut Command)) -> Containerd {
         require_tool(&["containerd", "ctr", "runc"]);
         let dir = temp_dir("containerd");
         let config_path = dir.path().join("config.toml");
-        fs::write(&config_path, config(dir.path())).expect("write containerd config");
+        fs::write(&config_path, config(dir.path(), log_level)).expect("write containerd config");
         let mut c = Containerd {
             daemon: None,
             socket: dir.path().join("containerd.sock"),
             log_path: dir.path().join("containerd.log"),
             dir,
         };
-        let mut daemon = Daemon::spawn(Command::new("containerd").arg("--config").arg(&config_path), &c.log_path)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config").arg(&config_path);
+        configure(&mut cmd);
+        let mut daemon = Daemon::spawn(&mut cmd, &c.log_path).unwrap_or_else(|e| panic!("{e}"));
         let ready = daemon.wait_ready(Duration::from_secs(30), || {
             let answers = c.socket.exists()
                 && output_timeout(c.ctr().arg("version"), Duration::from_secs(10))
@@ -72,7 +88,8 @@ impl Containerd {
         cmd
     }
 
-    fn log(&self) -> String {
+    /// The daemon's log.
+    pub fn log(&self) -> String {
         read_log(&self.log_path)
     }
 

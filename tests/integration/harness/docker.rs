@@ -39,6 +39,19 @@ pub struct Docker {
 impl Docker {
     /// Starts dockerd and waits until `docker version` answers from it.
     pub fn start() -> Docker {
+        Self::start_with(|_| {})
+    }
+
+    /// A daemon that decompresses layers with Go's `compress/gzip` rather than unpigz, which
+    /// it runs whenever unpigz is installed (as here): `MOBY_DISABLE_PIGZ`. It logs at debug
+    /// level, where it says so ("Use of pigz is disabled").
+    pub fn start_without_pigz() -> Docker {
+        Self::start_with(|cmd| {
+            cmd.env("MOBY_DISABLE_PIGZ", "true").arg("--debug");
+        })
+    }
+
+    fn start_with(configure: impl FnOnce(&mut Command)) -> Docker {
         require_tool(&["dockerd", "docker", "runc"]);
         let dir = temp_dir("docker");
         let d = dir.path().to_owned();
@@ -53,6 +66,7 @@ impl Docker {
             .arg(format!("unix://{}", docker.socket.display()))
             .arg("--pidfile")
             .arg(d.join("docker.pid"));
+        configure(&mut cmd);
         let mut daemon = Daemon::spawn(&mut cmd, &docker.log_path).unwrap_or_else(|e| panic!("{e}"));
         let ready = daemon.wait_ready(READY_TIMEOUT, || {
             let answers = docker.socket.exists()
