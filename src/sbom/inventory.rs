@@ -27,7 +27,7 @@ pub struct Inventory {
 
 /// The package set an image was built from, as it may be shown: no credentials, no server
 /// path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceInfo {
     /// `nixpkgs channel nixos-24.11 of https://github.com/NixOS/nixpkgs`, `the package set
     /// repository https://***@git.example/pkgs`, `a local package set`.

@@ -234,10 +234,15 @@ pub fn license_expression(licenses: &[License]) -> String {
     }
 }
 
-/// An SPDX license id: letters, digits, `.`, `-`, and a trailing `+` ("or later").
+/// An SPDX license id: letters, digits, `.`, `-`, and a trailing `+` ("or later"). Not an
+/// exception: nixpkgs lists `llvm-exception` beside `asl20` (which SPDX writes `Apache-2.0
+/// WITH LLVM-exception`, not AND) and has the deprecated `GPL-2.0-with-classpath-exception`,
+/// which SPDX validators refuse; such a list asserts nothing rather than something wrong.
 fn valid_license_id(id: &str) -> bool {
     let body = id.strip_suffix('+').unwrap_or(id);
-    !body.is_empty() && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !body.to_ascii_lowercase().contains("exception")
 }
 
 fn is_url(text: &str) -> bool {

@@ -118,6 +118,9 @@ fn licenses_become_expressions_only_when_every_part_has_an_id() {
     assert_eq!(license_expression(&[license(Some("GPL-2.0+"))]), "GPL-2.0+");
     assert_eq!(license_expression(&[license(Some("MIT")), license(None)]), NOASSERTION);
     assert_eq!(license_expression(&[license(Some("MIT OR x)"))]), NOASSERTION, "not an id");
+    // nixpkgs 20.09's lib.licenses: llvm-exception comes beside asl20; the classpath one is deprecated.
+    assert_eq!(license_expression(&[license(Some("Apache-2.0")), license(Some("LLVM-exception"))]), NOASSERTION);
+    assert_eq!(license_expression(&[license(Some("GPL-2.0-with-classpath-exception"))]), NOASSERTION);
 }
 
 #[test]
