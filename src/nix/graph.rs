@@ -198,10 +198,14 @@ mod tests {
         assert_eq!(nar_hash_hex("sha256-qnpXKcklN/mXfFRyh9Mfcg/uDlHB7CjAxpd3V/tMu8Y=").as_deref(), Some(hex));
         assert_eq!(nar_hash_hex("sha256:1imv9kxmfxwpqv02iv61a47fw3vj3z9qfwjlgjbzjdr5r4lmfyma").as_deref(), Some(hex));
         assert_eq!(nar_hash_hex(&format!("sha256:{hex}")).as_deref(), Some(hex));
-        for bad in ["md5-abc", "sha256:xyz", "sha256-AAAA", "sha256:1imv9kxmfxwpqv02iv61a47fw3vj3z9qfwjlgjbzjdr5r4lmfyme"] {
+        for bad in
+            ["md5-abc", "sha256:xyz", "sha256-AAAA", "sha256:1imv9kxmfxwpqv02iv61a47fw3vj3z9qfwjlgjbzjdr5r4lmfyme"]
+        {
             assert_eq!(nar_hash_hex(bad), None, "{bad}");
         }
-        let json = format!(r#"{{"{B}":{{"narHash":"sha256-qnpXKcklN/mXfFRyh9Mfcg/uDlHB7CjAxpd3V/tMu8Y=","narSize":20,"references":[]}}}}"#);
+        let json = format!(
+            r#"{{"{B}":{{"narHash":"sha256-qnpXKcklN/mXfFRyh9Mfcg/uDlHB7CjAxpd3V/tMu8Y=","narSize":20,"references":[]}}}}"#
+        );
         assert_eq!(parse_path_info(json.as_bytes()).unwrap()[B].nar_hash.as_deref(), Some(hex));
     }
 

@@ -116,17 +116,13 @@ enum LookupError {
 
 impl Nix {
     /// The derivations of `names`, or what is wrong with them.
-    pub(super) async fn resolve(
-        &self,
-        job: &Job<'_>,
-        names: &BTreeSet<PackageName>,
-    ) -> Result<Resolved, NixError> {
+    pub(super) async fn resolve(&self, job: &Job<'_>, names: &BTreeSet<PackageName>) -> Result<Resolved, NixError> {
         let Resolution { packages: lookups, meta, revision } =
             match self.lookup::<Resolution>(job, Step::Evaluate, "resolve", names.iter()).await {
                 Ok(resolution) => resolution,
-            Err(LookupError::Failed(stderr, e)) => return Err(self.diagnose(job, names, &stderr, e).await),
-            Err(LookupError::Other(e)) => return Err(e),
-        };
+                Err(LookupError::Failed(stderr, e)) => return Err(self.diagnose(job, names, &stderr, e).await),
+                Err(LookupError::Other(e)) => return Err(e),
+            };
         let mut problems = PackageProblems::default();
         let mut resolved = Vec::new();
         let mut unexplained = Vec::new();
@@ -141,10 +137,8 @@ impl Nix {
             }
         }
         if problems.is_empty() && unexplained.is_empty() {
-            let meta = meta
-                .into_iter()
-                .filter_map(|(path, meta)| Some((StorePath::parse(&path).ok()?, meta?)))
-                .collect();
+            let meta =
+                meta.into_iter().filter_map(|(path, meta)| Some((StorePath::parse(&path).ok()?, meta?))).collect();
             return Ok(Resolved { packages: resolved, meta, committed: revision.last_modified });
         }
         for (name, alone) in self.each_alone(job, unexplained).await? {
