@@ -229,10 +229,10 @@ impl ArtifactStore {
         self.put_new(&ObjectKey::manifest(&artifact.manifest.digest), &artifact.manifest).await?;
         if artifact.kind == ArtifactKind::Sbom {
             let pointer = ObjectKey::sbom(&key.subject);
-            if self.storage.size(&pointer).await?.is_some() {
-                if let Some(stored) = self.stored_sbom(&key.subject).await? {
-                    return Ok(stored);
-                }
+            if self.storage.size(&pointer).await?.is_some()
+                && let Some(stored) = self.stored_sbom(&key.subject).await?
+            {
+                return Ok(stored);
             }
             self.storage.put(&pointer, artifact.manifest.bytes.clone()).await?;
         }
