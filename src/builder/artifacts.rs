@@ -149,10 +149,15 @@ impl Inner {
         doc: &Document,
         inventory: &Inventory,
     ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let record = Self::record_of(key, doc, None);
         let spdx = sbom::for_manifest(&doc.digest, inventory, &self.author());
-        self.keep_sbom(&record, &spdx).await?;
-        self.artifacts.record(record).await
+        let kept = self.keep_sbom(&record, &spdx).await?;
+        self.artifacts.record(record).await?;
+        let bytes = kept.manifest.bytes.len() + sbom_bytes(&kept).len();
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::debug!(digest = %doc.digest, paths = inventory.paths.len(), bytes, seconds, "stored the SBOM");
+        Ok(())
     }
 
     /// Before an index is stored: its record, and its SBOM from its platforms' (a platform
