@@ -71,7 +71,8 @@ struct Stored {
 
 const RECORD_VERSION: u32 = 1;
 
-fn arch(name: &str) -> Option<Arch> {
+/// The architecture of an OCI name (`amd64`, `arm64`).
+pub(crate) fn arch(name: &str) -> Option<Arch> {
     [Arch::Amd64, Arch::Arm64].into_iter().find(|a| a.oci_name() == name)
 }
 
