@@ -175,11 +175,5 @@ pub fn referrers(artifacts: &[&Artifact], artifact_type: Option<&str>) -> Docume
     Document::new(serde_json::to_vec(&index).expect("JSON serialises"))
 }
 
-/// Whether the manifest `bytes` is an artifact (it has a `subject`): artifacts are not
-/// signed, and have no referrers of their own here.
-pub fn is_artifact(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(bytes).is_ok_and(|v| v.get("subject").is_some())
-}
-
 #[cfg(test)]
 mod tests;

@@ -29,8 +29,6 @@ fn an_sbom_is_an_oci_1_1_artifact_of_its_subject() {
         a.blobs.contains(&spdx) && a.blobs.iter().any(|b| &b.bytes[..] == b"{}"),
         "every named blob is handed over"
     );
-    assert!(is_artifact(&a.manifest.bytes));
-    assert!(!is_artifact(br#"{"schemaVersion":2,"layers":[]}"#));
 }
 
 #[test]
