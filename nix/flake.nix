@@ -12,7 +12,8 @@
 # `roots`, where lookup.nix looks names up: an image's names in packages.<system>, then
 # legacyPackages.<system>; the packages the registry adds (`shell`'s, cacert, iana-etc) in
 # legacyPackages.<system> only, where a flake keeps nixpkgs. A root the flake does not have
-# has `set = null`, so that lookup.nix can say where it looked.
+# has `set = null`, so that lookup.nix can say where it looked. `revision`: the locked
+# commit's time, as fetchGit gives it for a git source.
 { ref, system }:
 let
   flake = builtins.getFlake ref;
@@ -30,4 +31,5 @@ in
     names = [ packages legacy ];
     added = [ legacy ];
   };
+  revision = { lastModified = flake.lastModified or null; };
 }

@@ -15,13 +15,22 @@
 #   resolve  every name, each under builtins.tryEval, so a `throw` or failed `assert` (how
 #            nixpkgs refuses unfree, broken, insecure and removed packages) makes that name
 #            "unusable" instead of failing the whole evaluation. The result is JSON:
-#              [ { status = "ok"; name; attr; output; drvPath; outputs = [ store path ];
-#                  mainProgram = <meta.mainProgram if it is a string, else null>;
-#                  root = <where it was found (a flake's "packages.x86_64-linux"), or null>; }
-#                { status = "missing"; name;
-#                  lookedIn = [ { where = "packages.x86_64-linux"; present = <bool>; } ]; }
-#                { status = "unusable"; name; reason = <text, or null if it threw>; } ]
-#            tryEval drops the text of what was thrown; `single` recovers it.
+#              { packages = [
+#                  { status = "ok"; name; attr; output; drvPath; outputs = [ store path ];
+#                    mainProgram = <meta.mainProgram if it is a string, else null>;
+#                    root = <where it was found (a flake's "packages.x86_64-linux"), or null>; }
+#                  { status = "missing"; name;
+#                    lookedIn = [ { where = "packages.x86_64-linux"; present = <bool>; } ]; }
+#                  { status = "unusable"; name; reason = <text, or null if it threw>; } ];
+#                meta = { "<output path>" = { pname; version; output; licenses; homepage;
+#                                             description; }; ... };
+#                revision = { lastModified = <commit time> or null; }; }
+#            tryEval drops the text of what was thrown; `single` recovers it. `meta` (for the
+#            image's SBOM, only when every name is ok) covers every output of the requested
+#            derivations and of the derivations reachable from them through their inputs
+#            (buildInputs, nativeBuildInputs, their propagated forms, and the C library and
+#            compiler of their stdenv: where a runtime closure's paths come from); each part
+#            is tried on its own, so odd meta costs that part, never the image.
 #   single   one name, as `resolve` would classify it; but a name that threw is forced again
 #            without tryEval, after the trace line "nixery-lookup: forcing without tryEval",
 #            so Nix fails with nixpkgs' own message, and the trace tells the caller that the
@@ -136,8 +145,81 @@ let
     if r.status == "unusable" && r.reason == null
     then builtins.trace "nixery-lookup: forcing without tryEval" (resolveWith true name)
     else r;
+  # Meta for the SBOM (see `resolve` above). Everything is tried: a value that throws is
+  # left out, never fatal.
+  attempt = value: default:
+    let r = builtins.tryEval (builtins.deepSeq value value); in if r.success then r.value else default;
+  str = value: let r = builtins.tryEval value; in if r.success && builtins.isString r.value then r.value else null;
+  isDrv = value: let r = builtins.tryEval (builtins.isAttrs value && (value.type or null) == "derivation"); in r.success && r.value;
+  flatten = list: builtins.concatMap (x:
+    let r = builtins.tryEval x; in
+    if !r.success then [ ] else if builtins.isList r.value then flatten r.value else [ r.value ]) list;
+
+  # meta.license is nixpkgs' `lib.licenses.<name>` (an attribute set, with `spdxId` where SPDX
+  # has the license), a list of them, or (old and hand-written packages) a string.
+  license = l:
+    if builtins.isAttrs l then { spdxId = str (l.spdxId or null); name = str (l.shortName or l.fullName or null); }
+    else { spdxId = null; name = str l; };
+  licenses = drv:
+    let l = drv.meta.license or null; in
+    if l == null then [ ] else map license (if builtins.isList l then l else [ l ]);
+  homepage = drv:
+    let h = drv.meta.homepage or null; in
+    if builtins.isList h then (if h == [ ] then null else str (builtins.head h)) else str h;
+  metaOf = drv: output: attempt {
+    inherit output;
+    pname = str (drv.pname or null);
+    version = str (drv.version or null);
+    licenses = attempt (licenses drv) [ ];
+    homepage = attempt (homepage drv) null;
+    description = str (drv.meta.description or null);
+  } null;
+
+  inputAttrs = [ "buildInputs" "propagatedBuildInputs" "nativeBuildInputs" "propagatedNativeBuildInputs" ];
+  inputsOf = drv:
+    let
+      listed = builtins.concatMap (a:
+        let v = builtins.tryEval (drv.${a} or [ ]); in
+        if v.success && builtins.isList v.value then flatten v.value else [ ]) inputAttrs;
+      toolchain = flatten [ (drv.stdenv.cc.libc or null) (drv.stdenv.cc.cc or null) ];
+    in
+    builtins.filter isDrv (listed ++ toolchain);
+  item = drv: let key = builtins.tryEval drv.drvPath; in if key.success then [ { key = key.value; inherit drv; } ] else [ ];
+  reachable = roots: builtins.genericClosure {
+    startSet = builtins.concatMap item roots;
+    operator = i: builtins.concatMap item (inputsOf i.drv);
+  };
+  outputsMeta = drv:
+    let
+      outputs = builtins.tryEval (drv.outputs or [ "out" ]);
+      names = if outputs.success && builtins.isList outputs.value then outputs.value else [ "out" ];
+    in
+    builtins.concatMap (o:
+      let path = builtins.tryEval drv.${o}.outPath; in
+      if path.success && builtins.isString path.value
+      then [ { name = builtins.unsafeDiscardStringContext path.value; value = metaOf drv o; } ]
+      else [ ]) names;
+  metaMap = roots: builtins.listToAttrs (builtins.concatMap (i: outputsMeta i.drv) (reachable roots));
+
+  resolveAll = names:
+    let
+      packages = map (resolveWith false) names;
+      roots = builtins.concatMap (name:
+        let r = walkRoots false (rootsOf name) (split name); in
+        if r.found && (r.usable or true) && isDrv r.value then [ r.value ] else [ ]) names;
+    in {
+      inherit packages;
+      meta = if builtins.all (p: p.status == "ok") packages then metaMap roots else { };
+      inherit (source) revision;
+    };
+
+  single = name:
+    let r = resolveWith false name; in
+    if r.status == "unusable" && r.reason == null
+    then builtins.trace "nixery-lookup: forcing without tryEval" (resolveWith true name)
+    else r;
 in
-if mode == "resolve" then map (resolveWith false) names
+if mode == "resolve" then resolveAll names
 else if mode == "single" then map single names
 else if mode == "probe" then builtins.isAttrs pkgs
 else throw "unknown mode '${mode}'"

@@ -13,7 +13,9 @@
 # Only builtins are used, so any package set shaped like nixpkgs
 # (`{ system ? ..., ... }: { attrs }`) works.
 #
-# Result: `set`, the package set, and `roots`, where lookup.nix looks an image's names up,
+# Result: `set`, the package set, `revision`, what the fetcher knows of the revision
+# (`{ lastModified = <commit time, seconds> or null; }`: builtins.fetchGit and a flake tell
+# it, a tarball and a local path do not), and `roots`, where lookup.nix looks an image's names up,
 # in order: `names` for the names of the image, `added` for the packages the registry adds
 # (`shell`'s, cacert, iana-etc). Each root is `{ where; set; }`: `where` names it in messages
 # (null for a plain package set, whose names are its own attributes), `set` is null when the
@@ -41,4 +43,8 @@ let
   root = { where = null; inherit set; };
 in
 if srcType == "flake" then import ./flake.nix { inherit (args) ref; inherit system; }
-else { inherit set; roots = { names = [ root ]; added = [ root ]; }; }
+else {
+  inherit set;
+  roots = { names = [ root ]; added = [ root ]; };
+  revision = { lastModified = if srcType == "git" then source.lastModified or null else null; };
+}

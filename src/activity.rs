@@ -242,6 +242,13 @@ mod tests {
             user: Default::default(),
             command: None,
             sizes: Default::default(),
+            inventory: Arc::new(crate::sbom::Inventory {
+                arch: crate::image::Arch::Amd64,
+                name: "test".into(),
+                source: Default::default(),
+                requested: vec![],
+                paths: Default::default(),
+            }),
         }
     }
 

@@ -13,6 +13,7 @@
 
 pub mod activity;
 pub mod archive;
+pub mod artifact;
 pub mod binary_cache;
 pub mod builder;
 pub mod cache;
@@ -35,7 +36,9 @@ pub mod popcount;
 pub mod popularity;
 pub mod redact;
 pub mod registry;
+pub mod sbom;
 pub mod server;
+pub mod signing;
 pub mod storage;
 pub mod web;
 

@@ -26,8 +26,10 @@ use crate::layers::{Layer, LayerPolicy};
 use crate::nix::{Nix, NixError, ResolvedPackage, StorePath};
 use crate::pkgsource::SourceRevision;
 use crate::popularity::Popularity;
+use crate::sbom::{Inventory, PathFacts, RequestedPackage, SourceInfo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// What an image will consist of.
 #[derive(Clone, Debug)]
@@ -42,6 +44,8 @@ pub struct ImagePlan {
     pub command: Option<Vec<String>>,
     /// Each store path's NAR size (what the web pages show per path).
     pub sizes: BTreeMap<StorePath, u64>,
+    /// What the image's SBOM is made of (from the same evaluation and graph query).
+    pub inventory: Arc<Inventory>,
 }
 
 impl ImagePlan {
@@ -106,8 +110,53 @@ impl Planner {
             p.outputs.iter().any(|o| Path::new(o.as_str()).join("bin").join(program).exists())
         });
         let sizes = realised.graph.paths.iter().map(|(path, info)| (path.clone(), info.nar_size)).collect();
-        Ok(ImagePlan { layers, forest: realised.graph.roots, user: spec.user, command, sizes })
+        let inventory = Arc::new(inventory(source, spec, &realised));
+        Ok(ImagePlan { layers, forest: realised.graph.roots, user: spec.user, command, sizes, inventory })
     }
+}
+
+/// The SBOM's facts of an image realised from `source`.
+fn inventory(source: &SourceRevision, spec: &ImageSpec, realised: &crate::nix::Realised) -> Inventory {
+    let requested = realised
+        .packages
+        .iter()
+        .map(|p| RequestedPackage { name: p.name.clone(), attr: p.attr.clone(), outputs: p.outputs.clone() })
+        .collect();
+    let paths = realised
+        .graph
+        .paths
+        .iter()
+        .map(|(path, info)| {
+            let facts = PathFacts {
+                nar_hash: info.nar_hash.clone(),
+                nar_size: info.nar_size,
+                references: info.references.clone(),
+                meta: realised.meta.get(path).cloned(),
+            };
+            (path.clone(), facts)
+        })
+        .collect();
+    Inventory {
+        arch: spec.arch,
+        name: spec.canonical_name(),
+        source: source_info(source, realised.committed),
+        requested,
+        paths,
+    }
+}
+
+/// A package set as an SBOM may name it: remotes without credentials, no local path.
+fn source_info(source: &SourceRevision, committed: Option<i64>) -> SourceInfo {
+    let description = match source {
+        SourceRevision::Channel { repo, .. } => format!("the nixpkgs channel repository {}", repo.redacted()),
+        SourceRevision::Git { url, .. } => format!("the package set repository {}", url.redacted()),
+        SourceRevision::Path { .. } => "a local package set".to_owned(),
+        SourceRevision::Flake(locked) => match &locked.nixpkgs {
+            Some(nixpkgs) => format!("the flake {} (its nixpkgs input at {nixpkgs})", locked.flake.shown()),
+            None => format!("the flake {}", locked.flake.shown()),
+        },
+    };
+    SourceInfo { description, revision: source.commit().map(|c| c.to_string()), committed }
 }
 
 #[cfg(test)]

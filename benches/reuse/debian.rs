@@ -167,7 +167,8 @@ pub fn debian_scenario(seed: u64) -> Option<Scenario> {
         }
         let mut references: Vec<StorePath> = deb.deps[i].iter().map(|&j| path_of[&(j as usize)].clone()).collect();
         references.sort();
-        universe.insert(path_of[&i].clone(), PathInfo { nar_size: deb.size[i], closure_size, references });
+        universe
+            .insert(path_of[&i].clone(), PathInfo { nar_size: deb.size[i], closure_size, nar_hash: None, references });
     }
     let popularity = Popularity::from_counts(
         (0..n).filter(|&i| deb.rdeps[i] > 0).map(|i| (deb.names[i].clone(), deb.rdeps[i])).collect(),

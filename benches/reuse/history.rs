@@ -184,7 +184,7 @@ pub fn read_corpus(text: &str, source: &str, images: usize, rng: &mut SplitMix) 
                     references.retain(|r| *r != path);
                     references.sort();
                     references.dedup();
-                    revision.universe.insert(path, PathInfo { nar_size, closure_size: 0, references });
+                    revision.universe.insert(path, PathInfo { nar_size, closure_size: 0, nar_hash: None, references });
                 }
             }
             other => return Err(err(format!("unknown record `{other}`"))),

@@ -171,7 +171,7 @@ fn revision(pkgs: &[Package], seed: u64, label: String) -> Revision {
         .map(|(p, path)| {
             let mut references: Vec<StorePath> = p.deps.iter().map(|&d| paths[d].clone()).collect();
             references.sort();
-            (path.clone(), PathInfo { nar_size: p.size, closure_size: 0, references })
+            (path.clone(), PathInfo { nar_size: p.size, closure_size: 0, nar_hash: None, references })
         })
         .collect();
     fill_closure_sizes(&mut universe);

@@ -40,6 +40,7 @@ impl Inner {
     /// An index not in memory: from storage, or rendered from every platform's manifest.
     pub(super) async fn stored_or_indexed(self: Arc<Self>, key: ManifestKey, requested: Requested) -> ManifestResult {
         if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| Arc::new(e.into()))? {
+            self.record_read(&key, &stored).await.map_err(|e| Arc::new(e.into()))?;
             return Ok((stored, Outcome::Stored));
         }
         let DocumentKind::Index(platforms) = &key.document else { unreachable!("only index keys come here") };
@@ -61,6 +62,7 @@ impl Inner {
         let manifests = futures::future::try_join_all(manifests).await?;
         let entries: Vec<_> = manifests.iter().map(|(arch, m)| (*arch, m.as_ref())).collect();
         let doc = crate::index::index(key.format, &entries);
+        self.record_index(&key, &doc, &entries).await.map_err(|e| Arc::new(e.into()))?;
         let cached = self.manifests.insert(key, doc).await.map_err(|e| Arc::new(e.into()))?;
         Ok((cached, Outcome::Cold))
     }

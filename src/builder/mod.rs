@@ -23,11 +23,15 @@
 //! in [`crate::activity`] (with its layer plan and the tag of the request that started it),
 //! which the web pages show; [`Builder::plan`] gives those pages the plan of an image.
 
+mod artifacts;
 mod index;
 mod layer;
 
+pub use artifacts::{ArtifactError, ArtifactPolicy};
+
 use crate::activity::{Activity, BuildRecord, FailureRecord, ImageId, PlannedImage};
 use crate::archive::{Archiver, LayerBlob};
+use crate::cache::artifacts::ArtifactStore;
 use crate::cache::{
     CachePolicy, CachedManifest, DocumentKind, Freshness, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache,
 };
@@ -102,6 +106,8 @@ pub struct BuiltImage {
     /// Layers in manifest order (the symlink forest last).
     pub layers: Vec<LayerBlob>,
     pub config: Document,
+    /// What its SBOM is made of.
+    pub inventory: Arc<crate::sbom::Inventory>,
 }
 
 type BuildResult = Result<Arc<BuiltImage>, Arc<BuildError>>;
@@ -132,6 +138,9 @@ struct Inner {
     manifest_flights: SingleFlight<ManifestKey, ManifestResult>,
     /// Recent builds and failures, and plans for the web pages ([`crate::activity`]).
     activity: Activity,
+    /// Subject records, SBOMs and signatures ([`artifacts`]).
+    artifacts: ArtifactStore,
+    artifact_policy: ArtifactPolicy,
 }
 
 impl Builder {
@@ -150,6 +159,8 @@ impl Builder {
                 planner: Planner::new(nix, popularity, policy.layers),
                 sources: SourceCache::new(policy.source.clone(), cache.source_ttl, metrics.clone()),
                 manifests: ManifestCache::new(storage.clone(), cache.manifest_memory),
+                artifacts: ArtifactStore::new(storage.clone(), cache.manifest_memory),
+                artifact_policy: ArtifactPolicy::default(),
                 recipe: Recipe::new(policy.layers, archiver.compression(), &policy.nix.nixpkgs_config),
                 layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, archiver, "/".into()),
                 platforms: policy.platforms.clone(),
@@ -296,6 +307,7 @@ impl Inner {
         let Requested { log_name: image, tag } = requested;
         let key_format = key.format;
         if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| logged_fault(&image, e))? {
+            self.record_read(&key, &stored).await.map_err(|e| logged_fault(&image, e))?;
             return Ok((stored, Outcome::Stored));
         }
         let image_key = ImageKey { source: key.source.clone(), spec: key.image.clone() };
@@ -311,6 +323,8 @@ impl Inner {
         for format in ManifestFormat::for_compression(compression) {
             let doc = manifest::manifest(*format, compression, &built.config, &built.layers);
             let key = ManifestKey { format: *format, ..key.clone() };
+            // Its record and SBOM first: a manifest in storage always has them.
+            self.record_built(&key, &doc, &built.inventory).await.map_err(|e| logged_fault(&image, e))?;
             let cached = self.manifests.insert(key, doc).await.map_err(|e| logged_fault(&image, e))?;
             wanted = wanted.or((*format == key_format).then_some(cached));
         }
@@ -360,6 +374,6 @@ impl Inner {
             seconds = started.elapsed().as_secs_f64(),
             "built image"
         );
-        Ok((BuiltImage { layers: blobs, config }, plan))
+        Ok((BuiltImage { layers: blobs, config, inventory: plan.inventory.clone() }, plan))
     }
 }

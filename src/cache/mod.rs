@@ -48,6 +48,7 @@
 //! setting that changes layer bytes (compression) is a field of [`Recipe`], which every key
 //! includes; a change to what keys mean bumps [`ManifestKey::VERSION`].
 
+pub mod artifacts;
 pub mod key;
 pub mod layers;
 pub mod manifests;

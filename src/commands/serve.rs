@@ -49,7 +49,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         popularity,
         metrics.clone(),
     )
-    .map_err(ServeError::Expressions)?;
+    .map_err(ServeError::Expressions)?
+    .with_artifacts(config.artifacts.clone());
     let app = crate::app(AppState { builder, storage, metrics });
 
     let addr = std::net::SocketAddr::new(config.host, config.port);
@@ -62,6 +63,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         storage = ?config.storage,
         local_builds = nix.local_builds,
         max_nix_jobs = nix.max_jobs,
+        signing = config.artifacts.signing.is_some(),
+        registry_name = config.artifacts.registry_name.as_deref(),
         "nixery serving"
     );
     let stop_grace = nix_stop_grace(config.shutdown_timeout);

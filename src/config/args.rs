@@ -209,6 +209,31 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub connections: ConnectionArgs,
+
+    #[command(flatten)]
+    pub artifacts: ArtifactArgs,
+}
+
+/// SBOMs and signatures (what the registry attaches to the images it serves).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ArtifactArgs {
+    /// Private key that signs every image manifest and index (cosign's format): a PEM file
+    /// written by `cosign generate-key-pair`, or an unencrypted PKCS#8 EC P-256 key.
+    #[arg(long, env = "NIXERY_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+
+    /// Password of an encrypted signing key.
+    #[arg(long, env = "NIXERY_SIGNING_KEY_PASSWORD", hide_env_values = true)]
+    pub signing_key_password: Option<String>,
+
+    /// File holding the password of an encrypted signing key (a trailing newline is ignored).
+    #[arg(long, env = "NIXERY_SIGNING_KEY_PASSWORD_FILE", conflicts_with = "signing_key_password")]
+    pub signing_key_password_file: Option<PathBuf>,
+
+    /// The registry's public name (`registry.example.com[:port]`): signatures and SBOMs name
+    /// images under it instead of by repository alone.
+    #[arg(long, env = "NIXERY_REGISTRY_NAME")]
+    pub registry_name: Option<String>,
 }
 
 /// Client connections and shutdown (mapped to [`server::Limits`] and

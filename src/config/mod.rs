@@ -38,13 +38,14 @@ pub use args::*;
 use parse::{parse_args, reason, set, variables};
 
 use crate::archive::ArchivePolicy;
-use crate::builder::BuildPolicy;
+use crate::builder::{ArtifactPolicy, BuildPolicy};
 use crate::cache::CachePolicy;
 use crate::digest::Digest;
 use crate::layers::LayerPolicy;
 use crate::nix::{NixPolicy, NixpkgsConfig};
 use crate::pkgsource::{Channel, FlakeRef, PkgSource, RemoteUrl};
 use crate::server;
+use crate::signing::SigningKey;
 use crate::storage::{GcsConfig, S3Config};
 use clap::CommandFactory;
 use reqwest::Url;
@@ -88,6 +89,8 @@ pub struct Config {
     pub connections: server::Limits,
     /// From a shutdown signal until the process has exited.
     pub shutdown_timeout: Duration,
+    /// SBOMs and signatures.
+    pub artifacts: ArtifactPolicy,
 }
 
 /// What the binary was asked to do, with checked settings.
@@ -151,6 +154,13 @@ pub enum ConfigError {
          so unset NIXERY_NIXPKGS_CONFIG or serve another source"
     )]
     NixpkgsConfigWithFlake,
+    /// The signing key cannot be used (no path, no password in the message).
+    #[error("{variable}: {reason}")]
+    SigningKey { variable: &'static str, reason: String },
+    #[error(
+        "NIXERY_REGISTRY_NAME must be a host name with an optional port and path (registry.example.com:5000/images), got '{0}'"
+    )]
+    RegistryName(String),
 }
 
 /// Looks up an environment variable (`std::env::var_os` in production, a map in tests).
@@ -271,6 +281,50 @@ impl BuildArgs {
     }
 }
 
+impl ArtifactArgs {
+    /// The signing key (read and opened now: a key that cannot sign stops the start) and the
+    /// registry's name.
+    fn check(self) -> Result<ArtifactPolicy, ConfigError> {
+        let registry_name = match self.registry_name.map(|n| n.trim().trim_end_matches('/').to_owned()) {
+            Some(name) if !valid_registry_name(&name) => return Err(ConfigError::RegistryName(name)),
+            name => name,
+        };
+        let signing = match self.signing_key {
+            None => None,
+            Some(path) => {
+                let fail = |variable, reason: String| ConfigError::SigningKey { variable, reason };
+                let pem = std::fs::read_to_string(&path)
+                    .map_err(|e| fail("NIXERY_SIGNING_KEY", format!("cannot read the key file: {}", e.kind())))?;
+                let password = match (self.signing_key_password, self.signing_key_password_file) {
+                    (Some(p), _) => Some(p.into_bytes()),
+                    (None, Some(file)) => {
+                        let text = std::fs::read(&file).map_err(|e| {
+                            fail("NIXERY_SIGNING_KEY_PASSWORD_FILE", format!("cannot read the file: {}", e.kind()))
+                        })?;
+                        let end = text.iter().rposition(|b| !b"\r\n".contains(b)).map_or(0, |i| i + 1);
+                        Some(text[..end].to_vec())
+                    }
+                    (None, None) => None,
+                };
+                let key = SigningKey::from_pem(&pem, password.as_deref())
+                    .map_err(|e| fail("NIXERY_SIGNING_KEY", e.to_string()))?;
+                Some(key)
+            }
+        };
+        Ok(ArtifactPolicy { signing, registry_name })
+    }
+}
+
+/// A registry host (name or address, optional port) and optional path, as image references
+/// start: no scheme, no spaces.
+fn valid_registry_name(name: &str) -> bool {
+    let host = name.split('/').next().unwrap_or_default();
+    !host.is_empty()
+        && !name.contains("://")
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// NIXERY_NIXPKGS_CONFIG: a JSON object given inline (it starts with `{`), or a file: a
 /// `.json` file is read and checked here, any other (`.nix`) is imported by Nix and only its
 /// content's digest is taken (for cache keys).
@@ -336,7 +390,9 @@ impl Config {
             idle_timeout: Duration::from_secs(args.connections.idle_timeout),
             max_connections: usize::try_from(args.connections.max_connections).unwrap_or(usize::MAX),
         };
+        let artifacts = args.artifacts.check()?;
         Ok(Config {
+            artifacts,
             host: args.host,
             port: args.port,
             build,

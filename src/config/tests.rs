@@ -436,3 +436,40 @@ fn the_process_environment_is_not_consulted() {
     assert_eq!(s3.region, None);
     assert_eq!(parse(&[]).unwrap().port, 8080);
 }
+
+#[test]
+fn the_signing_key_is_opened_at_start_up_and_errors_name_the_variable_not_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cosign.key");
+    std::fs::write(&key, include_str!("../signing/testdata/cosign.key")).unwrap();
+    let key = key.to_str().unwrap().to_owned();
+    let public = include_str!("../signing/testdata/cosign.pub").trim();
+    let c = serve(&[], &[("NIXERY_SIGNING_KEY", &key), ("NIXERY_SIGNING_KEY_PASSWORD", "pw")]).unwrap();
+    assert_eq!(c.artifacts.signing.as_ref().unwrap().public_pem().trim(), public);
+    let password = dir.path().join("password");
+    std::fs::write(&password, "pw\n").unwrap();
+    let from_file =
+        [("NIXERY_SIGNING_KEY", key.as_str()), ("NIXERY_SIGNING_KEY_PASSWORD_FILE", password.to_str().unwrap())];
+    assert_eq!(serve(&[], &from_file).unwrap().artifacts.signing.unwrap().public_pem().trim(), public);
+    assert!(serve(&[], &[]).unwrap().artifacts.signing.is_none(), "no key: nothing signed");
+
+    let err = serve(&[], &[("NIXERY_SIGNING_KEY", &key), ("NIXERY_SIGNING_KEY_PASSWORD", "s3cret-wrong")]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("NIXERY_SIGNING_KEY: the password does not open the key"), "{text}");
+    assert!(!text.contains("s3cret") && !text.contains(&key), "{text}");
+    let err = serve(&[], &[("NIXERY_SIGNING_KEY", &key)]).unwrap_err();
+    assert!(err.to_string().contains("no password was given"), "{err}");
+    let missing = dir.path().join("nope.key");
+    let err = serve(&[], &[("NIXERY_SIGNING_KEY", missing.to_str().unwrap())]).unwrap_err();
+    assert_eq!(err.to_string(), "NIXERY_SIGNING_KEY: cannot read the key file: entity not found");
+}
+
+#[test]
+fn the_registry_name_is_a_host_and_optional_path() {
+    let name = |v: &str| serve(&[], &[("NIXERY_REGISTRY_NAME", v)]).map(|c| c.artifacts.registry_name);
+    assert_eq!(name("registry.example.com:5000/").unwrap().as_deref(), Some("registry.example.com:5000"));
+    assert_eq!(name("r.example/images").unwrap().as_deref(), Some("r.example/images"));
+    for bad in ["https://r.example", "r example", "/images"] {
+        assert!(matches!(name(bad), Err(ConfigError::RegistryName(_))), "{bad}");
+    }
+}

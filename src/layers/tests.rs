@@ -25,7 +25,7 @@ fn graph(roots: &[&str], nodes: &[(&str, u64, &[&str])]) -> RuntimeGraph {
     let mut paths = BTreeMap::new();
     for (name, size, refs) in nodes {
         let references = refs.iter().map(|r| p(r)).collect();
-        paths.insert(p(name), PathInfo { nar_size: *size, closure_size: 0, references });
+        paths.insert(p(name), PathInfo { nar_size: *size, closure_size: 0, nar_hash: None, references });
     }
     let keys: Vec<StorePath> = paths.keys().cloned().collect();
     for k in keys {

@@ -1,6 +1,11 @@
 //! The runtime graph of an image: every store path in the closure of the requested
-//! packages, with its size and references, as `nix path-info --json --recursive
+//! packages, with its size, NAR hash and references, as `nix path-info --json --recursive
 //! --closure-size` reports it.
+//!
+//! The NAR hash (the SBOM's checksum of a store path) is printed as an SRI hash by Nix 2.19
+//! and later (`"narHash": "sha256-qnpXKcklN/mXfFRyh9Mfcg/uDlHB7CjAxpd3V/tMu8Y="`) and in
+//! Nix's own base-32 before (`"sha256:1imv9kxmfxwpqv02iv61a47fw3vj3z9qfwjlgjbzjdr5r4lmfyma"`);
+//! both are kept as hex ([`nar_hash_hex`]).
 
 use super::StorePath;
 use serde::Deserialize;
@@ -13,6 +18,8 @@ pub struct PathInfo {
     pub nar_size: u64,
     /// Size of the path and everything it references.
     pub closure_size: u64,
+    /// SHA-256 of the path's NAR serialisation, hex (absent if Nix printed another form).
+    pub nar_hash: Option<String>,
     /// Store paths this one references at run time (never itself).
     pub references: Vec<StorePath>,
 }
@@ -34,6 +41,8 @@ struct RawPathInfo {
     nar_size: u64,
     #[serde(default)]
     closure_size: Option<u64>,
+    #[serde(default)]
+    nar_hash: Option<String>,
     #[serde(default)]
     references: Vec<StorePath>,
 }
@@ -99,9 +108,49 @@ fn parse_path_info(json: &[u8]) -> Result<BTreeMap<StorePath, PathInfo>, GraphEr
         references.sort();
         references.dedup();
         let closure_size = p.closure_size.unwrap_or(p.nar_size);
-        paths.insert(path, PathInfo { nar_size: p.nar_size, closure_size, references });
+        let nar_hash = p.nar_hash.as_deref().and_then(nar_hash_hex);
+        paths.insert(path, PathInfo { nar_size: p.nar_size, closure_size, nar_hash, references });
     }
     Ok(paths)
+}
+
+/// Nix's base-32 alphabet (digits and letters without e, o, u, t).
+const NIX32: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+/// A SHA-256 hash as Nix prints it (`sha256-<base64>`, `sha256:<nix32>` or `sha256:<hex>`),
+/// in hex.
+pub fn nar_hash_hex(text: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = if let Some(b64) = text.strip_prefix("sha256-") {
+        base64::engine::general_purpose::STANDARD.decode(b64).ok()?
+    } else {
+        let digits = text.strip_prefix("sha256:")?;
+        match digits.len() {
+            64 => hex::decode(digits).ok()?,
+            52 => nix32_decode(digits)?,
+            _ => return None,
+        }
+    };
+    (bytes.len() == 32).then(|| hex::encode(bytes))
+}
+
+/// Nix's base 32 (`printHash32`): the last character holds the lowest five bits.
+fn nix32_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; 32];
+    let n = text.len();
+    for (k, c) in text.bytes().enumerate() {
+        let digit = NIX32.iter().position(|&a| a == c)? as u16;
+        let bit = (n - 1 - k) * 5;
+        let (byte, shift) = (bit / 8, bit % 8);
+        let wide = digit << shift;
+        out[byte] |= wide as u8;
+        match out.get_mut(byte + 1) {
+            Some(next) => *next |= (wide >> 8) as u8,
+            None if wide >> 8 != 0 => return None,
+            None => {}
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -140,6 +189,24 @@ mod tests {
         assert_eq!(g.paths[B].nar_size, 20);
         let invalid = format!(r#"{{"{A}":null}}"#);
         assert!(matches!(parse_path_info(invalid.as_bytes()), Err(GraphError::Invalid(p)) if p == sp(A)));
+    }
+
+    #[test]
+    fn nar_hashes_in_every_form_nix_prints_become_hex() {
+        // One hash as Nix 2.26 prints it in each form (`nix hash convert`).
+        let hex = "aa7a5729c92537f9977c547287d31f720fee0e51c1ec28c0c6977757fb4cbbc6";
+        assert_eq!(nar_hash_hex("sha256-qnpXKcklN/mXfFRyh9Mfcg/uDlHB7CjAxpd3V/tMu8Y=").as_deref(), Some(hex));
+        assert_eq!(nar_hash_hex("sha256:1imv9kxmfxwpqv02iv61a47fw3vj3z9qfwjlgjbzjdr5r4lmfyma").as_deref(), Some(hex));
+        assert_eq!(nar_hash_hex(&format!("sha256:{hex}")).as_deref(), Some(hex));
+        for bad in
+            ["md5-abc", "sha256:xyz", "sha256-AAAA", "sha256:1imv9kxmfxwpqv02iv61a47fw3vj3z9qfwjlgjbzjdr5r4lmfyme"]
+        {
+            assert_eq!(nar_hash_hex(bad), None, "{bad}");
+        }
+        let json = format!(
+            r#"{{"{B}":{{"narHash":"sha256-qnpXKcklN/mXfFRyh9Mfcg/uDlHB7CjAxpd3V/tMu8Y=","narSize":20,"references":[]}}}}"#
+        );
+        assert_eq!(parse_path_info(json.as_bytes()).unwrap()[B].nar_hash.as_deref(), Some(hex));
     }
 
     #[test]

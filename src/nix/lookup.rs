@@ -21,12 +21,13 @@
 use super::diagnostic::final_error;
 use super::error::{NixError, PackageFailure, PackageProblems, Step};
 use super::store_access::unwritable_store;
-use super::{Job, Nix, ProcessError, ResolvedPackage, failure};
+use super::{Job, Nix, ProcessError, ResolvedPackage, StorePath, failure};
 use crate::image::{ALWAYS_INCLUDED, PackageName, SHELL_PACKAGES};
+use crate::sbom::PathMeta;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Deserialize;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The trace line nix/lookup.nix prints before forcing a name without tryEval (as Nix prints
 /// it; the text alone also appears in the code frames of Nix's traces).
@@ -65,6 +66,35 @@ struct Place {
 
 fn places(looked_in: Vec<Place>) -> Vec<(String, bool)> {
     looked_in.into_iter().map(|p| (p.at, p.present)).collect()
+}
+
+/// What mode `resolve` prints: each name's classification, and for the SBOM the meta of the
+/// derivations it reached (by output path) and the revision's commit time.
+#[derive(Debug, Deserialize)]
+struct Resolution {
+    packages: Vec<Lookup>,
+    #[serde(default)]
+    meta: BTreeMap<String, Option<PathMeta>>,
+    #[serde(default)]
+    revision: RevisionFacts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevisionFacts {
+    #[serde(default)]
+    last_modified: Option<i64>,
+}
+
+/// The names of an image resolved, with what the evaluation learnt for its SBOM.
+#[derive(Debug)]
+pub(super) struct Resolved {
+    pub packages: Vec<ResolvedPackage>,
+    /// Meta of every output path the evaluation reached (paths Nix would not accept are left
+    /// out).
+    pub meta: BTreeMap<StorePath, PathMeta>,
+    /// The package set revision's commit time, if the fetcher knows it.
+    pub committed: Option<i64>,
 }
 
 /// What evaluating one name alone found.
@@ -109,16 +139,13 @@ enum LookupError {
 
 impl Nix {
     /// The derivations of `names`, or what is wrong with them.
-    pub(super) async fn resolve(
-        &self,
-        job: &Job<'_>,
-        names: &BTreeSet<PackageName>,
-    ) -> Result<Vec<ResolvedPackage>, NixError> {
-        let lookups = match self.lookup::<Vec<Lookup>>(job, Step::Evaluate, "resolve", names.iter()).await {
-            Ok(lookups) => lookups,
-            Err(LookupError::Failed(stderr, e)) => return Err(self.diagnose(job, names, &stderr, e).await),
-            Err(LookupError::Other(e)) => return Err(e),
-        };
+    pub(super) async fn resolve(&self, job: &Job<'_>, names: &BTreeSet<PackageName>) -> Result<Resolved, NixError> {
+        let Resolution { packages: lookups, meta, revision } =
+            match self.lookup::<Resolution>(job, Step::Evaluate, "resolve", names.iter()).await {
+                Ok(resolution) => resolution,
+                Err(LookupError::Failed(stderr, e)) => return Err(self.diagnose(job, names, &stderr, e).await),
+                Err(LookupError::Other(e)) => return Err(e),
+            };
         let mut problems = PackageProblems::default();
         let mut resolved = Vec::new();
         let mut unexplained = Vec::new();
@@ -133,7 +160,9 @@ impl Nix {
             }
         }
         if problems.is_empty() && unexplained.is_empty() {
-            return Ok(resolved);
+            let meta =
+                meta.into_iter().filter_map(|(path, meta)| Some((StorePath::parse(&path).ok()?, meta?))).collect();
+            return Ok(Resolved { packages: resolved, meta, committed: revision.last_modified });
         }
         for (name, alone) in self.each_alone(job, unexplained).await? {
             problems.add(name, alone);
@@ -279,6 +308,21 @@ mod tests {
             matches!(&lookups[3], Lookup::Missing { name, looked_in } if name.as_str() == "nosuch" && looked_in.is_empty())
         );
         assert!(matches!(&lookups[4], Lookup::Missing { looked_in, .. } if !looked_in[0].present));
+    }
+
+    #[test]
+    fn a_resolution_carries_meta_by_output_path_and_the_commit_time() {
+        let json = r#"{"packages":[],"revision":{"lastModified":1600000000},
+            "meta":{"/nix/store/nzlv168b2h0y5wfn1235kjxw5p1zrqxx-curl-8.0-dev":{"output":"dev","pname":"curl",
+                "version":"8.0","licenses":[{"spdxId":"curl","name":"curl"},{"spdxId":null,"name":"unfree"}],
+                "homepage":"https://curl.se","description":null},
+              "/nix/store/nzlv168b2h0y5wfn1235kjxw5p1zrqxx-odd":null}}"#;
+        let r: Resolution = serde_json::from_str(json).unwrap();
+        assert_eq!(r.revision.last_modified, Some(1_600_000_000));
+        let dev = r.meta["/nix/store/nzlv168b2h0y5wfn1235kjxw5p1zrqxx-curl-8.0-dev"].as_ref().unwrap();
+        assert_eq!((dev.output.as_deref(), dev.licenses.len()), (Some("dev"), 2));
+        assert_eq!(dev.licenses[1].spdx_id, None);
+        assert!(r.meta["/nix/store/nzlv168b2h0y5wfn1235kjxw5p1zrqxx-odd"].is_none(), "meta that threw");
     }
 
     #[test]

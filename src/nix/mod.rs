@@ -66,7 +66,7 @@ use jobs::NixJobs;
 use process::Output;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -116,6 +116,11 @@ enum Derivations {
 pub struct Realised {
     pub packages: Vec<ResolvedPackage>,
     pub graph: RuntimeGraph,
+    /// What the evaluation learnt of the derivations behind the closure's paths (their meta,
+    /// by output path), for the SBOM.
+    pub meta: BTreeMap<StorePath, crate::sbom::PathMeta>,
+    /// The package set revision's commit time (seconds since the epoch), if known.
+    pub committed: Option<i64>,
 }
 
 /// Runs Nix for the registry.
@@ -197,7 +202,7 @@ impl Nix {
         // One slot for all of this image's steps (see jobs.rs); the deadline starts with it.
         let _slot = self.jobs.turn(self.policy.timeout).await?;
         let job = self.job(source, arch);
-        let resolved = self.resolve(&job, packages).await?;
+        let lookup::Resolved { packages: resolved, meta, committed } = self.resolve(&job, packages).await?;
         if !self.policy.local_builds {
             self.check_caches(&job, &resolved).await?;
         }
@@ -206,7 +211,7 @@ impl Nix {
         let roots: BTreeSet<StorePath> = resolved.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
         let out = self.path_info(&roots, job.deadline, &job.scrub).await?;
         let graph = RuntimeGraph::from_path_info(&out, roots)?;
-        Ok(Realised { packages: resolved, graph })
+        Ok(Realised { packages: resolved, graph, meta, committed })
     }
 
     /// The sorted top-level attribute names of the package set.

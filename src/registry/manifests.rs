@@ -15,12 +15,16 @@
 //! that accepts an image index gets one ([`crate::index`] has the rule), unless the name
 //! selects an architecture (`arm64`); everyone else gets the default platform's manifest.
 //!
+//! Reserved tags (`sha256-<hex>`, `.sig`, `.att`) name artifacts of a served manifest, on
+//! every package source, before any tag selects a revision ([`super::referrers::tagged`]).
+//!
 //! A client that refuses both manifest formats (`q=0` on each, e.g. `*/*;q=0`) gets 406
 //! before anything is built: a refused type is never chosen (RFC 9110 §12.4.2).
 
 use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use crate::AppState;
+use crate::artifact::ReservedTag;
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
 use crate::image::{ImageName, ImageSpec, Reference};
@@ -37,6 +41,9 @@ pub async fn get(
 ) -> Result<Response, RegistryError> {
     match reference {
         Reference::Tag(tag) => {
+            if let Some(reserved) = ReservedTag::parse(tag.as_str()) {
+                return respond_cached(&super::referrers::tagged(state, name, &reserved).await?, headers);
+            }
             let accept: Vec<&str> = accepted(headers).collect();
             let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
             let format =

@@ -104,7 +104,7 @@ async fn answer(
         Endpoint::Manifest { name, reference } => (manifests::get(state, &name, reference, headers).await, Some(name)),
         Endpoint::Blob { digest } => (blobs::get(&state.storage, &digest, head, headers).await, None),
         Endpoint::Tags { name } => (tags::list(&name, uri), Some(name)),
-        Endpoint::Referrers => (Ok(referrers::list(uri)), None),
+        Endpoint::Referrers { name, digest } => (referrers::list(state, &name, &digest, uri).await, Some(name)),
         Endpoint::Upload => (
             Err(RegistryError::new(
                 StatusCode::NOT_FOUND,

@@ -55,9 +55,11 @@ pub enum Endpoint {
     Tags {
         name: ImageName,
     },
-    /// The referrers of a manifest. Its digest and the name are checked, but do not matter
-    /// otherwise: nothing here has referrers.
-    Referrers,
+    /// The referrers of the manifest `digest` as an image of `name`.
+    Referrers {
+        name: ImageName,
+        digest: Digest,
+    },
     /// Blob upload endpoints (`/blobs/uploads/`, `/blobs/uploads/<id>`): push, which is not
     /// supported.
     Upload,
@@ -84,9 +86,8 @@ pub fn parse(path: &str) -> Result<Endpoint, RegistryError> {
         }
         Some("tags") if last == "list" => return Ok(Endpoint::Tags { name: ImageName::parse(before)? }),
         Some("referrers") => {
-            ImageName::parse(before)?;
-            digest(last)?;
-            return Ok(Endpoint::Referrers);
+            let name = ImageName::parse(before)?;
+            return Ok(Endpoint::Referrers { name, digest: digest(last)? });
         }
         _ => {}
     }
@@ -148,7 +149,9 @@ mod tests {
         let d = digest();
         let Endpoint::Blob { digest } = parse(&format!("a/b/blobs/{d}")).unwrap() else { panic!() };
         assert_eq!(digest.to_string(), d);
-        assert!(matches!(parse(&format!("a/referrers/{d}")), Ok(Endpoint::Referrers)));
+        assert!(
+            matches!(parse(&format!("a/referrers/{d}")), Ok(Endpoint::Referrers { name, .. }) if name.as_str() == "a")
+        );
 
         assert!(matches!(parse("hello/tags/list"), Ok(Endpoint::Tags { .. })));
         assert!(matches!(parse("hello/blobs/uploads/"), Ok(Endpoint::Upload)));
@@ -172,7 +175,7 @@ mod tests {
             assert_eq!(manifest_name(path), name, "{path}");
         }
         assert!(matches!(parse(&format!("x/blobs/uploads/blobs/{d}")), Ok(Endpoint::Blob { .. })));
-        assert!(matches!(parse(&format!("blobs/uploads/referrers/{d}")), Ok(Endpoint::Referrers)));
+        assert!(matches!(parse(&format!("blobs/uploads/referrers/{d}")), Ok(Endpoint::Referrers { .. })));
         assert!(
             matches!(parse("blobs/uploads/tags/list"), Ok(Endpoint::Tags { name }) if name.as_str() == "blobs/uploads")
         );

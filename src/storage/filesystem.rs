@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-const PREFIXES: [&str; 4] = ["staging", "layers", "manifests", "builds"];
+const PREFIXES: [&str; 6] = ["staging", "layers", "manifests", "builds", "subjects", "sboms"];
 /// Buffer of uploads and reads.
 const BUFFER: usize = 256 * 1024;
 /// How long an unlocked staging file must have gone unwritten before it counts as

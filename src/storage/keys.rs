@@ -29,6 +29,17 @@ impl ObjectKey {
         ObjectKey(format!("builds/{}", key.hex()))
     }
 
+    /// What the registry knows of the manifest `digest` it served (an image's or an index's
+    /// recipe: [`crate::cache::artifacts`]), by the digest's hex.
+    pub fn subject(digest: &Digest) -> Self {
+        ObjectKey(format!("subjects/{}", digest.hex()))
+    }
+
+    /// The SBOM artifact manifest of the manifest `digest`.
+    pub fn sbom(digest: &Digest) -> Self {
+        ObjectKey(format!("sboms/{}", digest.hex()))
+    }
+
     /// A key that is never written: what a readiness check looks up to see that the store
     /// answers (its absence is the expected answer).
     pub fn probe() -> Self {

@@ -88,12 +88,39 @@ pub fn render(state: &AppState, headers: &HeaderMap) -> Markup {
         }
         h2 { "Package source" }
         (source(builder.sources().source(), known.as_ref(), now))
+        h2 { "SBOMs and signatures" }
+        (verification(builder.public_key(), &reached))
         h2 { "Recent builds" }
         (builds(&builder.activity().builds(), now))
         h2 { "Recent failures" }
         (failures(&builder.activity().failures(), now))
     };
     page("Nixery", content)
+}
+
+/// How to check what this registry serves: every image has an SPDX SBOM as an OCI referrer;
+/// with a signing key, the public key (also at `/cosign.pub`) and the cosign commands.
+fn verification(public_key: Option<&str>, reached: &Reached) -> Markup {
+    let image = format!("{}/shell/git", reached.host);
+    let insecure = if reached.plain_http { " --allow-insecure-registry --allow-http-registry" } else { "" };
+    let oras_flag = if reached.plain_http { " --plain-http" } else { "" };
+    let scheme = if reached.plain_http { "http" } else { "https" };
+    html! {
+        p { "Every image has an SPDX SBOM, attached as an OCI referrer:" }
+        pre { "oras discover" (oras_flag) " " (image) }
+        @match public_key {
+            Some(pem) => {
+                p { "Every image and index is signed (cosign's format); its SBOM is also a signed attestation. The public key, also at " a href="/cosign.pub" { "/cosign.pub" } ":" }
+                pre.key { (pem.trim_end()) }
+                pre {
+                    "curl -O " (scheme) "://" (reached.host) "/cosign.pub\n"
+                    "cosign verify --key cosign.pub --insecure-ignore-tlog=true" (insecure) " " (image) "\n"
+                    "cosign verify-attestation --type spdxjson --key cosign.pub --insecure-ignore-tlog=true" (insecure) " " (image)
+                }
+            }
+            None => p.note { "This registry signs nothing (no " code { "NIXERY_SIGNING_KEY" } ")." }
+        }
+    }
 }
 
 fn source(configured: &PkgSource, known: Option<&KnownRevision>, now: SystemTime) -> Markup {

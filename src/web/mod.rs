@@ -39,6 +39,22 @@ pub fn router() -> Router<AppState> {
         .route("/ui", get(image_page).fallback(method_not_allowed))
         .route("/ui/", get(image_page).fallback(method_not_allowed))
         .route("/ui/{*name}", get(image_page).fallback(method_not_allowed))
+        .route("/cosign.pub", get(public_key).fallback(method_not_allowed))
+}
+
+/// `GET /cosign.pub`: the signing key's public half (PEM), what `cosign verify --key` and
+/// policy engines are given; 404 when the registry signs nothing.
+async fn public_key(State(state): State<AppState>) -> Response {
+    use axum::response::IntoResponse;
+    match state.builder.public_key() {
+        Some(pem) => {
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], pem.to_owned()).into_response()
+        }
+        None => error_page(
+            StatusCode::NOT_FOUND,
+            "This registry signs nothing: it has no signing key (NIXERY_SIGNING_KEY).",
+        ),
+    }
 }
 
 async fn index_page(State(state): State<AppState>, headers: HeaderMap) -> Response {

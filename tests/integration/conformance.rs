@@ -265,8 +265,11 @@ fn content_discovery_without_pushed_content() {
     let r = server.get(&t.path("tags/list?n=many"));
     assert_eq!(r.status, 400, "{}", r.describe());
     assert_eq!(r.header("Content-Type"), Some("application/json"));
-    // Referrers of a real manifest, filtered: still an empty index, filter said applied; a
-    // bad digest is 400.
+    // Referrers of a real manifest: its SBOM; filtered by another type, an empty index, the
+    // filter said applied; a bad digest is 400.
+    let r = server.get(&t.path(&format!("referrers/{}", t.manifest)));
+    assert_eq!(r.status, 200, "{}", r.describe());
+    assert_eq!(r.json()["manifests"][0]["artifactType"], "application/spdx+json", "{}", r.describe());
     let r = server.get(&t.path(&format!("referrers/{}?artifactType=application/vnd.example.sbom.v1", t.manifest)));
     assert_eq!(r.status, 200, "{}", r.describe());
     assert_eq!(r.json()["manifests"], serde_json::json!([]));

@@ -27,4 +27,5 @@ mod popularity;
 mod sources;
 mod storage_backends;
 mod users;
+mod verification;
 mod web;

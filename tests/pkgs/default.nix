@@ -22,6 +22,12 @@
 # default to the host's (`builtins.currentSystem`, /bin), and `builtins.getEnv` below reads
 # nothing in pure evaluation.
 #
+# Meta for SBOMs, in nixpkgs' shapes and likewise on the value only: `meta.license` as
+# `lib.licenses` has them (an attribute set with `spdxId`, a list of them, one without an
+# `spdxId` like `unfree`, and a bare string as old packages have), `meta.homepage`,
+# `meta.description`, `pname` and `version`, and `buildInputs` naming what a package uses,
+# as mkDerivation's results carry them (hello-lib uses greeting and busybox).
+#
 # NIXERY_TEST_NONCE (read at evaluation time) changes the derivations of `slow` and `fresh`,
 # so a test can force a real, never-cached build.
 #
@@ -150,12 +156,26 @@ let
     in
     withMeta drv // builtins.listToAttrs (map (o: { name = o; value = withMeta drv.${o}; }) outputs);
 
+  # lib.licenses as nixpkgs has them (a few).
+  licenses = {
+    gpl2Only = { shortName = "gpl2Only"; spdxId = "GPL-2.0-only"; fullName = "GNU General Public License v2.0 only"; free = true; };
+    gpl3Plus = { shortName = "gpl3Plus"; spdxId = "GPL-3.0-or-later"; fullName = "GNU General Public License v3.0 or later"; free = true; };
+    mit = { shortName = "mit"; spdxId = "MIT"; fullName = "MIT License"; free = true; };
+    asl20 = { shortName = "asl20"; spdxId = "Apache-2.0"; fullName = "Apache License 2.0"; free = true; };
+    curl = { shortName = "curl"; spdxId = "curl"; fullName = "curl License"; free = true; };
+    unfree = { shortName = "unfree"; fullName = "Unfree"; free = false; };
+  };
+
   busybox = mk "busybox-1.35.0" ''
     mkdir -p $out/bin
     cp ${bb} $out/bin/busybox
     chmod 0555 $out/bin/busybox
     ln -s busybox $out/bin/sh
-  '';
+  '' // {
+    pname = "busybox";
+    version = "1.35.0";
+    meta = { license = licenses.gpl2Only; homepage = "https://busybox.net"; description = "Tiny versions of common UNIX utilities"; };
+  };
 
   self = {
     inherit busybox;
@@ -192,16 +212,26 @@ let
       printf 'http 80/tcp\nhttps 443/tcp\n' > $out/etc/services
     '';
 
-    hello = script "hello" ''echo "Hello, world!"'' // { meta.mainProgram = "hello"; };
+    hello = script "hello" ''echo "Hello, world!"'' // {
+      meta = {
+        mainProgram = "hello";
+        license = licenses.gpl3Plus;
+        homepage = "https://www.gnu.org/software/hello/";
+        description = "A program that produces a familiar, friendly greeting";
+      };
+    };
 
     # A program with a library: hello-lib's closure is hello-lib -> greeting -> busybox. It
     # runs busybox's cat by its store path, so it works in an image without a shell.
     greeting = mk "greeting-1.0" ''
       mkdir -p $out/share
       echo "greetings from the nix store" > $out/share/greeting.txt
-    '';
+    '' // { meta.license = "Public Domain, as a bare string"; };
     hello-lib = script "hello-lib" "exec ${busybox}/bin/busybox cat ${self.greeting}/share/greeting.txt"
-      // { meta.mainProgram = "hello-lib"; };
+      // {
+        buildInputs = [ self.greeting busybox ];
+        meta = { mainProgram = "hello-lib"; license = [ licenses.mit licenses.asl20 ]; };
+      };
 
     # camelCase attribute, reached from the lowercase registry name `fooBar` -> `foobar`.
     fooBar = script "foo-bar" ''echo "foo bar"'';
@@ -273,7 +303,7 @@ let
     curl = multiOutput {
       name = "curl-8.0";
       outputs = [ "bin" "dev" "out" "man" ];
-      meta.outputsToInstall = [ "bin" "man" ];
+      meta = { outputsToInstall = [ "bin" "man" ]; license = licenses.curl; homepage = "https://curl.se"; };
       script = ''
         mkdir -p $out/lib $out/nix-support $bin/bin $dev/include/curl $dev/lib/pkgconfig $man/share/man/man1
         echo ${system} > $out/nix-support/system
@@ -288,7 +318,7 @@ let
 
     # Refused by the meta checks unless `config` allows them (see checkMeta).
     nonfree = checkMeta __curPos (mk "nonfree-1.0" "echo nonfree > $out/readme" // {
-      meta.license = { shortName = "unfree"; free = false; };
+      meta.license = licenses.unfree;
     });
     markedBroken = checkMeta __curPos (mk "marked-broken-1.0" "echo broken > $out/readme" // {
       meta.broken = true;

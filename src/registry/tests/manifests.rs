@@ -126,3 +126,21 @@ async fn zstd_layers_refuse_clients_without_oci_before_building() {
     assert_eq!(s.metrics.image_builds.get(), 0);
     assert_eq!(s.metrics.nix_invocations.get(), 0);
 }
+
+#[tokio::test]
+async fn reserved_tags_are_artifacts_on_a_path_source_too_and_unknown_digests_are_404() {
+    // The state's source is a path, where any tag but latest is refused as a revision.
+    let s = state();
+    let hex = "ab".repeat(32);
+    for tag in [format!("sha256-{hex}"), format!("sha256-{hex}.sig"), format!("sha256-{hex}.att")] {
+        let (status, _, body) = call(&s, "GET", &format!("/v2/hello/manifests/{tag}"), &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{tag}");
+        assert_eq!(error_code(&body), "MANIFEST_UNKNOWN", "{tag}");
+        let message = String::from_utf8_lossy(&body);
+        assert!(message.contains("served no manifest") && !message.contains("'latest'"), "{message}");
+    }
+    // Not reserved: a tag like any other, which a path source refuses as a revision.
+    let (status, _, body) = call(&s, "GET", &format!("/v2/hello/manifests/sha256-{hex}.sbom"), &[]).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "MANIFEST_UNKNOWN"));
+    assert!(String::from_utf8_lossy(&body).contains("'latest'"));
+}
