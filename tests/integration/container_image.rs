@@ -104,7 +104,7 @@ fn ids(pid: u32) -> (u32, u32) {
 /// The server image as it runs on Kubernetes with deploy/nixery.yaml: its own user, a
 /// read-only root, and empty, writable directories for `/nix` (an emptyDir: no store, no
 /// database; Nix must make them itself and not fall back to a chroot store under `$HOME`),
-/// `/tmp`, `$HOME` and the registry's storage. docker pulls and runs an image from it, and
+/// `$HOME` and the registry's storage, and a tmpfs for `/tmp`. docker pulls and runs an image from it, and
 /// skopeo copies one that umoci unpacks.
 #[test]
 fn serves_pulls_as_its_user_on_a_read_only_root_with_an_empty_nix_volume() {
@@ -113,6 +113,7 @@ fn serves_pulls_as_its_user_on_a_read_only_root_with_an_empty_nix_volume() {
     eprintln!("image {}: {} bytes ({:.1} MB)", image.tag, image.size, image.size as f64 / 1e6);
     let docker = engine.docker();
     let nix = empty_dir("nix-volume");
+    let home = empty_dir("home-volume");
     let storage = empty_dir("storage-volume");
     let container = NixeryContainer::start(
         docker,
@@ -120,9 +121,9 @@ fn serves_pulls_as_its_user_on_a_read_only_root_with_an_empty_nix_volume() {
         &[
             "--read-only",
             "--tmpfs",
-            "/tmp:exec,mode=1777",
-            "--tmpfs",
-            "/home/nixery:mode=1777",
+            "/tmp:exec",
+            "--volume",
+            &bind(home.path(), "/home/nixery"),
             "--volume",
             &bind(nix.path(), "/nix"),
             "--volume",

@@ -12,8 +12,9 @@
 //!
 //! One engine at a time may use the data root: [`ImageEngine::start`] takes an exclusive
 //! lock (`flock`) on the cache directory first, waiting for another test run that holds it.
-//! Containers and volumes a killed run left are removed at start, and after each build the
-//! images that no tag names any more (the previous build's), so the cache holds one build.
+//! Containers, volumes and pulled images an earlier run left are removed at start, and after
+//! each build the images that no tag names any more (the previous build's), so the cache
+//! holds one build.
 //!
 //! The build uses Docker's classic builder (`DOCKER_BUILDKIT=0`: Debian's docker.io has no
 //! buildx) with `--network host`, the only network an engine without a bridge offers, for
@@ -34,9 +35,11 @@ pub const IMAGE: &str = "nixery-rs:test";
 const BUILD_STAGE_IMAGE: &str = "nixery-rs:test-build-stage";
 /// The Dockerfile's build stage.
 const BUILD_STAGE: &str = "build";
-/// Longest a `docker build` may take (cold: every dependency in release mode, on a busy
-/// machine).
-const BUILD_TIMEOUT: Duration = Duration::from_secs(40 * 60);
+/// Longest a `docker build` may take. Cold, every dependency is compiled in release mode:
+/// 37 minutes on two cores at load 14 (other work compiling alongside). A build cut short
+/// keeps nothing of its step (the classic builder commits a layer only when its step
+/// ends), so the limit is generous rather than tight: the next run would start over.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(55 * 60);
 
 /// The directory this machine keeps test caches in: `NIXERY_TEST_CACHE_DIR`, else
 /// `/var/cache/nixery-tests`.
@@ -108,6 +111,18 @@ impl ImageEngine {
             let _ = docker.output(&args);
         }
         let _ = docker.output(&["volume", "prune", "--force"]);
+        // Images pulled from the registries of earlier runs (`127.0.0.1:PORT/NAME`).
+        let listed = docker.output(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        let pulled: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|r| r.starts_with("127.0.0.1:"))
+            .map(str::to_owned)
+            .collect();
+        if !pulled.is_empty() {
+            let mut args = vec!["image", "rm", "--force"];
+            args.extend(pulled.iter().map(String::as_str));
+            let _ = docker.output(&args);
+        }
         ImageEngine { docker, dir, _lock: lock }
     }
 
