@@ -14,6 +14,7 @@ mod client_errors;
 mod clients;
 mod compression;
 mod conformance;
+mod container_image;
 mod flakes;
 mod hardening;
 mod http_details;

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use super::process::{COMMAND_TIMEOUT, output_timeout, require_tool};
-use super::server::Server;
+use super::registry::Registry;
 use super::skopeo_umoci::pull_and_unpack;
 use super::{Containerd, Docker, Podman, nonce, temp_dir};
 
@@ -64,7 +64,7 @@ impl Session {
     /// client's exit status, stdout and stderr, whether the pull worked or not: what a user
     /// sees when it fails. (skopeo copies to a throw-away OCI layout.) Panics only if the
     /// client cannot be started or hangs.
-    pub fn pull_output(&self, server: &Server, name_and_tag: &str) -> Output {
+    pub fn pull_output(&self, server: &impl Registry, name_and_tag: &str) -> Output {
         let image = server.image(name_and_tag);
         let layout = temp_dir("pull");
         let mut cmd = match self {
@@ -96,7 +96,7 @@ impl Session {
     /// Pulls `name_and_tag` from `server`, runs `program` (a name on the image's PATH, or
     /// a path) from the image, and returns its stdout. Panics with the client's output and
     /// the server log if either fails.
-    pub fn pull_and_run(&self, server: &Server, name_and_tag: &str, program: &str) -> String {
+    pub fn pull_and_run(&self, server: &impl Registry, name_and_tag: &str, program: &str) -> String {
         if let Session::SkopeoUmoci = self {
             let unpacked = pull_and_unpack(server, name_and_tag, &[]);
             let path = if program.starts_with('/') { program.to_owned() } else { format!("/bin/{program}") };

@@ -10,7 +10,11 @@
 //! * [`containerd`], [`podman`], [`skopeo_umoci`], [`docker`]: the registry clients, each set
 //!   up the way it works on these machines (shared/CLIENTS.md); [`docker`] runs a private
 //!   Docker engine. [`client`] drives any of the four through one interface, for tables of
-//!   cases (pull and run; pull and read what the client printed).
+//!   cases (pull and run; pull and read what the client printed). They pull from any
+//!   [`registry::Registry`]: the [`Server`], or the container image's registry.
+//! * [`nixery_image`]: the repository's Dockerfile built by a Docker engine whose data root
+//!   is kept between runs (under [`nixery_image::cache_dir`]), from base images
+//!   [`base_images`] makes with debootstrap; [`nixery_container`] runs that image.
 //! * [`decompressors`]: layer blobs read back by Python's gzip and the `zstd` command.
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
@@ -37,6 +41,7 @@
 //! }
 //! ```
 
+pub mod base_images;
 pub mod binary_cache;
 pub mod chromium;
 pub mod client;
@@ -47,9 +52,12 @@ pub mod emulators;
 pub mod flake_repo;
 pub mod http;
 pub mod nginx;
+pub mod nixery_container;
+pub mod nixery_image;
 pub mod package_repo;
 pub mod podman;
 pub mod process;
+pub mod registry;
 pub mod server;
 pub mod skopeo_umoci;
 
@@ -68,6 +76,7 @@ pub use flake_repo::TeamFlake;
 pub use package_repo::PackageRepo;
 pub use podman::Podman;
 pub use process::{require_tool, run};
+pub use registry::Registry;
 pub use server::{
     DOCKER_LIST, DOCKER_MANIFEST_V2, INDEX_ACCEPT, Launch, NIX_WITHOUT_AARCH64, OCI_INDEX, OCI_MANIFEST_V1, Server,
     nixery_cli,

@@ -121,6 +121,26 @@ pub fn process_group_members(pgid: u32) -> Vec<u32> {
     pids
 }
 
+/// The parent of process `pid`, from `/proc/PID/stat`.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// The children of process `pid` (those of all its threads), from `/proc`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let list = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        pids.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    pids
+}
+
+/// The command name of process `pid` (`/proc/PID/comm`), if it exists.
+pub fn command_name(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim().to_owned())
+}
+
 /// Asks `done` every 100 ms for at most `limit`; whether it said yes.
 pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::process::{require_tool, run_checked, which};
-use super::server::Server;
+use super::registry::Registry;
 use super::temp_dir;
 
 /// An image copied with skopeo into an OCI layout and unpacked with umoci; removed when
@@ -25,7 +25,7 @@ pub struct Unpacked {
 /// then `umoci unpack --image LAYOUT:TAG BUNDLE`. `name_and_tag` is e.g.
 /// `"shell/hello:latest"`; `skopeo_args` go before `copy`, e.g.
 /// `&["--override-arch", "arm64"]`. Failures panic with the server log.
-pub fn pull_and_unpack(server: &Server, name_and_tag: &str, skopeo_args: &[&str]) -> Unpacked {
+pub fn pull_and_unpack(server: &impl Registry, name_and_tag: &str, skopeo_args: &[&str]) -> Unpacked {
     require_tool(&["skopeo", "umoci"]);
     let tag = name_and_tag.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
     let dir = temp_dir("unpack");
@@ -52,12 +52,12 @@ pub fn pull_and_unpack(server: &Server, name_and_tag: &str, skopeo_args: &[&str]
 impl Unpacked {
     /// `chroot ROOTFS /bin/sh -c SCRIPT` (at most 60 s); stdout, or a panic with the
     /// command's output, the top of the rootfs and the server log.
-    pub fn sh(&self, server: &Server, script: &str) -> String {
+    pub fn sh(&self, server: &impl Registry, script: &str) -> String {
         self.chroot(server, &["/bin/sh", "-c", script])
     }
 
     /// `chroot ROOTFS ARGS...` (at most 60 s); stdout, or a panic as for [`Unpacked::sh`].
-    pub fn chroot(&self, server: &Server, args: &[&str]) -> String {
+    pub fn chroot(&self, server: &impl Registry, args: &[&str]) -> String {
         // The host's chroot, resolved here: the child's PATH is the image's.
         let chroot = which("chroot").unwrap_or_else(|| PathBuf::from("/usr/sbin/chroot"));
         let mut cmd = Command::new(chroot);
