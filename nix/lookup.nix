@@ -145,6 +145,7 @@ let
     if r.status == "unusable" && r.reason == null
     then builtins.trace "nixery-lookup: forcing without tryEval" (resolveWith true name)
     else r;
+
   # Meta for the SBOM (see `resolve` above). Everything is tried: a value that throws is
   # left out, never fatal.
   attempt = value: default:
@@ -212,12 +213,6 @@ let
       meta = if builtins.all (p: p.status == "ok") packages then metaMap roots else { };
       inherit (source) revision;
     };
-
-  single = name:
-    let r = resolveWith false name; in
-    if r.status == "unusable" && r.reason == null
-    then builtins.trace "nixery-lookup: forcing without tryEval" (resolveWith true name)
-    else r;
 in
 if mode == "resolve" then resolveAll names
 else if mode == "single" then map single names
