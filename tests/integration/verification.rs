@@ -10,7 +10,7 @@ use std::process::Command;
 
 use crate::harness::process::{COMMAND_TIMEOUT, output_timeout};
 use crate::harness::{DOCKER_MANIFEST_V2, OCI_MANIFEST_V1, PackageRepo, Server, require_tool, sha256_digest};
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde_json::Value;
 
 const SPDX: &str = "application/spdx+json";
@@ -81,7 +81,7 @@ fn store_paths_in_layers(server: &Server, name: &str, manifest: &Value) -> BTree
     for layer in manifest["layers"].as_array().unwrap() {
         let blob = server.get_ok(&format!("/v2/{name}/blobs/{}", layer["digest"].as_str().unwrap()), &[]);
         let mut tar_bytes = Vec::new();
-        GzDecoder::new(&blob.body[..]).read_to_end(&mut tar_bytes).unwrap();
+        MultiGzDecoder::new(&blob.body[..]).read_to_end(&mut tar_bytes).unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         for entry in archive.entries().unwrap() {
             let path = entry.unwrap().path().unwrap().to_string_lossy().into_owned();
