@@ -13,6 +13,7 @@
 
 pub mod activity;
 pub mod archive;
+pub mod auth;
 pub mod binary_cache;
 pub mod builder;
 pub mod cache;
