@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod nix;
 pub mod ops;
 pub mod ownership;
+pub mod package_policy;
 pub mod pkgsource;
 pub mod plan;
 pub mod popcount;
