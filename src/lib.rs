@@ -35,6 +35,7 @@ pub mod pkgsource;
 pub mod plan;
 pub mod popcount;
 pub mod popularity;
+pub mod rate_limit;
 pub mod redact;
 pub mod registry;
 pub mod server;
