@@ -179,7 +179,8 @@ impl Activity {
         Ok(planned)
     }
 
-    fn recorded_plan(&self, id: &ImageId) -> Option<Arc<PlannedImage>> {
+    /// The plan of `id` if a recent build or page view recorded it.
+    pub fn recorded_plan(&self, id: &ImageId) -> Option<Arc<PlannedImage>> {
         let recent = self.recent();
         let built = recent.builds.iter().map(|b| &b.image);
         built.chain(recent.planned.iter()).find(|p| p.id == *id).cloned()

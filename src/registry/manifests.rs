@@ -17,10 +17,21 @@
 //!
 //! A client that refuses both manifest formats (`q=0` on each, e.g. `*/*;q=0`) gets 406
 //! before anything is built: a refused type is never chosen (RFC 9110 §12.4.2).
+//!
+//! Access ([`super::guard`]): every request needs the right to pull the name. By tag, a
+//! client that may not build (anonymous under `NIXERY_ANONYMOUS=pull`) or whose builds are
+//! rate-limited gets what exists for the tag's current revision from the caches first, and
+//! only a request that would build is checked for that (401, 429). With authentication on,
+//! each manifest served by tag is linked to the name (an index with its platforms'
+//! manifests), and a manifest by digest is served only under a name it is linked to
+//! ([`crate::auth::links`]): a client that may pull one name cannot read another's image by
+//! its digest.
 
+use super::Asked;
 use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use crate::AppState;
+use crate::auth::{Action, Identity};
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
 use crate::image::{ImageName, ImageSpec, Reference};
@@ -32,9 +43,13 @@ use axum::response::{IntoResponse, Response};
 pub async fn get(
     state: &AppState,
     name: &ImageName,
-    reference: Reference,
-    headers: &HeaderMap,
+    reference: &Reference,
+    identity: &Identity,
+    asked: &Asked<'_>,
 ) -> Result<Response, RegistryError> {
+    let headers = asked.headers;
+    let guard = &state.guard;
+    guard.check(identity, name.as_str(), Action::Pull)?;
     match reference {
         Reference::Tag(tag) => {
             let accept: Vec<&str> = accepted(headers).collect();
@@ -46,26 +61,65 @@ pub async fn get(
             let index = platforms.several()
                 && ImageSpec::arch_in_name(name).is_none()
                 && format.index_accepted(accept.iter().copied());
-            let manifest = if index {
-                state.builder.index(name, spec, &tag, format).await
-            } else {
-                state.builder.manifest(name, spec, &tag, format).await
+            let existing = match guard.must_look_first(identity) {
+                true => state
+                    .builder
+                    .existing(spec.clone(), tag, format, index)
+                    .await
+                    .map_err(|e| RegistryError::from(&e))?,
+                false => None,
             };
-            let manifest = manifest.map_err(|e| RegistryError::from(&e))?;
+            let manifest = match existing {
+                Some(manifest) => manifest,
+                None => {
+                    if guard.must_look_first(identity) {
+                        guard.admit_build(identity, name.as_str(), asked.peer, headers)?;
+                    }
+                    let built = if index {
+                        state.builder.index(name, spec, tag, format).await
+                    } else {
+                        state.builder.manifest(name, spec, tag, format).await
+                    };
+                    built.map_err(|e| {
+                        let answer = RegistryError::from(&e);
+                        guard.count_build_answer(&answer);
+                        answer
+                    })?
+                }
+            };
+            if let Some(links) = guard.links() {
+                let mut digests = vec![manifest.digest.clone()];
+                digests.extend(crate::auth::links::index_entries(&manifest.bytes));
+                if let Err(e) = links.link(name, &digests).await {
+                    // The answer stands; a later request by digest under this name may miss.
+                    tracing::error!(error = %e, image = %name, "linking the manifest to its name");
+                }
+            }
             respond_cached(&manifest, headers)
         }
         Reference::Digest(digest) => {
-            let known = state.builder.manifest_by_digest(&digest).await.map_err(|e| {
-                tracing::error!(error = %e, "reading manifest");
-                RegistryError::internal()
-            })?;
-            let Some(manifest) = known else {
-                return Err(RegistryError::new(
+            let unknown = || {
+                RegistryError::new(
                     StatusCode::NOT_FOUND,
                     Code::ManifestUnknown,
                     format!("manifest {digest} is not known to this registry"),
-                ));
+                )
             };
+            let storage_fault = |e: crate::storage::StorageError| {
+                tracing::error!(error = %e, "reading manifest");
+                RegistryError::internal()
+            };
+            let known = state.builder.manifest_by_digest(digest).await.map_err(storage_fault)?;
+            let Some(manifest) = known else {
+                return Err(unknown());
+            };
+            // With authentication, only under a name it was served for by tag (see
+            // crate::auth::links); the answer is the same as for a digest never seen.
+            if let Some(links) = guard.links()
+                && !links.is_linked(name, digest).await.map_err(storage_fault)?
+            {
+                return Err(unknown());
+            }
             respond_cached(&manifest, headers)
         }
     }

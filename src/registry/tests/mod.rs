@@ -2,6 +2,7 @@
 //! that is answered before a build, and blobs. Here: the shared set-up and the rules every
 //! endpoint follows; [`blobs`] and [`manifests`] have their endpoints' cases.
 
+mod access;
 mod blobs;
 mod manifests;
 
