@@ -150,6 +150,11 @@ impl Activity {
         self.recent().failures.iter().cloned().collect()
     }
 
+    /// The most recent recorded failure of `id`, if it is among the recent ones.
+    pub fn failure_of(&self, id: &ImageId) -> Option<Arc<FailureRecord>> {
+        self.recent().failures.iter().find(|f| f.id == *id).cloned()
+    }
+
     /// The recorded build of `id`, if it is among the recent ones.
     pub fn build_of(&self, id: &ImageId) -> Option<Arc<BuildRecord>> {
         self.recent().builds.iter().find(|b| b.image.id == *id).cloned()

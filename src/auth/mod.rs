@@ -110,6 +110,9 @@ impl Credentials {
             let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok();
             let text = decoded.and_then(|d| String::from_utf8(d).ok());
             match text.as_deref().and_then(|t| t.split_once(':')) {
+                // containers/image (skopeo, podman) answers a Basic challenge it has no
+                // credentials for with an empty user and password: that is no credentials.
+                Some(("", "")) => Credentials::None,
                 Some((user, password)) => Credentials::Basic { user: user.to_owned(), password: password.to_owned() },
                 None => Credentials::Unreadable,
             }
@@ -203,6 +206,8 @@ mod tests {
             Credentials::Basic { user: "alice".into(), password: "se:cret".into() }
         );
         assert_eq!(with_authorization("Bearer eyJ.eyJ.sig"), Credentials::Bearer("eyJ.eyJ.sig".into()));
+        let empty = base64::engine::general_purpose::STANDARD.encode(":");
+        assert_eq!(with_authorization(&format!("Basic {empty}")), Credentials::None, "skopeo without credentials");
         let no_colon = base64::engine::general_purpose::STANDARD.encode("alice");
         for unreadable in ["Basic !!!", &format!("Basic {no_colon}"), "Bearer", "Digest x=1", "token"] {
             assert_eq!(with_authorization(unreadable), Credentials::Unreadable, "{unreadable}");

@@ -208,7 +208,8 @@ impl Builder {
     /// `format` if it exists for the tag's current revision, in memory or storage; `None`
     /// if answering would mean building. Nothing is built and no Nix runs (a moving tag may
     /// be resolved, as for any request). An answer is counted as [`Builder::manifest`]'s
-    /// would be.
+    /// would be. An image the package policy refused recently is refused again, from the
+    /// record of failures.
     pub async fn existing(
         &self,
         spec: ImageSpec,
@@ -225,6 +226,15 @@ impl Builder {
             }
             false => (spec, DocumentKind::Manifest),
         };
+        // A recent refusal by the package policy stands for this revision: answered again
+        // without Nix (docker asks twice, HEAD then GET, and each would count as a build).
+        // (For an index, the default platform's refusal.)
+        let id = ImageId { source: source.clone(), spec: image.clone() };
+        if let Some(failure) = inner.activity.failure_of(&id)
+            && matches!(failure.error.as_ref(), BuildError::Nix(NixError::Refused(_)))
+        {
+            return Err(ManifestError::Build(failure.error.clone()));
+        }
         let key = ManifestKey { source, image, format, recipe: inner.recipe.clone(), document };
         let found = match inner.manifests.in_memory(&key) {
             Some(hit) => Some((hit, freshness.memory_outcome())),
