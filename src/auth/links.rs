@@ -11,7 +11,7 @@
 //!
 //! A name's link identity is its components sorted and de-duplicated (`shell/git` and
 //! `git/shell` are the same image, [`crate::image::ImageSpec`]). Links live in storage under
-//! `links/<sha256 of the identity>/<digest>` (the object holds the identity, for people), so
+//! `links/<sha256 of the identity>-<digest>` (the object holds the identity, for people), so
 //! they hold across restarts and for every replica sharing the storage; each process also
 //! remembers the links it has seen, so a warm answer writes and reads nothing.
 

@@ -7,6 +7,8 @@
 
 mod harness;
 
+mod access_basic;
+mod access_token;
 mod api;
 mod binary_cache;
 mod caching;

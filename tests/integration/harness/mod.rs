@@ -49,6 +49,7 @@ pub mod podman;
 pub mod process;
 pub mod server;
 pub mod skopeo_umoci;
+pub mod token_service;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
