@@ -249,11 +249,11 @@ impl Guard {
         rate.admit(&client, Instant::now()).map_err(|wait| {
             let seconds = wait.as_secs().max(1);
             tracing::info!(%client, rate = %rate.rate(), retry_after = seconds, "build rate exceeded");
+            let (builds, window) = (rate.rate().builds.get(), rate.rate().window.as_secs());
+            let images = if builds == 1 { "image" } else { "images" };
             let message = format!(
-                "too many builds: at most {} new images per {} s (NIXERY_BUILD_RATE); images already built \
-                 can still be pulled; try again in {seconds} s",
-                rate.rate().builds,
-                rate.rate().window.as_secs()
+                "too many builds: at most {builds} new {images} per {window} s (NIXERY_BUILD_RATE); images \
+                 already built can still be pulled; try again in {seconds} s"
             );
             self.refuse(Refusal::Rate, RegistryError::too_many_requests(message, wait))
         })

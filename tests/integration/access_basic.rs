@@ -12,31 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
 use rstest::rstest;
 
 use crate::harness::client::printed;
+use crate::harness::credentials::{basic, htpasswd};
 use crate::harness::process::wait_until;
-use crate::harness::{Client, Containerd, Server, require_tool, run};
+use crate::harness::{Client, Containerd, Server, run};
 
 const USER: &str = "alice";
 /// Distinctive, so that the log can be searched for it.
 const PASSWORD: &str = "correct-horse-7Qx";
-
-/// An htpasswd file written by the real tool, in `dir`.
-fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
-    require_tool(&["htpasswd"]);
-    let file = dir.join("htpasswd");
-    for (i, (user, password)) in users.iter().enumerate() {
-        let mut cmd = Command::new("htpasswd");
-        cmd.args(["-B", "-b", "-C", "5"]);
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        run(cmd.arg(&file).args([user, password]));
-    }
-    file
-}
 
 /// A server that needs alice's credentials for everything.
 fn basic_server() -> (tempfile::TempDir, PathBuf, Server) {
@@ -44,10 +29,6 @@ fn basic_server() -> (tempfile::TempDir, PathBuf, Server) {
     let file = htpasswd(dir.path(), &[(USER, PASSWORD)]);
     let server = Server::start_with(&[("NIXERY_AUTH_HTPASSWD", file.to_str().unwrap()), ("NIXERY_ANONYMOUS", "none")]);
     (dir, file, server)
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 /// Neither the password, nor its hash, nor an `Authorization` value is in the log.

@@ -11,6 +11,7 @@ mod access_basic;
 mod access_token;
 mod api;
 mod binary_cache;
+mod build_policy;
 mod caching;
 mod client_errors;
 mod clients;

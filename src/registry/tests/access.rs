@@ -118,6 +118,13 @@ async fn anonymous_none_needs_credentials_everywhere() {
         assert_ne!(status, StatusCode::UNAUTHORIZED, "{uri}");
     }
     assert_eq!(s.metrics.refusals(Refusal::Anonymous), 4);
+    // The pages too: the start page lists what was built.
+    let (status, headers, _) = call(&s, "GET", "/", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic realm=\"nixery\"");
+    assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    let (status, _, _) = call(&s, "GET", "/", &alice).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -10,9 +10,11 @@
 //! * [`containerd`], [`podman`], [`skopeo_umoci`], [`docker`]: the registry clients, each set
 //!   up the way it works on these machines (shared/CLIENTS.md); [`docker`] runs a private
 //!   Docker engine. [`client`] drives any of the four through one interface, for tables of
-//!   cases (pull and run; pull and read what the client printed).
+//!   cases (log in, pull and run; pull and read what the client printed).
 //! * [`decompressors`]: layer blobs read back by Python's gzip and the `zstd` command.
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
+//! * [`credentials`]: htpasswd files written by `htpasswd -B`, `Authorization` values;
+//!   [`token_service`]: a Docker token service (Python, PyJWT) standing in for an external one.
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
 //!   for channel and git sources.
 //! * [`nginx`]: a real web server for files (popularity data, a binary cache).
@@ -39,6 +41,7 @@ pub mod binary_cache;
 pub mod chromium;
 pub mod client;
 pub mod containerd;
+pub mod credentials;
 pub mod decompressors;
 pub mod docker;
 pub mod emulators;

@@ -7,6 +7,7 @@
 //! it. Users are configured per test ([`User`]), including ones whose tokens the server must
 //! refuse: signed by a key it does not trust, expired, or for another service.
 
+use super::credentials::basic;
 use super::process::{Daemon, read_log};
 use super::{http, temp_dir};
 use std::path::PathBuf;
@@ -152,13 +153,8 @@ impl TokenService {
     /// `user`'s credentials (none: anonymous).
     pub fn token(&self, user: Option<(&str, &str)>, name: &str) -> String {
         let url = format!("{}?service={SERVICE}&scope=repository:{name}:pull", self.realm());
-        let basic;
-        let mut headers = vec![];
-        if let Some((user, password)) = user {
-            use base64::Engine as _;
-            basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
-            headers.push(("Authorization", basic.as_str()));
-        }
+        let authorization = user.map(|(user, password)| basic(user, password));
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|a| ("Authorization", a.as_str())).collect();
         let answer = http::send("GET", &url, &headers, Duration::from_secs(30)).expect("the token service answers");
         assert_eq!(answer.status, 200, "no token for {user:?}: {}\n{}", answer.describe(), self.log());
         answer.json()["token"].as_str().expect("a token").to_owned()
