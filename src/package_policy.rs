@@ -137,6 +137,13 @@ impl PackagePolicy {
         self.allow.is_empty() && self.deny.is_empty()
     }
 
+    /// The rules as stable text, for cache keys: the same rules always give the same
+    /// identity, other rules another.
+    pub fn identity(&self) -> String {
+        let list = |rules: &[Rule]| rules.iter().map(Rule::as_str).collect::<Vec<_>>().join(",");
+        format!("allow={};deny={}", list(&self.allow), list(&self.deny))
+    }
+
     /// The attribute paths a resolved package is matched as.
     fn paths(package: &ResolvedPackage) -> Vec<&str> {
         let mut paths = vec![package.attr.as_str()];

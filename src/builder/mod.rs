@@ -154,7 +154,8 @@ impl Builder {
                 planner: Planner::new(nix, popularity, policy.layers),
                 sources: SourceCache::new(policy.source.clone(), cache.source_ttl, metrics.clone()),
                 manifests: ManifestCache::new(storage.clone(), cache.manifest_memory),
-                recipe: Recipe::new(policy.layers, archiver.compression(), &policy.nix.nixpkgs_config),
+                recipe: Recipe::new(policy.layers, archiver.compression(), &policy.nix.nixpkgs_config)
+                    .with_package_policy(&policy.nix.packages),
                 layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, archiver, "/".into()),
                 platforms: policy.platforms.clone(),
                 storage,
