@@ -61,12 +61,14 @@ pub async fn get(
             let index = platforms.several()
                 && ImageSpec::arch_in_name(name).is_none()
                 && format.index_accepted(accept.iter().copied());
+            // A failure of the image (a package refusal among them) as its answer, counted.
+            let answer = |e: crate::builder::ManifestError| {
+                let answer = RegistryError::from(&e);
+                guard.count_build_answer(&answer);
+                answer
+            };
             let existing = match guard.must_look_first(identity) {
-                true => state
-                    .builder
-                    .existing(spec.clone(), tag, format, index)
-                    .await
-                    .map_err(|e| RegistryError::from(&e))?,
+                true => state.builder.existing(spec.clone(), tag, format, index).await.map_err(answer)?,
                 false => None,
             };
             let manifest = match existing {
@@ -80,11 +82,7 @@ pub async fn get(
                     } else {
                         state.builder.manifest(name, spec, tag, format).await
                     };
-                    built.map_err(|e| {
-                        let answer = RegistryError::from(&e);
-                        guard.count_build_answer(&answer);
-                        answer
-                    })?
+                    built.map_err(answer)?
                 }
             };
             if let Some(links) = guard.links() {
