@@ -159,22 +159,20 @@ impl Metrics {
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
         }
-        let name = "nixery_manifest_requests_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Manifest requests by tag answered: warm (memory), stale (memory after re-resolving the tag), stored (storage), cold (built).\n# TYPE {name} counter"
+        labelled(
+            &mut out,
+            "nixery_manifest_requests_total",
+            "Manifest requests by tag answered: warm (memory), stale (memory after re-resolving the tag), stored (storage), cold (built).",
+            "cache",
+            Outcome::ALL.map(|o| (o.label(), self.manifest_requests(o))),
         );
-        for outcome in Outcome::ALL {
-            let _ = writeln!(out, "{name}{{cache=\"{}\"}} {}", outcome.label(), self.manifest_requests(outcome));
-        }
-        let name = "nixery_refusals_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Requests refused: credentials (401, credentials that do not hold), anonymous (401, credentials needed), access (403, no right to the name), package_policy (403), build_rate (429).\n# TYPE {name} counter"
+        labelled(
+            &mut out,
+            "nixery_refusals_total",
+            "Requests refused: credentials (401, credentials that do not hold), anonymous (401, credentials needed), access (403, no right to the name), package_policy (403), build_rate (429).",
+            "reason",
+            Refusal::ALL.map(|r| (r.label(), self.refusals(r))),
         );
-        for why in Refusal::ALL {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", why.label(), self.refusals(why));
-        }
         for (name, help, g) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", g.get());
         }
@@ -182,6 +180,14 @@ impl Metrics {
         let help = "Seconds images spent waiting for a Nix job slot.";
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {:.6}", self.nix_wait.get());
         out
+    }
+}
+
+/// A counter with one sample per value of `label`.
+fn labelled<const N: usize>(out: &mut String, name: &str, help: &str, label: &str, samples: [(&str, u64); N]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, count) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
     }
 }
 

@@ -3,10 +3,6 @@
 
 use super::*;
 use crate::auth::Refusal;
-use crate::cache::{ManifestKey, Recipe};
-use crate::image::{ImageName, ImageSpec};
-use crate::manifest::ManifestFormat;
-use crate::pkgsource::{CommitHash, RemoteUrl, SourceRevision};
 use base64::Engine as _;
 
 const REPO: &str = "https://git.invalid/pkgs";
@@ -41,20 +37,7 @@ fn basic(user: &str, password: &str) -> String {
 /// its digest.
 async fn stored(s: &AppState, name: &str, body: &str) -> Digest {
     let config = Config::parse_from(["nixery", "--pkgs-repo", REPO]).unwrap();
-    let key = ManifestKey {
-        source: Arc::new(SourceRevision::Git {
-            url: RemoteUrl::new(REPO),
-            commit: CommitHash::parse(&"c".repeat(40)).unwrap(),
-        }),
-        image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
-        format: ManifestFormat::Docker,
-        recipe: Recipe::new(
-            config.build.policy.layers,
-            config.archive.compression,
-            &config.build.policy.nix.nixpkgs_config,
-        ),
-        document: crate::cache::DocumentKind::Manifest,
-    };
+    let key = commit_key(&config, REPO, &"c".repeat(40), name);
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","x":"{body}"}}"#
     );
