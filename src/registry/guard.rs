@@ -247,7 +247,9 @@ impl Guard {
         let Some(rate) = &self.rate else { return Ok(()) };
         let client = self.client(identity, peer, headers);
         rate.admit(&client, Instant::now()).map_err(|wait| {
-            let seconds = wait.as_secs().max(1);
+            // Whole seconds, rounded up: asking again after them finds a place.
+            let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            let wait = std::time::Duration::from_secs(seconds);
             tracing::info!(%client, rate = %rate.rate(), retry_after = seconds, "build rate exceeded");
             let (builds, window) = (rate.rate().builds.get(), rate.rate().window.as_secs());
             let images = if builds == 1 { "image" } else { "images" };

@@ -78,6 +78,19 @@ fn each_client_logs_in_with_basic_auth_and_pulls(#[case] client: Client) {
     }
     let out = session.pull_and_run(&server, "hello:latest", "hello");
     assert_eq!(out.trim(), "Hello, world!", "{}", server.context(&format!("{client} ran hello")));
+    if client == Client::SkopeoUmoci {
+        // `inspect` takes `--creds` (`copy` takes `--src-creds`); `--no-creds` is refused.
+        let image = format!("docker://{}", server.image("hello:latest"));
+        let inspect = |creds: &[&str]| {
+            let mut cmd = Command::new("skopeo");
+            cmd.args(["inspect", "--tls-verify=false"]).args(creds).arg(&image);
+            crate::harness::process::output_timeout(&mut cmd, Duration::from_secs(120)).unwrap()
+        };
+        let creds = format!("{USER}:{PASSWORD}");
+        let inspected = inspect(&["--creds", &creds]);
+        assert!(printed(&inspected).contains("\"Digest\""), "{}", server.context(&printed(&inspected)));
+        assert!(!inspect(&["--no-creds"]).status.success(), "{}", server.context("skopeo --no-creds got in"));
+    }
     assert!(server.metric_labelled("nixery_refusals_total", "reason=\"credentials\"") >= 1);
     assert_no_secret_logged(&server, &file);
 }
