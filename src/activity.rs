@@ -150,6 +150,11 @@ impl Activity {
         self.recent().failures.iter().cloned().collect()
     }
 
+    /// The most recent recorded failure of `id`, if it is among the recent ones.
+    pub fn failure_of(&self, id: &ImageId) -> Option<Arc<FailureRecord>> {
+        self.recent().failures.iter().find(|f| f.id == *id).cloned()
+    }
+
     /// The recorded build of `id`, if it is among the recent ones.
     pub fn build_of(&self, id: &ImageId) -> Option<Arc<BuildRecord>> {
         self.recent().builds.iter().find(|b| b.image.id == *id).cloned()
@@ -179,7 +184,8 @@ impl Activity {
         Ok(planned)
     }
 
-    fn recorded_plan(&self, id: &ImageId) -> Option<Arc<PlannedImage>> {
+    /// The plan of `id` if a recent build or page view recorded it.
+    pub fn recorded_plan(&self, id: &ImageId) -> Option<Arc<PlannedImage>> {
         let recent = self.recent();
         let built = recent.builds.iter().map(|b| &b.image);
         built.chain(recent.planned.iter()).find(|p| p.id == *id).cloned()

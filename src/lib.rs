@@ -8,12 +8,14 @@
 //! [`index`] of them when several are configured), orchestrated by [`builder`] behind the caches
 //! of [`cache`], and served by [`registry`] through [`server`] (connections, shutdown), with
 //! [`ops`] around it (request log, panics, health); [`web`] draws pages for people from what
-//! [`activity`] recorded. [`popcount`] computes popularity data from a [`binary_cache`]'s
-//! narinfo files.
+//! [`activity`] recorded. [`auth`] (htpasswd, Docker token auth, who may build),
+//! [`package_policy`] and [`rate_limit`] decide who may pull and what gets built.
+//! [`popcount`] computes popularity data from a [`binary_cache`]'s narinfo files.
 
 pub mod activity;
 pub mod archive;
 pub mod artifact;
+pub mod auth;
 pub mod binary_cache;
 pub mod builder;
 pub mod cache;
@@ -30,10 +32,12 @@ pub mod metrics;
 pub mod nix;
 pub mod ops;
 pub mod ownership;
+pub mod package_policy;
 pub mod pkgsource;
 pub mod plan;
 pub mod popcount;
 pub mod popularity;
+pub mod rate_limit;
 pub mod redact;
 pub mod registry;
 pub mod sbom;
@@ -50,6 +54,8 @@ pub struct AppState {
     pub builder: builder::Builder,
     pub storage: Arc<storage::Storage>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Who may pull and build ([`auth`], [`rate_limit`]).
+    pub guard: Arc<registry::Guard>,
 }
 
 impl AppState {
@@ -64,7 +70,8 @@ impl AppState {
         let builder =
             builder::Builder::new(policy, config.cache, archiver, storage.clone(), Default::default(), metrics.clone())
                 .expect("the Nix expressions are written");
-        AppState { builder, storage, metrics }
+        let guard = Arc::new(registry::Guard::open_to_all(metrics.clone()));
+        AppState { builder, storage, metrics, guard }
     }
 }
 

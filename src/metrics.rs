@@ -6,6 +6,7 @@
 //! the Nix work bound (NIXERY_MAX_NIX_JOBS): Nix processes running now, images waiting for a
 //! slot, and the seconds spent waiting so far.
 
+use crate::auth::Refusal;
 use crate::cache::Outcome;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -89,6 +90,9 @@ pub struct Metrics {
     pub nix_waiting: Gauge,
     /// Time images spent waiting for a Nix job slot.
     pub nix_wait: Seconds,
+    /// Requests refused by authentication, access, package policy or build rate, by
+    /// [`Refusal`] (indexed as [`Refusal::ALL`]).
+    pub refusals: [Counter; 5],
 }
 
 impl Metrics {
@@ -103,6 +107,16 @@ impl Metrics {
     /// Manifest requests answered with `outcome` so far.
     pub fn manifest_requests(&self, outcome: Outcome) -> u64 {
         self.manifest_requests[outcome as usize].get()
+    }
+
+    /// Counts a refused request.
+    pub fn refused(&self, why: Refusal) {
+        self.refusals[why as usize].inc();
+    }
+
+    /// Requests refused for `why` so far.
+    pub fn refusals(&self, why: Refusal) -> u64 {
+        self.refusals[why as usize].get()
     }
 
     /// The Prometheus text exposition of every counter.
@@ -145,14 +159,20 @@ impl Metrics {
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
         }
-        let name = "nixery_manifest_requests_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Manifest requests by tag answered: warm (memory), stale (memory after re-resolving the tag), stored (storage), cold (built).\n# TYPE {name} counter"
+        labelled(
+            &mut out,
+            "nixery_manifest_requests_total",
+            "Manifest requests by tag answered: warm (memory), stale (memory after re-resolving the tag), stored (storage), cold (built).",
+            "cache",
+            Outcome::ALL.map(|o| (o.label(), self.manifest_requests(o))),
         );
-        for outcome in Outcome::ALL {
-            let _ = writeln!(out, "{name}{{cache=\"{}\"}} {}", outcome.label(), self.manifest_requests(outcome));
-        }
+        labelled(
+            &mut out,
+            "nixery_refusals_total",
+            "Requests refused: credentials (401, credentials that do not hold), anonymous (401, credentials needed), access (403, no right to the name), package_policy (403), build_rate (429).",
+            "reason",
+            Refusal::ALL.map(|r| (r.label(), self.refusals(r))),
+        );
         for (name, help, g) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", g.get());
         }
@@ -160,6 +180,14 @@ impl Metrics {
         let help = "Seconds images spent waiting for a Nix job slot.";
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {:.6}", self.nix_wait.get());
         out
+    }
+}
+
+/// A counter with one sample per value of `label`.
+fn labelled<const N: usize>(out: &mut String, name: &str, help: &str, label: &str, samples: [(&str, u64); N]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, count) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
     }
 }
 
@@ -183,10 +211,18 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_index_their_counters() {
+    fn outcomes_and_refusals_index_their_counters() {
         for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
             assert_eq!(outcome as usize, i);
         }
+        for (i, why) in Refusal::ALL.into_iter().enumerate() {
+            assert_eq!(why as usize, i);
+        }
+        let m = Metrics::default();
+        m.refused(Refusal::Rate);
+        let text = m.render();
+        assert!(text.lines().any(|l| l == r#"nixery_refusals_total{reason="build_rate"} 1"#), "{text}");
+        assert!(text.lines().any(|l| l == r#"nixery_refusals_total{reason="credentials"} 0"#), "{text}");
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //! Every build that finishes or fails is recorded once, however many requests waited for it,
 //! in [`crate::activity`] (with its layer plan and the tag of the request that started it),
 //! which the web pages show; [`Builder::plan`] gives those pages the plan of an image.
+//!
+//! For clients that may not cause a build (anonymous ones under `NIXERY_ANONYMOUS=pull`, or
+//! over their `NIXERY_BUILD_RATE`), [`Builder::existing`] and [`Builder::recorded_plan`]
+//! answer from the caches alone, never from Nix ([`crate::auth::access`]).
 
 mod artifacts;
 mod index;
@@ -161,7 +165,8 @@ impl Builder {
                 manifests: ManifestCache::new(storage.clone(), cache.manifest_memory),
                 artifacts: ArtifactStore::new(storage.clone(), cache.manifest_memory),
                 artifact_policy: ArtifactPolicy::default(),
-                recipe: Recipe::new(policy.layers, archiver.compression(), &policy.nix.nixpkgs_config),
+                recipe: Recipe::new(policy.layers, archiver.compression(), &policy.nix.nixpkgs_config)
+                    .with_package_policy(&policy.nix.packages),
                 layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, archiver, "/".into()),
                 platforms: policy.platforms.clone(),
                 storage,
@@ -209,6 +214,55 @@ impl Builder {
         let (doc, outcome) = inner.clone().cached(key, freshness, requested).await.map_err(ManifestError::Build)?;
         inner.metrics.manifest_served(outcome);
         Ok(doc)
+    }
+
+    /// The manifest (or, with `index`, the index of every platform) of `spec` at `tag` in
+    /// `format` if it exists for the tag's current revision, in memory or storage; `None`
+    /// if answering would mean building. Nothing is built and no Nix runs (a moving tag may
+    /// be resolved, as for any request). An answer is counted as [`Builder::manifest`]'s
+    /// would be. An image the package policy refused recently is refused again, from the
+    /// record of failures.
+    pub async fn existing(
+        &self,
+        spec: ImageSpec,
+        tag: &Tag,
+        format: ManifestFormat,
+        index: bool,
+    ) -> Result<Option<Arc<CachedManifest>>, ManifestError> {
+        let inner = &self.inner;
+        let (source, freshness) = inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
+        let (image, document) = match index {
+            true => {
+                let platforms = inner.platforms.clone();
+                (ImageSpec { arch: platforms.default_arch(), ..spec }, DocumentKind::Index(platforms))
+            }
+            false => (spec, DocumentKind::Manifest),
+        };
+        // A recent refusal by the package policy stands for this revision: answered again
+        // without Nix (docker asks twice, HEAD then GET, and each would count as a build).
+        // (For an index, the default platform's refusal.)
+        let id = ImageId { source: source.clone(), spec: image.clone() };
+        if let Some(failure) = inner.activity.failure_of(&id)
+            && matches!(failure.error.as_ref(), BuildError::Nix(NixError::Refused(_)))
+        {
+            return Err(ManifestError::Build(failure.error.clone()));
+        }
+        let key = ManifestKey { source, image, format, recipe: inner.recipe.clone(), document };
+        let found = match inner.manifests.in_memory(&key) {
+            Some(hit) => Some((hit, freshness.memory_outcome())),
+            None => inner.manifests.stored(&key).await?.map(|stored| (stored, Outcome::Stored)),
+        };
+        Ok(found.map(|(doc, outcome)| {
+            inner.metrics.manifest_served(outcome);
+            doc
+        }))
+    }
+
+    /// The recorded plan of `spec` at `tag` (of a recent build or page view), if there is
+    /// one: what a `/ui/` page can show without running Nix.
+    pub async fn recorded_plan(&self, spec: ImageSpec, tag: &Tag) -> Result<Option<Arc<PlannedImage>>, ManifestError> {
+        let (source, _) = self.inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
+        Ok(self.inner.activity.recorded_plan(&ImageId { source, spec }))
     }
 
     /// The manifest or index with `digest`, as first served (from memory once known; no

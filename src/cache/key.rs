@@ -6,7 +6,8 @@
 //! ([`ImageSpec`]), the manifest format, and the [`Recipe`]: every configured setting that
 //! changes layers (grouping, budget, the archive format) or what a package is (nixpkgs'
 //! configuration, NIXERY_NIXPKGS_CONFIG, which decides what is refused and how packages
-//! are built). Popularity data also changes
+//! are built; the package policy, NIXERY_PACKAGES_ALLOW/_DENY, which decides what is
+//! refused too, part of keys only when it has rules). Popularity data also changes
 //! grouping but is loaded once at start-up from a URL whose contents can change; operators
 //! who change it start with a fresh cache (README).
 //!
@@ -20,6 +21,7 @@ use crate::image::{ImageSpec, Platforms};
 use crate::layers::{Grouping, LayerPolicy};
 use crate::manifest::ManifestFormat;
 use crate::nix::NixpkgsConfig;
+use crate::package_policy::PackagePolicy;
 use crate::pkgsource::SourceRevision;
 use crate::storage::ObjectKey;
 use serde_json::json;
@@ -35,12 +37,22 @@ pub struct Recipe {
     pub compression: Compression,
     /// The digest of nixpkgs' configuration's identity ([`NixpkgsConfig::identity`]).
     pub nixpkgs_config: Digest,
+    /// The digest of the package policy's rules, if there are any
+    /// ([`PackagePolicy::identity`]): a manifest built under other rules is not served
+    /// under these (a new deny rule holds for images built before it, too).
+    pub package_policy: Option<Digest>,
 }
 
 impl Recipe {
     pub fn new(layers: LayerPolicy, compression: Compression, nixpkgs_config: &NixpkgsConfig) -> Self {
         let nixpkgs_config = Digest::of(nixpkgs_config.identity().to_string().as_bytes());
-        Recipe { layers, archive: super::layers::FORMAT_VERSION, compression, nixpkgs_config }
+        Recipe { layers, archive: super::layers::FORMAT_VERSION, compression, nixpkgs_config, package_policy: None }
+    }
+
+    /// This recipe under `policy` (an open policy leaves keys as they were without one).
+    pub fn with_package_policy(self, policy: &PackagePolicy) -> Self {
+        let package_policy = (!policy.is_open()).then(|| Digest::of(policy.identity().as_bytes()));
+        Recipe { package_policy, ..self }
     }
 }
 
@@ -94,7 +106,7 @@ impl ManifestKey {
             Grouping::Nixery => "nixery-layers.go",
             Grouping::SizeFirst => "sizefirst",
         };
-        let text = json!({
+        let mut text = json!({
             "version": Self::VERSION,
             "source": source,
             "arch": self.image.arch.oci_name(),
@@ -110,6 +122,9 @@ impl ManifestKey {
             "compression": self.recipe.compression.id(),
             "nixpkgs_config": self.recipe.nixpkgs_config,
         });
+        if let Some(policy) = &self.recipe.package_policy {
+            text["package_policy"] = json!(policy);
+        }
         Some(ObjectKey::manifest_cache(&Digest::of(text.to_string().as_bytes())))
     }
 }
@@ -171,6 +186,18 @@ mod tests {
         let mut zstd = base.clone();
         zstd.recipe.compression = Compression::Zstd;
         assert_ne!(zstd.storage_key().unwrap(), stored);
+        // The package policy: no rules leave the key as it was; rules change it.
+        let rules = |deny: &str| crate::package_policy::PackagePolicy {
+            allow: vec![],
+            deny: deny.split(',').map(|r| crate::package_policy::Rule::parse(r).unwrap()).collect(),
+        };
+        let open = ManifestKey { recipe: base.recipe.clone().with_package_policy(&Default::default()), ..base.clone() };
+        assert_eq!(open.storage_key().unwrap(), stored);
+        let denying = ManifestKey { recipe: base.recipe.clone().with_package_policy(&rules("git")), ..base.clone() };
+        let other = ManifestKey { recipe: base.recipe.clone().with_package_policy(&rules("git,curl")), ..base.clone() };
+        assert_ne!(denying.storage_key().unwrap(), stored);
+        assert_ne!(denying.storage_key(), other.storage_key());
+        assert_ne!(denying, base);
         let index = |platforms: &str| ManifestKey {
             document: DocumentKind::Index(Platforms::parse(platforms).unwrap()),
             ..base.clone()

@@ -31,6 +31,8 @@ pub enum ServeError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     NixVersion(#[from] crate::nix::version::VersionError),
+    #[error(transparent)]
+    Access(#[from] crate::registry::guard::GuardError),
 }
 
 pub async fn serve(config: Config) -> Result<(), ServeError> {
@@ -51,7 +53,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     )
     .map_err(ServeError::Expressions)?
     .with_artifacts(config.artifacts.clone());
-    let app = crate::app(AppState { builder, storage, metrics });
+    let guard = Arc::new(crate::registry::Guard::open(&config.access, storage.clone(), metrics.clone()).await?);
+    let app = crate::app(AppState { builder, storage, metrics, guard });
 
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
@@ -65,6 +68,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         max_nix_jobs = nix.max_jobs,
         signing = config.artifacts.signing.is_some(),
         registry_name = config.artifacts.registry_name.as_deref(),
+        access = %config.access,
         "nixery serving"
     );
     let stop_grace = nix_stop_grace(config.shutdown_timeout);

@@ -4,10 +4,14 @@
 //! Checks that need several values at once live in [`super`].
 
 use crate::archive::ArchivePolicy;
+use crate::auth::AnonymousAccess;
+use crate::auth::keys::KeySource;
 use crate::cache::CachePolicy;
 use crate::compression::Compression;
 use crate::image::Platforms;
 use crate::layers::Grouping;
+use crate::package_policy::Rule;
+use crate::rate_limit::{BuildRate, TrustedProxies};
 use clap::{Parser, ValueEnum};
 use reqwest::Url;
 use std::net::IpAddr;
@@ -212,6 +216,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub artifacts: ArtifactArgs,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 /// SBOMs and signatures (what the registry attaches to the images it serves).
@@ -234,6 +241,124 @@ pub struct ArtifactArgs {
     /// images under it instead of by repository alone.
     #[arg(long, env = "NIXERY_REGISTRY_NAME")]
     pub registry_name: Option<String>,
+}
+
+/// `NIXERY_ANONYMOUS`'s values, mapped to the domain's [`AnonymousAccess`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AnonymousArg {
+    /// Anonymous clients pull and cause builds (the default, Nixery's behaviour).
+    Build,
+    /// Anonymous clients pull what exists for the tag's current revision; builds need
+    /// credentials.
+    Pull,
+    /// Nothing without credentials.
+    None,
+}
+
+impl From<AnonymousArg> for AnonymousAccess {
+    fn from(arg: AnonymousArg) -> AnonymousAccess {
+        match arg {
+            AnonymousArg::Build => AnonymousAccess::Build,
+            AnonymousArg::Pull => AnonymousAccess::Pull,
+            AnonymousArg::None => AnonymousAccess::None,
+        }
+    }
+}
+
+/// Who may pull and build, and how much (see `crate::auth`, `crate::package_policy`,
+/// `crate::rate_limit`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct AccessArgs {
+    /// htpasswd file of users and bcrypt hashes (`htpasswd -B`): clients log in with Basic
+    /// authentication. Re-read when it changes.
+    #[arg(long, env = "NIXERY_AUTH_HTPASSWD")]
+    pub auth_htpasswd: Option<PathBuf>,
+
+    /// Docker token authentication: the token service's URL clients get tokens from.
+    #[arg(long, env = "NIXERY_AUTH_TOKEN_REALM", value_parser = token_realm)]
+    pub auth_token_realm: Option<String>,
+
+    /// This registry's name at the token service (the tokens' audience).
+    #[arg(long, env = "NIXERY_AUTH_TOKEN_SERVICE", value_parser = quotable)]
+    pub auth_token_service: Option<String>,
+
+    /// The tokens' issuer (`iss`).
+    #[arg(long, env = "NIXERY_AUTH_TOKEN_ISSUER", value_parser = quotable)]
+    pub auth_token_issuer: Option<String>,
+
+    /// The token service's public keys: a PEM file (keys or certificates), a JWKS file, or a
+    /// JWKS URL (fetched at start-up and every 5 minutes).
+    #[arg(long, env = "NIXERY_AUTH_TOKEN_KEYS", value_parser = key_source)]
+    pub auth_token_keys: Option<KeySource>,
+
+    /// What clients without credentials may do: `build` (pull and cause builds), `pull`
+    /// (pull what exists), `none`.
+    #[arg(long, env = "NIXERY_ANONYMOUS", value_enum, default_value = "build")]
+    pub anonymous: AnonymousArg,
+
+    /// Packages images may hold, comma-separated attribute paths, `*` for any characters
+    /// (`hello,python3Packages.*`) [default: all].
+    #[arg(long, env = "NIXERY_PACKAGES_ALLOW", value_parser = package_rules)]
+    pub packages_allow: Option<Rules>,
+
+    /// Packages images may not hold, as for the allow list; wins over it.
+    #[arg(long, env = "NIXERY_PACKAGES_DENY", value_parser = package_rules)]
+    pub packages_deny: Option<Rules>,
+
+    /// At most N cold builds per client (user, else address) per SECONDS: `N/SECONDS`
+    /// [default: no limit].
+    #[arg(long, env = "NIXERY_BUILD_RATE", value_parser = BuildRate::parse)]
+    pub build_rate: Option<BuildRate>,
+
+    /// Proxies whose `X-Forwarded-For` names the client: addresses and CIDR ranges,
+    /// comma-separated.
+    #[arg(long, env = "NIXERY_TRUSTED_PROXIES", value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: Option<TrustedProxies>,
+}
+
+/// A list of package rules (clap needs one type per value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rules(pub Vec<Rule>);
+
+/// `NIXERY_PACKAGES_ALLOW` / `_DENY`: comma-separated rules.
+fn package_rules(value: &str) -> Result<Rules, String> {
+    let rules: Result<Vec<Rule>, String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| Rule::parse(r).ok_or_else(|| format!("'{r}' is not an attribute path or pattern")))
+        .collect();
+    let rules = rules?;
+    if rules.is_empty() {
+        return Err("no rule in it".to_owned());
+    }
+    Ok(Rules(rules))
+}
+
+/// Text that can stand between double quotes in a `WWW-Authenticate` challenge.
+fn quotable(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.chars().any(|c| c == '"' || c == '\\' || c.is_control() || !c.is_ascii()) {
+        return Err("must be printable ASCII without quotes or backslashes".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+/// `NIXERY_AUTH_TOKEN_REALM`: an absolute http(s) URL, quotable.
+fn token_realm(value: &str) -> Result<String, String> {
+    let url = Url::parse(value).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err("expected an http or https URL".to_owned());
+    }
+    quotable(value)
+}
+
+/// `NIXERY_AUTH_TOKEN_KEYS`: an http(s) URL of a JWKS, or a file.
+fn key_source(value: &str) -> Result<KeySource, String> {
+    if value.starts_with("http://") || value.starts_with("https://") {
+        let url = Url::parse(value).map_err(|e| e.to_string())?;
+        return Ok(KeySource::Url(url));
+    }
+    Ok(KeySource::File(PathBuf::from(value)))
 }
 
 /// Client connections and shutdown (mapped to [`server::Limits`] and

@@ -4,7 +4,8 @@
 //! Every setting is a `--flag` and an environment variable with Nixery's name, so an existing
 //! Nixery deployment's environment works unchanged. Values are checked here, at start-up, and
 //! mapped into the domain's types ([`BuildPolicy`], [`NixPolicy`], [`LayerPolicy`],
-//! [`PkgSource`] (a flake reference parsed into a [`FlakeRef`]), [`CachePolicy`], [`ArchivePolicy`], [`StorageConfig`], [`server::Limits`]),
+//! [`PkgSource`] (a flake reference parsed into a [`FlakeRef`]), [`CachePolicy`], [`ArchivePolicy`], [`StorageConfig`], [`server::Limits`],
+//! [`AccessPolicy`], [`PackagePolicy`]),
 //! which know nothing of flags or variables. A bad value stops the server
 //! with a message naming the variable and the flag.
 //!
@@ -43,7 +44,9 @@ use crate::cache::CachePolicy;
 use crate::digest::Digest;
 use crate::layers::LayerPolicy;
 use crate::nix::{NixPolicy, NixpkgsConfig};
+use crate::package_policy::PackagePolicy;
 use crate::pkgsource::{Channel, FlakeRef, PkgSource, RemoteUrl};
+use crate::registry::{AccessPolicy, Scheme};
 use crate::server;
 use crate::signing::SigningKey;
 use crate::storage::{GcsConfig, S3Config};
@@ -91,6 +94,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// SBOMs and signatures.
     pub artifacts: ArtifactPolicy,
+    /// Who may pull and build, and how often.
+    pub access: AccessPolicy,
 }
 
 /// What the binary was asked to do, with checked settings.
@@ -161,6 +166,14 @@ pub enum ConfigError {
         "NIXERY_REGISTRY_NAME must be a host name with an optional port and path (registry.example.com:5000/images), got '{0}'"
     )]
     RegistryName(String),
+    #[error("set NIXERY_AUTH_HTPASSWD or NIXERY_AUTH_TOKEN_*, not both: clients can be asked for one scheme")]
+    TwoSchemes,
+    #[error("token authentication needs all of NIXERY_AUTH_TOKEN_REALM, _SERVICE, _ISSUER and _KEYS; missing {}", .0.join(", "))]
+    IncompleteToken(Vec<&'static str>),
+    #[error(
+        "NIXERY_ANONYMOUS={0} needs authentication (NIXERY_AUTH_HTPASSWD or NIXERY_AUTH_TOKEN_*): without it every client is anonymous"
+    )]
+    AnonymousWithoutAuth(&'static str),
 }
 
 /// Looks up an environment variable (`std::env::var_os` in production, a map in tests).
@@ -270,6 +283,8 @@ impl BuildArgs {
             local_builds: self.local_builds,
             max_jobs: self.max_nix_jobs.map_or_else(crate::nix::cores, |n| n as usize),
             nixpkgs_config: nixpkgs_config(self.nixpkgs_config.as_deref())?,
+            // The server's (AccessArgs) only: `nixery layers` plans whatever it is asked.
+            packages: PackagePolicy::default(),
         };
         let policy = BuildPolicy {
             source,
@@ -323,6 +338,51 @@ fn valid_registry_name(name: &str) -> bool {
         && !name.contains("://")
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl AccessArgs {
+    /// The access policy and the package policy: at most one authentication scheme, a token
+    /// scheme complete, and anonymous restrictions only with a scheme to log in with.
+    fn check(self) -> Result<(AccessPolicy, PackagePolicy), ConfigError> {
+        let token = [
+            ("NIXERY_AUTH_TOKEN_REALM", self.auth_token_realm.is_some()),
+            ("NIXERY_AUTH_TOKEN_SERVICE", self.auth_token_service.is_some()),
+            ("NIXERY_AUTH_TOKEN_ISSUER", self.auth_token_issuer.is_some()),
+            ("NIXERY_AUTH_TOKEN_KEYS", self.auth_token_keys.is_some()),
+        ];
+        let missing: Vec<&'static str> = token.iter().filter(|(_, set)| !set).map(|(v, _)| *v).collect();
+        let any_token = missing.len() < token.len();
+        let scheme = match (self.auth_htpasswd, any_token) {
+            (Some(_), true) => return Err(ConfigError::TwoSchemes),
+            (Some(path), false) => Some(Scheme::Htpasswd(path)),
+            (None, true) if !missing.is_empty() => return Err(ConfigError::IncompleteToken(missing)),
+            (None, true) => Some(Scheme::Token {
+                service: crate::auth::token::TokenService {
+                    realm: self.auth_token_realm.expect("checked"),
+                    service: self.auth_token_service.expect("checked"),
+                    issuer: self.auth_token_issuer.expect("checked"),
+                },
+                keys: self.auth_token_keys.expect("checked"),
+            }),
+            (None, false) => None,
+        };
+        let anonymous = self.anonymous.into();
+        if scheme.is_none() && self.anonymous != AnonymousArg::Build {
+            let value = if self.anonymous == AnonymousArg::Pull { "pull" } else { "none" };
+            return Err(ConfigError::AnonymousWithoutAuth(value));
+        }
+        let access = AccessPolicy {
+            scheme,
+            anonymous,
+            build_rate: self.build_rate,
+            trusted_proxies: self.trusted_proxies.unwrap_or_default(),
+        };
+        let packages = PackagePolicy {
+            allow: self.packages_allow.map(|r| r.0).unwrap_or_default(),
+            deny: self.packages_deny.map(|r| r.0).unwrap_or_default(),
+        };
+        Ok((access, packages))
+    }
 }
 
 /// NIXERY_NIXPKGS_CONFIG: a JSON object given inline (it starts with `{`), or a file: a
@@ -384,7 +444,9 @@ impl Config {
                 StorageConfig::S3(s3)
             }
         };
-        let build = args.build.check(args.source)?;
+        let mut build = args.build.check(args.source)?;
+        let (access, packages) = args.access.check()?;
+        build.policy.nix.packages = packages;
         let connections = server::Limits {
             header_timeout: Duration::from_secs(args.connections.header_timeout),
             idle_timeout: Duration::from_secs(args.connections.idle_timeout),
@@ -401,6 +463,7 @@ impl Config {
             storage,
             connections,
             shutdown_timeout: Duration::from_secs(args.connections.shutdown_timeout),
+            access,
         })
     }
 

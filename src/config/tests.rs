@@ -473,3 +473,81 @@ fn the_registry_name_is_a_host_and_optional_path() {
         assert!(matches!(name(bad), Err(ConfigError::RegistryName(_))), "{bad}");
     }
 }
+
+#[test]
+fn access_settings_map_into_the_access_and_package_policies() {
+    use crate::auth::AnonymousAccess;
+    use crate::auth::keys::KeySource;
+    use crate::registry::Scheme;
+    let c = serve(&[], &[]).unwrap();
+    assert_eq!(c.access, AccessPolicy::default(), "no authentication, anonymous clients build: Nixery's behaviour");
+    assert!(c.build.policy.nix.packages.is_open());
+
+    let vars = [
+        ("NIXERY_AUTH_HTPASSWD", "/etc/nixery/htpasswd"),
+        ("NIXERY_ANONYMOUS", "pull"),
+        ("NIXERY_PACKAGES_ALLOW", "hello, python3Packages.*"),
+        ("NIXERY_PACKAGES_DENY", "bashInteractive"),
+        ("NIXERY_BUILD_RATE", "10/3600"),
+        ("NIXERY_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1"),
+    ];
+    let c = serve(&[], &vars).unwrap();
+    assert_eq!(c.access.scheme, Some(Scheme::Htpasswd("/etc/nixery/htpasswd".into())));
+    assert_eq!(c.access.anonymous, AnonymousAccess::Pull);
+    assert_eq!(c.access.build_rate.map(|r| r.to_string()), Some("10/3600".into()));
+    assert_eq!(c.access.trusted_proxies, crate::rate_limit::TrustedProxies::parse("10.0.0.0/8,127.0.0.1").unwrap());
+    let packages = &c.build.policy.nix.packages;
+    let rules = |r: &[crate::package_policy::Rule]| r.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        (rules(&packages.allow), rules(&packages.deny)),
+        (vec!["hello".into(), "python3Packages.*".into()], vec!["bashInteractive".into()])
+    );
+    assert_eq!(c.access.to_string(), "htpasswd /etc/nixery/htpasswd, anonymous pull, build rate 10/3600");
+
+    let token = [
+        ("NIXERY_AUTH_TOKEN_REALM", "https://auth.example/token"),
+        ("NIXERY_AUTH_TOKEN_SERVICE", "nixery.example"),
+        ("NIXERY_AUTH_TOKEN_ISSUER", "auth.example"),
+        ("NIXERY_AUTH_TOKEN_KEYS", "https://auth.example/jwks.json"),
+    ];
+    let c = serve(&[], &token).unwrap();
+    let Some(Scheme::Token { service, keys }) = c.access.scheme else { panic!("no token scheme") };
+    assert_eq!(
+        (service.realm.as_str(), service.service.as_str(), service.issuer.as_str()),
+        ("https://auth.example/token", "nixery.example", "auth.example")
+    );
+    assert!(matches!(keys, KeySource::Url(u) if u.as_str() == "https://auth.example/jwks.json"));
+    let c = serve(&["--auth-token-keys", "/etc/nixery/keys.pem"], &token).unwrap();
+    assert!(
+        matches!(c.access.scheme, Some(Scheme::Token { keys: KeySource::File(p), .. }) if p.to_str() == Some("/etc/nixery/keys.pem"))
+    );
+}
+
+#[test]
+fn access_settings_that_cannot_work_stop_start_up() {
+    let err = serve(&[], &[("NIXERY_AUTH_HTPASSWD", "/h"), ("NIXERY_AUTH_TOKEN_REALM", "https://a/t")]).unwrap_err();
+    assert!(matches!(err, ConfigError::TwoSchemes), "{err}");
+    let err = serve(&[], &[("NIXERY_AUTH_TOKEN_REALM", "https://a/t"), ("NIXERY_AUTH_TOKEN_KEYS", "/k")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "token authentication needs all of NIXERY_AUTH_TOKEN_REALM, _SERVICE, _ISSUER and _KEYS; missing NIXERY_AUTH_TOKEN_SERVICE, NIXERY_AUTH_TOKEN_ISSUER"
+    );
+    for mode in ["pull", "none"] {
+        let err = serve(&[], &[("NIXERY_ANONYMOUS", mode)]).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("NIXERY_ANONYMOUS={mode} needs authentication")), "{err}");
+    }
+    let bad = [
+        ("NIXERY_ANONYMOUS", "maybe"),
+        ("NIXERY_BUILD_RATE", "10"),
+        ("NIXERY_BUILD_RATE", "0/60"),
+        ("NIXERY_TRUSTED_PROXIES", "proxy.local"),
+        ("NIXERY_PACKAGES_DENY", ","),
+        ("NIXERY_PACKAGES_ALLOW", "a b"),
+        ("NIXERY_AUTH_TOKEN_REALM", "ftp://auth/token"),
+        ("NIXERY_AUTH_TOKEN_SERVICE", "a\"b"),
+    ];
+    for (var, value) in bad {
+        let (variable, _, shown) = invalid(serve(&[], &[(var, value)]).unwrap_err());
+        assert_eq!((variable.as_str(), shown.as_str()), (var, value));
+    }
+}

@@ -237,6 +237,10 @@ pub enum NixError {
     Output { step: Step, source: serde_json::Error },
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// Packages the registry's package policy refuses (checked after evaluation, before
+    /// anything is realised).
+    #[error(transparent)]
+    Refused(#[from] crate::package_policy::PackagesRefused),
 }
 
 impl NixError {
@@ -250,7 +254,8 @@ impl NixError {
             | NixError::NotSubstitutable(_)
             | NixError::UntrustedSignature(_)
             | NixError::Unbuildable(_)
-            | NixError::Timeout { .. } => true,
+            | NixError::Timeout { .. }
+            | NixError::Refused(_) => true,
             NixError::Busy(_)
             | NixError::Command { .. }
             | NixError::StoreNotWritable { .. }
@@ -275,6 +280,7 @@ impl NixError {
             NixError::StoreNotWritable { step, .. } => Ok(json!({ "step": step })),
             NixError::Output { step, .. } => Ok(json!({ "step": step })),
             NixError::Graph(_) => Ok(serde_json::Value::Null),
+            NixError::Refused(r) => to_value(r),
         };
         value.unwrap_or(serde_json::Value::Null)
     }

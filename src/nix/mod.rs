@@ -203,6 +203,8 @@ impl Nix {
         let _slot = self.jobs.turn(self.policy.timeout).await?;
         let job = self.job(source, arch);
         let lookup::Resolved { packages: resolved, meta, committed } = self.resolve(&job, packages).await?;
+        // The package policy sees what the names resolved to, before anything is realised.
+        self.policy.packages.check(&resolved)?;
         if !self.policy.local_builds {
             self.check_caches(&job, &resolved).await?;
         }

@@ -1,8 +1,9 @@
 //! How the server runs Nix, in the domain's terms: the configuration (src/config.rs) maps
-//! NIX_TIMEOUT, NIXERY_LOCAL_BUILDS, NIXERY_MAX_NIX_JOBS and NIXERY_NIXPKGS_CONFIG into a
-//! [`NixPolicy`] at start-up.
+//! NIX_TIMEOUT, NIXERY_LOCAL_BUILDS, NIXERY_MAX_NIX_JOBS, NIXERY_NIXPKGS_CONFIG and the
+//! package policy (NIXERY_PACKAGES_ALLOW/_DENY) into a [`NixPolicy`] at start-up.
 
 use crate::digest::Digest;
+use crate::package_policy::PackagePolicy;
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,12 +20,20 @@ pub struct NixPolicy {
     pub max_jobs: usize,
     /// nixpkgs' `config` for the package set.
     pub nixpkgs_config: NixpkgsConfig,
+    /// Which resolved packages may be realised (`NIXERY_PACKAGES_ALLOW`/`_DENY`).
+    pub packages: PackagePolicy,
 }
 
 impl NixPolicy {
     /// Defaults for one-off commands: local builds, as many jobs as cores, no nixpkgs config.
     pub fn with_timeout(timeout: Duration) -> Self {
-        NixPolicy { timeout, local_builds: true, max_jobs: cores(), nixpkgs_config: NixpkgsConfig::default() }
+        NixPolicy {
+            timeout,
+            local_builds: true,
+            max_jobs: cores(),
+            nixpkgs_config: NixpkgsConfig::default(),
+            packages: PackagePolicy::default(),
+        }
     }
 }
 

@@ -92,6 +92,26 @@ mod tests {
         assert!(one("/healthz").contains(" DEBUG "), "a successful probe is not worth an INFO line");
     }
 
+    /// Credentials arrive in the `Authorization` header (and, from some clients, a query
+    /// string): the request line logs the path only.
+    #[tokio::test]
+    async fn credentials_never_reach_the_request_log() {
+        let (logs, _guard) = Logs::capture();
+        let app = app();
+        let request = Request::get("/v2/hello/tags/list?access_token=SECRET-QUERY")
+            .header("Authorization", "Bearer SECRET-TOKEN")
+            .body(Body::empty())
+            .unwrap();
+        app.clone().oneshot(request).await.unwrap();
+        let basic = Request::get("/v2/").header("Authorization", "Basic U0VDUkVULUJBU0lD").body(Body::empty()).unwrap();
+        app.oneshot(basic).await.unwrap();
+        assert_eq!(logs.lines(" path=/v2/hello/tags/list ").len(), 1);
+        assert_eq!(logs.lines(" path=/v2/ ").len(), 1);
+        for secret in ["SECRET", "U0VDUkVU", "Bearer", "Basic"] {
+            assert!(logs.lines(secret).is_empty(), "{secret} is logged: {:?}", logs.lines(secret));
+        }
+    }
+
     #[tokio::test]
     async fn a_panicking_handler_answers_500_in_the_registry_format_and_is_logged() {
         let (logs, _guard) = Logs::capture();

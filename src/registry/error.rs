@@ -27,6 +27,12 @@
 //! the failure happened ([`crate::builder`]; [`crate::cache::sources`] for the source).
 //! Messages never carry URL credentials ([`crate::redact`]) or the server's file paths (Nix's
 //! messages are scrubbed by [`crate::nix`]; source messages here name no URL).
+//!
+//! Access ([`crate::auth`]): 401 `UNAUTHORIZED` with the `WWW-Authenticate` challenge (no
+//! credentials where they are needed, or credentials that do not hold), 403 `DENIED` for a
+//! client that is known but may not (a token without the name, a package the package policy
+//! refuses: naming the package and the rule), 429 `TOOMANYREQUESTS` with `Retry-After` over
+//! the build rate. 403 and 429 carry their message as the reason phrase too, for containerd.
 
 use crate::builder::{BuildError, ManifestError};
 use crate::image::NameError;
@@ -53,6 +59,12 @@ pub enum Code {
     NameUnknown,
     /// The registry cannot serve now (Docker's distribution uses it with 503).
     Unavailable,
+    /// Authentication required (401, with a `WWW-Authenticate` challenge).
+    Unauthorized,
+    /// Access denied to an authenticated client (403).
+    Denied,
+    /// Too many requests (429, with `Retry-After`).
+    TooManyRequests,
     Unknown,
 }
 
@@ -68,6 +80,9 @@ impl Code {
             Code::Unsupported => "UNSUPPORTED",
             Code::NameUnknown => "NAME_UNKNOWN",
             Code::Unavailable => "UNAVAILABLE",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::Unknown => "UNKNOWN",
         }
     }
@@ -84,11 +99,21 @@ pub struct RegistryError {
     pub reason: Option<String>,
     /// When to ask again (`Retry-After`, in seconds), for an answer that says "not now".
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401 (boxed: errors travel in `Result`s).
+    pub challenge: Option<Box<HeaderValue>>,
 }
 
 impl RegistryError {
     pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
-        RegistryError { status, code, message: message.into(), detail: Value::Null, reason: None, retry_after: None }
+        RegistryError {
+            status,
+            code,
+            message: message.into(),
+            detail: Value::Null,
+            reason: None,
+            retry_after: None,
+            challenge: None,
+        }
     }
 
     /// A failure of the requested image: 422 `MANIFEST_UNKNOWN`, the message also as the
@@ -118,6 +143,26 @@ impl RegistryError {
     pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
         self.retry_after = Some(wait.as_secs().max(1));
         self
+    }
+
+    /// 401 `UNAUTHORIZED` with the `WWW-Authenticate` challenge that says how to log in.
+    pub fn unauthorized(message: impl Into<String>, challenge: HeaderValue) -> Self {
+        let challenge = Some(Box::new(challenge));
+        RegistryError { challenge, ..Self::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, message) }
+    }
+
+    /// 403 `DENIED`, the message also as the reason phrase (containerd shows only that).
+    pub fn denied(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::new(StatusCode::FORBIDDEN, Code::Denied, message.clone()).with_reason(&message)
+    }
+
+    /// 429 `TOOMANYREQUESTS` with when to ask again, the message also as the reason phrase.
+    pub fn too_many_requests(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let message = message.into();
+        Self::new(StatusCode::TOO_MANY_REQUESTS, Code::TooManyRequests, message.clone())
+            .with_reason(&message)
+            .retry_after(wait)
     }
 
     pub fn unsupported(method: &str) -> Self {
@@ -232,9 +277,13 @@ impl From<&SourceError> for RegistryError {
 /// path), its structured data as `detail` and [`headline`] as the reason phrase. No Nix job
 /// slot in time: 503 with `Retry-After` as long as the image waited (NIX_TIMEOUT): every image
 /// holding a slot now has at most that long left before its deadline, so by then one is
-/// free. The server's own faults: 500, generic.
+/// free. The server's own faults: 500, generic. Packages the package policy refuses: 403
+/// `DENIED`, naming each package and rule.
 impl From<&NixError> for RegistryError {
     fn from(nix: &NixError) -> Self {
+        if let NixError::Refused(refused) = nix {
+            return Self::denied(refused.to_string()).with_detail(nix.detail());
+        }
         if nix.is_image_failure() {
             return Self::image_failure(nix.to_string()).with_detail(nix.detail()).with_reason(&headline(nix));
         }
@@ -284,6 +333,9 @@ impl IntoResponse for RegistryError {
         }
         if let Some(seconds) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = self.challenge {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, *challenge);
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));

@@ -20,62 +20,129 @@
 //!
 //! A client that refuses both manifest formats (`q=0` on each, e.g. `*/*;q=0`) gets 406
 //! before anything is built: a refused type is never chosen (RFC 9110 §12.4.2).
+//!
+//! Access ([`super::guard`]): every request needs the right to pull the name. By tag, a
+//! client that may not build (anonymous under `NIXERY_ANONYMOUS=pull`) or whose builds are
+//! rate-limited gets what exists for the tag's current revision from the caches first, and
+//! only a request that would build is checked for that (401, 429). With authentication on,
+//! each manifest served by tag is linked to the name (an index with its platforms'
+//! manifests), and a manifest by digest is served only under a name it is linked to
+//! ([`crate::auth::links`]): a client that may pull one name cannot read another's image by
+//! its digest.
 
+use super::Asked;
 use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use crate::AppState;
 use crate::artifact::ReservedTag;
+use crate::auth::{Action, Identity};
+use crate::builder::ManifestError;
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
-use crate::image::{ImageName, ImageSpec, Reference};
+use crate::image::{ImageName, ImageSpec, Reference, Tag};
 use crate::manifest::ManifestFormat;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
 pub async fn get(
     state: &AppState,
     name: &ImageName,
-    reference: Reference,
-    headers: &HeaderMap,
+    reference: &Reference,
+    identity: &Identity,
+    asked: &Asked<'_>,
 ) -> Result<Response, RegistryError> {
-    match reference {
-        Reference::Tag(tag) => {
-            if let Some(reserved) = ReservedTag::parse(tag.as_str()) {
-                return respond_cached(&super::referrers::tagged(state, name, &reserved).await?, headers);
-            }
-            let accept: Vec<&str> = accepted(headers).collect();
-            let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-            let format =
-                ManifestFormat::negotiate_for(accept.iter().copied(), user_agent, state.builder.compression())?;
-            let platforms = state.builder.platforms();
-            let spec = ImageSpec::for_platform(name, platforms.default_arch());
-            let index = platforms.several()
-                && ImageSpec::arch_in_name(name).is_none()
-                && format.index_accepted(accept.iter().copied());
-            let manifest = if index {
-                state.builder.index(name, spec, &tag, format).await
-            } else {
-                state.builder.manifest(name, spec, &tag, format).await
-            };
-            let manifest = manifest.map_err(|e| RegistryError::from(&e))?;
-            respond_cached(&manifest, headers)
-        }
-        Reference::Digest(digest) => {
-            let known = state.builder.manifest_by_digest(&digest).await.map_err(|e| {
-                tracing::error!(error = %e, "reading manifest");
-                RegistryError::internal()
-            })?;
-            let Some(manifest) = known else {
-                return Err(RegistryError::new(
-                    StatusCode::NOT_FOUND,
-                    Code::ManifestUnknown,
-                    format!("manifest {digest} is not known to this registry"),
-                ));
-            };
-            respond_cached(&manifest, headers)
-        }
+    state.guard.check(identity, name.as_str(), Action::Pull)?;
+    let manifest = match reference {
+        Reference::Tag(tag) => by_tag(state, name, tag, identity, asked).await?,
+        Reference::Digest(digest) => by_digest(state, name, digest).await?,
+    };
+    respond_cached(&manifest, asked.headers)
+}
+
+/// The manifest (or index) of `name` at `tag`: what exists, or built if `identity` may.
+async fn by_tag(
+    state: &AppState,
+    name: &ImageName,
+    tag: &Tag,
+    identity: &Identity,
+    asked: &Asked<'_>,
+) -> Result<Arc<CachedManifest>, RegistryError> {
+    if let Some(reserved) = ReservedTag::parse(tag.as_str()) {
+        let artifact = Arc::new(super::referrers::tagged(state, name, &reserved).await?);
+        link(state, name, &artifact).await;
+        return Ok(artifact);
     }
+    let (guard, builder, headers) = (&state.guard, &state.builder, asked.headers);
+    let accept: Vec<&str> = accepted(headers).collect();
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let format = ManifestFormat::negotiate_for(accept.iter().copied(), user_agent, builder.compression())?;
+    let platforms = builder.platforms();
+    let spec = ImageSpec::for_platform(name, platforms.default_arch());
+    let index =
+        platforms.several() && ImageSpec::arch_in_name(name).is_none() && format.index_accepted(accept.iter().copied());
+    // A failure of the image (a package refusal among them) as its answer, counted.
+    let answer = |e: ManifestError| {
+        let answer = RegistryError::from(&e);
+        guard.count_build_answer(&answer);
+        answer
+    };
+    let existing = match guard.must_look_first(identity) {
+        true => builder.existing(spec.clone(), tag, format, index).await.map_err(answer)?,
+        false => None,
+    };
+    let manifest = match existing {
+        Some(manifest) => manifest,
+        None => {
+            if guard.must_look_first(identity) {
+                guard.admit_build(identity, name.as_str(), asked.peer, headers)?;
+            }
+            let built = match index {
+                true => builder.index(name, spec, tag, format).await,
+                false => builder.manifest(name, spec, tag, format).await,
+            };
+            built.map_err(answer)?
+        }
+    };
+    link(state, name, &manifest).await;
+    Ok(manifest)
+}
+
+/// With authentication on, links `manifest` (and an index's entries) to `name`, so that it
+/// can be asked for by digest under that name.
+async fn link(state: &AppState, name: &ImageName, manifest: &CachedManifest) {
+    let Some(links) = state.guard.links() else { return };
+    let mut digests = vec![manifest.digest.clone()];
+    digests.extend(crate::auth::links::index_entries(&manifest.bytes));
+    if let Err(e) = links.link(name, &digests).await {
+        // The answer stands; a later request by digest under this name may miss.
+        tracing::error!(error = %e, image = %name, "linking the manifest to its name");
+    }
+}
+
+/// The manifest with `digest`, as first served; with authentication only under a name it
+/// was served for by tag ([`crate::auth::links`]), else the answer is the same as for a
+/// digest never seen.
+async fn by_digest(state: &AppState, name: &ImageName, digest: &Digest) -> Result<Arc<CachedManifest>, RegistryError> {
+    let unknown = || {
+        RegistryError::new(
+            StatusCode::NOT_FOUND,
+            Code::ManifestUnknown,
+            format!("manifest {digest} is not known to this registry"),
+        )
+    };
+    let storage_fault = |e: crate::storage::StorageError| {
+        tracing::error!(error = %e, "reading manifest");
+        RegistryError::internal()
+    };
+    let manifest = state.builder.manifest_by_digest(digest).await.map_err(storage_fault)?.ok_or_else(unknown)?;
+    if let Some(links) = state.guard.links()
+        && !links.is_linked(name, digest).await.map_err(storage_fault)?
+    {
+        return Err(unknown());
+    }
+    Ok(manifest)
 }
 
 /// All `Accept` values of all `Accept` lines (skopeo sends six lines).

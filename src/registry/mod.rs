@@ -20,10 +20,16 @@
 //!   one exception is outside the router's reach: hyper itself refuses a request line that
 //!   is not valid HTTP (raw bytes that are not UTF-8 in the target, for instance) with a
 //!   bare 400.
+//! - Access ([`guard`]): with authentication configured, `/v2/` challenges every client
+//!   without credentials (as `docker login` expects), and every endpoint identifies the
+//!   client (401 for credentials that do not hold) and checks its right to the name in the
+//!   URL before it answers; only a manifest by tag can cause a build, and only it asks
+//!   whether the client may build (`NIXERY_ANONYMOUS`, `NIXERY_BUILD_RATE`).
 
 mod blobs;
 mod conditional;
 mod error;
+pub mod guard;
 mod manifests;
 mod path;
 mod reason;
@@ -31,16 +37,19 @@ mod referrers;
 mod tags;
 
 pub use error::{Code, RegistryError};
+pub use guard::{AccessPolicy, Guard, Scheme};
 
 use crate::AppState;
+use crate::auth::Action;
 use crate::image::ImageName;
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::{Extension, Router};
 use path::Endpoint;
 use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
 
 /// The image a request was about, put into its answer's extensions for the request log
 /// ([`crate::ops`], which wraps the registry and so may depend on it; the registry never
@@ -64,18 +73,40 @@ fn serves(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-async fn base(method: Method) -> Response {
+/// `/v2/`: 200 `{}`, or with authentication configured the challenge to clients without
+/// credentials ([`Guard::base`]).
+async fn base(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
     if !serves(&method) {
         return method_not_allowed(method).await;
     }
-    let mut resp = axum::Json(json!({})).into_response();
+    let mut resp = match state.guard.base(&headers).await {
+        Ok(()) => axum::Json(json!({})).into_response(),
+        Err(e) => e.into_response(),
+    };
     resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
-async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+/// What a handler knows of the request besides its path.
+pub(crate) struct Asked<'a> {
+    pub head: bool,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// The TCP peer (absent in router tests without sockets).
+    pub peer: Option<IpAddr>,
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
     let (result, image) = if serves(&method) {
-        answer(&state, method == Method::HEAD, &uri, &headers).await
+        let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+        let asked = Asked { head: method == Method::HEAD, uri: &uri, headers: &headers, peer };
+        answer(&state, &asked).await
     } else {
         (Err(RegistryError::unsupported(method.as_str())), None)
     };
@@ -89,31 +120,37 @@ async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, heade
 
 /// The answer to a GET or HEAD under `/v2/`, and the image it was about (for the request
 /// log, [`RequestedImage`]).
-async fn answer(
-    state: &AppState,
-    head: bool,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> (Result<Response, RegistryError>, Option<ImageName>) {
-    let raw = uri.path().strip_prefix("/v2/").unwrap_or_default();
+async fn answer(state: &AppState, asked: &Asked<'_>) -> (Result<Response, RegistryError>, Option<ImageName>) {
+    let raw = asked.uri.path().strip_prefix("/v2/").unwrap_or_default();
     let endpoint = match path::parse(raw) {
         Ok(endpoint) => endpoint,
         Err(e) => return (Err(e), None),
     };
-    match endpoint {
-        Endpoint::Manifest { name, reference } => (manifests::get(state, &name, reference, headers).await, Some(name)),
-        Endpoint::Blob { digest } => (blobs::get(&state.storage, &digest, head, headers).await, None),
-        Endpoint::Tags { name } => (tags::list(&name, uri), Some(name)),
-        Endpoint::Referrers { name, digest } => (referrers::list(state, &name, &digest, uri).await, Some(name)),
-        Endpoint::Upload => (
-            Err(RegistryError::new(
+    let result = async {
+        let name = endpoint.name();
+        let identity = state.guard.identify(asked.headers, Some(name.as_str())).await?;
+        if !matches!(endpoint, Endpoint::Manifest { .. }) {
+            // Building is only ever a manifest's doing: everything else reads what exists.
+            state.guard.check(&identity, name.as_str(), Action::Pull)?;
+        }
+        match &endpoint {
+            Endpoint::Manifest { name, reference } => manifests::get(state, name, reference, &identity, asked).await,
+            Endpoint::Blob { digest, .. } => blobs::get(&state.storage, digest, asked.head, asked.headers).await,
+            Endpoint::Tags { name } => tags::list(name, asked.uri),
+            Endpoint::Referrers { name, digest } => referrers::list(state, name, digest, asked.uri).await,
+            Endpoint::Upload { .. } => Err(RegistryError::new(
                 StatusCode::NOT_FOUND,
                 Code::BlobUploadUnknown,
                 "this registry takes no uploads, so it has none",
             )),
-            None,
-        ),
+        }
     }
+    .await;
+    let image = match endpoint {
+        Endpoint::Manifest { name, .. } | Endpoint::Tags { name } | Endpoint::Referrers { name, .. } => Some(name),
+        _ => None,
+    };
+    (result, image)
 }
 
 async fn method_not_allowed(method: Method) -> Response {

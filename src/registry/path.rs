@@ -48,8 +48,10 @@ pub enum Endpoint {
         name: ImageName,
         reference: Reference,
     },
-    /// Blobs are content-addressed: the (checked) name plays no part in finding them.
+    /// Blobs are content-addressed: the (checked) name plays no part in finding them, only
+    /// in who may read them.
     Blob {
+        name: ImageName,
         digest: Digest,
     },
     Tags {
@@ -62,7 +64,22 @@ pub enum Endpoint {
     },
     /// Blob upload endpoints (`/blobs/uploads/`, `/blobs/uploads/<id>`): push, which is not
     /// supported.
-    Upload,
+    Upload {
+        name: ImageName,
+    },
+}
+
+impl Endpoint {
+    /// The repository name the request is about.
+    pub fn name(&self) -> &ImageName {
+        match self {
+            Endpoint::Manifest { name, .. }
+            | Endpoint::Blob { name, .. }
+            | Endpoint::Tags { name }
+            | Endpoint::Referrers { name, .. }
+            | Endpoint::Upload { name } => name,
+        }
+    }
 }
 
 /// The endpoint of `path`, the part of the request path after `/v2/`, still percent-encoded.
@@ -81,8 +98,8 @@ pub fn parse(path: &str) -> Result<Endpoint, RegistryError> {
             return Ok(Endpoint::Manifest { name, reference: reference(last)? });
         }
         Some("blobs") => {
-            ImageName::parse(before)?;
-            return Ok(Endpoint::Blob { digest: digest(last)? });
+            let name = ImageName::parse(before)?;
+            return Ok(Endpoint::Blob { name, digest: digest(last)? });
         }
         Some("tags") if last == "list" => return Ok(Endpoint::Tags { name: ImageName::parse(before)? }),
         Some("referrers") => {
@@ -94,8 +111,7 @@ pub fn parse(path: &str) -> Result<Endpoint, RegistryError> {
     if kind == Some("uploads")
         && let Some(name) = before.strip_suffix("/blobs").or((before == "blobs").then_some(""))
     {
-        ImageName::parse(name)?;
-        return Ok(Endpoint::Upload);
+        return Ok(Endpoint::Upload { name: ImageName::parse(name)? });
     }
     Err(no_endpoint(&format!("/v2/{path}")))
 }
@@ -147,15 +163,16 @@ mod tests {
         assert!(matches!(reference, Reference::Tag(t) if t.as_str() == "latest"));
 
         let d = digest();
-        let Endpoint::Blob { digest } = parse(&format!("a/b/blobs/{d}")).unwrap() else { panic!() };
+        let Endpoint::Blob { name, digest } = parse(&format!("a/b/blobs/{d}")).unwrap() else { panic!() };
+        assert_eq!(name.as_str(), "a/b");
         assert_eq!(digest.to_string(), d);
         assert!(
             matches!(parse(&format!("a/referrers/{d}")), Ok(Endpoint::Referrers { name, .. }) if name.as_str() == "a")
         );
 
         assert!(matches!(parse("hello/tags/list"), Ok(Endpoint::Tags { .. })));
-        assert!(matches!(parse("hello/blobs/uploads/"), Ok(Endpoint::Upload)));
-        assert!(matches!(parse("a/b/blobs/uploads/5f0e-11"), Ok(Endpoint::Upload)));
+        assert!(matches!(parse("hello/blobs/uploads/"), Ok(Endpoint::Upload { .. })));
+        assert!(matches!(parse("a/b/blobs/uploads/5f0e-11"), Ok(Endpoint::Upload { .. })));
     }
 
     #[test]
@@ -188,7 +205,7 @@ mod tests {
             "blobs/uploads/blobs/uploads/",
             "manifests/blobs/uploads/latest",
         ] {
-            assert!(matches!(parse(upload), Ok(Endpoint::Upload)), "{upload}: {:?}", parse(upload));
+            assert!(matches!(parse(upload), Ok(Endpoint::Upload { .. })), "{upload}: {:?}", parse(upload));
         }
         // Not uploads: the name is missing or bad, or the path ends elsewhere.
         let code = |p: &str| parse(p).unwrap_err().code;

@@ -33,6 +33,7 @@ pub async fn list(state: &AppState, name: &ImageName, digest: &Digest, uri: &Uri
     let params = Query::<Vec<(String, String)>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
     let filter = params.iter().find(|(k, _)| k == "artifactType").map(|(_, v)| v.as_str());
     let found = state.builder.referrers(name, digest).await.map_err(|e| answer(&e))?.unwrap_or_default();
+    link(state, name, &found).await;
     let index = index(&found, filter);
     let content_type = HeaderValue::from_static(artifact::INDEX_MEDIA_TYPE);
     let mut resp = ([(header::CONTENT_TYPE, content_type)], index.bytes).into_response();
@@ -40,6 +41,16 @@ pub async fn list(state: &AppState, name: &ImageName, digest: &Digest, uri: &Uri
         resp.headers_mut().insert("OCI-Filters-Applied", HeaderValue::from_static("artifactType"));
     }
     Ok(resp)
+}
+
+/// With authentication on, links the artifacts found for an image of `name` to `name`, so
+/// that a client that may pull it can fetch them by digest ([`crate::auth::links`]).
+async fn link(state: &AppState, name: &ImageName, found: &[Arc<Artifact>]) {
+    let Some(links) = state.guard.links() else { return };
+    let digests: Vec<Digest> = found.iter().map(|a| a.manifest.digest.clone()).collect();
+    if let Err(e) = links.link(name, &digests).await {
+        tracing::error!(error = %e, image = %name, "linking the artifacts to their image's name");
+    }
 }
 
 /// The referrers index of `found`, filtered to `artifact_type` if given.

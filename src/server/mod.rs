@@ -119,9 +119,9 @@ pub async fn serve(
             },
         };
         match accepted {
-            Ok((stream, _peer)) => connections.add(|state, registration| {
+            Ok((stream, peer)) => connections.add(|state, registration| {
                 let io = TokioIo::new(io::TrackedStream::new(stream, state.clone()));
-                let conn = http.serve_connection(io, service::AppService::new(app.clone(), state));
+                let conn = http.serve_connection(io, service::AppService::new(app.clone(), state, peer));
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     let _registration = registration;

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -21,11 +22,13 @@ use std::task::{Context, Poll, ready};
 pub struct AppService {
     router: Router,
     connection: Arc<ConnState>,
+    /// The client's address, given to handlers as axum's `ConnectInfo`.
+    peer: SocketAddr,
 }
 
 impl AppService {
-    pub fn new(router: Router, connection: Arc<ConnState>) -> Self {
-        AppService { router, connection }
+    pub fn new(router: Router, connection: Arc<ConnState>, peer: SocketAddr) -> Self {
+        AppService { router, connection, peer }
     }
 }
 
@@ -34,7 +37,8 @@ impl hyper::service::Service<Request<Incoming>> for AppService {
     type Error = Infallible;
     type Future = TrackedFuture;
 
-    fn call(&self, request: Request<Incoming>) -> TrackedFuture {
+    fn call(&self, mut request: Request<Incoming>) -> TrackedFuture {
+        request.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
         let guard = self.connection.begin_request();
         // A Router is always ready; a clone shares its routes.
         let inner = tower::Service::call(&mut self.router.clone(), request);

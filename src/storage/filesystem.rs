@@ -42,7 +42,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
-const PREFIXES: [&str; 6] = ["staging", "layers", "manifests", "builds", "subjects", "sboms"];
+/// The directories of keys (`links/`: [`crate::auth::links`]).
+const PREFIXES: [&str; 7] = ["staging", "layers", "manifests", "builds", "subjects", "sboms", "links"];
 /// Buffer of uploads and reads.
 const BUFFER: usize = 256 * 1024;
 /// How long an unlocked staging file must have gone unwritten before it counts as

@@ -40,6 +40,13 @@ impl ObjectKey {
         ObjectKey(format!("sboms/{}", digest.hex()))
     }
 
+    /// The link of the manifest `digest` to the repository name whose identity hashes to
+    /// `name` ([`crate::auth::links`]); flat, as every key (backends create no directories),
+    /// and a name's links share the prefix `links/<name hex>-`.
+    pub fn link(name: &Digest, digest: &Digest) -> Self {
+        ObjectKey(format!("links/{}-{digest}", name.hex()))
+    }
+
     /// A key that is never written: what a readiness check looks up to see that the store
     /// answers (its absence is the expected answer).
     pub fn probe() -> Self {
@@ -96,6 +103,8 @@ mod tests {
         assert_eq!(ObjectKey::manifest_cache(&d).as_str(), format!("manifests/{}", d.hex()));
         assert_eq!(ObjectKey::build(&d).as_str(), format!("builds/{}", d.hex()));
         assert_ne!(ObjectKey::manifest(&d), ObjectKey::manifest_cache(&d));
+        assert_eq!(ObjectKey::link(&d, &d).as_str(), format!("links/{}-sha256:{}", d.hex(), d.hex()));
+        assert!(!ObjectKey::link(&d, &d).is_content_addressed());
     }
 
     #[test]

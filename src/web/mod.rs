@@ -17,21 +17,29 @@
 //! - Answers are `text/html; charset=utf-8`, errors included (400 for a bad name or tag,
 //!   and the registry's status for a failure of the image, e.g. 422 for unknown packages);
 //!   HEAD gets GET's headers; other methods 405. The registry's JSON errors stay for `/v2/`.
+//! - **The registry's rules** ([`crate::registry::guard`]): `/ui/<image>` needs the right to
+//!   pull the name, and a page that has to plan (Nix runs) is a build: it obeys
+//!   `NIXERY_ANONYMOUS`, `NIXERY_BUILD_RATE` and the package policy like a pull. Refusals are
+//!   pages with the registry's status, and a 401 carries the challenge (a browser asks for
+//!   the htpasswd user and password; it cannot get a token). With `NIXERY_ANONYMOUS=none` the
+//!   start page needs credentials too.
 
 mod image;
 mod index;
 mod layout;
 
 use crate::AppState;
+use crate::auth::Action;
 use crate::image::{ImageName, ImageSpec, NameError, Tag};
 use crate::registry::RegistryError;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::get;
+use axum::{Extension, Router};
 use layout::{error_page, respond};
 use percent_encoding::percent_decode_str;
+use std::net::SocketAddr;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -58,7 +66,27 @@ async fn public_key(State(state): State<AppState>) -> Response {
 }
 
 async fn index_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let allowed = async {
+        let identity = state.guard.identify(&headers, None).await?;
+        state.guard.check_browse(&identity)
+    };
+    if let Err(refused) = allowed.await {
+        return refusal_page(refused);
+    }
     respond(StatusCode::OK, index::render(&state, &headers))
+}
+
+/// A refusal of the registry's rules as a page, with its challenge (so that a browser asks
+/// for the htpasswd user and password) and `Retry-After`.
+fn refusal_page(refused: RegistryError) -> Response {
+    let mut page = error_page(refused.status, &refused.message);
+    if let Some(challenge) = refused.challenge {
+        page.headers_mut().insert(header::WWW_AUTHENTICATE, *challenge);
+    }
+    if let Some(seconds) = refused.retry_after {
+        page.headers_mut().insert(header::RETRY_AFTER, seconds.into());
+    }
+    page
 }
 
 async fn method_not_allowed() -> Response {
@@ -87,20 +115,22 @@ fn parse_request(uri: &Uri) -> Result<(ImageName, Tag), UiRequestError> {
     Ok((name, tag))
 }
 
-async fn image_page(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+async fn image_page(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
     let (name, tag) = match parse_request(&uri) {
         Ok(request) => request,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &format!("Not an image name this registry serves: {e}.")),
     };
-    let builder = &state.builder;
-    let planned = match builder.plan(ImageSpec::from_name(&name), &tag).await {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let planned = match plan(&state, &name, &tag, &headers, peer).await {
         Ok(planned) => planned,
-        Err(e) => {
-            let answer = RegistryError::from(&e);
-            return error_page(answer.status, &answer.message);
-        }
+        Err(refused) => return refusal_page(refused),
     };
-    let activity = builder.activity();
+    let activity = state.builder.activity();
     let built = activity.build_of(&planned.id);
     let sharers = activity.sharers(&planned);
     let reached = index::Reached::from_headers(&headers);
@@ -113,6 +143,35 @@ async fn image_page(State(state): State<AppState>, uri: Uri, headers: HeaderMap)
         reached: &reached,
     };
     respond(StatusCode::OK, image::render(&view))
+}
+
+/// The plan of `name` at `tag` under the registry's rules: the right to pull the name; a
+/// recorded plan is shown as it is, and planning anew runs Nix, so it is a build for the
+/// anonymous mode, the build rate and (in Nix) the package policy.
+async fn plan(
+    state: &AppState,
+    name: &ImageName,
+    tag: &Tag,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<std::sync::Arc<crate::activity::PlannedImage>, RegistryError> {
+    let (guard, builder) = (&state.guard, &state.builder);
+    let identity = guard.identify(headers, Some(name.as_str())).await?;
+    guard.check(&identity, name.as_str(), Action::Pull)?;
+    let spec = ImageSpec::from_name(name);
+    if guard.must_look_first(&identity)
+        && let Some(recorded) = builder.recorded_plan(spec.clone(), tag).await.map_err(|e| RegistryError::from(&e))?
+    {
+        return Ok(recorded);
+    }
+    if guard.must_look_first(&identity) {
+        guard.admit_build(&identity, name.as_str(), peer, headers)?;
+    }
+    builder.plan(spec, tag).await.map_err(|e| {
+        let answer = RegistryError::from(&e);
+        guard.count_build_answer(&answer);
+        answer
+    })
 }
 
 #[cfg(test)]

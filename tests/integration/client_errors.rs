@@ -12,12 +12,12 @@
 //! clients waited for it, and a token in the package source's URL in no log line and no
 //! answer.
 
-use std::process::Output;
 use std::time::Duration;
 
 use rstest::rstest;
 
 use crate::harness::binary_cache::Endpoint;
+use crate::harness::client::printed;
 use crate::harness::flake_repo::Outputs;
 use crate::harness::http::{self, Response};
 use crate::harness::process::wait_until;
@@ -174,10 +174,6 @@ impl Kind {
 }
 
 /// What a client printed.
-fn printed(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 /// The reason phrase of a status line `HTTP/1.1 422 <phrase>`.
 fn reason_phrase(status_line: &str) -> &str {
     status_line.splitn(3, ' ').nth(2).unwrap_or("")

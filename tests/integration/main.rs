@@ -7,8 +7,11 @@
 
 mod harness;
 
+mod access_basic;
+mod access_token;
 mod api;
 mod binary_cache;
+mod build_policy;
 mod caching;
 mod client_errors;
 mod clients;

@@ -55,29 +55,14 @@ async fn manifests_by_digest_keep_their_media_type() {
 /// commit tag without Nix or git: first from storage, then from memory, GET and HEAD alike.
 #[tokio::test]
 async fn a_stored_commit_manifest_is_served_from_storage_then_memory() {
-    use crate::cache::{ManifestKey, Outcome, Recipe};
-    use crate::image::{ImageName, ImageSpec};
+    use crate::cache::Outcome;
     use crate::manifest::ManifestFormat;
-    use crate::pkgsource::{CommitHash, RemoteUrl, SourceRevision};
 
     let config = Config::parse_from(["nixery", "--pkgs-repo", "https://git.invalid/pkgs"]).unwrap();
     let s = AppState::in_memory(&config);
 
     let commit = "c".repeat(40);
-    let key = ManifestKey {
-        source: Arc::new(SourceRevision::Git {
-            url: RemoteUrl::new("https://git.invalid/pkgs"),
-            commit: CommitHash::parse(&commit).unwrap(),
-        }),
-        image: ImageSpec::from_name(&ImageName::parse("shell/hello").unwrap()),
-        format: ManifestFormat::Docker,
-        recipe: Recipe::new(
-            config.build.policy.layers,
-            config.archive.compression,
-            &config.build.policy.nix.nixpkgs_config,
-        ),
-        document: crate::cache::DocumentKind::Manifest,
-    };
+    let key = commit_key(&config, "https://git.invalid/pkgs", &commit, "shell/hello");
     let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
     s.storage.put(&key.storage_key().unwrap(), manifest.to_vec().into()).await.unwrap();
 

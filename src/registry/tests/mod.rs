@@ -2,6 +2,7 @@
 //! that is answered before a build, and blobs. Here: the shared set-up and the rules every
 //! endpoint follows; [`blobs`] and [`manifests`] have their endpoints' cases.
 
+mod access;
 mod blobs;
 mod manifests;
 
@@ -58,6 +59,23 @@ async fn with_blob() -> (AppState, Digest, String) {
 }
 
 const BLOB: &[u8] = b"0123456789abcdef";
+
+/// The key under which a server configured as `config` (a git source at `repo`) stores the
+/// Docker manifest of `name` at `commit`: what a replica, or this server before a restart,
+/// would have built.
+fn commit_key(config: &Config, repo: &str, commit: &str, name: &str) -> crate::cache::ManifestKey {
+    use crate::cache::{DocumentKind, ManifestKey, Recipe};
+    use crate::image::{ImageName, ImageSpec};
+    use crate::pkgsource::{CommitHash, RemoteUrl, SourceRevision};
+    let policy = &config.build.policy;
+    ManifestKey {
+        source: Arc::new(SourceRevision::Git { url: RemoteUrl::new(repo), commit: CommitHash::parse(commit).unwrap() }),
+        image: ImageSpec::from_name(&ImageName::parse(name).unwrap()),
+        format: crate::manifest::ManifestFormat::Docker,
+        recipe: Recipe::new(policy.layers, config.archive.compression, &policy.nix.nixpkgs_config),
+        document: DocumentKind::Manifest,
+    }
+}
 
 #[tokio::test]
 async fn base_endpoint_announces_the_api_version() {

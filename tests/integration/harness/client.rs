@@ -11,9 +11,10 @@ use std::fmt;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use super::process::{COMMAND_TIMEOUT, output_timeout, require_tool};
+use super::process::{COMMAND_TIMEOUT, output_timeout, output_with_input, require_tool};
 use super::registry::Registry;
-use super::skopeo_umoci::pull_and_unpack;
+use super::server::Server;
+use super::skopeo_umoci::pull_and_unpack_with;
 use super::{Containerd, Docker, Podman, nonce, temp_dir};
 
 /// A registry client.
@@ -25,8 +26,15 @@ pub enum Client {
     Docker,
 }
 
-/// A client ready to pull: its daemon running, if it has one (stopped when dropped).
-pub enum Session {
+/// A client ready to pull: its daemon running, if it has one (stopped when dropped), and the
+/// credentials it pulls with, if any ([`Session::log_in`]).
+pub struct Session {
+    running: Running,
+    credentials: Option<String>,
+}
+
+/// The client and its daemon.
+enum Running {
     SkopeoUmoci,
     Containerd(Containerd),
     Podman(Podman),
@@ -47,19 +55,47 @@ impl fmt::Display for Client {
 impl Client {
     /// Checks the client's tools are installed and starts its daemon, if any.
     pub fn start(self) -> Session {
-        match self {
+        let running = match self {
             Client::SkopeoUmoci => {
                 require_tool(&["skopeo", "umoci", "chroot"]);
-                Session::SkopeoUmoci
+                Running::SkopeoUmoci
             }
-            Client::Containerd => Session::Containerd(Containerd::start()),
-            Client::Podman => Session::Podman(Podman::new()),
-            Client::Docker => Session::Docker(Docker::start()),
-        }
+            Client::Containerd => Running::Containerd(Containerd::start()),
+            Client::Podman => Running::Podman(Podman::new()),
+            Client::Docker => Running::Docker(Docker::start()),
+        };
+        Session { running, credentials: None }
     }
 }
 
 impl Session {
+    /// Logs in to `server` as `user` the way each client's users do: `docker login` and
+    /// `podman login` (password on stdin), whose answer is returned; skopeo (`--src-creds`)
+    /// and ctr (`--user`) take credentials with every pull, so they are kept for the next
+    /// ones and `None` is returned.
+    pub fn log_in(&mut self, server: &Server, user: &str, password: &str) -> Option<Output> {
+        let addr = server.addr();
+        let mut cmd = match &self.running {
+            Running::SkopeoUmoci | Running::Containerd(_) => {
+                self.credentials = Some(format!("{user}:{password}"));
+                return None;
+            }
+            Running::Docker(d) => {
+                let mut cmd = d.cmd();
+                cmd.args(["login", "-u", user, "--password-stdin", &addr]);
+                cmd
+            }
+            Running::Podman(p) => {
+                let mut cmd = p.cmd();
+                cmd.args(["login", "--tls-verify=false", "-u", user, "--password-stdin", &addr]);
+                cmd
+            }
+        };
+        Some(
+            output_with_input(&mut cmd, Some(password.as_bytes()), COMMAND_TIMEOUT).unwrap_or_else(|e| server.fail(&e)),
+        )
+    }
+
     /// Pulls `name_and_tag` (e.g. `"shell/hello:latest"`) from `server` and returns the
     /// client's exit status, stdout and stderr, whether the pull worked or not: what a user
     /// sees when it fails. (skopeo copies to a throw-away OCI layout.) Panics only if the
@@ -67,24 +103,32 @@ impl Session {
     pub fn pull_output(&self, server: &impl Registry, name_and_tag: &str) -> Output {
         let image = server.image(name_and_tag);
         let layout = temp_dir("pull");
-        let mut cmd = match self {
-            Session::SkopeoUmoci => {
+        let mut cmd = match &self.running {
+            Running::SkopeoUmoci => {
                 let mut cmd = Command::new("skopeo");
-                cmd.args(["copy", "--src-tls-verify=false", &format!("docker://{image}")])
+                cmd.arg("copy");
+                if let Some(credentials) = &self.credentials {
+                    cmd.args(["--src-creds", credentials]);
+                }
+                cmd.args(["--src-tls-verify=false", &format!("docker://{image}")])
                     .arg(format!("oci:{}:pulled", layout.path().join("layout").display()));
                 cmd
             }
-            Session::Containerd(c) => {
+            Running::Containerd(c) => {
                 let mut cmd = c.ctr();
-                cmd.args(["images", "pull", "--plain-http", &image]);
+                cmd.args(["images", "pull", "--plain-http"]);
+                if let Some(credentials) = &self.credentials {
+                    cmd.args(["--user", credentials]);
+                }
+                cmd.arg(&image);
                 cmd
             }
-            Session::Podman(p) => {
+            Running::Podman(p) => {
                 let mut cmd = p.cmd();
                 cmd.args(["pull", "--tls-verify=false", &image]);
                 cmd
             }
-            Session::Docker(d) => {
+            Running::Docker(d) => {
                 let mut cmd = d.cmd();
                 cmd.args(["pull", &image]);
                 cmd
@@ -97,8 +141,9 @@ impl Session {
     /// a path) from the image, and returns its stdout. Panics with the client's output and
     /// the server log if either fails.
     pub fn pull_and_run(&self, server: &impl Registry, name_and_tag: &str, program: &str) -> String {
-        if let Session::SkopeoUmoci = self {
-            let unpacked = pull_and_unpack(server, name_and_tag, &[]);
+        if let Running::SkopeoUmoci = self.running {
+            let creds: Vec<&str> = self.credentials.iter().flat_map(|c| ["--src-creds", c.as_str()]).collect();
+            let unpacked = pull_and_unpack_with(server, name_and_tag, &[], &creds);
             let path = if program.starts_with('/') { program.to_owned() } else { format!("/bin/{program}") };
             return unpacked.chroot(server, &[&path]);
         }
@@ -112,15 +157,20 @@ impl Session {
             ));
         }
         let image = server.image(name_and_tag);
-        match self {
-            Session::SkopeoUmoci => unreachable!("handled above"),
-            Session::Containerd(c) => {
+        match &self.running {
+            Running::SkopeoUmoci => unreachable!("handled above"),
+            Running::Containerd(c) => {
                 let id = format!("run-{}", nonce());
                 c.try_ctr(&["run", "--rm", &image, &id, program], Duration::from_secs(120))
                     .unwrap_or_else(|e| server.fail(&e))
             }
-            Session::Podman(p) => server.run(p.cmd().args(["run", "--rm", &image, program])),
-            Session::Docker(d) => d.run(server, &image, &[program]),
+            Running::Podman(p) => server.run(p.cmd().args(["run", "--rm", &image, program])),
+            Running::Docker(d) => d.run(server, &image, &[program]),
         }
     }
+}
+
+/// What a client printed: stdout, then stderr.
+pub fn printed(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }

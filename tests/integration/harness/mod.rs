@@ -10,13 +10,15 @@
 //! * [`containerd`], [`podman`], [`skopeo_umoci`], [`docker`]: the registry clients, each set
 //!   up the way it works on these machines (shared/CLIENTS.md); [`docker`] runs a private
 //!   Docker engine. [`client`] drives any of the four through one interface, for tables of
-//!   cases (pull and run; pull and read what the client printed). They pull from any
+//!   cases (log in, pull and run; pull and read what the client printed). They pull from any
 //!   [`registry::Registry`]: the [`Server`], or the container image's registry.
 //! * [`nixery_image`]: the repository's Dockerfile built by a Docker engine whose data root
 //!   is kept between runs (under [`nixery_image::cache_dir`]), from base images
 //!   [`base_images`] makes with debootstrap; [`nixery_container`] runs that image.
 //! * [`decompressors`]: layer blobs read back by Python's gzip and the `zstd` command.
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
+//! * [`credentials`]: htpasswd files written by `htpasswd -B`, `Authorization` values;
+//!   [`token_service`]: a Docker token service (Python, PyJWT) standing in for an external one.
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
 //!   for channel and git sources.
 //! * [`flake_repo`]: flakes in git repositories: a nixpkgs-like one wrapping the test package
@@ -46,6 +48,7 @@ pub mod binary_cache;
 pub mod chromium;
 pub mod client;
 pub mod containerd;
+pub mod credentials;
 pub mod decompressors;
 pub mod docker;
 pub mod emulators;
@@ -60,6 +63,7 @@ pub mod process;
 pub mod registry;
 pub mod server;
 pub mod skopeo_umoci;
+pub mod token_service;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -42,15 +42,19 @@ impl Podman {
         let dir = temp_dir("podman");
         fs::write(dir.path().join("containers.conf"), containers_conf(&dir.path().join("tmp")))
             .expect("write containers.conf");
+        // podman refuses a REGISTRY_AUTH_FILE that does not exist.
+        fs::write(dir.path().join("auth.json"), "{\"auths\":{}}").expect("write auth.json");
         Podman { dir }
     }
 
-    /// `CONTAINERS_CONF=DIR/containers.conf podman --root DIR/root --runroot DIR/runroot
-    /// --storage-driver vfs`, ready for a subcommand.
+    /// `CONTAINERS_CONF=DIR/containers.conf REGISTRY_AUTH_FILE=DIR/auth.json podman --root
+    /// DIR/root --runroot DIR/runroot --storage-driver vfs`, ready for a subcommand.
     pub fn cmd(&self) -> Command {
         let d = self.dir.path();
         let mut cmd = Command::new("podman");
         cmd.env("CONTAINERS_CONF", d.join("containers.conf"))
+            // `podman login` writes here, not to the machine's shared auth file.
+            .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
             .arg("--root")
             .arg(d.join("root"))
             .arg("--runroot")

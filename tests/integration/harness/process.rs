@@ -14,7 +14,7 @@
 use std::ffi::OsStr;
 use std::fmt::{self, Write as _};
 use std::fs::{self, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -204,8 +204,19 @@ fn format_output(cmd: &Command, status: &str, stdout: &[u8], stderr: &[u8]) -> S
 /// Returns its [`Output`] whatever the exit status; `Err` with a full description (command
 /// line, partial output) if it could not be started or ran out of time (it is then killed).
 pub fn output_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    output_with_input(cmd, None, timeout)
+}
+
+/// [`output_timeout`] with `input` written to the command's stdin (then closed), as a
+/// password for `docker login --password-stdin`.
+pub fn output_with_input(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Result<Output, String> {
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| format!("cannot start command: {}\nerror: {e}", describe(cmd)))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(input);
+    }
     let out_t = read_in_background(child.stdout.take().expect("piped stdout"));
     let err_t = read_in_background(child.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + timeout;

@@ -231,9 +231,12 @@ impl Server {
         let mut daemon = Daemon::spawn(&mut self.command(), &self.log_path)
             .map_err(|message| StartFailure { message, port_clash: false })?;
         let (pid, port, url) = (daemon.pid(), self.port, self.url("/v2/"));
+        // 401: a server with authentication challenges clients without credentials.
         let ready = daemon.wait_ready(READY_TIMEOUT, || match http::send("GET", &url, &[], Duration::from_secs(2)) {
-            Ok(r) if r.status == 200 && owns_listening_port(pid, port) => Ok(()),
-            Ok(r) if r.status == 200 => Err(format!("GET /v2/ answered 200, but not from pid {pid}")),
+            Ok(r) if matches!(r.status, 200 | 401) && owns_listening_port(pid, port) => Ok(()),
+            Ok(r) if matches!(r.status, 200 | 401) => {
+                Err(format!("GET /v2/ answered {}, but not from pid {pid}", r.status))
+            }
             Ok(r) => Err(format!("GET /v2/ answered {}", r.status)),
             Err(e) => Err(e),
         });

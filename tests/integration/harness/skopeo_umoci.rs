@@ -26,6 +26,16 @@ pub struct Unpacked {
 /// `"shell/hello:latest"`; `skopeo_args` go before `copy`, e.g.
 /// `&["--override-arch", "arm64"]`. Failures panic with the server log.
 pub fn pull_and_unpack(server: &impl Registry, name_and_tag: &str, skopeo_args: &[&str]) -> Unpacked {
+    pull_and_unpack_with(server, name_and_tag, skopeo_args, &[])
+}
+
+/// [`pull_and_unpack`] with `copy_args` after `copy`, e.g. `&["--src-creds", "alice:pw"]`.
+pub fn pull_and_unpack_with(
+    server: &impl Registry,
+    name_and_tag: &str,
+    skopeo_args: &[&str],
+    copy_args: &[&str],
+) -> Unpacked {
     require_tool(&["skopeo", "umoci"]);
     let tag = name_and_tag.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
     let dir = temp_dir("unpack");
@@ -35,6 +45,7 @@ pub fn pull_and_unpack(server: &impl Registry, name_and_tag: &str, skopeo_args: 
         Command::new("skopeo")
             .args(skopeo_args)
             .arg("copy")
+            .args(copy_args)
             .arg("--src-tls-verify=false")
             .arg(format!("docker://{}", server.image(name_and_tag)))
             .arg(format!("oci:{}:{tag}", layout.display())),

@@ -1,0 +1,235 @@
+//! `NIXERY_AUTH_HTPASSWD`: users and their bcrypt password hashes, in the file format of
+//! Apache's `htpasswd`, as `htpasswd -B` writes it (and as Docker's distribution reads it):
+//!
+//! ```text
+//! alice:$2y$05$t0VMsiPptdaaIs/ST5UVEe5kP9kqISLzeXH41K1gRQSjpflgqBDYS
+//! # a comment, and blank lines, are ignored
+//! bob:$2y$12$8fdl99AD0OrCpAHP.eObXe3PK6pH7rulQ4/W18xhwCpFZJ4QxmngO
+//! ```
+//!
+//! One `user:hash` per line, split at the first `:` (user names cannot hold one, as in
+//! htpasswd). Only bcrypt (`$2y$`, `$2b$`, `$2a$`) is accepted: htpasswd's other formats
+//! (`$apr1$` MD5, `{SHA}`, crypt) are fast hashes, and a file with one is refused at start-up
+//! naming the line and user (never the hash), rather than the user being silently locked out.
+//! The file is re-read when it changes ([`super::watched`]).
+//!
+//! bcrypt is slow on purpose (cost 12 is about a quarter of a CPU second), and clients send
+//! the credentials with every request: `docker pull` of a ten-layer image is a dozen requests.
+//! So a verified password is remembered for [`VERIFIED_FOR`] — as a keyed SHA-256 of the user
+//! and password under a key drawn at start-up, compared in constant time ([`subtle`]) — and
+//! bcrypt itself runs on blocking threads, at most half the cores at once, so a stream of
+//! wrong passwords queues instead of taking every core from Nix and compression. An unknown
+//! user costs a bcrypt verification too (against another user's hash), so the answer's timing
+//! does not say which users exist. A changed file forgets every remembered password.
+
+use super::watched::Watched;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// How long a verified user and password are accepted without bcrypt.
+pub const VERIFIED_FOR: Duration = Duration::from_secs(60);
+
+/// The users of an htpasswd file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Users {
+    hashes: HashMap<String, String>,
+}
+
+impl Users {
+    /// The hash to verify `user`'s password against, and whether the user exists: an
+    /// unknown user gets some other user's hash, so that the work (and time) is the same.
+    fn hash_for(&self, user: &str) -> Option<(&str, bool)> {
+        match self.hashes.get(user) {
+            Some(hash) => Some((hash, true)),
+            None => self.hashes.values().next().map(|h| (h.as_str(), false)),
+        }
+    }
+}
+
+/// Parses an htpasswd file (see the module docs); errors name the line and the user.
+pub fn parse(bytes: &[u8]) -> Result<Users, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "the file is not UTF-8".to_owned())?;
+    let mut hashes = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let number = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((user, hash)) = line.split_once(':') else {
+            return Err(format!("line {number}: expected user:hash"));
+        };
+        if user.is_empty() {
+            return Err(format!("line {number}: the user name is empty"));
+        }
+        if hash.parse::<bcrypt::HashParts>().is_err() {
+            return Err(format!(
+                "line {number}: the password hash of user '{user}' is not bcrypt (write it with htpasswd -B)"
+            ));
+        }
+        if hashes.insert(user.to_owned(), hash.to_owned()).is_some() {
+            return Err(format!("line {number}: user '{user}' is listed twice"));
+        }
+    }
+    Ok(Users { hashes })
+}
+
+/// Why a user and password were refused (the client is told neither).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("no such user")]
+    UnknownUser,
+    #[error("wrong password")]
+    WrongPassword,
+}
+
+/// A password verified recently.
+struct Verified {
+    digest: [u8; 32],
+    until: Instant,
+}
+
+/// The htpasswd file and the passwords verified recently.
+pub struct Htpasswd {
+    file: Watched<Users>,
+    verified: Mutex<HashMap<String, Verified>>,
+    /// Key of the remembered digests: random per process, never stored.
+    key: [u8; 32],
+    /// bcrypt verifications running at once, at most.
+    slots: tokio::sync::Semaphore,
+}
+
+impl Htpasswd {
+    /// Reads the file at `path` (start-up: a missing or bad file is an error).
+    pub fn open(path: &Path) -> Result<Htpasswd, String> {
+        let file = Watched::open(path, parse)?;
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the operating system's random number generator");
+        let slots = (crate::nix::cores() / 2).max(1);
+        Ok(Htpasswd { file, verified: Mutex::new(HashMap::new()), key, slots: tokio::sync::Semaphore::new(slots) })
+    }
+
+    fn digest(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update((user.len() as u64).to_be_bytes());
+        h.update(user.as_bytes());
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Whether `password` is `user`'s: remembered for [`VERIFIED_FOR`], else checked with
+    /// bcrypt (see the module docs).
+    pub async fn verify(&self, user: &str, password: &str) -> Result<(), Refused> {
+        let (users, reloaded) = self.file.get();
+        let digest = self.digest(user, password);
+        {
+            let mut verified = self.verified.lock().expect("htpasswd cache");
+            if reloaded {
+                verified.clear();
+            }
+            if let Some(known) = verified.get(user)
+                && known.until > Instant::now()
+                && bool::from(known.digest.ct_eq(&digest))
+            {
+                return Ok(());
+            }
+        }
+        let Some((hash, exists)) = users.hash_for(user) else {
+            return Err(Refused::UnknownUser);
+        };
+        let (hash, password) = (hash.to_owned(), password.to_owned());
+        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
+        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        match (exists, matches) {
+            (false, _) => Err(Refused::UnknownUser),
+            (true, false) => Err(Refused::WrongPassword),
+            (true, true) => {
+                let until = Instant::now() + VERIFIED_FOR;
+                self.verified.lock().expect("htpasswd cache").insert(user.to_owned(), Verified { digest, until });
+                Ok(())
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.verified.lock().unwrap().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `htpasswd -nbB alice secret` (cost 5), as the tool wrote it.
+    const ALICE: &str = "alice:$2y$05$t0VMsiPptdaaIs/ST5UVEe5kP9kqISLzeXH41K1gRQSjpflgqBDYS";
+
+    fn hash(password: &str) -> String {
+        bcrypt::hash(password, 4).unwrap()
+    }
+
+    #[test]
+    fn files_as_htpasswd_writes_them() {
+        let text = format!("# users\n\n{ALICE}\nbob:{}\n", hash("pw"));
+        let users = parse(text.as_bytes()).unwrap();
+        assert_eq!(users.hashes.len(), 2);
+        assert!(users.hashes["alice"].starts_with("$2y$05$"));
+    }
+
+    #[test]
+    fn other_formats_and_mistakes_are_refused_naming_the_line_and_user_only() {
+        let cases = [
+            ("carol:$apr1$abc$0123456789abcdefghijkl", "line 1: the password hash of user 'carol' is not bcrypt"),
+            ("dave:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "line 1: the password hash of user 'dave' is not bcrypt"),
+            ("just a line", "line 1: expected user:hash"),
+            (":$2y$05$t0VMsiPptdaaIs/ST5UVEe5kP9kqISLzeXH41K1gRQSjpflgqBDYS", "line 1: the user name is empty"),
+        ];
+        for (text, want) in cases {
+            let error = parse(text.as_bytes()).unwrap_err();
+            assert!(error.starts_with(want), "{text}: {error}");
+            assert!(!error.contains('$') && !error.contains("{SHA}"), "no hash in {error}");
+        }
+        let twice = format!("{ALICE}\n{ALICE}\n");
+        assert_eq!(parse(twice.as_bytes()).unwrap_err(), "line 2: user 'alice' is listed twice");
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn passwords_are_checked_and_remembered_until_the_file_changes() {
+        let (_dir, path) = file(&format!("{ALICE}\n"));
+        let htpasswd = Htpasswd::open(&path).unwrap();
+        assert_eq!(htpasswd.verify("alice", "wrong").await, Err(Refused::WrongPassword));
+        assert_eq!(htpasswd.verify("mallory", "secret").await, Err(Refused::UnknownUser));
+        assert_eq!(htpasswd.remembered(), 0, "refusals are not remembered");
+        assert_eq!(htpasswd.verify("alice", "secret").await, Ok(()));
+        assert_eq!(htpasswd.remembered(), 1);
+        assert_eq!(htpasswd.verify("alice", "secret").await, Ok(()), "from memory");
+        assert_eq!(htpasswd.verify("alice", "secreT").await, Err(Refused::WrongPassword), "not a prefix match");
+
+        // A new password: the old one stops working at once, however recently verified.
+        std::fs::write(&path, format!("alice:{}\n", hash("new"))).unwrap();
+        htpasswd.file.expire_check();
+        assert_eq!(htpasswd.verify("alice", "secret").await, Err(Refused::WrongPassword));
+        assert_eq!(htpasswd.verify("alice", "new").await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_empty_file_refuses_everyone() {
+        let (_dir, path) = file("# nobody yet\n");
+        let htpasswd = Htpasswd::open(&path).unwrap();
+        assert_eq!(htpasswd.verify("alice", "secret").await, Err(Refused::UnknownUser));
+    }
+}
