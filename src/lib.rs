@@ -61,9 +61,16 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::default());
         let archiver = archive::Archiver::new(config.archive).expect("compression workers start");
         let policy = &config.build.policy;
-        let builder =
-            builder::Builder::new(policy, config.cache, archiver, storage.clone(), Default::default(), metrics.clone())
-                .expect("the Nix expressions are written");
+        let builder = builder::Builder::new(
+            policy,
+            config.cache,
+            config.lifecycle,
+            archiver,
+            storage.clone(),
+            Default::default(),
+            metrics.clone(),
+        )
+        .expect("the Nix expressions are written");
         AppState { builder, storage, metrics }
     }
 }

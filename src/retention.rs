@@ -21,10 +21,44 @@
 
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
+use crate::gc::GcPolicy;
 use crate::storage::{ObjectKey, Storage, StorageError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How storage is kept over time and shared across replicas, in the domain's terms (the
+/// configuration maps `NIXERY_RETENTION`, `NIXERY_GC_INTERVAL`, `NIXERY_GC_GRACE` and
+/// `NIXERY_BUILD_LEASE` into this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// A manifest served within this long keeps its blobs; zero keeps everything.
+    pub retention: Duration,
+    /// How often the server collects garbage; zero never.
+    pub gc_interval: Duration,
+    /// Nothing younger than this is collected.
+    pub gc_grace: Duration,
+    /// How long a build lease lasts without renewal ([`crate::lease`]).
+    pub build_lease: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            retention: Duration::from_secs(30 * 86_400),
+            gc_interval: Duration::from_secs(86_400),
+            gc_grace: Duration::from_secs(3600),
+            build_lease: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// What garbage collection keeps.
+    pub fn gc(&self) -> GcPolicy {
+        GcPolicy { retention: self.retention, grace: self.gc_grace }
+    }
+}
 
 /// A stamp that was never set.
 const NEVER: u64 = u64::MAX;

@@ -44,12 +44,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let builder = builder::Builder::new(
         &config.build.policy,
         config.cache,
+        config.lifecycle,
         archiver,
         storage.clone(),
         popularity,
         metrics.clone(),
     )
     .map_err(ServeError::Expressions)?;
+    let _collections = collect_periodically(&config, &storage, &metrics);
     let app = crate::app(AppState { builder, storage, metrics });
 
     let addr = std::net::SocketAddr::new(config.host, config.port);
@@ -62,6 +64,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         storage = ?config.storage,
         local_builds = nix.local_builds,
         max_nix_jobs = nix.max_jobs,
+        lifecycle = ?config.lifecycle,
         "nixery serving"
     );
     let stop_grace = nix_stop_grace(config.shutdown_timeout);
@@ -78,8 +81,30 @@ fn nix_stop_grace(shutdown_timeout: Duration) -> Duration {
     crate::nix::TERM_GRACE.min(shutdown_timeout / 4)
 }
 
+/// Garbage collection every `NIXERY_GC_INTERVAL` (once for the fleet), unless it is zero;
+/// stopped when the returned guard is dropped.
+fn collect_periodically(config: &Config, storage: &Arc<Storage>, metrics: &Arc<Metrics>) -> Option<AbortOnDrop> {
+    let lifecycle = config.lifecycle;
+    if lifecycle.gc_interval.is_zero() {
+        return None;
+    }
+    let collector = crate::gc::Collector::new(storage.clone(), lifecycle.gc());
+    let leases = crate::lease::Leases::new(storage.clone(), lifecycle.build_lease);
+    let task = crate::gc::periodic::spawn(collector, leases, lifecycle.gc_interval, metrics.clone());
+    Some(AbortOnDrop(task))
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Opens the configured backend; the filesystem clears its staging leftovers.
-async fn open_storage(config: &StorageConfig) -> Result<Storage, ServeError> {
+pub(crate) async fn open_storage(config: &StorageConfig) -> Result<Storage, ServeError> {
     let (setting, opened) = match config {
         StorageConfig::Filesystem(path) => {
             (format!("STORAGE_PATH {}", path.display()), Filesystem::open(path).await.map(Storage::Filesystem))

@@ -19,12 +19,21 @@ pub struct NixPolicy {
     pub max_jobs: usize,
     /// nixpkgs' `config` for the package set.
     pub nixpkgs_config: NixpkgsConfig,
+    /// Where the GC roots of builds in progress go (`NIXERY_GC_ROOTS`; [`super::roots`]);
+    /// `None`: no roots.
+    pub gc_roots: Option<PathBuf>,
 }
 
 impl NixPolicy {
     /// Defaults for one-off commands: local builds, as many jobs as cores, no nixpkgs config.
     pub fn with_timeout(timeout: Duration) -> Self {
-        NixPolicy { timeout, local_builds: true, max_jobs: cores(), nixpkgs_config: NixpkgsConfig::default() }
+        NixPolicy {
+            timeout,
+            local_builds: true,
+            max_jobs: cores(),
+            nixpkgs_config: NixpkgsConfig::default(),
+            gc_roots: None,
+        }
     }
 }
 

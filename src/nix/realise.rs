@@ -36,7 +36,7 @@
 
 use super::attribution::packages_concerned;
 use super::error::{BuildFailure, NixError, NotSubstitutable, Step, Substitute, UntrustedSignature};
-use super::{Job, Nix, ProcessError, ResolvedPackage, StorePath, failure};
+use super::{BuildRoots, Job, Nix, ProcessError, ResolvedPackage, StorePath, failure};
 use regex::Regex;
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -69,10 +69,20 @@ impl Nix {
 
     /// Builds or fetches the packages; with local builds off, `--max-jobs 0` makes sure
     /// nothing is built even where the dry run was optimistic (it checks no signatures).
-    pub(super) async fn build(&self, job: &Job<'_>, packages: &[ResolvedPackage]) -> Result<(), NixError> {
+    /// With `roots`, the outputs are registered as GC roots there as they become valid
+    /// ([`super::roots`]).
+    pub(super) async fn build(
+        &self,
+        job: &Job<'_>,
+        packages: &[ResolvedPackage],
+        roots: Option<&BuildRoots>,
+    ) -> Result<(), NixError> {
         let mut realise = Command::new("nix-store");
         // The log is quoted in the error instead of streamed (`last N log lines:`).
         realise.args(["--realise", "--no-build-output"]);
+        if let Some(roots) = roots {
+            realise.arg("--add-root").arg(roots.link());
+        }
         if !self.policy.local_builds {
             realise.args(["--max-jobs", "0"]);
         }

@@ -5,7 +5,8 @@
 //! (zstd layers: OCI only, and not to Docker before 23; else `MANIFEST_UNKNOWN` saying why,
 //! before any build). By digest: the manifest is returned as it was first served, so containerd
 //! can HEAD the tag and then GET the digest, from memory once this process knows it (the
-//! manifest cache keeps manifests by digest too), else from storage. Every answer carries `Content-Type`,
+//! manifest cache keeps manifests by digest too), else from storage, else (collected) made
+//! again from its recipe ([`super::collected`]). Every answer carries `Content-Type`,
 //! `Content-Length`, `Docker-Content-Digest` and `ETag` (the quoted digest), and
 //! `If-Match` / `If-None-Match` are evaluated against it as for blobs
 //! ([`super::conditional`]; by tag, after the image is built). `Range` is not supported on
@@ -18,9 +19,11 @@
 //! A client that refuses both manifest formats (`q=0` on each, e.g. `*/*;q=0`) gets 406
 //! before anything is built: a refused type is never chosen (RFC 9110 §12.4.2).
 
+use super::collected;
 use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use crate::AppState;
+use crate::builder::ByDigest;
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
 use crate::image::{ImageName, ImageSpec, Reference};
@@ -55,18 +58,15 @@ pub async fn get(
             respond_cached(&manifest, headers)
         }
         Reference::Digest(digest) => {
-            let known = state.builder.manifest_by_digest(&digest).await.map_err(|e| {
-                tracing::error!(error = %e, "reading manifest");
-                RegistryError::internal()
-            })?;
-            let Some(manifest) = known else {
-                return Err(RegistryError::new(
+            match state.builder.manifest_by_digest(&digest).await.map_err(collected::failed)? {
+                ByDigest::Found(manifest) => respond_cached(&manifest, headers),
+                ByDigest::Unknown => Err(RegistryError::new(
                     StatusCode::NOT_FOUND,
                     Code::ManifestUnknown,
                     format!("manifest {digest} is not known to this registry"),
-                ));
-            };
-            respond_cached(&manifest, headers)
+                )),
+                ByDigest::Collected(why) => Err(collected::collected(Code::ManifestUnknown, "manifest", &digest, &why)),
+            }
         }
     }
 }

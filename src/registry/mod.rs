@@ -22,6 +22,7 @@
 //!   bare 400.
 
 mod blobs;
+mod collected;
 mod conditional;
 mod error;
 mod manifests;
@@ -102,7 +103,7 @@ async fn answer(
     };
     match endpoint {
         Endpoint::Manifest { name, reference } => (manifests::get(state, &name, reference, headers).await, Some(name)),
-        Endpoint::Blob { digest } => (blobs::get(&state.storage, &digest, head, headers).await, None),
+        Endpoint::Blob { digest } => (collected::blob(state, &digest, head, headers).await, None),
         Endpoint::Tags { name } => (tags::list(&name, uri), Some(name)),
         Endpoint::Referrers => (Ok(referrers::list(uri)), None),
         Endpoint::Upload => (
