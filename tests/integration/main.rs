@@ -14,6 +14,8 @@ mod client_errors;
 mod clients;
 mod compression;
 mod conformance;
+mod fleet;
+mod gc;
 mod hardening;
 mod http_details;
 mod layer_compression;

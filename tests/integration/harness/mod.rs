@@ -13,6 +13,8 @@
 //!   cases (pull and run; pull and read what the client printed).
 //! * [`decompressors`]: layer blobs read back by Python's gzip and the `zstd` command.
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
+//! * [`shared_storage`]: one store (a directory or an emulator's bucket) several servers
+//!   and `nixery gc` share, listed by its own means; a pull that checks every digest.
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
 //!   for channel and git sources.
 //! * [`nginx`]: a real web server for files (popularity data, a binary cache).
@@ -48,6 +50,7 @@ pub mod package_repo;
 pub mod podman;
 pub mod process;
 pub mod server;
+pub mod shared_storage;
 pub mod skopeo_umoci;
 
 use std::net::TcpListener;

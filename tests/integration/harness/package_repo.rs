@@ -47,6 +47,12 @@ impl PackageRepo {
         format!("file://{}", self.path().display())
     }
 
+    /// A server's environment for this repository as its package source (the harness's
+    /// default local package set unset).
+    pub fn source_env(&self) -> [(&'static str, String); 2] {
+        [("NIXERY_PKGS_REPO", self.url()), ("NIXERY_PKGS_PATH", String::new())]
+    }
+
     /// Runs git in the repository; its stdout, trimmed.
     pub fn git(&self, args: &[&str]) -> String {
         run(Command::new("git")
