@@ -293,3 +293,26 @@ fn nix_store_gc_during_a_large_archive_does_not_break_it() {
     let roots = in_namespace(&["nix-store", "--gc", "--print-roots"]);
     assert!(!roots.contains("-big-512mib"), "the build's roots outlived it:\n{roots}");
 }
+
+/// The server collects by itself every NIXERY_GC_INTERVAL, once for the replicas sharing
+/// its storage, and says what it reclaimed in its log and at /metrics.
+#[test]
+fn servers_collect_every_interval_once_for_the_fleet() {
+    let store = SharedStore::start(StoreKind::Filesystem);
+    let env = [("NIXERY_RETENTION", "3s"), ("NIXERY_GC_GRACE", "1s"), ("NIXERY_GC_INTERVAL", "4s")];
+    let (a, b) = (store.server(&env), store.server(&env));
+    let digest = pulled(&a, "hello", "latest");
+    let deleted = || a.metric("nixery_gc_objects_deleted_total") + b.metric("nixery_gc_objects_deleted_total");
+    assert!(wait_until(Duration::from_secs(60), || deleted() > 0), "{}", a.context("nothing was collected"));
+    assert!(!store.has(&format!("manifests/{digest}")));
+    let bytes = a.metric("nixery_gc_bytes_deleted_total") + b.metric("nixery_gc_bytes_deleted_total");
+    assert!(bytes > 1000, "{bytes} bytes reclaimed");
+    let logs = format!("{}{}", a.log(), b.log());
+    assert!(logs.contains("garbage collection: deleted"), "{}", a.log_tail(20));
+    // Over two more intervals the two replicas collect about once per interval, not twice.
+    let runs = || a.metric("nixery_gc_runs_total") + b.metric("nixery_gc_runs_total");
+    let before = runs();
+    std::thread::sleep(Duration::from_secs(9));
+    let during = runs() - before;
+    assert!((1..=3).contains(&during), "{during} collections in 9 s at a 4 s interval by two replicas");
+}
