@@ -248,15 +248,10 @@ impl Collector {
 
         // Mark.
         let mut graph = Graph::default();
-        let mut reads = futures::stream::iter(stored.clone())
-            .map(|doc| {
-                let storage = self.storage.clone();
-                async move {
-                    let read = storage.get(&ObjectKey::manifest(&doc.digest)).await;
-                    (doc, read)
-                }
-            })
-            .buffer_unordered(READS);
+        let mut reads = self.each(stored.clone(), |storage, doc| async move {
+            let read = storage.get(&ObjectKey::manifest(&doc.digest)).await;
+            (doc, read)
+        });
         while let Some((doc, read)) = reads.next().await {
             let Some(bytes) = read? else { continue }; // deleted meanwhile
             let root = clock.young(doc.modified) || served.contains(&doc.digest) || self.policy.retention.is_zero();
@@ -276,15 +271,10 @@ impl Collector {
         // 1. Documents, looked at once more, and their served records.
         let doomed: Vec<Stored> =
             stored.iter().filter(|d| !kept.contains(&d.digest) && !clock.young(d.modified)).cloned().collect();
-        let mut checks = futures::stream::iter(doomed)
-            .map(|doc| {
-                let storage = self.storage.clone();
-                async move {
-                    let record = storage.info(&ObjectKey::served(&doc.digest)).await;
-                    (doc, record)
-                }
-            })
-            .buffer_unordered(READS);
+        let mut checks = self.each(doomed, |storage, doc| async move {
+            let record = storage.info(&ObjectKey::served(&doc.digest)).await;
+            (doc, record)
+        });
         let mut deleted = Vec::new();
         while let Some((doc, record)) = checks.next().await {
             if record?.is_some_and(|r| clock.recent(r.modified)) {
@@ -304,15 +294,10 @@ impl Collector {
 
         // 2. Manifests cached by key whose document is gone.
         by_key.retain(|o| !clock.young(o.modified));
-        let mut reads = futures::stream::iter(by_key)
-            .map(|object| {
-                let storage = self.storage.clone();
-                async move {
-                    let bytes = storage.get(&object.key).await;
-                    (object, bytes)
-                }
-            })
-            .buffer_unordered(READS);
+        let mut reads = self.each(by_key, |storage, object| async move {
+            let bytes = storage.get(&object.key).await;
+            (object, bytes)
+        });
         let mut stale = Vec::new();
         while let Some((object, bytes)) = reads.next().await {
             if bytes?.is_some_and(|b| !kept.contains(&Digest::of(&b))) {
@@ -356,16 +341,21 @@ impl Collector {
         Ok(report)
     }
 
+    /// `work` on each of `items` with the store, [`READS`] at a time, answers as they come.
+    fn each<T, F, Fut>(&self, items: Vec<T>, work: F) -> impl futures::Stream<Item = Fut::Output> + use<T, F, Fut>
+    where
+        F: Fn(Arc<Storage>, T) -> Fut,
+        Fut: std::future::Future,
+    {
+        let storage = self.storage.clone();
+        futures::stream::iter(items).map(move |item| work(storage.clone(), item)).buffer_unordered(READS)
+    }
+
     /// The blobs of layer records written within the grace.
     async fn young_records(&self, clock: &Clock) -> Result<Vec<graph::Hash>, StorageError> {
         let clock = *clock;
         let young = listed(&self.storage, Prefix::Builds, move |o| clock.young(o.modified)).await?;
-        let mut reads = futures::stream::iter(young)
-            .map(|o| {
-                let storage = self.storage.clone();
-                async move { storage.get(&o.key).await }
-            })
-            .buffer_unordered(READS);
+        let mut reads = self.each(young, |storage, o| async move { storage.get(&o.key).await });
         let mut blobs = Vec::new();
         while let Some(read) = reads.next().await {
             if let Some(blob) = read?.and_then(|b| serde_json::from_slice::<LayerBlob>(&b).ok()) {
@@ -381,18 +371,13 @@ impl Collector {
             return Ok(());
         }
         let digests: Vec<Digest> = doomed.iter().filter_map(|b| b.key.named_digest()).collect();
-        let mut lookups = futures::stream::iter(digests)
-            .map(|digest| {
-                let storage = self.storage.clone();
-                async move {
-                    let Some(Ok(RecipeRecord::Layer { layer })) = recipes::find(&storage, &digest).await? else {
-                        return Ok(None);
-                    };
-                    let Some(record) = layer.record_key() else { return Ok(None) };
-                    storage.info(&record).await
-                }
-            })
-            .buffer_unordered(READS);
+        let mut lookups = self.each(digests, |storage, digest| async move {
+            let Some(Ok(RecipeRecord::Layer { layer })) = recipes::find(&storage, &digest).await? else {
+                return Ok(None);
+            };
+            let Some(record) = layer.record_key() else { return Ok(None) };
+            storage.info(&record).await
+        });
         let mut records = Vec::new();
         while let Some(record) = lookups.next().await {
             records.extend(record?);

@@ -38,30 +38,27 @@ impl Prefix {
         Prefix::Leases,
     ];
 
+    /// The directory name (`layers`) and what keys start with (`layers/`).
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Prefix::Staging => ("staging", "staging/"),
+            Prefix::Layers => ("layers", "layers/"),
+            Prefix::Manifests => ("manifests", "manifests/"),
+            Prefix::Builds => ("builds", "builds/"),
+            Prefix::Recipes => ("recipes", "recipes/"),
+            Prefix::Served => ("served", "served/"),
+            Prefix::Leases => ("leases", "leases/"),
+        }
+    }
+
     /// The directory name (`layers`), without the slash.
     pub fn dir(self) -> &'static str {
-        match self {
-            Prefix::Staging => "staging",
-            Prefix::Layers => "layers",
-            Prefix::Manifests => "manifests",
-            Prefix::Builds => "builds",
-            Prefix::Recipes => "recipes",
-            Prefix::Served => "served",
-            Prefix::Leases => "leases",
-        }
+        self.names().0
     }
 
     /// What keys with this prefix start with (`layers/`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Prefix::Staging => "staging/",
-            Prefix::Layers => "layers/",
-            Prefix::Manifests => "manifests/",
-            Prefix::Builds => "builds/",
-            Prefix::Recipes => "recipes/",
-            Prefix::Served => "served/",
-            Prefix::Leases => "leases/",
-        }
+        self.names().1
     }
 }
 

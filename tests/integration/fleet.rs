@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 fn three_replicas_asked_at_once_build_a_new_image_once(#[case] kind: StoreKind) {
     let store = SharedStore::start(kind);
     let repo = PackageRepo::new();
-    let ([repo_var, path_var], commit) = (repo.source_env(), repo.first.clone());
-    let source = [(repo_var.0, repo_var.1.as_str()), (path_var.0, path_var.1.as_str())];
+    let (source, commit) = (repo.source_env(), repo.first.clone());
     // `fresh` with a nonce of its own is new to the Nix store and to storage.
     let nonce = nonce();
     let env = [&source[..], &[("NIXERY_TEST_NONCE", nonce.as_str())]].concat();
@@ -58,8 +57,7 @@ fn three_replicas_asked_at_once_build_a_new_image_once(#[case] kind: StoreKind) 
 fn a_holder_killed_mid_build_is_taken_over_when_its_lease_expires(#[case] kind: StoreKind) {
     let store = SharedStore::start(kind);
     let repo = PackageRepo::new();
-    let ([repo_var, path_var], commit) = (repo.source_env(), repo.first.clone());
-    let source = [(repo_var.0, repo_var.1.as_str()), (path_var.0, path_var.1.as_str())];
+    let (source, commit) = (repo.source_env(), repo.first.clone());
     let salt = nonce();
     let env =
         [&source[..], &[("NIXERY_BUILD_LEASE", "2s"), ("NIXERY_TEST_SALT", salt.as_str()), ("NIXERY_BIG_MIB", "64")]]

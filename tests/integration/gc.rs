@@ -35,8 +35,7 @@ fn pulled(server: &Server, name: &str, reference: &str) -> String {
 fn retention_decides_what_is_kept_and_a_collected_digest_comes_back(#[case] kind: StoreKind) {
     let store = SharedStore::start(kind);
     let repo = PackageRepo::new();
-    let ([repo_var, path_var], commit) = (repo.source_env(), repo.first.clone());
-    let source = [(repo_var.0, repo_var.1.as_str()), (path_var.0, path_var.1.as_str())];
+    let (source, commit) = (repo.source_env(), repo.first.clone());
     let lifecycle = [("NIXERY_RETENTION", RETENTION), ("NIXERY_GC_GRACE", "1s"), ("NIXERY_GC_INTERVAL", "0")];
     let server = store.server(&[&lifecycle[..], &source[..]].concat());
     let kept = pulled(&server, "hello", &commit);
@@ -90,8 +89,7 @@ fn retention_decides_what_is_kept_and_a_collected_digest_comes_back(#[case] kind
 fn a_replica_pulling_while_collections_run_never_fails(#[case] kind: StoreKind) {
     let store = SharedStore::start(kind);
     let repo = PackageRepo::new();
-    let ([repo_var, path_var], commit) = (repo.source_env(), repo.first.clone());
-    let source = [(repo_var.0, repo_var.1.as_str()), (path_var.0, path_var.1.as_str())];
+    let (source, commit) = (repo.source_env(), repo.first.clone());
     let env = [&source[..], &[("NIXERY_RETENTION", RETENTION), ("NIXERY_GC_INTERVAL", "0")]].concat();
     let builder = store.server(&env);
     pulled(&builder, "hello", &commit);

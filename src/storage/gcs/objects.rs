@@ -111,18 +111,8 @@ impl Inner {
     }
 
     pub(super) async fn info(&self, name: &str) -> Result<Option<ObjectInfo>, StorageError> {
-        let url = format!("{}?fields=name,size,updated", self.object_url(name));
-        let resp = self.send(Op::Stat, name, || self.http.get(&url)).await?;
-        match resp.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            StatusCode::OK => {
-                let body = resp.bytes().await.map_err(transport(Op::Stat, name))?;
-                let object: Listed = serde_json::from_slice(&body)
-                    .map_err(|e| protocol(Op::Stat, name, format!("object metadata: {e}")))?;
-                object.info(Op::Stat).map(Some)
-            }
-            _ => Err(status_error(Op::Stat, name, resp).await),
-        }
+        let object = self.metadata::<Listed>(name, "name,size,updated").await?;
+        object.map(|o| o.info(Op::Stat)).transpose()
     }
 
     /// Deletes `names`, [`BATCH`] per request.
