@@ -110,15 +110,28 @@ impl Builder {
                     return Ok(ByDigest::Collected(Unmakeable::Differs(blob.digest)));
                 }
             }
-            RecipeRecord::Config { manifest } => match Box::pin(self.manifest_by_digest(&manifest)).await? {
-                ByDigest::Found(_) => {
-                    if inner.storage.size(&ObjectKey::blob(digest)).await?.is_none() {
-                        return Ok(ByDigest::Unknown);
-                    }
+            // The manifest may be stored while its config is not (a collection that deleted an
+            // old config between a build's write of it and its manifest's): the image is
+            // built again from the manifest's recipe, which writes the config.
+            RecipeRecord::Config { manifest } => {
+                let key = match recipes::find(&inner.storage, &manifest).await? {
+                    Some(Ok(RecipeRecord::Document { key })) => key,
+                    Some(Err(why)) => return Ok(ByDigest::Collected(why)),
+                    _ => return Ok(ByDigest::Unknown),
+                };
+                let key = match recipes::key_of(&key, inner.sources.source(), &inner.recipe) {
+                    Ok(key) => key,
+                    Err(why) => return Ok(ByDigest::Collected(why)),
+                };
+                let image = ImageKey { source: key.source.clone(), spec: key.image.clone() };
+                let tag = key.source.commit().and_then(|c| Tag::parse(c.as_str()).ok()).unwrap_or_else(Tag::latest);
+                tracing::info!(%digest, "a collected config was asked for: building its image again");
+                let log_name = format!("{manifest} (config collected)");
+                let built = inner.build_recorded(image, tag, &log_name).await?;
+                if built.config.digest != *digest {
+                    return Ok(ByDigest::Collected(Unmakeable::Differs(built.config.digest.clone())));
                 }
-                ByDigest::Unknown => return Ok(ByDigest::Unknown),
-                ByDigest::Collected(why) => return Ok(ByDigest::Collected(why)),
-            },
+            }
             RecipeRecord::Document { .. } => unreachable!("handled above"),
         }
         inner.metrics.remade.inc();
