@@ -33,6 +33,16 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
+    /// The digest's 32 bytes (compact sets of digests keep these).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The digest whose bytes are `bytes`.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
+    }
+
     /// The 64 hex digits, without the algorithm.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

@@ -24,9 +24,11 @@ pub mod compression;
 pub mod config;
 pub mod digest;
 pub mod flight;
+pub mod gc;
 pub mod image;
 pub mod index;
 pub mod layers;
+pub mod lease;
 pub mod manifest;
 pub mod metrics;
 pub mod nix;
@@ -40,6 +42,7 @@ pub mod popularity;
 pub mod rate_limit;
 pub mod redact;
 pub mod registry;
+pub mod retention;
 pub mod sbom;
 pub mod server;
 pub mod signing;
@@ -67,9 +70,16 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::default());
         let archiver = archive::Archiver::new(config.archive).expect("compression workers start");
         let policy = &config.build.policy;
-        let builder =
-            builder::Builder::new(policy, config.cache, archiver, storage.clone(), Default::default(), metrics.clone())
-                .expect("the Nix expressions are written");
+        let builder = builder::Builder::new(
+            policy,
+            config.cache,
+            config.lifecycle,
+            archiver,
+            storage.clone(),
+            Default::default(),
+            metrics.clone(),
+        )
+        .expect("the Nix expressions are written");
         let guard = Arc::new(registry::Guard::open_to_all(metrics.clone()));
         AppState { builder, storage, metrics, guard }
     }

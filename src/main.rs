@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         match command {
             Command::Serve(config) => commands::serve::serve(*config).await.map_err(|e| e.to_string()),
             Command::Popcount(settings) => commands::popcount::run(&settings).await.map_err(|e| e.to_string()),
+            Command::Gc { storage, policy, dry_run } => {
+                commands::gc::run(&storage, policy, dry_run).await.map(drop).map_err(|e| e.to_string())
+            }
             Command::Layers { image, tag, json, build } => {
                 commands::layers::plan(&image, &tag, &build).await.map_err(|e| e.to_string()).map(|plan| {
                     if json {

@@ -24,6 +24,10 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// A value that goes up and down.
@@ -93,6 +97,16 @@ pub struct Metrics {
     /// Requests refused by authentication, access, package policy or build rate, by
     /// [`Refusal`] (indexed as [`Refusal::ALL`]).
     pub refusals: [Counter; 5],
+    /// Garbage collections run by this replica ([`crate::gc::periodic`]), those that failed,
+    /// and what they deleted.
+    pub gc_runs: Counter,
+    pub gc_failures: Counter,
+    pub gc_objects_deleted: Counter,
+    pub gc_bytes_deleted: Counter,
+    /// Images this replica waited for while another replica built them ([`crate::lease`]).
+    pub builds_elsewhere: Counter,
+    /// Collected manifests and blobs made again from their recipes.
+    pub remade: Counter,
 }
 
 impl Metrics {
@@ -150,13 +164,25 @@ impl Metrics {
                 &self.source_resolution_failures,
             ),
         ];
+        let lifecycle: [(&str, &str, &Counter); 6] = [
+            ("nixery_gc_runs_total", "Garbage collections this replica ran.", &self.gc_runs),
+            ("nixery_gc_failures_total", "Garbage collections that failed.", &self.gc_failures),
+            ("nixery_gc_objects_deleted_total", "Objects garbage collection deleted.", &self.gc_objects_deleted),
+            ("nixery_gc_bytes_deleted_total", "Bytes garbage collection reclaimed.", &self.gc_bytes_deleted),
+            (
+                "nixery_builds_elsewhere_total",
+                "Images this replica waited for while another replica built them.",
+                &self.builds_elsewhere,
+            ),
+            ("nixery_remade_total", "Collected manifests and blobs made again from their recipes.", &self.remade),
+        ];
         let gauges: [(&str, &str, &Gauge); 3] = [
             ("nixery_nix_processes", "Nix processes running now.", &self.nix_processes),
             ("nixery_nix_jobs_limit", "Most Nix processes at a time (NIXERY_MAX_NIX_JOBS).", &self.nix_jobs_limit),
             ("nixery_nix_waiting", "Images waiting for a Nix job slot now.", &self.nix_waiting),
         ];
         let mut out = String::new();
-        for (name, help, c) in counters {
+        for (name, help, c) in counters.into_iter().chain(lifecycle) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
         }
         labelled(

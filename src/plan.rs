@@ -23,7 +23,7 @@
 use crate::archive::LayerContents;
 use crate::image::{self, ImageSpec, ImageUser};
 use crate::layers::{Layer, LayerPolicy};
-use crate::nix::{Nix, NixError, ResolvedPackage, StorePath};
+use crate::nix::{BuildRoots, Nix, NixError, ResolvedPackage, StorePath};
 use crate::pkgsource::SourceRevision;
 use crate::popularity::Popularity;
 use crate::sbom::{Inventory, PathFacts, RequestedPackage, SourceInfo};
@@ -98,7 +98,18 @@ impl Planner {
 
     /// The layer plan of `spec` built from `source` (runs Nix: the packages are realised).
     pub async fn plan(&self, source: &SourceRevision, spec: &ImageSpec) -> Result<ImagePlan, NixError> {
+        Ok(self.plan_held(source, spec).await?.0)
+    }
+
+    /// [`Planner::plan`], and the GC roots that keep the plan's store paths in the store
+    /// until they are dropped (when the layers are stored).
+    pub async fn plan_held(
+        &self,
+        source: &SourceRevision,
+        spec: &ImageSpec,
+    ) -> Result<(ImagePlan, Option<Arc<BuildRoots>>), NixError> {
         let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
+        let roots = realised.roots.clone();
         let very_popular: BTreeSet<StorePath> = realised
             .packages
             .iter()
@@ -111,7 +122,7 @@ impl Planner {
         });
         let sizes = realised.graph.paths.iter().map(|(path, info)| (path.clone(), info.nar_size)).collect();
         let inventory = Arc::new(inventory(source, spec, &realised));
-        Ok(ImagePlan { layers, forest: realised.graph.roots, user: spec.user, command, sizes, inventory })
+        Ok((ImagePlan { layers, forest: realised.graph.roots, user: spec.user, command, sizes, inventory }, roots))
     }
 }
 

@@ -18,6 +18,7 @@
 //! The signed payloads name the image as `[NIXERY_REGISTRY_NAME/]<name>`, never by the
 //! `Host` of a request, so replicas and restarts produce the same manifests.
 
+use super::fleet::Fleet;
 use super::{BuildError, Builder, ImageKey, Inner, Requested};
 use crate::artifact::{self, Artifact, ArtifactKind, Subject};
 use crate::cache::artifacts::{ArtifactKey, SubjectRecord, sbom_bytes};
@@ -121,8 +122,14 @@ impl Inner {
         Author { registry: self.artifact_policy.registry_name.clone() }
     }
 
-    /// The record of `digest` if it is an image of `name` this registry served.
+    /// The record of `digest` if it is an image of `name` this registry served. Asking for an
+    /// image's artifacts counts as serving the image: its served record keeps it and them
+    /// from garbage collection ([`crate::retention`]); if a collection took it, what memory
+    /// holds of its artifacts may name deleted blobs and is dropped (they are made again).
     async fn subject_of(&self, name: &ImageName, digest: &Digest) -> Result<Option<Arc<SubjectRecord>>, StorageError> {
+        if self.known_manifest(digest).await?.is_none() {
+            self.artifacts.forget(digest);
+        }
         let record = self.artifacts.subject(digest).await?;
         Ok(record.filter(|r| r.is_image_of(name.components())))
     }
@@ -263,10 +270,21 @@ impl Inner {
         tracing::info!(image = log_name, "building an image again for its SBOM");
         let start = {
             let (inner, image_key) = (self.clone(), image_key.clone());
-            let requested = Requested { log_name: log_name.clone(), tag };
-            move || async move { inner.build_recorded(image_key, requested.tag, &requested.log_name).await }.boxed()
+            let requested = Requested { log_name: log_name.clone(), tag: tag.clone() };
+            move || {
+                async move {
+                    let built = inner.build_recorded(image_key, requested.tag, &requested.log_name).await?;
+                    Ok(Fleet::Built(built, None))
+                }
+                .boxed()
+            }
         };
-        let built = self.images.run(image_key, start).await.map_err(ArtifactError::Build)?;
+        let built = match self.images.run(image_key.clone(), start).await.map_err(ArtifactError::Build)? {
+            Fleet::Built(built, _) => built,
+            // A pull's flight was running and another replica built the image: build it here
+            // too for its inventory (its layers have records by now).
+            Fleet::Elsewhere => self.build_recorded(image_key, tag, &log_name).await.map_err(ArtifactError::Build)?,
+        };
         let compression = self.recipe.compression;
         let found = ManifestFormat::for_compression(compression)
             .iter()

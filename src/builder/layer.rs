@@ -10,7 +10,8 @@
 
 use super::BuildError;
 use crate::archive::{Archiver, ChannelWriter, LayerBlob, LayerContents};
-use crate::cache::layers::{content_key, record, recorded};
+use crate::cache::layers::{content_key, record, reused};
+use crate::cache::recipes::{self, LayerRecipe, RecipeRecord};
 use crate::digest::Digest;
 use crate::flight::SingleFlight;
 use crate::metrics::Metrics;
@@ -58,6 +59,42 @@ impl LayerJobs {
         LayerJobs { inner: Arc::new(jobs) }
     }
 
+    /// Whether every store path of `contents` is in the local store (a layer's recipe can
+    /// be archived again only then).
+    pub fn in_store(&self, contents: &LayerContents) -> bool {
+        let paths = match contents {
+            LayerContents::StorePaths(paths) => paths,
+            LayerContents::Forest { packages, .. } => packages,
+        };
+        paths.iter().all(|p| self.inner.store_root.join(p.as_str().trim_start_matches('/')).exists())
+    }
+
+    /// Whether `blob` is stored whole.
+    pub async fn stored(&self, blob: &LayerBlob) -> Result<bool, crate::storage::StorageError> {
+        Ok(self.inner.storage.size(&ObjectKey::blob(&blob.digest)).await? == Some(blob.size))
+    }
+
+    /// Archives again each of `blobs` (the layers of `contents`, in order) that is not stored
+    /// whole any more, so a manifest never names a missing blob: a collection running
+    /// meanwhile may have deleted a blob after this build found its record (see
+    /// [`crate::gc`]). Layers are deterministic, so the blob comes back the same.
+    pub async fn check_stored(&self, contents: Vec<LayerContents>, blobs: &[LayerBlob]) -> Result<(), BuildError> {
+        let checks = blobs.iter().map(|blob| self.stored(blob));
+        let stored = futures::future::try_join_all(checks).await?;
+        for ((contents, blob), stored) in contents.into_iter().zip(blobs).zip(stored) {
+            if stored {
+                continue;
+            }
+            tracing::warn!(digest = %blob.digest, "a layer's blob went missing during the build: archiving it again");
+            let again = self.layer(contents).await.map_err(BuildError::Layer)?;
+            if again != *blob {
+                let detail = format!("layer {} came out as {} the second time", blob.digest, again.digest);
+                return Err(BuildError::Archive(std::io::Error::other(detail)));
+            }
+        }
+        Ok(())
+    }
+
     /// The blob of `contents`: from its record, from a job already running, or archived now.
     pub async fn layer(&self, contents: LayerContents) -> LayerResult {
         let key = content_key(&contents, self.inner.archiver.compression());
@@ -70,8 +107,11 @@ impl LayerJobs {
 
 impl Jobs {
     async fn build(&self, key: &Digest, contents: LayerContents) -> Result<LayerBlob, BuildError> {
-        if let Some(blob) = recorded(&self.storage, key).await? {
+        let recipe = RecipeRecord::Layer { layer: LayerRecipe::new(&contents, self.archiver.compression(), key) };
+        if let Some(blob) = reused(&self.storage, key).await? {
             self.metrics.layer_cache_hits.inc();
+            // Records written before recipes existed get one.
+            recipes::keep(&self.storage, &blob.digest, &recipe).await?;
             return Ok(blob);
         }
         let _slot = self.slots.acquire().await.expect("layer slots are never closed");
@@ -90,6 +130,7 @@ impl Jobs {
             Ok::<_, BuildError>((ObjectKey::blob(&blob.digest), blob))
         };
         let blob = self.storage.upload(body, written).await?;
+        recipes::keep(&self.storage, &blob.digest, &recipe).await?;
         record(&self.storage, key, &blob).await?;
         self.metrics.layers_built.inc();
         tracing::info!(digest = %blob.digest, size = blob.size, "built layer");
@@ -178,14 +219,22 @@ mod tests {
         MultiGzDecoder::new(&stored[..]).read_to_end(&mut tar).unwrap();
         assert_eq!(Digest::of(&tar), blob.diff_id);
         let record = ObjectKey::build(&content_key(&contents, Compression::Gzip));
-        let record = f.storage.get(&record).await.unwrap().expect("a record");
-        assert_eq!(serde_json::from_slice::<LayerBlob>(&record).unwrap(), blob);
+        let record_bytes = f.storage.get(&record).await.unwrap().expect("a record");
+        assert_eq!(serde_json::from_slice::<LayerBlob>(&record_bytes).unwrap(), blob);
         assert!(f.memory.keys("staging/").is_empty(), "staging leftovers: {:?}", f.memory.keys("staging/"));
         assert_eq!(f.built_and_hits(), (1, 0));
+        let recipe = crate::cache::recipes::find(&f.storage, &blob.digest).await.unwrap().expect("a recipe");
+        let Ok(RecipeRecord::Layer { layer }) = recipe else { panic!("not a layer recipe: {recipe:?}") };
+        assert_eq!(layer.record_key(), Some(record.clone()));
+        assert!(matches!(layer.contents(Compression::Gzip), Ok(LayerContents::StorePaths(p)) if p.len() == 1));
 
+        // Reusing the layer writes its record again: garbage collection sees it young.
+        f.memory.age(record.as_str(), std::time::Duration::from_secs(7200));
+        let aged = f.storage.info(&record).await.unwrap().unwrap().modified;
         assert_eq!(f.build(&contents).await.unwrap(), blob);
         assert_eq!(f.built_and_hits(), (1, 1), "the second build was not a cache hit");
-        assert_eq!(f.memory.keys("").len(), 2, "{:?}", f.memory.keys(""));
+        assert!(f.storage.info(&record).await.unwrap().unwrap().modified > aged, "the record was not refreshed");
+        assert_eq!(f.memory.keys("").len(), 3, "{:?}", f.memory.keys(""));
     }
 
     #[tokio::test]

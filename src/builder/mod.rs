@@ -26,10 +26,22 @@
 //! For clients that may not cause a build (anonymous ones under `NIXERY_ANONYMOUS=pull`, or
 //! over their `NIXERY_BUILD_RATE`), [`Builder::existing`] and [`Builder::recorded_plan`]
 //! answer from the caches alone, never from Nix ([`crate::auth::access`]).
+//!
+//! Over time and across replicas ([`fleet`], [`remake`]): a pinned image is built once for
+//! every replica sharing storage (a build lease, [`crate::lease`]); a manifest kept in memory
+//! is looked up in storage again before it is served once its last served record is old
+//! ([`crate::retention`]); a collected manifest or blob asked for by digest is made again
+//! from its recipe ([`crate::cache::recipes`]). While an image's layers are archived, GC
+//! roots keep its store paths in the Nix store; a build checks that every blob it names is
+//! stored before it stores its manifest.
 
 mod artifacts;
+mod fleet;
 mod index;
 mod layer;
+mod remake;
+
+pub use remake::{ByDigest, RemakeError};
 
 pub use artifacts::{ArtifactError, ArtifactPolicy};
 
@@ -40,7 +52,6 @@ use crate::cache::{
     CachePolicy, CachedManifest, DocumentKind, Freshness, ManifestCache, ManifestKey, Outcome, Recipe, SourceCache,
 };
 use crate::compression::Compression;
-use crate::digest::Digest;
 use crate::flight::SingleFlight;
 use crate::image::{Arch, ImageName, ImageSpec, Platforms, Tag};
 use crate::layers::LayerPolicy;
@@ -50,7 +61,9 @@ use crate::nix::{Nix, NixError, NixPolicy};
 use crate::pkgsource::{PkgSource, SourceError, SourceRevision};
 use crate::plan::{ImagePlan, Planner};
 use crate::popularity::Popularity;
+use crate::retention::{Lifecycle, Retention};
 use crate::storage::{ObjectKey, Storage, StorageError};
+use fleet::Fleet;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use layer::LayerJobs;
@@ -138,8 +151,12 @@ struct Inner {
     platforms: Platforms,
     storage: Arc<Storage>,
     metrics: Arc<Metrics>,
-    images: SingleFlight<ImageKey, BuildResult>,
+    images: SingleFlight<ImageKey, fleet::FleetResult>,
     manifest_flights: SingleFlight<ManifestKey, ManifestResult>,
+    /// When manifests were last served ([`crate::retention`]).
+    retention: Retention,
+    /// One build per image for the whole fleet ([`crate::lease`]).
+    leases: crate::lease::Leases,
     /// Recent builds and failures, and plans for the web pages ([`crate::activity`]).
     activity: Activity,
     /// Subject records, SBOMs and signatures ([`artifacts`]).
@@ -151,6 +168,7 @@ impl Builder {
     pub fn new(
         policy: &BuildPolicy,
         cache: CachePolicy,
+        lifecycle: Lifecycle,
         archiver: Archiver,
         storage: Arc<Storage>,
         popularity: Popularity,
@@ -169,6 +187,8 @@ impl Builder {
                     .with_package_policy(&policy.nix.packages),
                 layer_jobs: LayerJobs::new(storage.clone(), metrics.clone(), cores, archiver, "/".into()),
                 platforms: policy.platforms.clone(),
+                retention: Retention::new(lifecycle.retention, storage.clone()),
+                leases: crate::lease::Leases::new(storage.clone(), lifecycle.build_lease),
                 storage,
                 metrics,
                 images: SingleFlight::new(),
@@ -248,9 +268,25 @@ impl Builder {
             return Err(ManifestError::Build(failure.error.clone()));
         }
         let key = ManifestKey { source, image, format, recipe: inner.recipe.clone(), document };
-        let found = match inner.manifests.in_memory(&key) {
+        // A manifest in memory whose served record is old is looked up in storage again, as
+        // for a pull that may build ([`crate::retention`]).
+        let in_memory = match inner.manifests.in_memory(&key) {
+            Some(hit) if inner.retention.serving(&hit).await => Some(hit),
+            Some(hit) => {
+                inner.manifests.forget(Some(&key), &hit.digest);
+                None
+            }
+            None => None,
+        };
+        let found = match in_memory {
             Some(hit) => Some((hit, freshness.memory_outcome())),
-            None => inner.manifests.stored(&key).await?.map(|stored| (stored, Outcome::Stored)),
+            None => match inner.manifests.stored(&key).await? {
+                Some(stored) => {
+                    inner.retention.serving(&stored).await;
+                    Some((stored, Outcome::Stored))
+                }
+                None => None,
+            },
         };
         Ok(found.map(|(doc, outcome)| {
             inner.metrics.manifest_served(outcome);
@@ -263,12 +299,6 @@ impl Builder {
     pub async fn recorded_plan(&self, spec: ImageSpec, tag: &Tag) -> Result<Option<Arc<PlannedImage>>, ManifestError> {
         let (source, _) = self.inner.sources.resolve(tag).await.map_err(ManifestError::Source)?;
         Ok(self.inner.activity.recorded_plan(&ImageId { source, spec }))
-    }
-
-    /// The manifest or index with `digest`, as first served (from memory once known; no
-    /// build: a digest names bytes, not a recipe).
-    pub async fn manifest_by_digest(&self, digest: &Digest) -> Result<Option<Arc<CachedManifest>>, StorageError> {
-        self.inner.manifests.by_digest(digest).await
     }
 
     /// The configured platforms.
@@ -342,7 +372,10 @@ impl Inner {
     ) -> BoxFuture<'static, ManifestResult> {
         async move {
             if let Some(hit) = self.manifests.in_memory(&key) {
-                return Ok((hit, freshness.memory_outcome()));
+                if self.retention.serving(&hit).await {
+                    return Ok((hit, freshness.memory_outcome()));
+                }
+                self.manifests.forget(Some(&key), &hit.digest);
             }
             let start = {
                 let (inner, key) = (self.clone(), key.clone());
@@ -351,7 +384,9 @@ impl Inner {
                     DocumentKind::Index(_) => async move { inner.stored_or_indexed(key, requested).await }.boxed(),
                 }
             };
-            self.manifest_flights.run(key, start).await
+            let (doc, outcome) = self.manifest_flights.run(key, start).await?;
+            self.retention.serving(&doc).await;
+            Ok((doc, outcome))
         }
         .boxed()
     }
@@ -365,11 +400,14 @@ impl Inner {
             return Ok((stored, Outcome::Stored));
         }
         let image_key = ImageKey { source: key.source.clone(), spec: key.image.clone() };
-        let start = {
-            let (inner, image_key, image) = (self.clone(), image_key.clone(), image.clone());
-            move || async move { inner.build_recorded(image_key, tag, &image).await }.boxed()
+        let (built, lease) = match self.clone().build_once(&key, image_key.clone(), tag.clone(), &image).await? {
+            Fleet::Built(built, lease) => (built, lease),
+            Fleet::Elsewhere => match self.manifests.stored(&key).await.map_err(|e| logged_fault(&image, e))? {
+                Some(stored) => return Ok((stored, Outcome::Stored)),
+                // Another replica with other settings: build it here.
+                None => (self.build_recorded(image_key, tag, &image).await?, None),
+            },
         };
-        let built = self.images.run(image_key, start).await?;
         // Every format the layers can be described in, at once: a client asking for the other
         // one later gets it from the caches instead of planning the image again.
         let mut wanted = None;
@@ -382,7 +420,11 @@ impl Inner {
             let cached = self.manifests.insert(key, doc).await.map_err(|e| logged_fault(&image, e))?;
             wanted = wanted.or((*format == key_format).then_some(cached));
         }
-        Ok((wanted.expect("every format is rendered"), Outcome::Cold))
+        let wanted = wanted.expect("every format is rendered");
+        self.keep_config_recipe(&built, &wanted.digest).await.map_err(|e| logged_fault(&image, e))?;
+        // The lease goes once this image's manifests are stored (by the last flight holding it).
+        drop(lease);
+        Ok((wanted, Outcome::Cold))
     }
 
     /// [`Inner::build`], recorded in [`Activity`] (once per build, however many wait).
@@ -411,16 +453,18 @@ impl Inner {
         let ImageKey { source, spec } = image;
         self.metrics.image_builds.inc();
         let started = std::time::Instant::now();
-        let plan = self.planner.plan(&source, &spec).await?;
+        // The roots keep the plan's store paths in the Nix store until the layers are stored.
+        let (plan, roots) = self.planner.plan_held(&source, &spec).await?;
         let jobs = plan.contents().into_iter().map(|c| self.layer_jobs.layer(c));
         let blobs = futures::future::try_join_all(jobs).await.map_err(BuildError::Layer)?;
+        self.layer_jobs.check_stored(plan.contents(), &blobs).await?;
+        drop(roots);
 
         let exec = manifest::Exec { cmd: plan.command.as_deref(), user: spec.user.config_user() };
         let config = manifest::image_config(spec.arch, &blobs, exec);
-        let config_key = ObjectKey::blob(&config.digest);
-        if self.storage.size(&config_key).await?.is_none() {
-            self.storage.put(&config_key, config.bytes.clone()).await?;
-        }
+        // Written even if present: a young config is kept by garbage collection while this
+        // build's manifest is not yet stored.
+        self.storage.put(&ObjectKey::blob(&config.digest), config.bytes.clone()).await?;
         tracing::info!(
             packages = ?spec.packages,
             arch = spec.arch.oci_name(),

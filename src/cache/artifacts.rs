@@ -197,6 +197,12 @@ impl ArtifactStore {
         Ok(())
     }
 
+    /// Drops what memory holds of `subject`'s artifacts (garbage collection took the
+    /// subject, and with it their blobs): they are read or made again when asked for.
+    pub fn forget(&self, subject: &Digest) {
+        self.artifacts.retain(|key, _| key.subject != *subject);
+    }
+
     /// An artifact made (or read) earlier in this process.
     pub fn in_memory(&self, key: &ArtifactKey) -> Option<Arc<Artifact>> {
         self.artifacts.get(key)

@@ -24,7 +24,7 @@ use crate::nix::NixpkgsConfig;
 use crate::package_policy::PackagePolicy;
 use crate::pkgsource::SourceRevision;
 use crate::storage::ObjectKey;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// Everything configured that changes an image's layers.
@@ -86,8 +86,6 @@ impl ManifestKey {
     /// architecture, packages and format).
     pub const VERSION: u32 = 5;
 
-    /// Where storage keeps this manifest; `None` for a revision that is not a commit (a path's
-    /// reading means nothing to another process).
     /// The media type the document is served with.
     pub fn media_type(&self) -> &'static str {
         match self.document {
@@ -96,19 +94,27 @@ impl ManifestKey {
         }
     }
 
+    /// Where storage keeps this manifest; `None` for a revision that is not a commit (a path's
+    /// reading means nothing to another process).
     pub fn storage_key(&self) -> Option<ObjectKey> {
-        let source = self.source.pinned_identity()?;
-        // Each name stands for one algorithm's output: `nixery` meant the pairwise-merging
-        // port until it followed layers.go, so its layers are keyed anew.
+        self.source.pinned_identity()?;
+        Some(ObjectKey::manifest_cache(&Digest::of(self.identity().to_string().as_bytes())))
+    }
+
+    /// Everything that decides the document's bytes, as stable data: what
+    /// [`ManifestKey::storage_key`] hashes, and what a recipe keeps so the document can be
+    /// made again ([`super::recipes`]). The source is `null` for a path's reading, which means
+    /// nothing to another process.
+    pub fn identity(&self) -> Value {
         let grouping = match self.recipe.layers.grouping {
             Grouping::Banded => "banded",
             Grouping::Stable => "stable",
             Grouping::Nixery => "nixery-layers.go",
             Grouping::SizeFirst => "sizefirst",
         };
-        let mut text = json!({
+        let mut identity = json!({
             "version": Self::VERSION,
-            "source": source,
+            "source": self.source.pinned_identity(),
             "arch": self.image.arch.oci_name(),
             "packages": self.image.packages,
             "user": self.image.user.key_name(),
@@ -123,9 +129,22 @@ impl ManifestKey {
             "nixpkgs_config": self.recipe.nixpkgs_config,
         });
         if let Some(policy) = &self.recipe.package_policy {
-            text["package_policy"] = json!(policy);
+            identity["package_policy"] = json!(policy);
         }
-        Some(ObjectKey::manifest_cache(&Digest::of(text.to_string().as_bytes())))
+        identity
+    }
+
+    /// What one build makes, for the whole fleet: the identity without the format and the
+    /// document, since a build renders the image in every format and an index is only a
+    /// list of each platform's build. The key of its build lease ([`crate::lease`]); `None`
+    /// for a path's reading, which each replica builds itself.
+    pub fn build_identity(&self) -> Option<Digest> {
+        self.source.pinned_identity()?;
+        let Value::Object(mut identity) = self.identity() else { unreachable!("an object") };
+        identity.remove("format");
+        identity.remove("document");
+        identity.insert("build".to_owned(), json!(self.image.arch.oci_name()));
+        Some(Digest::of(Value::Object(identity).to_string().as_bytes()))
     }
 }
 
@@ -217,5 +236,39 @@ mod tests {
         let mut k = key(&"a".repeat(40), "hello", ManifestFormat::Docker, 94);
         k.source = Arc::new(SourceRevision::Path { path: "/srv/pkgs".into(), generation: 1 });
         assert_eq!(k.storage_key(), None);
+        assert_eq!(k.build_identity(), None);
+        assert_eq!(k.identity()["source"], Value::Null);
+    }
+
+    /// The storage key hashes exactly the JSON this version always hashed: manifests stored
+    /// before recipes existed are still found.
+    #[test]
+    fn the_storage_key_is_the_hash_of_the_identity() {
+        let k = key(&"a".repeat(40), "shell/hello", ManifestFormat::Docker, 94);
+        let text = k.identity().to_string();
+        let start = format!(
+            r#"{{"arch":"amd64","archive":"{}","compression":"gzip","document":"manifest""#,
+            crate::cache::layers::FORMAT_VERSION
+        );
+        assert!(text.starts_with(&start), "{text}");
+        assert_eq!(k.storage_key(), Some(ObjectKey::manifest_cache(&Digest::of(text.as_bytes()))));
+    }
+
+    #[test]
+    fn one_build_makes_every_format_and_index_of_a_platform() {
+        let a = "a".repeat(40);
+        let docker = key(&a, "shell/hello", ManifestFormat::Docker, 94);
+        let oci = key(&a, "shell/hello", ManifestFormat::Oci, 94);
+        let index =
+            ManifestKey { document: DocumentKind::Index(Platforms::parse("linux/amd64").unwrap()), ..docker.clone() };
+        assert_eq!(docker.build_identity(), oci.build_identity());
+        assert_eq!(docker.build_identity(), index.build_identity());
+        for other in [
+            key(&"b".repeat(40), "shell/hello", ManifestFormat::Docker, 94),
+            key(&a, "arm64/shell/hello", ManifestFormat::Docker, 94),
+            key(&a, "shell/hello", ManifestFormat::Docker, 10),
+        ] {
+            assert_ne!(other.build_identity(), docker.build_identity(), "{other:?}");
+        }
     }
 }

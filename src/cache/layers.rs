@@ -6,7 +6,8 @@
 //! `builds/<content key>` holds the [`LayerBlob`] it became; a record whose blob is still
 //! present means the layer is never archived again, also after a restart or on another
 //! replica sharing the storage. (Concurrent builds of one layer share one archive job:
-//! [`crate::builder`].)
+//! [`crate::builder`].) A build that reuses a record writes it again ([`reused`]): garbage
+//! collection keeps the blobs of young records.
 
 use crate::archive::{LayerBlob, LayerContents};
 use crate::compression::Compression;
@@ -36,8 +37,11 @@ pub fn content_key(contents: &LayerContents, compression: Compression) -> Digest
     Digest::of(text.as_bytes())
 }
 
-/// The recorded blob of the layer with content key `key`, if its blob is still there.
-pub async fn recorded(storage: &Storage, key: &Digest) -> Result<Option<LayerBlob>, StorageError> {
+/// The recorded blob of the layer with content key `key`, if its blob is still there, for
+/// a build that reuses it: the record is written again first, so that garbage collection,
+/// which keeps the blobs of records younger than its grace, keeps this blob while the build
+/// that just picked it up runs ([`crate::gc`]).
+pub async fn reused(storage: &Storage, key: &Digest) -> Result<Option<LayerBlob>, StorageError> {
     let record = ObjectKey::build(key);
     let Some(bytes) = storage.get(&record).await? else {
         return Ok(None);
@@ -46,6 +50,7 @@ pub async fn recorded(storage: &Storage, key: &Digest) -> Result<Option<LayerBlo
         tracing::warn!(%record, "ignoring unreadable build record");
         return Ok(None);
     };
+    storage.put(&record, bytes).await?;
     let present = storage.size(&ObjectKey::blob(&blob.digest)).await? == Some(blob.size);
     Ok(present.then_some(blob))
 }

@@ -10,8 +10,15 @@
 //! commits under [`ManifestKey::storage_key`], so a restarted server or another replica finds
 //! them without building; every manifest is also stored by digest, which is how clients
 //! fetch it again and how a manifest by digest reaches this process's memory the first time.
+//!
+//! Every manifest stored also gets its recipe ([`super::recipes`]), written before the
+//! manifest, so whatever garbage collection removes can be made again. Each cached manifest
+//! carries when this process last recorded it as served ([`crate::retention`]), which
+//! decides when it must be looked up in storage again before it is served from memory; one
+//! that was collected meanwhile is [`forget`](ManifestCache::forget)-ten.
 
 use super::ManifestKey;
+use super::recipes::{self, RecipeRecord};
 use crate::digest::Digest;
 use crate::manifest::{self, Document, ManifestFormat};
 use crate::storage::{ObjectKey, Storage, StorageError};
@@ -28,6 +35,8 @@ pub struct CachedManifest {
     pub content_length: HeaderValue,
     pub digest_header: HeaderValue,
     pub etag: HeaderValue,
+    /// When this process last recorded it as served.
+    pub served: crate::retention::Stamp,
 }
 
 impl CachedManifest {
@@ -51,6 +60,7 @@ impl CachedManifest {
             etag: doc.digest.etag(),
             bytes: doc.bytes,
             digest: doc.digest,
+            served: Default::default(),
         }
     }
 }
@@ -106,6 +116,15 @@ impl ManifestCache {
         self.memory.insert(key, cached.clone());
     }
 
+    /// Drops a manifest from memory (it was collected): under `key`, if given, and by
+    /// `digest`.
+    pub fn forget(&self, key: Option<&ManifestKey>, digest: &Digest) {
+        if let Some(key) = key {
+            self.memory.remove(key);
+        }
+        self.by_digest.remove(digest);
+    }
+
     /// The manifest of `key` if it is in memory: no I/O.
     pub fn in_memory(&self, key: &ManifestKey) -> Option<Arc<CachedManifest>> {
         self.memory.get(key)
@@ -129,6 +148,7 @@ impl ManifestCache {
     /// Keeps a newly built manifest: by digest in storage (for clients), by key in storage
     /// (for a commit) and in memory.
     pub async fn insert(&self, key: ManifestKey, doc: Document) -> Result<Arc<CachedManifest>, StorageError> {
+        recipes::keep(&self.storage, &doc.digest, &RecipeRecord::Document { key: key.identity() }).await?;
         let by_digest = ObjectKey::manifest(&doc.digest);
         if self.storage.size(&by_digest).await?.is_none() {
             self.storage.put(&by_digest, doc.bytes.clone()).await?;
@@ -190,6 +210,7 @@ mod tests {
         let path = key(SourceRevision::Path { path: "/p".into(), generation: 1 }, "hello");
         cache.insert(path.clone(), doc("{\"m\":2}")).await.unwrap();
         assert_eq!(memory.keys("manifests/").len(), 3, "two by digest, one by key: {:?}", memory.keys(""));
+        assert_eq!(memory.keys("recipes/").len(), 2, "a recipe for each digest: {:?}", memory.keys(""));
 
         // A new process on the same storage: the commit's manifest is there, the path's not.
         let restarted = ManifestCache::new(storage, 1 << 20);

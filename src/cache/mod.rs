@@ -25,6 +25,11 @@
 //!
 //! A warm request (fresh resolution, manifest in memory) runs no Nix, no git and no storage
 //! I/O: two map look-ups and a response whose body and headers are shared, not rendered.
+//! (Once per tenth of `NIXERY_RETENTION` a manifest's answer also records that it was
+//! served, [`crate::retention`].)
+//!
+//! Storage is itself a cache that garbage collection empties ([`crate::gc`]): [`recipes`]
+//! keeps, for every digest served, how it is made again.
 //!
 //! # Metrics
 //!
@@ -52,6 +57,7 @@ pub mod artifacts;
 pub mod key;
 pub mod layers;
 pub mod manifests;
+pub mod recipes;
 pub mod sources;
 
 pub use key::{DocumentKind, ManifestKey, Recipe};

@@ -54,7 +54,9 @@ pub async fn plan(image: &str, tag: &str, settings: &BuildSettings) -> Result<Pl
     let metrics = Arc::new(Metrics::default());
     let sources = SourceCache::new(policy.source.clone(), Duration::ZERO, metrics.clone());
     let (revision, _) = sources.resolve(&tag).await.map_err(LayersCommandError::Source)?;
-    let nix = Nix::new(policy.nix.clone(), metrics).map_err(LayersCommandError::Expressions)?;
+    // Nothing is archived, so nothing needs GC roots.
+    let nix_policy = crate::nix::NixPolicy { gc_roots: None, ..policy.nix.clone() };
+    let nix = Nix::new(nix_policy, metrics).map_err(LayersCommandError::Expressions)?;
     let plan = Planner::new(nix, popularity, policy.layers).plan(&revision, &spec).await?;
     Ok(Plan {
         layers: plan

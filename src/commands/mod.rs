@@ -1,5 +1,6 @@
-//! What the `nixery` binary does: serve the registry (default), `popcount`, `layers`.
+//! What the `nixery` binary does: serve the registry (default), `popcount`, `layers`, `gc`.
 
+pub mod gc;
 pub mod layers;
 pub mod popcount;
 pub mod serve;

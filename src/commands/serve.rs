@@ -46,6 +46,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let builder = builder::Builder::new(
         &config.build.policy,
         config.cache,
+        config.lifecycle,
         archiver,
         storage.clone(),
         popularity,
@@ -53,6 +54,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     )
     .map_err(ServeError::Expressions)?
     .with_artifacts(config.artifacts.clone());
+    let _collections = collect_periodically(&config, &storage, &metrics);
     let guard = Arc::new(crate::registry::Guard::open(&config.access, storage.clone(), metrics.clone()).await?);
     let app = crate::app(AppState { builder, storage, metrics, guard });
 
@@ -69,6 +71,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         signing = config.artifacts.signing.is_some(),
         registry_name = config.artifacts.registry_name.as_deref(),
         access = %config.access,
+        lifecycle = ?config.lifecycle,
         "nixery serving"
     );
     let stop_grace = nix_stop_grace(config.shutdown_timeout);
@@ -85,8 +88,30 @@ fn nix_stop_grace(shutdown_timeout: Duration) -> Duration {
     crate::nix::TERM_GRACE.min(shutdown_timeout / 4)
 }
 
+/// Garbage collection every `NIXERY_GC_INTERVAL` (once for the fleet), unless it is zero;
+/// stopped when the returned guard is dropped.
+fn collect_periodically(config: &Config, storage: &Arc<Storage>, metrics: &Arc<Metrics>) -> Option<AbortOnDrop> {
+    let lifecycle = config.lifecycle;
+    if lifecycle.gc_interval.is_zero() {
+        return None;
+    }
+    let collector = crate::gc::Collector::new(storage.clone(), lifecycle.gc());
+    let leases = crate::lease::Leases::new(storage.clone(), lifecycle.build_lease);
+    let task = crate::gc::periodic::spawn(collector, leases, lifecycle.gc_interval, metrics.clone());
+    Some(AbortOnDrop(task))
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Opens the configured backend; the filesystem clears its staging leftovers.
-async fn open_storage(config: &StorageConfig) -> Result<Storage, ServeError> {
+pub(crate) async fn open_storage(config: &StorageConfig) -> Result<Storage, ServeError> {
     let (setting, opened) = match config {
         StorageConfig::Filesystem(path) => {
             (format!("STORAGE_PATH {}", path.display()), Filesystem::open(path).await.map(Storage::Filesystem))

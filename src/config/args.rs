@@ -73,6 +73,70 @@ pub enum Subcommand {
     /// Print the layer plan of an image (store paths, sizes, popularity, merge ratings, in
     /// manifest order) without building archives. Runs Nix to realise the packages.
     Layers(LayersArgs),
+    /// Collect garbage in the server's storage (its storage settings, NIXERY_RETENTION and
+    /// NIXERY_GC_GRACE): delete what no manifest served within the retention references.
+    Gc(GcArgs),
+}
+
+/// `nixery gc`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GcArgs {
+    /// Delete nothing: list what would be deleted (key and size, one per line) and the
+    /// totals.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Storage over time and across replicas (mapped to [`crate::retention::Lifecycle`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LifecycleArgs {
+    /// How long a manifest (by tag or digest, an index, the SBOMs and signatures about it)
+    /// keeps its blobs after it was last served, e.g. `30d`, `12h`, `90s` (a number alone is
+    /// seconds); `0` keeps everything.
+    #[arg(long, env = "NIXERY_RETENTION", default_value = "30d", value_parser = duration)]
+    pub retention: Duration,
+
+    /// How often the server collects garbage (once for all replicas sharing storage); `0`
+    /// never (run `nixery gc` instead).
+    #[arg(long, env = "NIXERY_GC_INTERVAL", default_value = "24h", value_parser = duration)]
+    pub gc_interval: Duration,
+
+    /// Nothing written more recently than this is collected; must exceed the longest build.
+    #[arg(long, env = "NIXERY_GC_GRACE", default_value = "1h", value_parser = duration)]
+    pub gc_grace: Duration,
+
+    /// How long a replica's claim to build an image lasts unless renewed (it renews it every
+    /// third of this while it builds); others wait for it that long after it died.
+    #[arg(long, env = "NIXERY_BUILD_LEASE", default_value = "30s", value_parser = positive_duration)]
+    pub build_lease: Duration,
+}
+
+impl From<LifecycleArgs> for crate::retention::Lifecycle {
+    fn from(args: LifecycleArgs) -> Self {
+        crate::retention::Lifecycle {
+            retention: args.retention,
+            gc_interval: args.gc_interval,
+            gc_grace: args.gc_grace,
+            build_lease: args.build_lease,
+        }
+    }
+}
+
+/// A duration: a number of seconds, or humantime's `30d`, `1h 30m`, `500ms`.
+pub(super) fn duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse().map(Duration::from_secs).map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(value).map_err(|e| format!("{e} (a number of seconds, or e.g. 30d, 12h, 90s)"))
+}
+
+/// A duration that is not zero.
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match duration(value)? {
+        d if d.is_zero() => Err("must be longer than zero".to_owned()),
+        d => Ok(d),
+    }
 }
 
 /// Where packages come from: at most one of the three.
@@ -164,6 +228,12 @@ pub struct BuildArgs {
     /// several, a client that accepts an image index gets one per tag [default: the host's].
     #[arg(long, env = "NIXERY_PLATFORMS", value_parser = Platforms::parse)]
     pub platforms: Option<Platforms>,
+
+    /// Directory of the GC roots that keep the store paths of an image being built in the
+    /// Nix store until its layers are stored (under /nix/var/nix/gcroots they are roots by
+    /// themselves; anywhere else Nix links them from gcroots/auto).
+    #[arg(long, env = "NIXERY_GC_ROOTS", default_value = "/nix/var/nix/gcroots/nixery")]
+    pub gc_roots: PathBuf,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -219,6 +289,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
 }
 
 /// SBOMs and signatures (what the registry attaches to the images it serves).

@@ -42,11 +42,13 @@ use crate::archive::ArchivePolicy;
 use crate::builder::{ArtifactPolicy, BuildPolicy};
 use crate::cache::CachePolicy;
 use crate::digest::Digest;
+use crate::gc::GcPolicy;
 use crate::layers::LayerPolicy;
 use crate::nix::{NixPolicy, NixpkgsConfig};
 use crate::package_policy::PackagePolicy;
 use crate::pkgsource::{Channel, FlakeRef, PkgSource, RemoteUrl};
 use crate::registry::{AccessPolicy, Scheme};
+use crate::retention::Lifecycle;
 use crate::server;
 use crate::signing::SigningKey;
 use crate::storage::{GcsConfig, S3Config};
@@ -96,6 +98,8 @@ pub struct Config {
     pub artifacts: ArtifactPolicy,
     /// Who may pull and build, and how often.
     pub access: AccessPolicy,
+    /// Retention, garbage collection and build leases.
+    pub lifecycle: Lifecycle,
 }
 
 /// What the binary was asked to do, with checked settings.
@@ -103,7 +107,18 @@ pub struct Config {
 pub enum Command {
     Serve(Box<Config>),
     Popcount(PopcountSettings),
-    Layers { image: String, tag: String, json: bool, build: BuildSettings },
+    Layers {
+        image: String,
+        tag: String,
+        json: bool,
+        build: BuildSettings,
+    },
+    /// `nixery gc`: the server's storage and what it keeps.
+    Gc {
+        storage: StorageConfig,
+        policy: GcPolicy,
+        dry_run: bool,
+    },
 }
 
 /// Checked settings of `nixery popcount`.
@@ -217,6 +232,10 @@ impl Command {
             Some(Subcommand::Layers(l)) => {
                 Command::Layers { image: l.image, tag: l.tag, json: l.json, build: l.build.check(l.source)? }
             }
+            Some(Subcommand::Gc(g)) => {
+                let policy = Lifecycle::from(args.serve.lifecycle.clone()).gc();
+                Command::Gc { storage: storage_config(&args.serve, env)?, policy, dry_run: g.dry_run }
+            }
         })
     }
 }
@@ -285,6 +304,7 @@ impl BuildArgs {
             nixpkgs_config: nixpkgs_config(self.nixpkgs_config.as_deref())?,
             // The server's (AccessArgs) only: `nixery layers` plans whatever it is asked.
             packages: PackagePolicy::default(),
+            gc_roots: Some(self.gc_roots),
         };
         let policy = BuildPolicy {
             source,
@@ -385,6 +405,48 @@ impl AccessArgs {
     }
 }
 
+/// Where the server keeps objects: the storage settings of `args` (and the AWS SDKs'
+/// fallback variables of `env`).
+fn storage_config(args: &ServeArgs, env: Env) -> Result<StorageConfig, ConfigError> {
+    let url_ttl = Duration::from_secs(args.signed_url_ttl);
+    Ok(match args.storage_backend {
+        StorageBackend::Filesystem => StorageConfig::Filesystem(args.storage_path.clone()),
+        StorageBackend::Gcs => {
+            let bucket = args
+                .gcs
+                .gcs_bucket
+                .clone()
+                .ok_or(ConfigError::MissingBucket { backend: "gcs", variable: "GCS_BUCKET" })?;
+            let mut gcs = GcsConfig::new(bucket);
+            gcs.emulator_host = args.gcs.storage_emulator_host.clone();
+            gcs.credentials_file = args.gcs.google_application_credentials.clone();
+            gcs.proxy_blobs = args.proxy_blobs;
+            gcs.url_ttl = url_ttl;
+            StorageConfig::Gcs(gcs)
+        }
+        StorageBackend::S3 => {
+            let s3_args = args.s3.clone();
+            let bucket =
+                s3_args.s3_bucket.ok_or(ConfigError::MissingBucket { backend: "s3", variable: "NIXERY_S3_BUCKET" })?;
+            let mut s3 = S3Config::new(bucket);
+            // The AWS SDKs' fallbacks: the generic variables after the specific ones.
+            let fallback = |var: &str| set(env, var).map(|v| v.to_string_lossy().into_owned());
+            s3.region = s3_args.aws_region.or_else(|| fallback("AWS_DEFAULT_REGION"));
+            s3.endpoint = s3_args.aws_endpoint_url_s3.or_else(|| fallback("AWS_ENDPOINT_URL"));
+            s3.access_key_id = s3_args.aws_access_key_id;
+            s3.secret_access_key = s3_args.aws_secret_access_key;
+            s3.session_token = s3_args.aws_session_token;
+            s3.web_identity_token_file = s3_args.aws_web_identity_token_file;
+            s3.role_arn = s3_args.aws_role_arn;
+            s3.container_credentials_relative_uri = s3_args.aws_container_credentials_relative_uri;
+            s3.virtual_hosted_style = s3_args.s3_virtual_hosted_style;
+            s3.proxy_blobs = args.proxy_blobs;
+            s3.url_ttl = url_ttl;
+            StorageConfig::S3(s3)
+        }
+    })
+}
+
 /// NIXERY_NIXPKGS_CONFIG: a JSON object given inline (it starts with `{`), or a file: a
 /// `.json` file is read and checked here, any other (`.nix`) is imported by Nix and only its
 /// content's digest is taken (for cache keys).
@@ -409,41 +471,7 @@ fn nixpkgs_config(value: Option<&str>) -> Result<NixpkgsConfig, ConfigError> {
 
 impl Config {
     fn from_args(args: ServeArgs, env: Env) -> Result<Config, ConfigError> {
-        let url_ttl = Duration::from_secs(args.signed_url_ttl);
-        let storage = match args.storage_backend {
-            StorageBackend::Filesystem => StorageConfig::Filesystem(args.storage_path),
-            StorageBackend::Gcs => {
-                let bucket =
-                    args.gcs.gcs_bucket.ok_or(ConfigError::MissingBucket { backend: "gcs", variable: "GCS_BUCKET" })?;
-                let mut gcs = GcsConfig::new(bucket);
-                gcs.emulator_host = args.gcs.storage_emulator_host;
-                gcs.credentials_file = args.gcs.google_application_credentials;
-                gcs.proxy_blobs = args.proxy_blobs;
-                gcs.url_ttl = url_ttl;
-                StorageConfig::Gcs(gcs)
-            }
-            StorageBackend::S3 => {
-                let s3_args = args.s3;
-                let bucket = s3_args
-                    .s3_bucket
-                    .ok_or(ConfigError::MissingBucket { backend: "s3", variable: "NIXERY_S3_BUCKET" })?;
-                let mut s3 = S3Config::new(bucket);
-                // The AWS SDKs' fallbacks: the generic variables after the specific ones.
-                let fallback = |var: &str| set(env, var).map(|v| v.to_string_lossy().into_owned());
-                s3.region = s3_args.aws_region.or_else(|| fallback("AWS_DEFAULT_REGION"));
-                s3.endpoint = s3_args.aws_endpoint_url_s3.or_else(|| fallback("AWS_ENDPOINT_URL"));
-                s3.access_key_id = s3_args.aws_access_key_id;
-                s3.secret_access_key = s3_args.aws_secret_access_key;
-                s3.session_token = s3_args.aws_session_token;
-                s3.web_identity_token_file = s3_args.aws_web_identity_token_file;
-                s3.role_arn = s3_args.aws_role_arn;
-                s3.container_credentials_relative_uri = s3_args.aws_container_credentials_relative_uri;
-                s3.virtual_hosted_style = s3_args.s3_virtual_hosted_style;
-                s3.proxy_blobs = args.proxy_blobs;
-                s3.url_ttl = url_ttl;
-                StorageConfig::S3(s3)
-            }
-        };
+        let storage = storage_config(&args, env)?;
         let mut build = args.build.check(args.source)?;
         let (access, packages) = args.access.check()?;
         build.policy.nix.packages = packages;
@@ -464,6 +492,7 @@ impl Config {
             connections,
             shutdown_timeout: Duration::from_secs(args.connections.shutdown_timeout),
             access,
+            lifecycle: args.lifecycle.into(),
         })
     }
 

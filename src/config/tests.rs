@@ -551,3 +551,59 @@ fn access_settings_that_cannot_work_stop_start_up() {
         assert_eq!((variable.as_str(), shown.as_str()), (var, value));
     }
 }
+
+#[test]
+fn storage_lifecycle_takes_durations_and_has_defaults() {
+    let c = serve(&[], &[]).unwrap();
+    assert_eq!(c.lifecycle, crate::retention::Lifecycle::default());
+    assert_eq!(c.lifecycle.retention, Duration::from_secs(30 * 86_400));
+    assert_eq!(c.lifecycle.gc_interval, Duration::from_secs(86_400));
+    assert_eq!(c.lifecycle.gc_grace, Duration::from_secs(3600));
+    assert_eq!(c.lifecycle.build_lease, Duration::from_secs(30));
+    assert_eq!(c.build.policy.nix.gc_roots, Some(PathBuf::from("/nix/var/nix/gcroots/nixery")));
+    let vars = [
+        ("NIXERY_RETENTION", "5s"),
+        ("NIXERY_GC_INTERVAL", "0"),
+        ("NIXERY_GC_GRACE", "1h 30m"),
+        ("NIXERY_BUILD_LEASE", "90"),
+        ("NIXERY_GC_ROOTS", "/srv/roots"),
+    ];
+    let c = serve(&[], &vars).unwrap();
+    assert_eq!(c.lifecycle.retention, Duration::from_secs(5));
+    assert_eq!(c.lifecycle.gc_interval, Duration::ZERO, "0 turns periodic collection off");
+    assert_eq!(c.lifecycle.gc_grace, Duration::from_secs(5400));
+    assert_eq!(c.lifecycle.build_lease, Duration::from_secs(90), "a number alone is seconds");
+    assert_eq!(c.build.policy.nix.gc_roots, Some(PathBuf::from("/srv/roots")));
+    assert_eq!(serve(&["--retention", "0"], &[]).unwrap().lifecycle.retention, Duration::ZERO);
+    let (var, flag, value) = invalid(serve(&[], &[("NIXERY_RETENTION", "a month")]).unwrap_err());
+    assert_eq!((var.as_str(), flag.as_str(), value.as_str()), ("NIXERY_RETENTION", "--retention", "a month"));
+    let err = serve(&[], &[("NIXERY_BUILD_LEASE", "0s")]).unwrap_err();
+    assert!(err.to_string().contains("NIXERY_BUILD_LEASE") && err.to_string().contains("longer than zero"), "{err}");
+}
+
+#[test]
+fn gc_runs_with_the_server_s_storage_and_retention() {
+    let vars = [
+        ("NIXERY_STORAGE_BACKEND", "s3"),
+        ("NIXERY_S3_BUCKET", "b"),
+        ("NIXERY_RETENTION", "7d"),
+        ("NIXERY_GC_GRACE", "2h"),
+        ("NIXERY_PKGS_PATH", "/does/not/matter/to/gc"),
+    ];
+    let Command::Gc { storage, policy, dry_run } = command(&["gc", "--dry-run"], &vars).unwrap() else {
+        panic!("not gc")
+    };
+    assert!(matches!(storage, StorageConfig::S3(s3) if s3.bucket == "b"));
+    assert_eq!(
+        policy,
+        crate::gc::GcPolicy { retention: Duration::from_secs(7 * 86_400), grace: Duration::from_secs(7200) }
+    );
+    assert!(dry_run);
+    let Command::Gc { storage, dry_run, .. } = command(&["--storage-path", "/srv/st", "gc"], &[]).unwrap() else {
+        panic!("not gc")
+    };
+    assert!(matches!(storage, StorageConfig::Filesystem(p) if p == std::path::Path::new("/srv/st")));
+    assert!(!dry_run);
+    let err = command(&["gc"], &[("NIXERY_STORAGE_BACKEND", "gcs")]).unwrap_err();
+    assert!(matches!(err, ConfigError::MissingBucket { variable: "GCS_BUCKET", .. }), "{err}");
+}

@@ -40,6 +40,7 @@ mod process;
 mod realise;
 mod realise_failure;
 mod refusal;
+mod roots;
 mod source;
 mod store_access;
 mod store_path;
@@ -54,6 +55,7 @@ pub use graph::{GraphError, PathInfo, RuntimeGraph};
 pub use jobs::Busy;
 pub use policy::{NixPolicy, NixpkgsConfig, cores};
 pub use process::ProcessError;
+pub use roots::{BuildRoots, GcRoots};
 pub use store_path::{StorePath, StorePathError};
 pub use substitutes::{Dependencies, NotSubstitutable, Substitute, UntrustedSignature};
 pub use unbuildable::{Need, Unbuildable};
@@ -121,6 +123,8 @@ pub struct Realised {
     pub meta: BTreeMap<StorePath, crate::sbom::PathMeta>,
     /// The package set revision's commit time (seconds since the epoch), if known.
     pub committed: Option<i64>,
+    /// The GC roots that keep the closure in the store while it is archived ([`roots`]).
+    pub roots: Option<std::sync::Arc<BuildRoots>>,
 }
 
 /// Runs Nix for the registry.
@@ -129,6 +133,7 @@ pub struct Nix {
     exprs: Expressions,
     jobs: NixJobs,
     metrics: Arc<Metrics>,
+    roots: Option<GcRoots>,
 }
 
 /// One budget for a sequence of commands.
@@ -150,7 +155,18 @@ impl Nix {
     /// Writes the expressions to a private temporary directory.
     pub fn new(policy: NixPolicy, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let jobs = NixJobs::new(policy.max_jobs, metrics.clone());
-        Ok(Nix { policy, exprs: Expressions::write()?, jobs, metrics })
+        let roots = policy.gc_roots.as_deref().and_then(|dir| match GcRoots::open(dir) {
+            Ok(roots) => Some(roots),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot make the GC roots directory (NIXERY_GC_ROOTS): store paths being archived are not \
+                     protected from Nix's garbage collection"
+                );
+                None
+            }
+        });
+        Ok(Nix { policy, exprs: Expressions::write()?, jobs, metrics, roots })
     }
 
     fn deadline(&self) -> Deadline {
@@ -208,12 +224,15 @@ impl Nix {
         if !self.policy.local_builds {
             self.check_caches(&job, &resolved).await?;
         }
-        self.build(&job, &resolved).await?;
+        let held = self.roots.as_ref().and_then(|r| {
+            r.for_build().map_err(|e| tracing::warn!(error = %e, "cannot make a build's GC root directory")).ok()
+        });
+        self.build(&job, &resolved, held.as_ref()).await?;
 
         let roots: BTreeSet<StorePath> = resolved.iter().flat_map(|p| p.outputs.iter().cloned()).collect();
         let out = self.path_info(&roots, job.deadline, &job.scrub).await?;
         let graph = RuntimeGraph::from_path_info(&out, roots)?;
-        Ok(Realised { packages: resolved, graph, meta, committed })
+        Ok(Realised { packages: resolved, graph, meta, committed, roots: held.map(Arc::new) })
     }
 
     /// The sorted top-level attribute names of the package set.

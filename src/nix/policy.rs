@@ -22,6 +22,9 @@ pub struct NixPolicy {
     pub nixpkgs_config: NixpkgsConfig,
     /// Which resolved packages may be realised (`NIXERY_PACKAGES_ALLOW`/`_DENY`).
     pub packages: PackagePolicy,
+    /// Where the GC roots of builds in progress go (`NIXERY_GC_ROOTS`; [`super::roots`]);
+    /// `None`: no roots.
+    pub gc_roots: Option<PathBuf>,
 }
 
 impl NixPolicy {
@@ -33,6 +36,7 @@ impl NixPolicy {
             max_jobs: cores(),
             nixpkgs_config: NixpkgsConfig::default(),
             packages: PackagePolicy::default(),
+            gc_roots: None,
         }
     }
 }

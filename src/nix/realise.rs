@@ -17,7 +17,7 @@ use super::refusal::Refusal;
 use super::store_access::unwritable_store;
 use super::substitutes::{Dependencies, NotSubstitutable, Substitute, UntrustedSignature};
 use super::unbuildable::Unbuildable;
-use super::{Job, Nix, ProcessError, ResolvedPackage, StorePath, failure};
+use super::{BuildRoots, Job, Nix, ProcessError, ResolvedPackage, StorePath, failure};
 use std::collections::BTreeSet;
 use tokio::process::Command;
 
@@ -78,10 +78,20 @@ impl Nix {
 
     /// Builds or fetches the packages; with local builds off, `--max-jobs 0` makes sure
     /// nothing is built even where the dry run was optimistic (it checks no signatures).
-    pub(super) async fn build(&self, job: &Job<'_>, packages: &[ResolvedPackage]) -> Result<(), NixError> {
+    /// With `roots`, the outputs are registered as GC roots there as they become valid
+    /// ([`super::roots`]).
+    pub(super) async fn build(
+        &self,
+        job: &Job<'_>,
+        packages: &[ResolvedPackage],
+        roots: Option<&BuildRoots>,
+    ) -> Result<(), NixError> {
         let mut realise = Command::new("nix-store");
         // The log is quoted in the error instead of streamed (`last N log lines:`).
         realise.args(["--realise", "--no-build-output"]);
+        if let Some(roots) = roots {
+            realise.arg("--add-root").arg(roots.link());
+        }
         if !self.policy.local_builds {
             realise.args(["--max-jobs", "0"]);
         }

@@ -135,7 +135,7 @@ fn internal(doing: &str, e: StorageError) -> RegistryError {
     RegistryError::internal()
 }
 
-fn unknown(digest: &Digest) -> RegistryError {
+pub(super) fn unknown(digest: &Digest) -> RegistryError {
     RegistryError::new(StatusCode::NOT_FOUND, Code::BlobUnknown, format!("blob {digest} is not known to this registry"))
 }
 

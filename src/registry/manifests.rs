@@ -5,7 +5,8 @@
 //! (zstd layers: OCI only, and not to Docker before 23; else `MANIFEST_UNKNOWN` saying why,
 //! before any build). By digest: the manifest is returned as it was first served, so containerd
 //! can HEAD the tag and then GET the digest, from memory once this process knows it (the
-//! manifest cache keeps manifests by digest too), else from storage. Every answer carries `Content-Type`,
+//! manifest cache keeps manifests by digest too), else from storage, else (collected) made
+//! again from its recipe ([`super::collected`]). Every answer carries `Content-Type`,
 //! `Content-Length`, `Docker-Content-Digest` and `ETag` (the quoted digest), and
 //! `If-Match` / `If-None-Match` are evaluated against it as for blobs
 //! ([`super::conditional`]; by tag, after the image is built). `Range` is not supported on
@@ -31,12 +32,13 @@
 //! its digest.
 
 use super::Asked;
+use super::collected;
 use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use crate::AppState;
 use crate::artifact::ReservedTag;
 use crate::auth::{Action, Identity};
-use crate::builder::ManifestError;
+use crate::builder::{ByDigest, ManifestError};
 use crate::cache::CachedManifest;
 use crate::digest::Digest;
 use crate::image::{ImageName, ImageSpec, Reference, Tag};
@@ -56,7 +58,7 @@ pub async fn get(
     state.guard.check(identity, name.as_str(), Action::Pull)?;
     let manifest = match reference {
         Reference::Tag(tag) => by_tag(state, name, tag, identity, asked).await?,
-        Reference::Digest(digest) => by_digest(state, name, digest).await?,
+        Reference::Digest(digest) => by_digest(state, name, digest, identity, asked).await?,
     };
     respond_cached(&manifest, asked.headers)
 }
@@ -121,10 +123,19 @@ async fn link(state: &AppState, name: &ImageName, manifest: &CachedManifest) {
     }
 }
 
-/// The manifest with `digest`, as first served; with authentication only under a name it
-/// was served for by tag ([`crate::auth::links`]), else the answer is the same as for a
-/// digest never seen.
-async fn by_digest(state: &AppState, name: &ImageName, digest: &Digest) -> Result<Arc<CachedManifest>, RegistryError> {
+/// The manifest with `digest`, as first served, or made again from its recipe if garbage
+/// collection took it ([`collected`]); with authentication only under a name it was served
+/// for by tag ([`crate::auth::links`]), else the answer is the same as for a digest never
+/// seen. Making it again is a build: a client that may not cause one is asked for that
+/// ([`super::guard`]) as by tag.
+async fn by_digest(
+    state: &AppState,
+    name: &ImageName,
+    digest: &Digest,
+    identity: &Identity,
+    asked: &Asked<'_>,
+) -> Result<Arc<CachedManifest>, RegistryError> {
+    let (guard, builder) = (&state.guard, &state.builder);
     let unknown = || {
         RegistryError::new(
             StatusCode::NOT_FOUND,
@@ -136,13 +147,23 @@ async fn by_digest(state: &AppState, name: &ImageName, digest: &Digest) -> Resul
         tracing::error!(error = %e, "reading manifest");
         RegistryError::internal()
     };
-    let manifest = state.builder.manifest_by_digest(digest).await.map_err(storage_fault)?.ok_or_else(unknown)?;
-    if let Some(links) = state.guard.links()
+    if let Some(links) = guard.links()
         && !links.is_linked(name, digest).await.map_err(storage_fault)?
     {
         return Err(unknown());
     }
-    Ok(manifest)
+    if let Some(known) = builder.known_manifest(digest).await.map_err(storage_fault)? {
+        return Ok(known);
+    }
+    if guard.must_look_first(identity) && builder.would_remake(digest).await.map_err(storage_fault)? {
+        guard.admit_build(identity, name.as_str(), asked.peer, asked.headers)?;
+    }
+    let failed = collected::failed(Code::ManifestUnknown, "manifest", digest);
+    match builder.manifest_by_digest(digest).await.map_err(failed)? {
+        ByDigest::Found(manifest) => Ok(manifest),
+        ByDigest::Unknown => Err(unknown()),
+        ByDigest::Collected(why) => Err(collected::collected(Code::ManifestUnknown, "manifest", digest, &why)),
+    }
 }
 
 /// All `Accept` values of all `Accept` lines (skopeo sends six lines).

@@ -27,6 +27,7 @@
 //!   whether the client may build (`NIXERY_ANONYMOUS`, `NIXERY_BUILD_RATE`).
 
 mod blobs;
+mod collected;
 mod conditional;
 mod error;
 pub mod guard;
@@ -135,7 +136,7 @@ async fn answer(state: &AppState, asked: &Asked<'_>) -> (Result<Response, Regist
         }
         match &endpoint {
             Endpoint::Manifest { name, reference } => manifests::get(state, name, reference, &identity, asked).await,
-            Endpoint::Blob { digest, .. } => blobs::get(&state.storage, digest, asked.head, asked.headers).await,
+            Endpoint::Blob { digest, .. } => collected::blob(state, digest, asked.head, asked.headers).await,
             Endpoint::Tags { name } => tags::list(name, asked.uri),
             Endpoint::Referrers { name, digest } => referrers::list(state, name, digest, asked.uri).await,
             Endpoint::Upload { .. } => Err(RegistryError::new(

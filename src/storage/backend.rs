@@ -9,16 +9,32 @@
 //! the key, commit), [`put`](StorageBackend::put), [`get`](StorageBackend::get) and
 //! [`download`](StorageBackend::download).
 //!
+//! Storage over time (garbage collection, [`crate::gc`]) and across replicas (build leases,
+//! [`crate::lease`]) need more, each done by the store itself rather than built on the above:
+//! - [`list`](StorageBackend::list) a prefix page by page, with sizes and modification times,
+//!   and [`info`](StorageBackend::info) of one object;
+//! - [`delete`](StorageBackend::delete) many objects in as few requests as the store allows;
+//! - [`create`](StorageBackend::create) a small object only if it is absent,
+//!   [`replace`](StorageBackend::replace) it only if it is still the generation read
+//!   ([`read_versioned`](StorageBackend::read_versioned)): one atomic request each, so two
+//!   replicas cannot both win;
+//! - find and abort [`unfinished_uploads`](StorageBackend::unfinished_uploads), which only
+//!   S3 keeps (multipart uploads never completed nor aborted).
+//!
 //! A staged upload is the backend's own [`Staged`](StorageBackend::Staged) type and never
 //! leaves [`upload`](StorageBackend::upload), so an upload staged by one backend cannot be
 //! committed by another: the type system rules it out rather than a runtime check.
 
 use super::error::io_kind;
-use super::{ByteStream, Download, ObjectKey, Op, StorageError, Stream};
+use super::{
+    ByteStream, Download, Generation, Listing, ObjectInfo, ObjectKey, Op, Prefix, StorageError, Stream, Upload,
+    Versioned,
+};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use std::future::Future;
 use std::ops::Range;
+use std::time::SystemTime;
 
 /// A place to keep objects under [`ObjectKey`]s. Cheap to clone (clones share the store).
 pub trait StorageBackend: Clone + Send + Sync + 'static {
@@ -48,6 +64,55 @@ pub trait StorageBackend: Clone + Send + Sync + 'static {
     /// Whether the store answers, cheaply (a readiness check calls it every few seconds):
     /// `Ok` if it does, the failure of a small request otherwise.
     fn ping(&self) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Every object whose key starts with `prefix`, with its size and modification time,
+    /// fetched page by page as the stream is read: memory stays bounded however many objects
+    /// there are. The order is the store's. Objects written or removed while the listing
+    /// runs may or may not be in it.
+    fn list(&self, prefix: Prefix) -> Listing;
+
+    /// Size and modification time of one object; `None` if absent.
+    fn info(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<ObjectInfo>, StorageError>> + Send;
+
+    /// Removes objects, any number, in as few requests as the store allows; an absent one is
+    /// no error. On the filesystem a `staging/` file that a live upload holds is left alone.
+    fn delete(&self, keys: &[ObjectKey]) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Creates a small object only if there is none under `key`, atomically: its generation,
+    /// or `None` if one exists (whoever made it).
+    fn create(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<Option<Generation>, StorageError>> + Send;
+
+    /// Replaces a small object only if it is still generation `current`, atomically: the new
+    /// generation, or `None` if another write came first (or the object is gone).
+    fn replace(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        current: &Generation,
+    ) -> impl Future<Output = Result<Option<Generation>, StorageError>> + Send;
+
+    /// A small object written by [`create`](StorageBackend::create) or
+    /// [`replace`](StorageBackend::replace), with its generation; `None` if absent.
+    fn read_versioned(&self, key: &ObjectKey) -> impl Future<Output = Result<Option<Versioned>, StorageError>> + Send;
+
+    /// Uploads under `staging/` that the store keeps open (never completed nor aborted) and
+    /// that started before `before`. Only S3 has such uploads (multipart uploads); a GCS
+    /// resumable session expires by itself within a week, and a filesystem upload is a file.
+    fn unfinished_uploads(
+        &self,
+        _before: SystemTime,
+    ) -> impl Future<Output = Result<Vec<Upload>, StorageError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Aborts an unfinished upload (its parts are freed).
+    fn abort_upload(&self, _upload: &Upload) -> impl Future<Output = Result<(), StorageError>> + Send {
+        async { Ok(()) }
+    }
 
     /// A URL clients fetch an existing object from, or `None` to stream it through this
     /// server (the default).

@@ -18,8 +18,10 @@ pub enum Op {
     Upload,
     /// Moving a staged upload to its key.
     Commit,
-    /// Removing an object (a staged upload).
+    /// Removing an object.
     Delete,
+    /// Listing the objects under a prefix.
+    List,
     /// Reading an object's bytes.
     Read,
     /// Looking up an object's size.
@@ -34,6 +36,7 @@ impl fmt::Display for Op {
             Op::Upload => "upload",
             Op::Commit => "commit",
             Op::Delete => "delete",
+            Op::List => "list",
             Op::Read => "read",
             Op::Stat => "stat",
             Op::Sign => "sign",

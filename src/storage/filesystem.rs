@@ -28,22 +28,36 @@
 //!   left is outside the server: a process writing into `layers/` directly, the disk itself,
 //!   and blobs committed by earlier versions (which had none of this; a directory that
 //!   several of those shared should be emptied).
+//!
+//! Small objects that change under a condition (build leases, [`crate::lease`]) are kept as
+//! one file per generation, `<key>@<generation>` (twenty decimal digits), each written whole
+//! in `staging/` and then hard-linked to its name: `link(2)` fails if the name exists, like
+//! `O_EXCL` but for a file that is complete the moment it appears (also on NFS, where it is
+//! the classic way to take a lock file). Creating writes generation 1 if no generation
+//! exists; replacing generation *n* links *n+1*, so of two replicas racing from *n* exactly
+//! one wins, and the winner removes the generations before its own. The current generation
+//! is the highest present. Listings show the generation files as they are; garbage
+//! collection removes the old ones by age like any object.
+//!
+//! Deleting a `staging/` file (garbage collection) first takes its lock, so an upload that
+//! a live process is writing is never removed, however old ([`crate::ownership`]).
 
 use super::error::io_kind;
 use super::keys::staging_name;
-use super::{ByteStream, ErrorKind, ObjectKey, Op, SetupError, StorageBackend, StorageError};
+use super::{
+    ByteStream, ErrorKind, Generation, Listing, ObjectInfo, ObjectKey, Op, Prefix, SetupError, StorageBackend,
+    StorageError, Versioned,
+};
 use crate::digest::{Digest, Hasher};
 use crate::ownership;
+use bytes::Bytes;
 use futures::StreamExt;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
-
-/// The directories of keys (`links/`: [`crate::auth::links`]).
-const PREFIXES: [&str; 7] = ["staging", "layers", "manifests", "builds", "subjects", "sboms", "links"];
 /// Buffer of uploads and reads.
 const BUFFER: usize = 256 * 1024;
 /// How long an unlocked staging file must have gone unwritten before it counts as
@@ -54,6 +68,11 @@ pub const STAGING_GRACE: Duration = Duration::from_secs(600);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(300);
 /// How often a staging name is drawn again when it exists already (it never does).
 const NAME_ATTEMPTS: usize = 4;
+/// Objects per message from the thread that reads a directory for a listing.
+const LIST_BATCH: usize = 1000;
+/// How often a versioned object is read again when its newest generation was replaced
+/// (and removed) between finding and reading it.
+const READ_ATTEMPTS: usize = 5;
 
 /// A storage directory.
 #[derive(Clone)]
@@ -116,6 +135,11 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
+/// The messages of `rx` as a stream.
+fn tokio_stream_of<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> futures::stream::BoxStream<'static, T> {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
 impl Filesystem {
     /// Opens (creating) the storage directory, removes abandoned uploads, and keeps removing
     /// them every [`SWEEP_EVERY`] while the backend is in use.
@@ -124,7 +148,7 @@ impl Filesystem {
             let what = what.to_owned();
             move |source| SetupError::Backend(Box::new(OpenError { what, source }))
         };
-        for p in PREFIXES {
+        for p in Prefix::ALL.map(Prefix::dir) {
             tokio::fs::create_dir_all(root.join(p)).await.map_err(fail(&format!("creating {p}/")))?;
         }
         let root: Arc<Path> = tokio::fs::canonicalize(root).await.map_err(fail("resolving the directory"))?.into();
@@ -147,6 +171,92 @@ impl Filesystem {
     fn path(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
     }
+}
+
+/// Reads the directory of `prefix` in a thread of its own, sending what it finds in batches.
+fn list_dir(root: &Path, prefix: Prefix, tx: tokio::sync::mpsc::Sender<Result<Vec<ObjectInfo>, StorageError>>) {
+    let dir = root.join(prefix.dir());
+    let failed = |e: io::Error| StorageError::new(Op::List, prefix.as_str(), io_kind(&e), e);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(failed(e)));
+            return;
+        }
+    };
+    let mut batch = Vec::with_capacity(LIST_BATCH);
+    for entry in entries {
+        let found = entry.and_then(|e| {
+            let meta = absent_is_none(e.metadata())?;
+            Ok(meta.filter(|m| m.is_file()).map(|m| (e.file_name(), m)))
+        });
+        match found {
+            Ok(Some((name, meta))) => {
+                let key = ObjectKey::stored(format!("{}{}", prefix.as_str(), name.to_string_lossy()));
+                let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                batch.push(ObjectInfo { key, size: meta.len(), modified });
+            }
+            Ok(None) => {} // removed since the directory was read
+            Err(e) => {
+                let _ = tx.blocking_send(Err(failed(e)));
+                return;
+            }
+        }
+        if batch.len() == LIST_BATCH && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+            return; // nobody reads the listing any more
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(Ok(batch));
+    }
+}
+
+/// Removes `path`; a `staging/` file only if no live upload holds it.
+fn remove(path: &Path, staging: bool) -> io::Result<()> {
+    if staging {
+        let Some(_lock) = ownership::claim_abandoned(path, Duration::ZERO)? else { return Ok(()) };
+        return absent_is_none(std::fs::remove_file(path)).map(drop);
+    }
+    absent_is_none(std::fs::remove_file(path)).map(drop)
+}
+
+/// The generation files of the versioned object at `path`, oldest first.
+fn generations(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let dir = path.parent().expect("keys have a prefix directory");
+    let base = format!("{}@", path.file_name().expect("keys name a file").to_string_lossy());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(number) = name.to_string_lossy().strip_prefix(&base).and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
+        found.push((number, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The name of generation `number` of the object at `path`.
+fn generation_path(path: &Path, number: u64) -> PathBuf {
+    let mut name = path.file_name().expect("keys name a file").to_owned();
+    name.push(format!("@{number:020}"));
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` as generation `number` of the object at `path`, if nobody has: written
+/// whole in `staging/`, then linked to its name (which fails if it exists).
+fn write_generation(root: &Path, path: &Path, number: u64, bytes: &[u8]) -> io::Result<bool> {
+    use std::io::Write;
+    let (_, staging, mut file) = create_staging(root)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    let linked = written.and_then(|()| match std::fs::hard_link(&staging, generation_path(path, number)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    });
+    let _ = std::fs::remove_file(&staging);
+    linked
 }
 
 /// Removes the files of `staging` that are abandoned: unlocked and unwritten for `grace`.
@@ -253,10 +363,102 @@ impl StorageBackend for Filesystem {
         Ok(Some(body))
     }
 
+    fn list(&self, prefix: Prefix) -> Listing {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || list_dir(&root, prefix, tx));
+        let batches = tokio_stream_of(rx);
+        Box::pin(batches.flat_map(|batch| {
+            let items: Vec<Result<ObjectInfo, StorageError>> = match batch {
+                Ok(objects) => objects.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(items)
+        }))
+    }
+
+    async fn info(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
+        let meta = absent_is_none(tokio::fs::metadata(self.path(key)).await).map_err(fail(Op::Stat, key))?;
+        Ok(meta.map(|m| ObjectInfo {
+            key: key.clone(),
+            size: m.len(),
+            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        }))
+    }
+
+    async fn delete(&self, keys: &[ObjectKey]) -> Result<(), StorageError> {
+        let work: Vec<(ObjectKey, PathBuf)> = keys.iter().map(|k| (k.clone(), self.path(k))).collect();
+        let first_failure = blocking(move || {
+            for (key, path) in work {
+                if let Err(e) = remove(&path, key.prefix() == Some(Prefix::Staging)) {
+                    return Ok(Some((key, e)));
+                }
+            }
+            Ok(None)
+        });
+        match first_failure.await.map_err(fail(Op::Delete, "objects"))? {
+            Some((key, e)) => Err(StorageError::new(Op::Delete, key, io_kind(&e), e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&self, key: &ObjectKey, bytes: Bytes) -> Result<Option<Generation>, StorageError> {
+        let (root, path) = (self.root.clone(), self.path(key));
+        let created = blocking(move || {
+            if !generations(&path)?.is_empty() {
+                return Ok(None);
+            }
+            Ok(write_generation(&root, &path, 1, &bytes)?.then(|| Generation::new("1")))
+        });
+        created.await.map_err(fail(Op::Upload, key))
+    }
+
+    async fn replace(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        current: &Generation,
+    ) -> Result<Option<Generation>, StorageError> {
+        let Ok(current) = current.as_str().parse::<u64>() else { return Ok(None) };
+        let (root, path) = (self.root.clone(), self.path(key));
+        let replaced = blocking(move || {
+            let found = generations(&path)?;
+            if found.last().map(|(n, _)| *n) != Some(current) {
+                return Ok(None);
+            }
+            if !write_generation(&root, &path, current + 1, &bytes)? {
+                return Ok(None);
+            }
+            for (_, older) in &found {
+                let _ = std::fs::remove_file(older);
+            }
+            Ok(Some(Generation::new((current + 1).to_string())))
+        });
+        replaced.await.map_err(fail(Op::Upload, key))
+    }
+
+    async fn read_versioned(&self, key: &ObjectKey) -> Result<Option<Versioned>, StorageError> {
+        let path = self.path(key);
+        let read = blocking(move || {
+            for _ in 0..READ_ATTEMPTS {
+                let Some((number, newest)) = generations(&path)?.pop() else { return Ok(None) };
+                match absent_is_none(std::fs::read(&newest))? {
+                    Some(bytes) => {
+                        let generation = Generation::new(number.to_string());
+                        return Ok(Some(Versioned { bytes: bytes.into(), generation }));
+                    }
+                    None => continue, // replaced in between: read the new one
+                }
+            }
+            Err(io::Error::other("the object kept changing while it was read"))
+        });
+        read.await.map_err(fail(Op::Read, key))
+    }
+
     /// The storage directories are there: a volume that was unmounted, removed or went stale
     /// (NFS) fails here.
     async fn ping(&self) -> Result<(), StorageError> {
-        for p in PREFIXES {
+        for p in Prefix::ALL.map(Prefix::dir) {
             let meta = tokio::fs::metadata(self.root.join(p)).await.map_err(fail(Op::Stat, format!("{p}/")))?;
             if !meta.is_dir() {
                 return Err(StorageError::new(Op::Stat, format!("{p}/"), ErrorKind::NotFound, "not a directory"));

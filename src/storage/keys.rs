@@ -1,8 +1,78 @@
 //! Object keys, built only from checked values (digests, hex hashes), so a key can never
 //! escape its prefix.
+//!
+//! Every key starts with one of the [`Prefix`]es; listings ([`super::StorageBackend::list`])
+//! go prefix by prefix, which is how garbage collection ([`crate::gc`]) walks storage.
 
 use crate::digest::Digest;
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The first component of every key: what kind of object it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Prefix {
+    /// Uploads in progress (`staging/<started>-<random>`).
+    Staging,
+    /// Layer and config blobs by digest.
+    Layers,
+    /// Manifests and indexes, by digest and (for pinned sources) by what they were built from.
+    Manifests,
+    /// Layer records: which blob a layer's store paths became.
+    Builds,
+    /// How a manifest, index or blob is made again once collected ([`crate::cache::recipes`]).
+    Recipes,
+    /// When a manifest was last served ([`crate::retention`]).
+    Served,
+    /// Who builds an image now, for the whole fleet ([`crate::lease`]).
+    Leases,
+    /// What a served manifest is and how it was made ([`crate::cache::artifacts`]).
+    Subjects,
+    /// A served manifest's SBOM artifact manifest, by the manifest's digest.
+    Sboms,
+    /// Which names a manifest was served for, with authentication ([`crate::auth::links`]).
+    Links,
+}
+
+impl Prefix {
+    pub const ALL: [Prefix; 10] = [
+        Prefix::Staging,
+        Prefix::Layers,
+        Prefix::Manifests,
+        Prefix::Builds,
+        Prefix::Recipes,
+        Prefix::Served,
+        Prefix::Leases,
+        Prefix::Subjects,
+        Prefix::Sboms,
+        Prefix::Links,
+    ];
+
+    /// The directory name (`layers`) and what keys start with (`layers/`).
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Prefix::Staging => ("staging", "staging/"),
+            Prefix::Layers => ("layers", "layers/"),
+            Prefix::Manifests => ("manifests", "manifests/"),
+            Prefix::Builds => ("builds", "builds/"),
+            Prefix::Recipes => ("recipes", "recipes/"),
+            Prefix::Served => ("served", "served/"),
+            Prefix::Leases => ("leases", "leases/"),
+            Prefix::Subjects => ("subjects", "subjects/"),
+            Prefix::Sboms => ("sboms", "sboms/"),
+            Prefix::Links => ("links", "links/"),
+        }
+    }
+
+    /// The directory name (`layers`), without the slash.
+    pub fn dir(self) -> &'static str {
+        self.names().0
+    }
+
+    /// What keys with this prefix start with (`layers/`).
+    pub fn as_str(self) -> &'static str {
+        self.names().1
+    }
+}
 
 /// The name of an object in storage.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +117,44 @@ impl ObjectKey {
         ObjectKey(format!("links/{}-{digest}", name.hex()))
     }
 
+    /// The recipe of a manifest, index or blob: how it is made again once collected.
+    pub fn recipe(digest: &Digest) -> Self {
+        ObjectKey(format!("recipes/{digest}"))
+    }
+
+    /// When a manifest or index was last served.
+    pub fn served(digest: &Digest) -> Self {
+        ObjectKey(format!("served/{digest}"))
+    }
+
+    /// The build lease of an image, by the hash of what it is built from.
+    pub fn lease(key: &Digest) -> Self {
+        ObjectKey(format!("leases/{}", key.hex()))
+    }
+
+    /// A key a backend holds (from a listing): backends list only what was written through
+    /// them, so it is one of the keys above or a `staging/` name.
+    pub(crate) fn stored(key: impl Into<String>) -> Self {
+        ObjectKey(key.into())
+    }
+
+    /// The key's prefix, if it has one of the known ones.
+    pub fn prefix(&self) -> Option<Prefix> {
+        Prefix::ALL.into_iter().find(|p| self.0.starts_with(p.as_str()))
+    }
+
+    /// What follows the prefix (`sha256:<hex>` of a blob), or the whole key.
+    pub fn name(&self) -> &str {
+        self.prefix().map_or(&self.0, |p| &self.0[p.as_str().len()..])
+    }
+
+    /// The digest named after the prefix (blobs, manifests by digest, recipes, served
+    /// records), if the name is one.
+    pub fn named_digest(&self) -> Option<Digest> {
+        let name = self.name();
+        name.starts_with("sha256:").then(|| name.parse().ok())?
+    }
+
     /// A key that is never written: what a readiness check looks up to see that the store
     /// answers (its absence is the expected answer).
     pub fn probe() -> Self {
@@ -70,19 +178,38 @@ impl ObjectKey {
     }
 }
 
-/// A fresh `staging/` name: 128 random bits from the operating system, in hex.
+/// A fresh `staging/` name: when the upload started (Unix milliseconds, 12 hex digits), a
+/// dash, and 128 random bits from the operating system, in hex.
 ///
 /// Unique across processes, PID namespaces and hosts sharing a directory or a bucket without
-/// any coordination: two names collide with probability 2^-128 per pair. Nothing in it comes
-/// from the process (in containers every server is PID 1, and clocks and counters repeat
-/// across replicas). The filesystem backend creates the file with `O_EXCL` all the same, so
-/// even a collision could not make two writers share a file.
+/// any coordination: two names collide with probability 2^-128 per pair. Nothing in the
+/// random part comes from the process (in containers every server is PID 1, and clocks and
+/// counters repeat across replicas). The filesystem backend creates the file with `O_EXCL`
+/// all the same, so even a collision could not make two writers share a file.
+///
+/// The start time is there for garbage collection: an S3 multipart upload is listed with an
+/// initiation time some stores do not keep (moto answers 2010 for every upload), and a
+/// staging object's modification time says when it was finished, not begun. The name says
+/// it either way ([`staging_started`]).
 pub(crate) fn staging_name() -> String {
     let mut random = [0u8; 16];
     // The kernel's getrandom(2) does not fail once the entropy pool is initialised (early
     // boot), which it is long before a server starts.
     getrandom::fill(&mut random).expect("the operating system's random number generator");
-    format!("staging/{}", hex::encode(random))
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    format!("staging/{millis:012x}-{}", hex::encode(random))
+}
+
+/// When the upload named `name` (a key or the part after `staging/`) started, if the name
+/// says ([`staging_name`]; older names do not).
+pub fn staging_started(name: &str) -> Option<SystemTime> {
+    let name = name.strip_prefix("staging/").unwrap_or(name);
+    let (millis, random) = name.split_once('-')?;
+    if millis.len() != 12 || random.len() != 32 {
+        return None;
+    }
+    let millis = u64::from_str_radix(millis, 16).ok()?;
+    Some(UNIX_EPOCH + Duration::from_millis(millis))
 }
 
 impl fmt::Display for ObjectKey {
@@ -128,6 +255,39 @@ mod tests {
         assert!(a.starts_with("staging/") && b.starts_with("staging/"));
         assert_ne!(a, b);
         assert!(!a[8..].contains('/'));
+    }
+
+    #[test]
+    fn staging_names_say_when_the_upload_started() {
+        let before = SystemTime::now() - Duration::from_millis(1);
+        let name = staging_name();
+        let started = staging_started(&name).expect("a time in the name");
+        assert!(started >= before && started <= SystemTime::now() + Duration::from_millis(1), "{name}");
+        assert_eq!(staging_started(&name[8..]), Some(started), "the name without its prefix");
+        for old in ["staging/123-0", "staging/0123456789abcdef0123456789abcdef", "staging/x-y"] {
+            assert_eq!(staging_started(old), None, "{old}");
+        }
+    }
+
+    #[test]
+    fn keys_know_their_prefix_name_and_digest() {
+        let d = Digest::of(b"x");
+        for (key, prefix) in [
+            (ObjectKey::blob(&d), Prefix::Layers),
+            (ObjectKey::manifest(&d), Prefix::Manifests),
+            (ObjectKey::recipe(&d), Prefix::Recipes),
+            (ObjectKey::served(&d), Prefix::Served),
+        ] {
+            assert_eq!(key.prefix(), Some(prefix), "{key}");
+            assert_eq!(key.name(), d.to_string(), "{key}");
+            assert_eq!(key.named_digest(), Some(d.clone()), "{key}");
+            assert_eq!(ObjectKey::stored(format!("{}{}", prefix.as_str(), key.name())), key);
+        }
+        let lease = ObjectKey::lease(&d);
+        assert_eq!((lease.prefix(), lease.name()), (Some(Prefix::Leases), d.hex().as_str()));
+        assert_eq!(ObjectKey::manifest_cache(&d).named_digest(), None);
+        assert_eq!(ObjectKey::build(&d).prefix(), Some(Prefix::Builds));
+        assert!(Prefix::ALL.iter().all(|p| p.as_str() == format!("{}/", p.dir())));
     }
 
     /// Two processes that are alike in everything a name could be derived from (both PID 1

@@ -5,14 +5,34 @@
 //! Nothing survives the process: it is not a configuration choice for a server.
 
 use super::keys::staging_name;
-use super::{ByteStream, ErrorKind, ObjectKey, Op, StorageBackend, StorageError};
+use super::{
+    ByteStream, ErrorKind, Generation, Listing, ObjectInfo, ObjectKey, Op, Prefix, StorageBackend, StorageError,
+    Versioned,
+};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
-type Objects = Arc<Mutex<BTreeMap<String, Bytes>>>;
+/// One stored object: its bytes, when it was written, and its generation.
+#[derive(Clone)]
+struct Object {
+    bytes: Bytes,
+    modified: SystemTime,
+    generation: u64,
+}
+
+impl Object {
+    fn new(bytes: Bytes) -> Self {
+        static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+        Object { bytes, modified: SystemTime::now(), generation: GENERATIONS.fetch_add(1, Ordering::Relaxed) }
+    }
+}
+
+type Objects = Arc<Mutex<BTreeMap<String, Object>>>;
 
 /// Objects in memory; clones share them.
 #[derive(Clone, Default)]
@@ -34,7 +54,7 @@ impl Drop for StagedBytes {
     }
 }
 
-fn lock(objects: &Objects) -> MutexGuard<'_, BTreeMap<String, Bytes>> {
+fn lock(objects: &Objects) -> MutexGuard<'_, BTreeMap<String, Object>> {
     // A panic elsewhere cannot leave the map half-changed: every change is one call.
     objects.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -55,8 +75,20 @@ impl Memory {
         lock(&self.objects).remove(key);
     }
 
+    /// Makes an object look written `ago` in the past (for tests of what time decides).
+    #[cfg(test)]
+    pub fn age(&self, key: &str, ago: std::time::Duration) {
+        if let Some(object) = lock(&self.objects).get_mut(key) {
+            object.modified = SystemTime::now() - ago;
+        }
+    }
+
     fn object(&self, key: &ObjectKey) -> Option<Bytes> {
-        lock(&self.objects).get(key.as_str()).cloned()
+        lock(&self.objects).get(key.as_str()).map(|o| o.bytes.clone())
+    }
+
+    fn info_of(key: &str, object: &Object) -> ObjectInfo {
+        ObjectInfo { key: ObjectKey::stored(key), size: object.bytes.len() as u64, modified: object.modified }
     }
 }
 
@@ -69,7 +101,7 @@ impl StorageBackend for Memory {
         while let Some(chunk) = body.next().await {
             bytes.extend_from_slice(&chunk.map_err(|e| StorageError::body(&name, e))?);
         }
-        lock(&self.objects).insert(name.clone(), bytes.freeze());
+        lock(&self.objects).insert(name.clone(), Object::new(bytes.freeze()));
         Ok(StagedBytes { name, owner: Some(self.objects.clone()) })
     }
 
@@ -77,9 +109,9 @@ impl StorageBackend for Memory {
         let mut objects = lock(&self.objects);
         let bytes = objects.remove(&staged.name);
         staged.owner = None;
-        let bytes =
+        let object =
             bytes.ok_or_else(|| StorageError::new(Op::Commit, key, ErrorKind::NotFound, "staged upload gone"))?;
-        objects.insert(key.to_string(), bytes);
+        objects.insert(key.to_string(), Object::new(object.bytes));
         Ok(())
     }
 
@@ -99,6 +131,63 @@ impl StorageBackend for Memory {
     /// The map is always there.
     async fn ping(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    /// A snapshot of the prefix, taken when the listing starts.
+    fn list(&self, prefix: Prefix) -> Listing {
+        let objects = lock(&self.objects);
+        let listed: Vec<Result<ObjectInfo, StorageError>> = objects
+            .range(prefix.as_str().to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix.as_str()))
+            .map(|(k, o)| Ok(Self::info_of(k, o)))
+            .collect();
+        Box::pin(futures::stream::iter(listed))
+    }
+
+    async fn info(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
+        Ok(lock(&self.objects).get(key.as_str()).map(|o| Self::info_of(key.as_str(), o)))
+    }
+
+    async fn delete(&self, keys: &[ObjectKey]) -> Result<(), StorageError> {
+        let mut objects = lock(&self.objects);
+        for key in keys {
+            objects.remove(key.as_str());
+        }
+        Ok(())
+    }
+
+    async fn create(&self, key: &ObjectKey, bytes: Bytes) -> Result<Option<Generation>, StorageError> {
+        let mut objects = lock(&self.objects);
+        if objects.contains_key(key.as_str()) {
+            return Ok(None);
+        }
+        let object = Object::new(bytes);
+        let generation = Generation::new(object.generation.to_string());
+        objects.insert(key.to_string(), object);
+        Ok(Some(generation))
+    }
+
+    async fn replace(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        current: &Generation,
+    ) -> Result<Option<Generation>, StorageError> {
+        let mut objects = lock(&self.objects);
+        match objects.get(key.as_str()) {
+            Some(o) if o.generation.to_string() == current.as_str() => {}
+            _ => return Ok(None),
+        }
+        let object = Object::new(bytes);
+        let generation = Generation::new(object.generation.to_string());
+        objects.insert(key.to_string(), object);
+        Ok(Some(generation))
+    }
+
+    async fn read_versioned(&self, key: &ObjectKey) -> Result<Option<Versioned>, StorageError> {
+        Ok(lock(&self.objects)
+            .get(key.as_str())
+            .map(|o| Versioned { bytes: o.bytes.clone(), generation: Generation::new(o.generation.to_string()) }))
     }
 }
 

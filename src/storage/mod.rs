@@ -1,11 +1,14 @@
 //! Where blobs, manifests and build records live.
 //!
 //! Key layout (the same for every backend):
-//! - `staging/<unique>`: uploads in progress, never served;
+//! - `staging/<started>-<unique>`: uploads in progress, never served;
 //! - `layers/sha256:<hex>`: layer and config blobs (Nixery's name for the prefix);
 //! - `manifests/sha256:<hex>`: manifests by digest;
 //! - `manifests/<hex cache key>`: manifests of pinned sources, by what they were built from;
-//! - `builds/<hex layer key>`: which blob a layer's store paths became.
+//! - `builds/<hex layer key>`: which blob a layer's store paths became;
+//! - `recipes/sha256:<hex>`: how a manifest, index or blob is made again once collected;
+//! - `served/sha256:<hex>`: when a manifest or index was last served (its modification time);
+//! - `leases/<hex image key>`: which replica builds an image now.
 //!
 //! Writes always go to `staging/` first and are moved to their key only when complete, so a
 //! failed or abandoned upload never leaves anything under a digest. A layer's digest is known
@@ -36,6 +39,7 @@ mod filesystem;
 mod gcs;
 mod keys;
 mod memory;
+mod objects;
 mod s3;
 
 pub use backend::StorageBackend;
@@ -43,14 +47,18 @@ pub use download::{Download, Stream};
 pub use error::{BackendError, ErrorKind, Op, SetupError, StorageError};
 pub use filesystem::Filesystem;
 pub use gcs::{Gcs, GcsConfig};
-pub use keys::ObjectKey;
+#[cfg(test)]
+pub(crate) use keys::staging_name;
+pub use keys::{ObjectKey, Prefix, staging_started};
 pub use memory::Memory;
+pub use objects::{Generation, Listing, ObjectInfo, Upload, Versioned};
 pub use s3::{S3, S3Config};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use std::future::Future;
 use std::ops::Range;
+use std::time::SystemTime;
 
 /// A stream of bytes to upload or serve.
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -116,5 +124,60 @@ impl Storage {
     /// See [`StorageBackend::download`].
     pub async fn download(&self, key: &ObjectKey) -> Result<Option<Download>, StorageError> {
         dispatch!(self, b => b.download(key).await)
+    }
+
+    /// See [`StorageBackend::list`].
+    pub fn list(&self, prefix: Prefix) -> Listing {
+        dispatch!(self, b => b.list(prefix))
+    }
+
+    /// See [`StorageBackend::info`].
+    pub async fn info(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
+        dispatch!(self, b => b.info(key).await)
+    }
+
+    /// See [`StorageBackend::delete`].
+    pub async fn delete(&self, keys: &[ObjectKey]) -> Result<(), StorageError> {
+        dispatch!(self, b => b.delete(keys).await)
+    }
+
+    /// See [`StorageBackend::create`].
+    pub async fn create(&self, key: &ObjectKey, bytes: Bytes) -> Result<Option<Generation>, StorageError> {
+        dispatch!(self, b => b.create(key, bytes).await)
+    }
+
+    /// See [`StorageBackend::replace`].
+    pub async fn replace(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        current: &Generation,
+    ) -> Result<Option<Generation>, StorageError> {
+        dispatch!(self, b => b.replace(key, bytes, current).await)
+    }
+
+    /// See [`StorageBackend::read_versioned`].
+    pub async fn read_versioned(&self, key: &ObjectKey) -> Result<Option<Versioned>, StorageError> {
+        dispatch!(self, b => b.read_versioned(key).await)
+    }
+
+    /// See [`StorageBackend::unfinished_uploads`].
+    pub async fn unfinished_uploads(&self, before: SystemTime) -> Result<Vec<Upload>, StorageError> {
+        dispatch!(self, b => b.unfinished_uploads(before).await)
+    }
+
+    /// See [`StorageBackend::abort_upload`].
+    pub async fn abort_upload(&self, upload: &Upload) -> Result<(), StorageError> {
+        dispatch!(self, b => b.abort_upload(upload).await)
+    }
+
+    /// Which backend this is, for logs and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Storage::Filesystem(_) => "filesystem",
+            Storage::Gcs(_) => "gcs",
+            Storage::S3(_) => "s3",
+            Storage::Memory(_) => "memory",
+        }
     }
 }

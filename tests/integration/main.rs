@@ -19,6 +19,8 @@ mod compression;
 mod conformance;
 mod container_image;
 mod flakes;
+mod fleet;
+mod gc;
 mod hardening;
 mod http_details;
 mod layer_compression;

@@ -375,3 +375,105 @@ async fn throughput(#[values(GCS, S3, FILESYSTEM)] backend: Backend) {
         64.0 * MIB as f64 / 1e6 / total.as_secs_f64()
     );
 }
+
+/// Listings go past a page (GCS and S3 list 1,000 objects per page) with sizes and times,
+/// and one delete call removes them all (S3: `DeleteObjects` of 1,000 keys; GCS: batch
+/// requests of 100).
+#[rstest]
+#[tokio::test]
+async fn listings_page_and_deletes_batch(#[values(GCS, S3, FILESYSTEM, MEMORY)] backend: Backend) {
+    use futures::StreamExt;
+    use nixery::storage::Prefix;
+    let store = Store::start(backend);
+    let storage = store.storage().await;
+    let started = std::time::SystemTime::now() - Duration::from_secs(1);
+    const N: usize = 1050;
+    let puts = (0..N).map(|i| {
+        let storage = &storage;
+        async move {
+            // One request each (put would stage and commit).
+            let bytes = format!("served {i}");
+            storage.create(&ObjectKey::served(&Digest::of(bytes.as_bytes())), Bytes::from(bytes)).await
+        }
+    });
+    futures::stream::iter(puts).buffer_unordered(32).collect::<Vec<_>>().await.into_iter().for_each(|r| {
+        r.unwrap().expect("a new key");
+    });
+    let other = ObjectKey::blob(&Digest::of(b"a blob"));
+    storage.put(&other, Bytes::from_static(b"a blob")).await.unwrap();
+
+    let listed: Vec<_> = storage.list(Prefix::Served).try_collect().await.unwrap();
+    assert_eq!(listed.len(), N, "{}", backend.name());
+    assert!(listed.iter().all(|o| o.key.as_str().starts_with("served/sha256:")), "{:?}", listed[0]);
+    assert!(listed.iter().all(|o| (8..=12).contains(&o.size)), "{:?}", listed[0]);
+    assert!(listed.iter().all(|o| o.modified >= started), "{:?}", listed[0]);
+    let info = storage.info(&listed[0].key).await.unwrap().expect("listed, so there");
+    assert_eq!((info.key.clone(), info.size), (listed[0].key.clone(), listed[0].size));
+    assert_eq!(storage.info(&ObjectKey::served(&Digest::of(b"never"))).await.unwrap(), None);
+
+    let keys: Vec<ObjectKey> = listed.into_iter().map(|o| o.key).collect();
+    storage.delete(&keys).await.unwrap();
+    storage.delete(&keys[..10]).await.expect("deleting what is gone is no error");
+    assert!(store.list("served/").await.is_empty(), "{:?}", &store.list("served/").await[..3]);
+    assert_eq!(store.list("layers/").await, [other.to_string()], "another prefix was touched");
+}
+
+/// Of writers racing from the same generation, exactly one wins; a stale generation loses.
+#[rstest]
+#[tokio::test]
+async fn conditional_writes_let_one_writer_win(#[values(GCS, S3, FILESYSTEM, MEMORY)] backend: Backend) {
+    let store = Store::start(backend);
+    let storage = store.storage().await;
+    let key = ObjectKey::lease(&Digest::of(b"an image"));
+    assert_eq!(storage.read_versioned(&key).await.unwrap(), None);
+    let first = storage.create(&key, Bytes::from_static(b"one")).await.unwrap().expect("created");
+    assert_eq!(storage.create(&key, Bytes::from_static(b"two")).await.unwrap(), None, "created twice");
+    let read = storage.read_versioned(&key).await.unwrap().unwrap();
+    assert_eq!((read.bytes.as_ref(), &read.generation), (b"one".as_ref(), &first));
+
+    let second = storage.replace(&key, Bytes::from_static(b"three"), &first).await.unwrap().expect("replaced");
+    assert_ne!(second, first);
+    assert_eq!(storage.replace(&key, Bytes::from_static(b"stale"), &first).await.unwrap(), None);
+    let racers = (0..6).map(|i| {
+        let (storage, key, second) = (&storage, &key, &second);
+        async move { storage.replace(key, Bytes::from(format!("racer {i}")), second).await.unwrap() }
+    });
+    let won: Vec<_> = futures::future::join_all(racers).await.into_iter().flatten().collect();
+    assert_eq!(won.len(), 1, "{} racers won on {}", won.len(), backend.name());
+    let read = storage.read_versioned(&key).await.unwrap().unwrap();
+    assert!(read.bytes.starts_with(b"racer "), "{:?}", read.bytes);
+    assert_eq!(read.generation, won[0]);
+}
+
+/// An S3 multipart upload nobody completes (a server killed mid-upload) is listed by when
+/// its name says it started, and aborted.
+#[tokio::test]
+async fn unfinished_s3_uploads_are_listed_and_aborted() {
+    let mut store = Store::start(S3);
+    let storage = store.storage().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(1);
+    let body: ByteStream = Box::pin(futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|c| (c, rx)) }));
+    let stalled = tokio::spawn({
+        let storage = storage.clone();
+        async move { storage.upload(body, async { Ok::<_, StorageError>((key_of(b"never"), ())) }).await }
+    });
+    tx.send(Ok(Bytes::from(data(9 * MIB, 8)))).await.unwrap();
+    tx.send(Ok(Bytes::from_static(b"more"))).await.unwrap();
+    let emulator = store.emulator();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emulator.open_uploads().await == 0 {
+        assert!(Instant::now() < deadline, "the multipart upload never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stalled.abort(); // as a killed server leaves it
+    let now = std::time::SystemTime::now();
+    assert!(
+        storage.unfinished_uploads(now - Duration::from_secs(3600)).await.unwrap().is_empty(),
+        "a young upload is listed as old"
+    );
+    let uploads = storage.unfinished_uploads(now + Duration::from_secs(1)).await.unwrap();
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    assert!(uploads[0].key.starts_with("staging/"), "{uploads:?}");
+    storage.abort_upload(&uploads[0]).await.unwrap();
+    assert_eq!(store.emulator().open_uploads().await, 0);
+}

@@ -123,21 +123,28 @@ impl Inner {
         }
     }
 
-    pub(super) async fn size(&self, name: &str) -> Result<Option<u64>, StorageError> {
-        let url = format!("{}?fields=size", self.object_url(name));
+    /// The object's metadata `fields`, decoded as `T`; `None` if the object is absent.
+    pub(super) async fn metadata<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        fields: &str,
+    ) -> Result<Option<T>, StorageError> {
+        let url = format!("{}?fields={fields}", self.object_url(name));
         let resp = self.send(Op::Stat, name, || self.http.get(&url)).await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::OK => {
                 let body = resp.bytes().await.map_err(transport(Op::Stat, name))?;
-                let object: ObjectResource = serde_json::from_slice(&body)
-                    .map_err(|e| protocol(Op::Stat, name, format!("object metadata: {e}")))?;
-                let size =
-                    object.size.parse().map_err(|_| protocol(Op::Stat, name, format!("size {:?}", object.size)))?;
-                Ok(Some(size))
+                serde_json::from_slice(&body).map_err(|e| protocol(Op::Stat, name, format!("object metadata: {e}")))
             }
             _ => Err(status_error(Op::Stat, name, resp).await),
         }
+    }
+
+    pub(super) async fn size(&self, name: &str) -> Result<Option<u64>, StorageError> {
+        let Some(object) = self.metadata::<ObjectResource>(name, "size").await? else { return Ok(None) };
+        let size = object.size.parse().map_err(|_| protocol(Op::Stat, name, format!("size {:?}", object.size)))?;
+        Ok(Some(size))
     }
 
     pub(super) async fn media(

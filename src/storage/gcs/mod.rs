@@ -23,11 +23,13 @@
 //! the build that made it fails; the client retries it).
 //!
 //! Here: the backend and its configuration. [`api`] has the JSON API calls, [`upload`] the
-//! resumable upload, [`access`] the endpoint and credentials, [`signing`] V4 URLs.
+//! resumable upload, [`objects`] listings, batched deletes and conditional writes,
+//! [`access`] the endpoint and credentials, [`signing`] V4 URLs.
 
 mod access;
 mod api;
 mod error;
+mod objects;
 mod signing;
 #[cfg(test)]
 mod tests;
@@ -37,7 +39,10 @@ pub use error::{GcsError, GcsSetupError};
 
 use super::error::check_bucket;
 use super::keys::staging_name;
-use super::{ByteStream, ObjectKey, Op, SetupError, StorageBackend, StorageError};
+use super::{
+    ByteStream, Generation, Listing, ObjectInfo, ObjectKey, Op, Prefix, SetupError, StorageBackend, StorageError,
+    Versioned,
+};
 use access::{emulator_base, service_account_signer, token_credentials};
 use api::ObjectResource;
 use bytes::{Bytes, BytesMut};
@@ -248,6 +253,36 @@ impl StorageBackend for Gcs {
     /// permission the server needs anyway (`storage.objects.get`), answered 404.
     async fn ping(&self) -> Result<(), StorageError> {
         self.size(&ObjectKey::probe()).await.map(|_| ())
+    }
+
+    fn list(&self, prefix: Prefix) -> Listing {
+        self.inner.clone().list(prefix)
+    }
+
+    async fn info(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
+        self.inner.info(key.as_str()).await
+    }
+
+    async fn delete(&self, keys: &[ObjectKey]) -> Result<(), StorageError> {
+        let names: Vec<&str> = keys.iter().map(ObjectKey::as_str).collect();
+        self.inner.delete_all(&names).await
+    }
+
+    async fn create(&self, key: &ObjectKey, bytes: Bytes) -> Result<Option<Generation>, StorageError> {
+        self.inner.write_if(key.as_str(), bytes, "0").await
+    }
+
+    async fn replace(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        current: &Generation,
+    ) -> Result<Option<Generation>, StorageError> {
+        self.inner.write_if(key.as_str(), bytes, current.as_str()).await
+    }
+
+    async fn read_versioned(&self, key: &ObjectKey) -> Result<Option<Versioned>, StorageError> {
+        self.inner.read_versioned(key.as_str()).await
     }
 
     /// A signed URL with a service account key, else the public URL; none when proxying.

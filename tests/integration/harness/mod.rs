@@ -19,6 +19,8 @@
 //! * [`emulators`]: fake-gcs-server and moto's S3 server.
 //! * [`credentials`]: htpasswd files written by `htpasswd -B`, `Authorization` values;
 //!   [`token_service`]: a Docker token service (Python, PyJWT) standing in for an external one.
+//! * [`shared_storage`]: one store (a directory or an emulator's bucket) several servers
+//!   and `nixery gc` share, listed by its own means; a pull that checks every digest.
 //! * [`package_repo`]: a git repository of the test package set with branches that differ,
 //!   for channel and git sources.
 //! * [`flake_repo`]: flakes in git repositories: a nixpkgs-like one wrapping the test package
@@ -62,6 +64,7 @@ pub mod podman;
 pub mod process;
 pub mod registry;
 pub mod server;
+pub mod shared_storage;
 pub mod skopeo_umoci;
 pub mod token_service;
 

@@ -24,11 +24,14 @@ pub struct PackageRepo {
     dir: TempDir,
     /// The first commit of `main`.
     pub first: String,
+    url: String,
 }
 
 impl PackageRepo {
     pub fn new() -> PackageRepo {
-        let repo = PackageRepo { dir: temp_dir("package-repo"), first: String::new() };
+        let dir = temp_dir("package-repo");
+        let url = format!("file://{}", dir.path().display());
+        let repo = PackageRepo { dir, first: String::new(), url };
         run(Command::new("git").args(["init", "-q", "-b", "main"]).arg(repo.path()));
         let first = repo.commit_checked_out("Hello, world!");
         repo.git(&["branch", "old"]);
@@ -44,7 +47,13 @@ impl PackageRepo {
 
     /// `file://` URL of the repository.
     pub fn url(&self) -> String {
-        format!("file://{}", self.path().display())
+        self.url.clone()
+    }
+
+    /// A server's environment for this repository as its package source (the harness's
+    /// default local package set unset).
+    pub fn source_env(&self) -> [(&'static str, &str); 2] {
+        [("NIXERY_PKGS_REPO", &self.url), ("NIXERY_PKGS_PATH", "")]
     }
 
     /// Runs git in the repository; its stdout, trimmed.

@@ -9,26 +9,37 @@
 //! - Blobs: a 307 to a presigned GET URL, or streamed through the server when configured to
 //!   proxy.
 //!
+//! - Listings, batched deletes (`DeleteObjects`, 1,000 keys per request), conditional writes
+//!   (`If-None-Match: *` to create, `If-Match: <ETag>` to replace; the ETag is the
+//!   generation) through `object_store`; unfinished multipart uploads are listed and
+//!   aborted by [`uploads`].
+//!
 //! The configuration is a plain struct; reading `AWS_*` variables is the caller's business.
 //! Requests are retried by `object_store` (at most 3 times, within 30 s).
 
+mod uploads;
+
 use super::error::check_bucket;
 use super::keys::staging_name;
-use super::{ByteStream, ErrorKind, ObjectKey, Op, SetupError, StorageBackend, StorageError};
-use bytes::BytesMut;
+use super::{
+    ByteStream, ErrorKind, Generation, Listing, ObjectInfo, ObjectKey, Op, Prefix, SetupError, StorageBackend,
+    StorageError, Upload, Versioned,
+};
+use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::{HttpError, HttpErrorKind};
 use object_store::path::Path;
 use object_store::signer::{Method, Signer};
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
+    ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, UpdateVersion, WriteMultipart,
 };
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Multipart part size (S3's minimum is 5 MiB).
 const PART: usize = 8 * 1024 * 1024;
@@ -87,6 +98,8 @@ pub struct S3 {
     store: Arc<AmazonS3>,
     proxy: bool,
     url_ttl: Duration,
+    /// Requests `object_store` does not make (listing multipart uploads).
+    uploads: Arc<uploads::Uploads>,
 }
 
 /// An upload that completed under `staging/`; dropping it deletes it (in the background).
@@ -201,7 +214,34 @@ impl S3 {
             b = b.with_config(AmazonS3ConfigKey::ContainerCredentialsRelativeUri, v);
         }
         let store = b.build().map_err(|e| SetupError::Backend(Box::new(S3SetupError(e))))?;
-        Ok(S3 { store: Arc::new(store), proxy: config.proxy_blobs, url_ttl: config.url_ttl })
+        let uploads = uploads::Uploads::new(&config).map_err(|e| SetupError::Backend(Box::new(e)))?;
+        Ok(S3 {
+            store: Arc::new(store),
+            proxy: config.proxy_blobs,
+            url_ttl: config.url_ttl,
+            uploads: Arc::new(uploads),
+        })
+    }
+}
+
+fn info_of(meta: ObjectMeta) -> ObjectInfo {
+    ObjectInfo { key: ObjectKey::stored(meta.location.as_ref()), size: meta.size, modified: meta.last_modified.into() }
+}
+
+/// A conditional put's answer: the new generation, or `None` if the condition failed.
+fn written(
+    result: Result<object_store::PutResult, object_store::Error>,
+    key: &ObjectKey,
+) -> Result<Option<Generation>, StorageError> {
+    match result {
+        Ok(put) => {
+            let etag = put.e_tag.ok_or_else(|| {
+                StorageError::new(Op::Upload, key, ErrorKind::Integrity, "the store gave no ETag for a write")
+            })?;
+            Ok(Some(Generation::new(etag)))
+        }
+        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(None),
+        Err(e) => Err(fail(Op::Upload, key.as_str())(e)),
     }
 }
 
@@ -293,6 +333,72 @@ impl StorageBackend for S3 {
     /// the server needs anyway (`s3:GetObject`, `s3:ListBucket` for a 404), answered 404.
     async fn ping(&self) -> Result<(), StorageError> {
         self.size(&ObjectKey::probe()).await.map(|_| ())
+    }
+
+    fn list(&self, prefix: Prefix) -> Listing {
+        let listing = self.store.list(Some(&Path::from(prefix.dir())));
+        Box::pin(listing.map(move |meta| meta.map(info_of).map_err(fail(Op::List, prefix.as_str()))))
+    }
+
+    async fn info(&self, key: &ObjectKey) -> Result<Option<ObjectInfo>, StorageError> {
+        let meta = absent_is_none(self.store.head(&Path::from(key.as_str())).await);
+        Ok(meta.map_err(fail(Op::Stat, key.as_str()))?.map(info_of))
+    }
+
+    /// `DeleteObjects`, 1,000 keys per request (object_store's `delete_stream`).
+    async fn delete(&self, keys: &[ObjectKey]) -> Result<(), StorageError> {
+        let paths: Vec<object_store::Result<Path>> = keys.iter().map(|k| Ok(Path::from(k.as_str()))).collect();
+        let mut deleted = self.store.delete_stream(Box::pin(futures::stream::iter(paths)));
+        while let Some(result) = deleted.next().await {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(fail(Op::Delete, "objects")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, key: &ObjectKey, bytes: Bytes) -> Result<Option<Generation>, StorageError> {
+        let options = PutOptions { mode: PutMode::Create, ..Default::default() };
+        written(self.store.put_opts(&Path::from(key.as_str()), PutPayload::from(bytes), options).await, key)
+    }
+
+    async fn replace(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        current: &Generation,
+    ) -> Result<Option<Generation>, StorageError> {
+        let version = UpdateVersion { e_tag: Some(current.as_str().to_owned()), version: None };
+        let options = PutOptions { mode: PutMode::Update(version), ..Default::default() };
+        written(self.store.put_opts(&Path::from(key.as_str()), PutPayload::from(bytes), options).await, key)
+    }
+
+    async fn read_versioned(&self, key: &ObjectKey) -> Result<Option<Versioned>, StorageError> {
+        let got =
+            absent_is_none(self.store.get(&Path::from(key.as_str())).await).map_err(fail(Op::Read, key.as_str()))?;
+        let Some(got) = got else { return Ok(None) };
+        let etag = got.meta.e_tag.clone();
+        let bytes = got.bytes().await.map_err(fail(Op::Read, key.as_str()))?;
+        let etag = etag.ok_or_else(|| StorageError::new(Op::Read, key, ErrorKind::Integrity, "no ETag"))?;
+        Ok(Some(Versioned { bytes, generation: Generation::new(etag) }))
+    }
+
+    async fn unfinished_uploads(&self, before: SystemTime) -> Result<Vec<Upload>, StorageError> {
+        // By the store's clock and by the name's (moto dates every upload 2010).
+        let started_before =
+            |u: &Upload| u.initiated < before && super::staging_started(&u.key).is_none_or(|t| t < before);
+        let all = self.uploads.list(&self.store).await?;
+        Ok(all.into_iter().filter(started_before).collect())
+    }
+
+    async fn abort_upload(&self, upload: &Upload) -> Result<(), StorageError> {
+        use object_store::multipart::MultipartStore;
+        let path = Path::from(upload.key.as_str());
+        match self.store.abort_multipart(&path, &upload.id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(fail(Op::Delete, &upload.key)(e)),
+        }
     }
 
     /// A presigned GET URL, unless blobs are proxied.
