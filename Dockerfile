@@ -57,8 +57,11 @@ RUN printf 'path-exclude %s\n' \
 # cannot create, so builds run unsandboxed; build users need root, so none are used. (The
 # nix-command feature is passed on the command line where the server needs it, so no
 # experimental feature is enabled; substituters keep Nix's default, cache.nixos.org.)
+# The store holds only what builds need now (the server's GC roots keep an image's paths
+# until its layers are stored, README "The server's Nix store"), so Nix may collect it
+# whenever a build finds less than 1 GiB free, down to 4 GiB free.
 RUN mkdir -p /etc/nix \
- && printf '%s\n' 'sandbox = false' 'build-users-group =' > /etc/nix/nix.conf
+ && printf '%s\n' 'sandbox = false' 'build-users-group =' 'min-free = 1G' 'max-free = 4G' > /etc/nix/nix.conf
 # An ordinary user owns /nix (single-user Nix), the registry's storage and its $HOME (Nix's
 # caches). The store and Nix's state directory exist here, so a Docker named volume at /nix
 # starts as a copy of them, ownership included.

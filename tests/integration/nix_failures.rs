@@ -381,8 +381,12 @@ fn a_read_only_store_is_the_servers_fault_and_the_log_says_so() {
     let own_nix = "mount --bind /nix /nix && exec \"$@\"";
     let wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", own_nix, "sh"];
     let n = nonce();
+    // The server holds a lock file open in its GC roots' directory, which would keep /nix
+    // from being remounted read-only: they go elsewhere (as on a store mounted read-only).
+    let roots = crate::harness::temp_dir("gc-roots");
+    let roots = roots.path().to_str().unwrap();
     let server = Server::launch_with(crate::harness::Launch {
-        env: &[("NIXERY_TEST_NONCE", &n)],
+        env: &[("NIXERY_TEST_NONCE", &n), ("NIXERY_GC_ROOTS", roots)],
         wrapper: &wrapper,
         ..Default::default()
     });

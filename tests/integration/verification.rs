@@ -356,3 +356,52 @@ fn an_index_and_each_of_its_platforms_carry_their_own() {
     assert!(verified.status.success(), "{}", server.context(&format!("cosign verify of the index: {verified:?}")));
     assert!(String::from_utf8_lossy(&verified.stdout).contains(&index_digest), "cosign verified the index");
 }
+
+/// Behind authentication (htpasswd, nothing anonymous), what cosign and oras fetch by digest is linked to the
+/// image's name when they find it: oras discovers and pulls the SBOM, cosign verifies the
+/// signature and the attestation, each with the user's credentials; under another name the
+/// same SBOM digest is unknown, and without credentials the referrers list is challenged.
+#[test]
+fn signatures_and_sboms_verify_behind_authentication() {
+    require_tool(&["cosign", "oras"]);
+    let dir = crate::harness::temp_dir("cosign-auth");
+    let (key, _) = key_pair(dir.path(), "registry");
+    let file = crate::harness::credentials::htpasswd(dir.path(), &[("alice", "alice-pw")]);
+    let server =
+        signing_server(&key, &[("NIXERY_AUTH_HTPASSWD", file.to_str().unwrap()), ("NIXERY_ANONYMOUS", "none")]);
+    let basic = crate::harness::credentials::basic("alice", "alice-pw");
+    let auth = [("Authorization", basic.as_str())];
+    let public = dir.path().join("published.pub");
+    std::fs::write(&public, server.get_ok("/cosign.pub", &auth).body).unwrap();
+    let digest = server
+        .get_ok("/v2/hello-lib/manifests/latest", &[auth[0], ("Accept", OCI_MANIFEST_V1)])
+        .expect_header("Docker-Content-Digest")
+        .to_owned();
+    let reference = format!("{}@{digest}", server.image("hello-lib"));
+
+    let unauthenticated = server.get(&format!("/v2/hello-lib/referrers/{digest}"));
+    assert_eq!(unauthenticated.status, 401, "{}", unauthenticated.describe());
+
+    let oras_creds = ["--plain-http", "-u", "alice", "-p", "alice-pw"];
+    let discovered =
+        server.run(Command::new("oras").args(["discover", "--format", "json"]).args(oras_creds).arg(&reference));
+    let discovered: Value = serde_json::from_str(&discovered).unwrap();
+    let artifact = entry(&server, &discovered, SPDX)["digest"].as_str().unwrap().to_owned();
+    let out = crate::harness::temp_dir("oras-auth-pull");
+    let pull = format!("{}@{artifact}", server.image("hello-lib"));
+    server.run(Command::new("oras").arg("pull").args(oras_creds).arg(&pull).current_dir(out.path()));
+    let sbom: Value = serde_json::from_slice(&std::fs::read(out.path().join("sbom.spdx.json")).unwrap()).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+
+    let image = server.image("hello-lib:latest");
+    let creds = ["--registry-username", "alice", "--registry-password", "alice-pw"];
+    for args in [&["verify"][..], &["verify-attestation", "--type", "spdxjson"][..]] {
+        let all: Vec<&str> = args.iter().chain(&creds).copied().collect();
+        let verified = cosign(&all, &public, &image);
+        assert!(verified.status.success(), "{}", server.context(&format!("cosign {args:?}: {verified:?}")));
+    }
+
+    let elsewhere =
+        server.request("GET", &format!("/v2/hello/manifests/{artifact}"), &[auth[0], ("Accept", OCI_MANIFEST_V1)]);
+    assert_eq!(elsewhere.status, 404, "an artifact of hello-lib read as hello's: {}", elsewhere.describe());
+}
