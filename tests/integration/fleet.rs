@@ -59,9 +59,19 @@ fn a_holder_killed_mid_build_is_taken_over_when_its_lease_expires(#[case] kind: 
     let repo = PackageRepo::new();
     let (source, commit) = (repo.source_env(), repo.first.clone());
     let salt = nonce();
-    let env =
-        [&source[..], &[("NIXERY_BUILD_LEASE", "2s"), ("NIXERY_TEST_SALT", salt.as_str()), ("NIXERY_BIG_MIB", "64")]]
-            .concat();
+    // The build takes at least 5 s (NIXERY_BIG_PAUSE), so the holder is still building when
+    // it is killed 1.5 s in: without the pause, an idle machine built and stored the image
+    // first, and the taker then answered from storage before the lease could expire.
+    let env = [
+        &source[..],
+        &[
+            ("NIXERY_BUILD_LEASE", "2s"),
+            ("NIXERY_TEST_SALT", salt.as_str()),
+            ("NIXERY_BIG_MIB", "64"),
+            ("NIXERY_BIG_PAUSE", "5"),
+        ],
+    ]
+    .concat();
     let holder = store.server(&env);
     let taker = store.server(&env);
     std::thread::scope(|s| {

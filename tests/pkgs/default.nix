@@ -345,9 +345,15 @@ let
     };
 
     # Incompressible data, for the memory and throughput benchmark (size in MiB from
-    # NIXERY_BIG_MIB at evaluation time, 64 by default).
-    big = let mib = let v = builtins.getEnv "NIXERY_BIG_MIB"; in if v == "" then "64" else v; in
+    # NIXERY_BIG_MIB at evaluation time, 64 by default). NIXERY_BIG_PAUSE (seconds; unset, no
+    # pause) makes its build take at least that long, for tests that must catch a server
+    # mid-build whatever the machine's speed.
+    big = let
+        mib = let v = builtins.getEnv "NIXERY_BIG_MIB"; in if v == "" then "64" else v;
+        pause = builtins.getEnv "NIXERY_BIG_PAUSE";
+      in
       mk "big-${mib}mib" ''
+        ${if pause == "" then "" else "sleep ${pause}"}
         mkdir -p $out/share/big
         i=0
         while [ $i -lt 8 ]; do
