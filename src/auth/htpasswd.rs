@@ -100,12 +100,42 @@ struct Verified {
     until: Instant,
 }
 
+/// The verifications running, by digest of user and password, each a lock to wait on.
+type Flights = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
+
+/// One request's place in the verification of its digest: the last to leave, however it
+/// leaves (answered, or dropped when its client went away), removes the entry.
+struct Seat<'a> {
+    flights: &'a Flights,
+    digest: [u8; 32],
+    flight: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Seat<'a> {
+    fn take(flights: &'a Flights, digest: [u8; 32]) -> Seat<'a> {
+        let flight = flights.lock().expect("htpasswd flights").entry(digest).or_default().clone();
+        Seat { flights, digest, flight }
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().expect("htpasswd flights");
+        // Counts change only under this lock: 2 is the map's and this seat's.
+        if Arc::strong_count(&self.flight) == 2
+            && flights.get(&self.digest).is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            flights.remove(&self.digest);
+        }
+    }
+}
+
 /// The htpasswd file and the passwords verified recently.
 pub struct Htpasswd {
     file: Watched<Users>,
     verified: Mutex<HashMap<String, Verified>>,
     /// The bcrypt verification running for each digest of user and password, to wait on.
-    in_flight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+    in_flight: Flights,
     /// Key of the remembered digests: random per process, never stored.
     key: [u8; 32],
     /// bcrypt verifications running at once, at most.
@@ -160,14 +190,12 @@ impl Htpasswd {
         if self.is_remembered(user, &digest, reloaded) {
             return Ok(());
         }
-        let flight = self.in_flight.lock().expect("htpasswd flights").entry(digest).or_default().clone();
-        let _turn = flight.lock().await;
+        let seat = Seat::take(&self.in_flight, digest);
+        let _turn = seat.flight.lock().await;
         if self.is_remembered(user, &digest, false) {
             return Ok(());
         }
-        let result = self.run_bcrypt(&users, user, password, digest).await;
-        self.in_flight.lock().expect("htpasswd flights").remove(&digest);
-        result
+        self.run_bcrypt(&users, user, password, digest).await
     }
 
     /// The bcrypt verification itself, on a blocking thread when a slot is free; remembers
@@ -291,6 +319,15 @@ mod tests {
         assert!(at_once("wrong").await.iter().all(|r| *r == Err(Refused::WrongPassword)));
         assert_eq!(htpasswd.bcrypt_runs(), 10, "a wrong password is checked every time");
         assert!(htpasswd.in_flight.lock().unwrap().is_empty(), "nothing left in flight");
+
+        // A request dropped mid-verification (its client went away) leaves nothing behind.
+        let dropped = htpasswd.verify("alice", "other");
+        tokio::select! {
+            biased;
+            _ = dropped => panic!("bcrypt answered before its first poll returned"),
+            _ = std::future::ready(()) => {}
+        }
+        assert!(htpasswd.in_flight.lock().unwrap().is_empty(), "a dropped request's entry is gone");
     }
 
     #[tokio::test]
