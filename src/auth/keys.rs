@@ -194,19 +194,20 @@ struct Remote {
     fetched: Mutex<Instant>,
 }
 
+/// A failed fetch, without the URL reqwest's errors carry (it may hold a token in its query;
+/// the caller names the URL, redacted).
+fn fetch_error(error: reqwest::Error) -> String {
+    error.without_url().to_string()
+}
+
 impl Remote {
     async fn fetch(&self) -> Result<KeySet, String> {
-        let response = self
-            .client
-            .get(self.url.clone())
-            .send()
-            .await
-            .map_err(|e| crate::redact::credentials(&e.to_string()).into_owned())?;
+        let response = self.client.get(self.url.clone()).send().await.map_err(fetch_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("answered {status}"));
         }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        let body = response.bytes().await.map_err(fetch_error)?;
         KeySet::parse(&body)
     }
 
@@ -345,5 +346,28 @@ mod tests {
         assert!(set.knows("ec-1") && !set.knows("gone"));
         let only_oct = serde_json::json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
         assert_eq!(KeySet::parse(only_oct.to_string().as_bytes()).unwrap_err(), "no public key in it");
+    }
+
+    /// A JWKS URL may carry a token in its query; reqwest's errors name the URL, so a
+    /// failed fetch (refused, or a body cut short) must not repeat it.
+    #[tokio::test]
+    async fn a_failed_fetch_does_not_repeat_the_url() {
+        use std::io::Write as _;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let cut_short = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let cut_port = cut_short.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut stream, _) = cut_short.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"keys\"");
+        });
+        for port in [refused_port, cut_port] {
+            let url = Url::parse(&format!("http://127.0.0.1:{port}/jwks?access_token=SECRETtoken42")).unwrap();
+            let error = Keys::open(&KeySource::Url(url)).await.err().expect("the fetch fails");
+            assert!(!error.contains("SECRETtoken42") && !error.contains("jwks"), "{error}");
+        }
     }
 }
