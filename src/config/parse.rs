@@ -142,7 +142,9 @@ fn config_error(e: clap::Error, annotated: &clap::Command) -> ConfigError {
     };
     let value = match e.get(ContextKind::InvalidValue) {
         _ if arg.is_hide_env_values_set() => "***".to_owned(),
-        Some(ContextValue::String(v)) => v.clone(),
+        // A URL's user information or token parameters are not repeated back (a malformed
+        // NIXERY_AUTH_TOKEN_KEYS or repository URL may carry them).
+        Some(ContextValue::String(v)) => crate::redact::credentials(v).into_owned(),
         _ => String::new(),
     };
     ConfigError::InvalidValue {

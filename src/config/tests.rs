@@ -607,3 +607,14 @@ fn gc_runs_with_the_server_s_storage_and_retention() {
     let err = command(&["gc"], &[("NIXERY_STORAGE_BACKEND", "gcs")]).unwrap_err();
     assert!(matches!(err, ConfigError::MissingBucket { variable: "GCS_BUCKET", .. }), "{err}");
 }
+
+/// A bad value is repeated in the error, but not the credentials a URL in it carries.
+#[test]
+fn a_bad_url_value_is_shown_without_its_credentials() {
+    let err =
+        serve(&[], &[("NIXERY_AUTH_TOKEN_KEYS", "https://u:SECRETpw@[::1/jwks?access_token=SECRETtoken")]).unwrap_err();
+    let shown = err.to_string();
+    let (variable, _, value) = invalid(err);
+    assert_eq!(variable, "NIXERY_AUTH_TOKEN_KEYS");
+    assert!(value.starts_with("https://***@") && !shown.contains("SECRET"), "{shown}");
+}

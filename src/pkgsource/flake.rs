@@ -140,7 +140,7 @@ impl FlakeRef {
         }
         let (base, query) = text.split_once('?').unwrap_or((text, ""));
         let Some((scheme, rest)) = base.split_once(':') else {
-            return Err(FlakeRefError::Indirect(text.to_owned()));
+            return Err(FlakeRefError::Indirect(crate::redact::credentials(text).into_owned()));
         };
         let mut params = Vec::new();
         let (mut reference, mut rev) = (None, None);
@@ -181,7 +181,8 @@ impl FlakeRef {
                     }
                     _ => {
                         return Err(FlakeRefError::Malformed(format!(
-                            "'{base}' is not {scheme}:owner/repo or {scheme}:owner/repo/<branch or commit>"
+                            "'{}' is not {scheme}:owner/repo or {scheme}:owner/repo/<branch or commit>",
+                            crate::redact::credentials(base)
                         )));
                     }
                 }
@@ -196,12 +197,14 @@ impl FlakeRef {
                 let dir = Path::new(rest);
                 Kind::Path(if dir.is_absolute() { dir.to_owned() } else { cwd.join(dir) })
             }
-            "flake" => return Err(FlakeRefError::Indirect(text.to_owned())),
+            "flake" => return Err(FlakeRefError::Indirect(crate::redact::credentials(text).into_owned())),
             "http" | "https" | "file" | "tarball+https" | "tarball+http" | "tarball+file" | "file+https"
             | "file+http" | "file+file" | "hg+https" | "hg+http" | "hg+ssh" | "hg+file" => {
                 return Err(FlakeRefError::Unsupported { scheme: scheme.to_owned(), supported: SUPPORTED });
             }
-            _ if !base.contains("://") && !base.contains('/') => return Err(FlakeRefError::Indirect(text.to_owned())),
+            _ if !base.contains("://") && !base.contains('/') => {
+                return Err(FlakeRefError::Indirect(crate::redact::credentials(text).into_owned()));
+            }
             _ => return Err(FlakeRefError::Unsupported { scheme: scheme.to_owned(), supported: SUPPORTED }),
         };
         let latest = match (&kind, rev, reference) {
@@ -522,6 +525,11 @@ mod tests {
         assert!(err("git+https://h/r?rev=abc").to_string().contains("full commit"));
         assert!(err("path:/x?rev=abc").to_string().contains("one revision"));
         assert!(matches!(err("git+https:h/r"), FlakeRefError::Malformed(_)));
+        // A token in a mistyped reference is not repeated back.
+        for text in ["flake:ours?access_token=SECRETtoken42", "ours?token=SECRETtoken42"] {
+            let shown = err(text).to_string();
+            assert!(matches!(err(text), FlakeRefError::Indirect(_)) && !shown.contains("SECRET"), "{shown}");
+        }
     }
 
     #[test]
