@@ -1,13 +1,15 @@
-//! Which manifests belong to which repository names, so that a manifest by digest is served
-//! only under a name it was built for when authentication is on.
+//! Which manifests and blobs belong to which repository names, so that a manifest or blob by
+//! digest is served only under a name it was built for when authentication is on.
 //!
 //! Distribution keeps the same rule: content is linked to the repositories it was pushed to,
 //! and `GET /v2/<name>/manifests/<digest>` of a digest not linked to `<name>` is
-//! `MANIFEST_UNKNOWN`. Without it a token for `hello` could read the image of `secret` under
-//! `/v2/hello/manifests/sha256:…` once it knew the digest. Here nothing is pushed: a manifest
-//! (or index) is linked to a name when it is served for that name by tag, and an index's
-//! platform manifests with it, so containerd's HEAD by tag followed by GET by digest, and a
-//! client picking its platform from an index, find theirs.
+//! `MANIFEST_UNKNOWN`, a blob `BLOB_UNKNOWN`. Without it a token for `hello` could read the
+//! image of `secret` under `/v2/hello/manifests/sha256:…` or its layers under
+//! `/v2/hello/blobs/sha256:…` once it knew the digests. Here nothing is pushed: a manifest (or
+//! index) is linked to a name when it is served for that name, with what it references (an
+//! index's platform manifests, a manifest's config and layers), so containerd's HEAD by tag
+//! followed by GET by digest, a client picking its platform from an index, and every blob
+//! pull find theirs.
 //!
 //! A name's link identity is its components sorted and de-duplicated (`shell/git` and
 //! `git/shell` are the same image, [`crate::image::ImageSpec`]). Links live in storage under
@@ -39,19 +41,25 @@ pub fn identity(name: &ImageName) -> (String, Digest) {
     (text, digest)
 }
 
-/// The manifests an index lists (none for anything else).
-pub fn index_entries(bytes: &[u8]) -> Vec<Digest> {
+/// What a manifest document references: an index's manifests, a manifest's config and
+/// layers (none for anything that is not one).
+pub fn referenced(bytes: &[u8]) -> Vec<Digest> {
     #[derive(serde::Deserialize)]
     struct Entry {
         digest: String,
     }
     #[derive(serde::Deserialize)]
-    struct Index {
+    struct Document {
         #[serde(default)]
         manifests: Vec<Entry>,
+        config: Option<Entry>,
+        #[serde(default)]
+        layers: Vec<Entry>,
     }
-    serde_json::from_slice::<Index>(bytes)
-        .map(|i| i.manifests.into_iter().filter_map(|e| e.digest.parse().ok()).collect())
+    serde_json::from_slice::<Document>(bytes)
+        .map(|d| {
+            d.manifests.into_iter().chain(d.config).chain(d.layers).filter_map(|e| e.digest.parse().ok()).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -60,7 +68,14 @@ impl Links {
         Links { storage, known: quick_cache::sync::Cache::new(REMEMBERED) }
     }
 
-    /// Links `digests` to `name` (in storage unless this process already did).
+    /// Whether this process has linked or seen `digest` linked to `name`: no storage read.
+    pub fn is_known(&self, name: &ImageName, digest: &Digest) -> bool {
+        self.known.get(&(identity(name).1, digest.clone())).is_some()
+    }
+
+    /// Links `digests` to `name` (in storage unless this process already did), in order:
+    /// a document last, after what it references, so that a document known to be linked
+    /// means its references are too.
     pub async fn link(&self, name: &ImageName, digests: &[Digest]) -> Result<(), StorageError> {
         let (text, id) = identity(name);
         for digest in digests {
@@ -108,12 +123,16 @@ mod tests {
     }
 
     #[test]
-    fn index_entries_are_read_from_indexes_only() {
-        let a = Digest::of(b"a");
+    fn references_are_read_from_indexes_and_manifests() {
+        let (a, b, c) = (Digest::of(b"a"), Digest::of(b"b"), Digest::of(b"c"));
         let index = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{a}","size":1}},{{"digest":"bad"}}]}}"#);
-        assert_eq!(index_entries(index.as_bytes()), vec![a]);
-        assert!(index_entries(br#"{"schemaVersion":2,"layers":[]}"#).is_empty());
-        assert!(index_entries(b"not json").is_empty());
+        assert_eq!(referenced(index.as_bytes()), vec![a]);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{b}","size":2}},"layers":[{{"digest":"{c}","size":3}}]}}"#
+        );
+        assert_eq!(referenced(manifest.as_bytes()), vec![b, c]);
+        assert!(referenced(br#"{"schemaVersion":2,"layers":[]}"#).is_empty());
+        assert!(referenced(b"not json").is_empty());
     }
 
     #[tokio::test]

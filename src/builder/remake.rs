@@ -111,6 +111,14 @@ impl Builder {
         Ok(matches!(found, Some(Ok(RecipeRecord::Document { .. }))))
     }
 
+    /// Whether asking for the blob `digest`, which is not stored, would make it again (a layer
+    /// archived again, a config with its image's build): work the registry admits like a
+    /// build.
+    pub async fn would_remake_blob(&self, digest: &Digest) -> Result<bool, StorageError> {
+        let found = recipes::find(&self.inner.storage, digest).await?;
+        Ok(matches!(found, Some(Ok(RecipeRecord::Layer { .. } | RecipeRecord::Config { .. }))))
+    }
+
     /// Makes the collected blob `digest` again, if its recipe says how: `Found(())` once it
     /// is stored again.
     pub async fn blob_again(&self, digest: &Digest) -> Result<ByDigest<()>, RemakeError> {

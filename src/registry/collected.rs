@@ -6,13 +6,17 @@
 //! and why it cannot come back, which docker, podman and skopeo print; a package that no
 //! longer builds is such a reason (the build's message follows).
 
+use super::Asked;
 use super::blobs;
 use super::error::{Code, RegistryError};
 use crate::AppState;
+use crate::auth::Identity;
 use crate::builder::{ByDigest, RemakeError};
 use crate::cache::recipes::Unmakeable;
 use crate::digest::Digest;
-use axum::http::{HeaderMap, StatusCode};
+use crate::image::ImageName;
+use crate::storage::StorageError;
+use axum::http::StatusCode;
 use axum::response::Response;
 
 /// 404 for something this registry served once, collected since, that cannot be made again.
@@ -49,16 +53,32 @@ pub fn failed(code: Code, what: &str, digest: &Digest) -> impl FnOnce(RemakeErro
     }
 }
 
-/// A blob: from storage, or made again if it was collected.
+/// A blob of `name`: from storage, or made again if it was collected. With authentication
+/// only if it is linked to `name` ([`crate::auth::links`]), else the answer is that of a
+/// blob never seen; making it again is admitted like a build ([`super::guard`]).
 pub async fn blob(
     state: &AppState,
+    name: &ImageName,
     digest: &Digest,
-    head: bool,
-    headers: &HeaderMap,
+    identity: &Identity,
+    asked: &Asked<'_>,
 ) -> Result<Response, RegistryError> {
+    let (head, headers) = (asked.head, asked.headers);
+    let storage_fault = |e: StorageError| {
+        tracing::error!(error = %e, "reading a blob's link or recipe");
+        RegistryError::internal()
+    };
+    if let Some(links) = state.guard.links()
+        && !links.is_linked(name, digest).await.map_err(storage_fault)?
+    {
+        return Err(blobs::unknown(digest));
+    }
     match blobs::get(&state.storage, digest, head, headers).await {
         Err(e) if e.code == Code::BlobUnknown => {}
         answer => return answer,
+    }
+    if state.guard.must_look_first(identity) && state.builder.would_remake_blob(digest).await.map_err(storage_fault)? {
+        state.guard.admit_build(identity, name.as_str(), asked.peer, headers)?;
     }
     match state.builder.blob_again(digest).await.map_err(failed(Code::BlobUnknown, "blob", digest))? {
         ByDigest::Found(()) => blobs::get(&state.storage, digest, head, headers).await,

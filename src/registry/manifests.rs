@@ -111,12 +111,17 @@ async fn by_tag(
     Ok(manifest)
 }
 
-/// With authentication on, links `manifest` (and an index's entries) to `name`, so that it
-/// can be asked for by digest under that name.
-async fn link(state: &AppState, name: &ImageName, manifest: &CachedManifest) {
+/// With authentication on, links `manifest` and what it references (an index's manifests, a
+/// manifest's config and layers) to `name`, so that they can be asked for by digest under
+/// that name. A manifest this process knows linked is not read again (its references were
+/// linked before it).
+pub(super) async fn link(state: &AppState, name: &ImageName, manifest: &CachedManifest) {
     let Some(links) = state.guard.links() else { return };
-    let mut digests = vec![manifest.digest.clone()];
-    digests.extend(crate::auth::links::index_entries(&manifest.bytes));
+    if links.is_known(name, &manifest.digest) {
+        return;
+    }
+    let mut digests = crate::auth::links::referenced(&manifest.bytes);
+    digests.push(manifest.digest.clone());
     if let Err(e) = links.link(name, &digests).await {
         // The answer stands; a later request by digest under this name may miss.
         tracing::error!(error = %e, image = %name, "linking the manifest to its name");
@@ -153,6 +158,7 @@ async fn by_digest(
         return Err(unknown());
     }
     if let Some(known) = builder.known_manifest(digest).await.map_err(storage_fault)? {
+        link(state, name, &known).await;
         return Ok(known);
     }
     if guard.must_look_first(identity) && builder.would_remake(digest).await.map_err(storage_fault)? {
@@ -160,7 +166,10 @@ async fn by_digest(
     }
     let failed = collected::failed(Code::ManifestUnknown, "manifest", digest);
     match builder.manifest_by_digest(digest).await.map_err(failed)? {
-        ByDigest::Found(manifest) => Ok(manifest),
+        ByDigest::Found(manifest) => {
+            link(state, name, &manifest).await;
+            Ok(manifest)
+        }
         ByDigest::Unknown => Err(unknown()),
         ByDigest::Collected(why) => Err(collected::collected(Code::ManifestUnknown, "manifest", digest, &why)),
     }

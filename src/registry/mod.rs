@@ -131,12 +131,13 @@ async fn answer(state: &AppState, asked: &Asked<'_>) -> (Result<Response, Regist
         let name = endpoint.name();
         let identity = state.guard.identify(asked.headers, Some(name.as_str())).await?;
         if !matches!(endpoint, Endpoint::Manifest { .. }) {
-            // Building is only ever a manifest's doing: everything else reads what exists.
+            // Building is a manifest's doing (or a collected blob's, admitted there):
+            // everything else reads what exists.
             state.guard.check(&identity, name.as_str(), Action::Pull)?;
         }
         match &endpoint {
             Endpoint::Manifest { name, reference } => manifests::get(state, name, reference, &identity, asked).await,
-            Endpoint::Blob { digest, .. } => collected::blob(state, digest, asked.head, asked.headers).await,
+            Endpoint::Blob { name, digest } => collected::blob(state, name, digest, &identity, asked).await,
             Endpoint::Tags { name } => tags::list(name, asked.uri),
             Endpoint::Referrers { name, digest } => referrers::list(state, name, digest, asked.uri).await,
             Endpoint::Upload { .. } => Err(RegistryError::new(

@@ -158,6 +158,47 @@ async fn with_authentication_manifests_by_digest_are_served_under_their_names_on
     assert_eq!(status, StatusCode::OK);
 }
 
+/// Blobs too: a layer or config by digest only under a name whose manifest references it,
+/// once that manifest was served for the name.
+#[tokio::test]
+async fn with_authentication_blobs_are_served_under_their_images_names_only() {
+    let (_dir, file) = htpasswd();
+    let s = guarded(&["--auth-htpasswd", file, "--anonymous", "pull"]).await;
+    let (config, layer) = (b"{\"os\":\"linux\"}".as_slice(), b"layer bytes".as_slice());
+    let (config_digest, layer_digest) = (Digest::of(config), Digest::of(layer));
+    s.storage.put(&ObjectKey::blob(&config_digest), config.to_vec().into()).await.unwrap();
+    s.storage.put(&ObjectKey::blob(&layer_digest), layer.to_vec().into()).await.unwrap();
+    let body = format!(r#"","config":{{"digest":"{config_digest}"}},"layers":[{{"digest":"{layer_digest}"}}],"y":""#);
+    stored(&s, "shell/hello", &body).await;
+    let blob = |name: &str, d: &Digest| format!("/v2/{name}/blobs/{d}");
+
+    let (status, _, body) = call(&s, "GET", &blob("shell/hello", &layer_digest), &[]).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"), "not served yet");
+    let (status, _, _) = call(&s, "GET", &format!("/v2/shell/hello/manifests/{}", "c".repeat(40)), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    for d in [&config_digest, &layer_digest] {
+        let (status, _, _) = call(&s, "GET", &blob("hello/shell", d), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{d} under its image's name");
+        let (status, _, body) = call(&s, "GET", &blob("hello", d), &[]).await;
+        assert_eq!((status, error_code(&body).as_str()), (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"), "{d} elsewhere");
+    }
+
+    // Collected, with a recipe: making it again is a build, which an anonymous client in
+    // `pull` mode may not cause; it is asked to log in, as for a new image by tag.
+    let manifest = Digest::of(b"the image's manifest");
+    let recipe = crate::cache::recipes::RecipeRecord::Config { manifest };
+    crate::cache::recipes::keep(&s.storage, &config_digest, &recipe).await.unwrap();
+    s.storage.delete(&[ObjectKey::blob(&config_digest)]).await.unwrap();
+    let (status, headers, body) = call(&s, "GET", &blob("shell/hello", &config_digest), &[]).await;
+    assert_eq!((status, error_code(&body).as_str()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+    assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic realm=\"nixery\"");
+
+    let open = state_with(&[]);
+    open.storage.put(&ObjectKey::blob(&layer_digest), layer.to_vec().into()).await.unwrap();
+    let (status, _, _) = call(&open, "GET", &blob("anything", &layer_digest), &[]).await;
+    assert_eq!(status, StatusCode::OK, "without authentication every blob under every name");
+}
+
 mod tokens {
     use super::*;
     use crate::auth::test_keys::*;
