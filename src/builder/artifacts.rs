@@ -126,12 +126,15 @@ impl Inner {
     /// image's artifacts counts as serving the image: its served record keeps it and them
     /// from garbage collection ([`crate::retention`]); if a collection took it, what memory
     /// holds of its artifacts may name deleted blobs and is dropped (they are made again).
+    /// A digest this registry never served has no record, and costs no look at memory's
+    /// artifacts (dropping them is a scan of the cache).
     async fn subject_of(&self, name: &ImageName, digest: &Digest) -> Result<Option<Arc<SubjectRecord>>, StorageError> {
+        let record = self.artifacts.subject(digest).await?;
+        let Some(record) = record.filter(|r| r.is_image_of(name.components())) else { return Ok(None) };
         if self.known_manifest(digest).await?.is_none() {
             self.artifacts.forget(digest);
         }
-        let record = self.artifacts.subject(digest).await?;
-        Ok(record.filter(|r| r.is_image_of(name.components())))
+        Ok(Some(record))
     }
 
     /// The record of the manifest `doc` of `key`.
