@@ -174,6 +174,7 @@ fn source_info(source: &SourceRevision, committed: Option<i64>) -> SourceInfo {
 mod tests {
     use super::*;
     use crate::image::PackageName;
+    use crate::pkgsource::{CommitHash, RemoteUrl};
 
     fn package(name: &str, main_program: Option<&str>) -> ResolvedPackage {
         let path = StorePath::parse(&format!("/nix/store/{}-{name}", "a".repeat(32))).unwrap();
@@ -186,6 +187,18 @@ mod tests {
             main_program: main_program.map(str::to_owned),
             root: None,
         }
+    }
+
+    /// What an SBOM says of its package set names no credentials and no local path.
+    #[test]
+    fn the_source_is_described_without_credentials_or_paths() {
+        let commit = CommitHash::parse(&"c".repeat(40)).unwrap();
+        let git = SourceRevision::Git { url: RemoteUrl::new("https://u:secret@git.example/pkgs"), commit };
+        let info = source_info(&git, Some(1));
+        assert_eq!(info.description, "the package set repository https://***@git.example/pkgs");
+        assert_eq!(info.revision, Some("c".repeat(40)));
+        let path = SourceRevision::Path { path: "/srv/private/pkgs".into(), generation: 1 };
+        assert_eq!(source_info(&path, None).description, "a local package set");
     }
 
     fn command(packages: &[ResolvedPackage]) -> Option<Vec<String>> {
