@@ -235,8 +235,8 @@ fn docker_stop_during_a_build_exits_cleanly_within_dockers_and_kubernetes_grace(
         deploy.grace_seconds
     );
 
-    let volume = format!("nixery-test-nix-{}", nonce());
-    let mount = format!("{volume}:/nix");
+    let volume = Volume { docker, name: format!("nixery-test-nix-{}", nonce()) };
+    let mount = format!("{}:/nix", volume.name);
     let n = nonce();
     let container = NixeryContainer::start(docker, image.tag, &["--volume", &mount], &[("NIXERY_TEST_NONCE", &n)]);
     stop_during_a_build(docker, &container, &n, None);
@@ -254,7 +254,20 @@ fn docker_stop_during_a_build_exits_cleanly_within_dockers_and_kubernetes_grace(
     docker.pull(&container, &hello);
     stop_during_a_build(docker, &container, &n, Some(deploy.grace_seconds - deploy.pre_stop_seconds));
     drop(container);
-    let _ = docker.output(&["volume", "rm", &volume]);
+}
+
+/// A named volume of the test, removed when the test ends however it ends: the engine's data
+/// root is kept between runs, and each left-over volume would keep a copy of a `/nix`.
+struct Volume<'a> {
+    docker: &'a Docker,
+    name: String,
+}
+
+impl Drop for Volume<'_> {
+    fn drop(&mut self) {
+        // Not `output`, which panics on failure: a panic while a failed test unwinds aborts.
+        let _ = self.docker.try_docker(&["volume", "rm", "-f", &self.name], Duration::from_secs(60));
+    }
 }
 
 /// A Nix killed with SIGKILL (as the server does when Nix ignores SIGTERM) orphans its

@@ -63,7 +63,8 @@ fn a_flakes_own_package_and_its_inputs_run_in_skopeo_umoci_and_containerd() {
 
 #[test]
 fn latest_follows_the_default_branch_after_the_ttl_while_a_commit_keeps_its_image() {
-    const TTL: Duration = Duration::from_secs(15);
+    // Long enough for a cold build, skopeo, umoci and a second request on a loaded machine.
+    const TTL: Duration = Duration::from_secs(30);
     let flake = TeamFlake::new();
     let server = serve(&flake.url(), &[("NIXERY_SOURCE_TTL", &TTL.as_secs().to_string())]);
     let resolved = Instant::now();
@@ -130,7 +131,8 @@ fn arm64_images_come_from_the_flakes_aarch64_linux_outputs() {
 
 #[test]
 fn a_path_flake_is_locked_by_the_server_and_read_again_after_the_ttl() {
-    const TTL: Duration = Duration::from_secs(15);
+    // Long enough for a cold build, skopeo, umoci and a second request on a loaded machine.
+    const TTL: Duration = Duration::from_secs(30);
     let flake = TeamFlake::new();
     let (_dir, path) = flake.copy_files(true);
     let server = serve(&format!("path:{}", path.display()), &[("NIXERY_SOURCE_TTL", &TTL.as_secs().to_string())]);

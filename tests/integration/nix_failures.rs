@@ -399,5 +399,8 @@ fn a_read_only_store_is_the_servers_fault_and_the_log_says_so() {
     let error = error.unwrap_or_else(|| server.fail("no ERROR line for the image"));
     eprintln!("{error}");
     assert!(error.contains("evaluating the packages failed: the Nix store cannot be written ("), "{error}");
+    // The request's own line is the last the answer writes: a WARN would be before it.
+    log_line(&server, "INFO", "path=/v2/fresh/manifests/latest status=500")
+        .unwrap_or_else(|| server.fail("no request line"));
     assert!(!logged(&server, "WARN", "image failed"), "{}", server.context("blamed on the image"));
 }

@@ -298,6 +298,9 @@ fn a_platform_nix_cannot_build_for_is_the_images_failure() {
     assert_eq!(detail["packages"], json!(["native"]), "{detail}");
     let warned = |line: &str| line.contains("WARN") && line.contains("native:latest") && line.contains("aarch64-linux");
     assert!(wait_until(Duration::from_secs(10), || server.log().lines().any(warned)), "{}", server.context("no WARN"));
+    // The request's own line is the last the answer writes: an ERROR would be before it.
+    let answered = || server.log().contains("path=/v2/native/manifests/latest status=422");
+    assert!(wait_until(Duration::from_secs(10), answered), "{}", server.context("no request line"));
     assert!(!server.log().contains("ERROR"), "{}", server.context("logged as a server fault"));
 
     let r = server.get("/v2/arm64/native/manifests/latest");

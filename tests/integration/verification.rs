@@ -344,6 +344,7 @@ fn an_index_and_each_of_its_platforms_carry_their_own() {
         let arch = platform["platform"]["architecture"].as_str().unwrap();
         assert!(spdx["name"].as_str().unwrap().contains(&format!("linux/{arch}")), "{}", spdx["name"]);
     }
+    assert_eq!(sboms.len(), 2, "both platforms were looked at: {index}");
     let (_, index_sbom) = sbom_of(&server, "hello", &index_digest);
     let images = index_sbom["packages"]
         .as_array()
