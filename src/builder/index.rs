@@ -39,8 +39,10 @@ impl Builder {
 impl Inner {
     /// An index not in memory: from storage, or rendered from every platform's manifest.
     pub(super) async fn stored_or_indexed(self: Arc<Self>, key: ManifestKey, requested: Requested) -> ManifestResult {
-        if let Some(stored) = self.manifests.stored(&key).await.map_err(|e| Arc::new(e.into()))? {
-            self.record_read(&key, &stored).await.map_err(|e| Arc::new(e.into()))?;
+        // A storage fault is the server's: logged, as on the manifest's path.
+        let fault = |e| super::logged_fault(&requested.log_name, e);
+        if let Some(stored) = self.manifests.stored(&key).await.map_err(fault)? {
+            self.record_read(&key, &stored).await.map_err(fault)?;
             return Ok((stored, Outcome::Stored));
         }
         let DocumentKind::Index(platforms) = &key.document else { unreachable!("only index keys come here") };
@@ -62,8 +64,8 @@ impl Inner {
         let manifests = futures::future::try_join_all(manifests).await?;
         let entries: Vec<_> = manifests.iter().map(|(arch, m)| (*arch, m.as_ref())).collect();
         let doc = crate::index::index(key.format, &entries);
-        self.record_index(&key, &doc, &entries).await.map_err(|e| Arc::new(e.into()))?;
-        let cached = self.manifests.insert(key, doc).await.map_err(|e| Arc::new(e.into()))?;
+        self.record_index(&key, &doc, &entries).await.map_err(fault)?;
+        let cached = self.manifests.insert(key, doc).await.map_err(fault)?;
         Ok((cached, Outcome::Cold))
     }
 }
