@@ -87,13 +87,13 @@ pub fn default_command(
 /// Plans images: Nix, popularity data and the layer policy.
 pub struct Planner {
     nix: Nix,
-    popularity: Popularity,
+    popularity: Arc<Popularity>,
     layers: LayerPolicy,
 }
 
 impl Planner {
     pub fn new(nix: Nix, popularity: Popularity, layers: LayerPolicy) -> Self {
-        Planner { nix, popularity, layers }
+        Planner { nix, popularity: Arc::new(popularity), layers }
     }
 
     /// The layer plan of `spec` built from `source` (runs Nix: the packages are realised).
@@ -108,7 +108,7 @@ impl Planner {
         source: &SourceRevision,
         spec: &ImageSpec,
     ) -> Result<(ImagePlan, Option<Arc<BuildRoots>>), NixError> {
-        let realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
+        let mut realised = self.nix.realise(source, spec.arch, &spec.packages).await?;
         let roots = realised.roots.clone();
         let very_popular: BTreeSet<StorePath> = realised
             .packages
@@ -116,7 +116,19 @@ impl Planner {
             .filter(|p| image::is_always_included(&p.name))
             .flat_map(|p| p.outputs.iter().cloned())
             .collect();
-        let layers = self.layers.group(&realised.graph, &self.popularity, &very_popular);
+        // Grouping a large closure takes tens of milliseconds to seconds of CPU
+        // (layers::update_cost): off the runtime's workers, like the archives' writers.
+        let (policy, popularity, graph) = (self.layers, self.popularity.clone(), realised.graph);
+        let grouped = tokio::task::spawn_blocking(move || (policy.group(&graph, &popularity, &very_popular), graph));
+        let (layers, graph) = match grouped.await {
+            Ok(grouped) => grouped,
+            // A panic in the grouping is the caller's panic, as it was inline; a cancelled task
+            // only happens while the runtime shuts down.
+            Err(failed) => {
+                std::panic::resume_unwind(failed.try_into_panic().unwrap_or_else(|e| Box::new(e.to_string())))
+            }
+        };
+        realised.graph = graph;
         let command = default_command(&realised.packages, |p, program| {
             p.outputs.iter().any(|o| Path::new(o.as_str()).join("bin").join(program).exists())
         });

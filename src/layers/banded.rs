@@ -1,7 +1,8 @@
 //! The default grouping, `banded` ([`group_banded`]): [`super::group`]'s units, the heaviest
-//! a layer each, and the rest in a few layers by depth instead of one. Measured in
-//! docs/reuse.md ("Updates"): it keeps an image up to date for the fewest bytes of any
-//! grouping measured, while reuse across images stays within a few percent of `stable`'s.
+//! a layer each, and the rest in a few layers merged by expected update cost instead of
+//! one. Measured in docs/reuse.md ("Updates"): it keeps an image up to date for the fewest
+//! bytes of any grouping measured, while reuse across images stays within a few percent of
+//! `stable`'s.
 //!
 //! # The grouping
 //!
@@ -11,13 +12,14 @@
 //!    downloads, the least any grouping can.
 //! 3. Otherwise `bands = max(1, budget / 10)` layers go to the rest: the `budget - bands`
 //!    heaviest units (always-included ones first) keep a layer each, and the others are
-//!    sorted by **depth**, the number of store paths in their closure (a unit's: the largest
-//!    of its paths'), fewest first (ties by contents), and cut into `bands` runs of equal
-//!    count, each a layer. The first band holds the libraries at the bottom of the graph,
-//!    the last the image's top-level packages.
+//!    merged into `bands` layers, the two whose merge adds least to the expected bytes of
+//!    an update first ([`super::update_cost`]: a layer changes when anything in its paths'
+//!    closures does, so its cost is its size × the chance that one of its closures' paths
+//!    changes). Libraries at the bottom of the graph end up together, apart from the
+//!    image's top-level packages.
 //! 4. Manifest order: the kept units by merge rating (popularity × size), highest first,
-//!    then the bands, bottom band first (merge rating 0): what changes least sits lowest,
-//!    where Docker's ChainIDs can still match.
+//!    then the bands by the paths their closures hold, fewest first (merge rating 0): what
+//!    changes least sits lowest, where Docker's ChainIDs can still match.
 //!
 //! # Why
 //!
@@ -29,12 +31,14 @@
 //! `budget - 1` heaviest into one last layer, which holds the image's top-level packages as
 //! well as its small deep libraries, so it is downloaded whole with almost every update; in
 //! the model of a weekly moving package set (benches/reuse/model.rs) that is 1.18× the bytes
-//! of one layer per path at budget 94. Cutting that rest by depth puts paths of similar
-//! closures together: the band of top-level packages still changes every week, but it
-//! changed anyway; the deep bands change only when one of their own paths does, and they
-//! are no longer dragged along by the top. Ten percent of the budget in bands brings
-//! updates to 1.13–1.15× (docs/reuse.md); more bands help updates a little more but take
-//! layers from the heaviest units, which are what other images reuse.
+//! of one layer per path at budget 94. Spreading that rest over a few layers by how their
+//! closures overlap keeps the top-level packages' layer changing every week, as it would
+//! anyway, while the deep layers change only when one of their own paths does. The first
+//! version cut the rest by closure length into runs of equal count; merging by expected
+//! cost downloads less at every budget measured (docs/reuse.md) and gives the same layers
+//! to the heaviest units, so reuse across images is the same. Ten percent of the budget in
+//! bands is where updates meet the target at 94; more bands help updates a little more but
+//! take layers from the heaviest units, which are what other images reuse.
 //!
 //! nixpkgs' size-first grouping ([`super::group_size_first`]) also starts from the largest
 //! paths, but gives each its dependencies that no other large path uses: its layer's
@@ -44,11 +48,12 @@
 //! carries (1.31× on updates). Keeping the heaviest units alone, as `stable` does, avoids
 //! both; the bands are the improvement over `stable`.
 //!
-//! Depth is a function of the path's closure, which is the same in every image, so a path's
-//! band position does not depend on anything but the store paths of this image, and the
-//! grouping stays a pure function of the graph, the sizes and the popularity data. Every
-//! sort has a total order (ties by contents).
+//! Closures are a function of the store paths, the same in every image, and the merges use
+//! integer arithmetic with ties broken by contents, so the grouping stays a pure function of
+//! the graph, the sizes and the popularity data: the same on every replica and after
+//! restarts, whatever the architecture.
 
+use super::update_cost::{Group, merge_cheapest};
 use super::{Closures, Layer, heaviest_first, manifest_order, units};
 use crate::nix::{RuntimeGraph, StorePath};
 use crate::popularity::Popularity;
@@ -78,21 +83,12 @@ pub fn group_banded(
 
     let paths: Vec<&StorePath> = graph.paths.keys().collect();
     let closures = Closures::of(graph, &paths);
-    let depth: Vec<usize> =
-        (0..paths.len()).map(|x| closures.of_path(x).iter().map(|w| w.count_ones() as usize).sum()).collect();
-    let unit_depth =
-        |l: &Layer| l.contents.iter().map(|p| depth[paths.binary_search(&p).expect("a path of the graph")]).max();
-    let mut rest: Vec<(Option<usize>, Layer)> = rest.into_iter().map(|l| (unit_depth(&l), l)).collect();
-    rest.sort_by(|(da, a), (db, b)| da.cmp(db).then_with(|| a.contents.cmp(&b.contents)));
-    let n = rest.len();
-    let mut rest = rest.into_iter().map(|(_, l)| l);
-    for band in 0..bands {
-        let take = n * (band + 1) / bands - n * band / bands;
-        let members: Vec<Layer> = rest.by_ref().take(take).collect();
-        if let Some(mut layer) = members.into_iter().reduce(Layer::merge) {
-            layer.merge_rating = 0;
-            units.push(layer);
-        }
-    }
+    let in_order = |a: &Group, b: &Group| a.reach.cmp(&b.reach).then_with(|| a.layer.contents.cmp(&b.layer.contents));
+    let mut rest: Vec<Group> =
+        rest.into_iter().map(|l| Group::new(closures.union_of(&l.contents, &paths), l)).collect();
+    rest.sort_by(in_order);
+    let mut bands = merge_cheapest(rest, bands, paths.len());
+    bands.sort_by(in_order);
+    units.extend(bands.into_iter().map(|band| Layer { merge_rating: 0, ..band.layer }));
     units
 }

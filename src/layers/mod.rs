@@ -9,7 +9,7 @@
 //! measures both (docs/reuse.md has the numbers). The groupings (`NIXERY_LAYER_GROUPING`):
 //!
 //! - [`group_banded`] (`banded`, the default): [`group`]'s units and heaviest layers, the
-//!   rest cut by closure depth into a tenth of the budget (banded.rs says why);
+//!   rest merged by expected update cost into a tenth of the budget (banded.rs says why);
 //! - [`group`] (`stable`, the default before): described below;
 //! - [`group_nixery`] (`nixery`): Nixery's layers.go, for drop-in compatibility;
 //! - [`group_size_first`] (`sizefirst`): nixpkgs' `streamLayeredImage` (#355189).
@@ -82,6 +82,7 @@ mod banded;
 mod contest;
 mod nixery;
 mod size_first;
+mod update_cost;
 
 pub use banded::{BUDGET_PER_BAND, group_banded};
 pub use contest::{group_popularity_contest, popularity_contest_order};
@@ -114,7 +115,7 @@ fn path_popularity(path: &StorePath, popularity: &Popularity, very_popular: &BTr
 /// Which grouping the server uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Grouping {
-    /// [`group_banded`]: `stable`'s units, the heaviest kept apart, the rest in bands by depth
+    /// [`group_banded`]: `stable`'s units, the heaviest kept apart, the rest merged by update cost
     /// (the default; docs/reuse.md).
     #[default]
     Banded,
@@ -334,6 +335,18 @@ impl Closures {
             }
         }
         Closures { words, bits }
+    }
+
+    /// The union of the closures of `contents` (paths of the graph, `paths` its sorted keys).
+    fn union_of(&self, contents: &[StorePath], paths: &[&StorePath]) -> Vec<u64> {
+        let mut union = vec![0u64; self.words];
+        for path in contents {
+            let x = paths.binary_search(&path).expect("a path of the graph");
+            for (w, v) in union.iter_mut().zip(self.of_path(x)) {
+                *w |= v;
+            }
+        }
+        union
     }
 
     /// Path `x`'s closure, itself included.
