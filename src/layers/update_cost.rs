@@ -26,17 +26,19 @@
 //! changes every revision. So libraries deep in the graph end up together, apart from the
 //! image's top-level packages, and a small path rides with whatever changes about as often,
 //! which is what cutting the units by closure length (the earlier `banded`) approximated;
-//! measured, the merges download 7–10 % fewer bytes per update at a budget of 24 and a few
-//! percent fewer at 94.
+//! measured, the merges download 6–7 % fewer bytes per update at a budget of 24 and 1–2 %
+//! fewer at 94 (docs/reuse.md).
 //!
 //! # Determinism and cost
 //!
 //! The arithmetic is integer (probabilities in fixed point, bytes × probability in `u128`),
 //! so every replica, on any architecture, makes the same merges; ties go to the pair that
-//! comes first in the caller's order. Each group remembers its cheapest partner, so a merge
-//! recomputes one row and the rows that pointed at the merged pair: `O(n² × n/64)` time for
-//! `n` groups over an image of `n` paths, `O(n)` memory beyond the closures (about 1 ms for
-//! 400 groups, 2 s for the 5,000 of a whole distribution in one image).
+//! comes first in the caller's order. Each group lists its [`KEEP`] cheapest merges, so a
+//! merge computes the merged group's costs against every other group, and a group's whole
+//! row again only when every merge it listed is gone: `O(n² × p/64)` time for `n` groups
+//! over an image of `p` paths, `O(n × KEEP)` memory beyond the closures. Measured: 60–75 ms
+//! for the 977 groups of a 1,000-path image, 7 s for the 5,150 of a whole distribution in
+//! one image (docs/reuse.md, "Performance").
 
 use super::Layer;
 
