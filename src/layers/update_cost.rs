@@ -107,8 +107,9 @@ fn pair(cost: u128, i: usize, j: usize) -> Pair {
 }
 
 /// Merges a group lists as its cheapest (it looks at every group again only when all of
-/// them are gone).
-const KEEP: usize = 64;
+/// them are gone; merges with newly merged groups that cost less than the bound are added).
+/// The unit tests list 3, so that their groups run out of listed merges again and again.
+const KEEP: usize = if cfg!(test) { 3 } else { 64 };
 
 /// A group's cheapest merges, each with its partner's version (a merge makes a new version
 /// of the group that absorbs the other): every merge with a current partner not listed
@@ -171,23 +172,26 @@ pub fn merge_cheapest(groups: Vec<Group>, target: usize, paths: usize) -> Vec<Gr
                 mine.listed.push((with_merged, version[a]));
             }
             let current = |&(p, v): &(Pair, u32)| groups[partner(p, k)].is_some() && version[partner(p, k)] == v;
-            if mine.listed.len() > 2 * KEEP || mine.cheapest.is_some_and(|c| partner(c, k) == a || partner(c, k) == b) {
+            if mine.cheapest.is_some_and(|c| partner(c, k) == a || partner(c, k) == b) {
+                // Its cheapest merge is gone: the next among the listed ones still current,
+                // or, when none is left, the whole row again.
                 mine.listed.retain(current);
                 if mine.listed.is_empty() {
                     *mine = Partners::listing(row(&groups, &version, k));
                     continue;
                 }
-                if mine.listed.len() > 2 * KEEP {
-                    mine.listed.select_nth_unstable(KEEP);
-                    mine.bound = mine.listed[KEEP].0;
-                    mine.listed.truncate(KEEP);
-                }
                 mine.cheapest = mine.listed.iter().map(|&(p, _)| p).min();
             } else {
-                mine.cheapest = mine.cheapest.min(Some(with_merged)).or(Some(with_merged));
+                mine.cheapest = Some(mine.cheapest.map_or(with_merged, |c| c.min(with_merged)));
             }
         }
         partners[a] = Partners::listing(merges);
+        // In the unit tests, every group's cheapest merge is checked against its whole row.
+        #[cfg(test)]
+        for (k, listed) in partners.iter().enumerate().filter(|&(k, _)| groups[k].is_some()) {
+            let whole = row(&groups, &version, k).into_iter().map(|(p, _)| p).min();
+            assert_eq!(listed.cheapest, whole, "group {k}'s cheapest merge after merging {a} and {b}");
+        }
     }
     groups.into_iter().flatten().collect()
 }
@@ -252,8 +256,8 @@ mod tests {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             state >> 33
         };
-        for round in 0..20 {
-            let n = 5 + (next() % 120) as usize;
+        for round in 0..200 {
+            let n = 5 + (next() % 60) as usize;
             let make = |next: &mut dyn FnMut() -> u64| -> Vec<Group> {
                 (0..n)
                     .map(|i| {
