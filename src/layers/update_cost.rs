@@ -35,10 +35,12 @@
 //! so every replica, on any architecture, makes the same merges; ties go to the pair that
 //! comes first in the caller's order. Each group lists its [`KEEP`] cheapest merges, so a
 //! merge computes the merged group's costs against every other group, and a group's whole
-//! row again only when every merge it listed is gone: `O(n² × p/64)` time for `n` groups
-//! over an image of `p` paths, `O(n × KEEP)` memory beyond the closures. Measured: 60–75 ms
-//! for the 977 groups of a 1,000-path image, 7 s for the 5,150 of a whole distribution in
-//! one image (docs/reuse.md, "Performance").
+//! row again only when every merge it listed is gone: about `O(n² × p/64)` time for `n`
+//! groups over an image of `p` paths, plus the rows computed again, and `O(n × KEEP)`
+//! memory beyond the closures (a list grows only by merges with a newly merged group that
+//! cost less than all it left out). Measured: 60–75 ms for the 977 groups of a 1,000-path
+//! image, 7 s for the 5,150 of a whole distribution in one image (docs/reuse.md,
+//! "Performance").
 
 use super::Layer;
 
