@@ -30,7 +30,7 @@
 use super::conditional::{self, Precondition};
 use super::error::{Code, RegistryError};
 use crate::digest::Digest;
-use crate::storage::{Download, ErrorKind, ObjectKey, Storage, StorageError, Stream};
+use crate::storage::{Download, ErrorKind, ObjectKey, Storage, Stream};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -43,7 +43,10 @@ pub async fn get(
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, RegistryError> {
-    let download = storage.download(&ObjectKey::blob(digest)).await.map_err(|e| internal("looking up blob", e))?;
+    let download = storage
+        .download(&ObjectKey::blob(digest))
+        .await
+        .map_err(|e| RegistryError::storage_fault("looking up blob", &e))?;
     let Some(download) = download else { return Err(unknown(digest)) };
     let len = match &download {
         Download::Redirect { len, .. } => *len,
@@ -87,7 +90,7 @@ async fn stream(digest: &Digest, bytes: Stream, head: bool, headers: &HeaderMap)
         let read = bytes.bytes(range.clone()).await.map_err(|e| match e.kind() {
             // Gone since it was looked up.
             ErrorKind::NotFound => unknown(digest),
-            _ => internal("reading blob", e),
+            _ => RegistryError::storage_fault("reading blob", &e),
         })?;
         Body::from_stream(read)
     };
@@ -128,11 +131,6 @@ fn unsatisfiable(digest: &Digest, len: u64) -> Response {
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert("Docker-Content-Digest", digest.header_value());
     resp
-}
-
-fn internal(doing: &str, e: StorageError) -> RegistryError {
-    tracing::error!(error = %e, "{doing}");
-    RegistryError::internal()
 }
 
 pub(super) fn unknown(digest: &Digest) -> RegistryError {

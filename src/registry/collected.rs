@@ -35,10 +35,7 @@ pub fn collected(code: Code, what: &str, digest: &Digest, why: &Unmakeable) -> R
 /// cannot be made again; a fault of the server is answered as such.
 pub fn failed(code: Code, what: &str, digest: &Digest) -> impl FnOnce(RemakeError) -> RegistryError {
     move |e| match e {
-        RemakeError::Storage(e) => {
-            tracing::error!(error = %e, "looking up by digest");
-            RegistryError::internal()
-        }
+        RemakeError::Storage(e) => RegistryError::storage_fault("looking up by digest", &e),
         RemakeError::Build(e) => {
             let answer = RegistryError::from(&e);
             if answer.status != StatusCode::UNPROCESSABLE_ENTITY {
@@ -64,10 +61,7 @@ pub async fn blob(
     asked: &Asked<'_>,
 ) -> Result<Response, RegistryError> {
     let (head, headers) = (asked.head, asked.headers);
-    let storage_fault = |e: StorageError| {
-        tracing::error!(error = %e, "reading a blob's link or recipe");
-        RegistryError::internal()
-    };
+    let storage_fault = |e: StorageError| RegistryError::storage_fault("reading a blob's link or recipe", &e);
     if let Some(links) = state.guard.links()
         && !links.is_linked(name, digest).await.map_err(storage_fault)?
     {

@@ -176,6 +176,13 @@ impl RegistryError {
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, Code::Unknown, "internal error, see the server log")
     }
+
+    /// A storage fault while `doing` something: the server's, logged here with its cause and
+    /// answered as [`RegistryError::internal`] (the cause may name a bucket or a path).
+    pub fn storage_fault(doing: &str, e: &crate::storage::StorageError) -> Self {
+        tracing::error!(error = %e, "{doing}");
+        Self::internal()
+    }
 }
 
 impl From<NameError> for RegistryError {

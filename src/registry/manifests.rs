@@ -148,10 +148,7 @@ async fn by_digest(
             format!("manifest {digest} is not known to this registry"),
         )
     };
-    let storage_fault = |e: crate::storage::StorageError| {
-        tracing::error!(error = %e, "reading manifest");
-        RegistryError::internal()
-    };
+    let storage_fault = |e: crate::storage::StorageError| RegistryError::storage_fault("reading manifest", &e);
     if let Some(links) = guard.links()
         && !links.is_linked(name, digest).await.map_err(storage_fault)?
     {

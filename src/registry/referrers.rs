@@ -75,10 +75,7 @@ pub fn manifest(doc: crate::manifest::Document, media_type: &'static str) -> Cac
 /// logged); a source or build failure of the image it needed is the image's, as for a pull.
 pub fn answer(e: &ArtifactError) -> RegistryError {
     match e {
-        ArtifactError::Storage(e) => {
-            tracing::error!(error = %e, "reading or writing an artifact");
-            RegistryError::internal()
-        }
+        ArtifactError::Storage(e) => RegistryError::storage_fault("reading or writing an artifact", e),
         ArtifactError::Source(e) => RegistryError::from(&ManifestError::Source(e.clone())),
         ArtifactError::Build(e) => RegistryError::from(&ManifestError::Build(e.clone())),
     }
