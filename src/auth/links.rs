@@ -63,6 +63,14 @@ pub fn referenced(bytes: &[u8]) -> Vec<Digest> {
         .unwrap_or_default()
 }
 
+/// What linking the document `digest` (whose bytes are `bytes`) to a name links: what it
+/// references, then the document itself, the order [`Links::link`] needs.
+pub fn with_references(digest: &Digest, bytes: &[u8]) -> Vec<Digest> {
+    let mut digests = referenced(bytes);
+    digests.push(digest.clone());
+    digests
+}
+
 impl Links {
     pub fn new(storage: Arc<Storage>) -> Self {
         Links { storage, known: quick_cache::sync::Cache::new(REMEMBERED) }

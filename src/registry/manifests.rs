@@ -120,8 +120,7 @@ pub(super) async fn link(state: &AppState, name: &ImageName, manifest: &CachedMa
     if links.is_known(name, &manifest.digest) {
         return;
     }
-    let mut digests = crate::auth::links::referenced(&manifest.bytes);
-    digests.push(manifest.digest.clone());
+    let digests = crate::auth::links::with_references(&manifest.digest, &manifest.bytes);
     if let Err(e) = links.link(name, &digests).await {
         // The answer stands; a later request by digest under this name may miss.
         tracing::error!(error = %e, image = %name, "linking the manifest to its name");

@@ -47,14 +47,8 @@ pub async fn list(state: &AppState, name: &ImageName, digest: &Digest, uri: &Uri
 /// that a client that may pull it can fetch them by digest ([`crate::auth::links`]).
 async fn link(state: &AppState, name: &ImageName, found: &[Arc<Artifact>]) {
     let Some(links) = state.guard.links() else { return };
-    let digests: Vec<Digest> = found
-        .iter()
-        .flat_map(|a| {
-            let mut digests = crate::auth::links::referenced(&a.manifest.bytes);
-            digests.push(a.manifest.digest.clone());
-            digests
-        })
-        .collect();
+    let digests: Vec<Digest> =
+        found.iter().flat_map(|a| crate::auth::links::with_references(&a.manifest.digest, &a.manifest.bytes)).collect();
     if let Err(e) = links.link(name, &digests).await {
         tracing::error!(error = %e, image = %name, "linking the artifacts to their image's name");
     }
