@@ -59,6 +59,14 @@ pub enum FlakeRefError {
     Malformed(String),
 }
 
+impl FlakeRefError {
+    /// The indirect reference `text`, without the credentials or token a URL in it carries
+    /// (the error is repeated to whoever configured it and logged).
+    fn indirect(text: &str) -> FlakeRefError {
+        FlakeRefError::Indirect(crate::redact::credentials(text).into_owned())
+    }
+}
+
 const SUPPORTED: &str = "git+https:, git+ssh:, git+http:, git+file:, github:, gitlab:, sourcehut: or path:";
 
 /// The configured flake (see the module docs).
@@ -140,7 +148,7 @@ impl FlakeRef {
         }
         let (base, query) = text.split_once('?').unwrap_or((text, ""));
         let Some((scheme, rest)) = base.split_once(':') else {
-            return Err(FlakeRefError::Indirect(crate::redact::credentials(text).into_owned()));
+            return Err(FlakeRefError::indirect(text));
         };
         let mut params = Vec::new();
         let (mut reference, mut rev) = (None, None);
@@ -197,13 +205,13 @@ impl FlakeRef {
                 let dir = Path::new(rest);
                 Kind::Path(if dir.is_absolute() { dir.to_owned() } else { cwd.join(dir) })
             }
-            "flake" => return Err(FlakeRefError::Indirect(crate::redact::credentials(text).into_owned())),
+            "flake" => return Err(FlakeRefError::indirect(text)),
             "http" | "https" | "file" | "tarball+https" | "tarball+http" | "tarball+file" | "file+https"
             | "file+http" | "file+file" | "hg+https" | "hg+http" | "hg+ssh" | "hg+file" => {
                 return Err(FlakeRefError::Unsupported { scheme: scheme.to_owned(), supported: SUPPORTED });
             }
             _ if !base.contains("://") && !base.contains('/') => {
-                return Err(FlakeRefError::Indirect(crate::redact::credentials(text).into_owned()));
+                return Err(FlakeRefError::indirect(text));
             }
             _ => return Err(FlakeRefError::Unsupported { scheme: scheme.to_owned(), supported: SUPPORTED }),
         };
