@@ -83,9 +83,10 @@ pub fn group_banded(
 
     let paths: Vec<&StorePath> = graph.paths.keys().collect();
     let closures = Closures::of(graph, &paths);
+    let position = |p: &StorePath| paths.binary_search(&p).expect("a path of the graph");
     let in_order = |a: &Group, b: &Group| a.reach.cmp(&b.reach).then_with(|| a.layer.contents.cmp(&b.layer.contents));
     let mut rest: Vec<Group> =
-        rest.into_iter().map(|l| Group::new(closures.union_of(&l.contents, &paths), l)).collect();
+        rest.into_iter().map(|l| Group::new(closures.union_of(l.contents.iter().map(position)), l)).collect();
     rest.sort_by(in_order);
     let mut bands = merge_cheapest(rest, bands, paths.len());
     bands.sort_by(in_order);

@@ -337,11 +337,10 @@ impl Closures {
         Closures { words, bits }
     }
 
-    /// The union of the closures of `contents` (paths of the graph, `paths` its sorted keys).
-    fn union_of(&self, contents: &[StorePath], paths: &[&StorePath]) -> Vec<u64> {
+    /// The union of the closures of the paths `members` (positions in the graph's order).
+    fn union_of(&self, members: impl IntoIterator<Item = usize>) -> Vec<u64> {
         let mut union = vec![0u64; self.words];
-        for path in contents {
-            let x = paths.binary_search(&path).expect("a path of the graph");
+        for x in members {
             for (w, v) in union.iter_mut().zip(self.of_path(x)) {
                 *w |= v;
             }

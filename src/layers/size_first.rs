@@ -109,12 +109,7 @@ pub fn group_size_first(graph: &RuntimeGraph, budget: usize) -> Vec<Layer> {
     let mut layers: Vec<(u64, Layer)> = members
         .into_values()
         .map(|m| {
-            let mut closure = vec![0u64; n.div_ceil(64)];
-            for &x in &m {
-                for (c, w) in closure.iter_mut().zip(closures.of_path(x)) {
-                    *c |= w;
-                }
-            }
+            let closure = closures.union_of(m.iter().copied());
             let mut closure_size = 0;
             for (w, &word) in closure.iter().enumerate() {
                 let mut bits = word;
